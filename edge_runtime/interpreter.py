@@ -1,0 +1,118 @@
+"""Run a bundle's TFLite model: LiteRT first, tflite-runtime where a device has only that.
+
+No torch, no TensorFlow: ``ai_edge_litert`` (the maintained successor of
+``tflite_runtime``, same API) or ``tflite_runtime``. The card's tensor specs
+are checked against the interpreter's own, and inputs are quantised and
+outputs dequantised with the interpreter's scale and zero point.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .bundle import Bundle, BundleError, load_bundle
+
+__all__ = ["interpreter_backend", "TFLiteModel"]
+
+
+def interpreter_backend():
+    """(Interpreter class, OpResolverType or None, backend name)."""
+    try:
+        from ai_edge_litert import interpreter as mod
+        name = "ai-edge-litert"
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter as mod  # type: ignore
+            name = "tflite-runtime"
+        except ImportError:
+            raise ImportError("no TFLite interpreter: pip install 'selfmis-edge[edge]' "
+                              "(ai-edge-litert), or tflite-runtime on older devices") from None
+    return mod.Interpreter, getattr(mod, "OpResolverType", None), name
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class TFLiteModel:
+    """A bundle's model, ready for one window at a time.
+
+    ``predict_logits(windows)`` takes preprocessed windows shaped
+    ``(n, window_samples)`` (float32, as :func:`preprocess_window` returns them)
+    and returns ``(n, n_labels)`` float32 logits in the card's label order.
+    """
+
+    def __init__(self, bundle=None, num_threads: int = 1, use_xnnpack: bool = True):
+        self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        card = self.bundle.card
+        Interpreter, Resolver, self.backend = interpreter_backend()
+        kwargs = {"model_path": str(self.bundle.model_path), "num_threads": num_threads}
+        if not use_xnnpack:
+            if Resolver is None:
+                raise RuntimeError(f"{self.backend} cannot disable XNNPACK")
+            kwargs["experimental_op_resolver_type"] = Resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interpreter = Interpreter(**kwargs)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"{self.bundle.model_path}: the interpreter refused the model ({exc})") from None
+        self.card = card
+        self._in = self._match(self.interpreter.get_input_details(), card.input, "input")
+        self._out = self._match(self.interpreter.get_output_details(), card.output, "output")
+        self.window = int(card.spec.window_samples)
+        shape = list(self._in["shape"])
+        if int(np.prod(shape)) != self.window:
+            raise BundleError(f"{self.bundle.directory}: model input {shape} does not hold a "
+                              f"{self.window}-sample window as the card says")
+        self._in_shape = shape
+
+    def _match(self, details, spec, what):
+        """Pick the tensor the card names (by name, else by shape) and check dtype/quantisation."""
+        by_name = [d for d in details if d["name"] == spec.name]
+        by_shape = [d for d in details if list(d["shape"]) == list(spec.shape)]
+        cands = by_name or by_shape
+        if len(cands) != 1:
+            raise BundleError(f"{self.bundle.directory}: card {what} {spec.name!r} {spec.shape} "
+                              f"matches {len(cands)} of the model's {what}s "
+                              f"{[(d['name'], list(d['shape'])) for d in details]}")
+        d = cands[0]
+        if np.dtype(d["dtype"]).name != spec.dtype:
+            raise BundleError(f"{self.bundle.directory}: card says {what} dtype {spec.dtype}, "
+                              f"model has {np.dtype(d['dtype']).name}")
+        scale, zp = d["quantization"]
+        if spec.dtype in ("int8", "uint8") and (abs(scale - spec.scale) > 1e-6 * max(1.0, abs(scale))
+                                                or int(zp) != int(spec.zero_point)):
+            raise BundleError(f"{self.bundle.directory}: card {what} quantisation "
+                              f"({spec.scale}, {spec.zero_point}) != model's ({scale}, {zp})")
+        return d
+
+    def _quantise(self, x):
+        d = self._in
+        if np.dtype(d["dtype"]) == np.float32:
+            return x.astype(np.float32)
+        scale, zp = d["quantization"]
+        info = np.iinfo(d["dtype"])
+        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(d["dtype"])
+
+    def _dequantise(self, y):
+        d = self._out
+        if np.dtype(d["dtype"]) == np.float32:
+            return y.astype(np.float32)
+        scale, zp = d["quantization"]
+        return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
+
+    def predict_logits(self, windows) -> np.ndarray:
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim == 1:
+            windows = windows[None]
+        if windows.shape[-1] != self.window:
+            raise ValueError(f"expected windows of {self.window} samples, got {windows.shape}")
+        out = np.empty((len(windows), len(self.card.labels)), dtype=np.float32)
+        interp, i_idx, o_idx = self.interpreter, self._in["index"], self._out["index"]
+        for i, w in enumerate(windows):
+            interp.set_tensor(i_idx, self._quantise(w.reshape(self._in_shape)))
+            interp.invoke()
+            out[i] = self._dequantise(interp.get_tensor(o_idx)).reshape(-1)[: out.shape[1]]
+        return out
+
+    def predict_proba(self, windows) -> np.ndarray:
+        return _sigmoid(self.predict_logits(windows))

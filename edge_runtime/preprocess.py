@@ -1,0 +1,221 @@
+"""The preprocessing a model sees: the one contract between training and serving.
+
+Training (``selfmis.train``) imports these functions; the edge runtime calls the
+same ones on the stream, so the two cannot drift. Only numpy is used: importing
+scipy costs ~1.4 s and ~77 MB on a gateway (see the project notes).
+
+Steps, in order:
+
+1. :class:`StreamResampler` brings any source rate (130, 250, 360, 500 Hz...)
+   to the model rate with a causal polyphase FIR (Kaiser-windowed sinc). It is
+   chunk-invariant: feeding a signal in one piece or sample by sample gives the
+   same output. :func:`resample` is the offline form (same filter, delay removed).
+2. :func:`bandpass` removes baseline wander and high-frequency noise on a finite
+   window with a zero-phase FFT filter (raised-cosine band edges, reflect
+   padding), so a window is filtered the same way whether it was cut from a
+   stored record or from the live stream.
+3. :func:`standardise` makes every lead of a window zero-mean, unit-variance:
+   the model never depends on absolute amplitude (mV vs ADC counts, gain).
+
+:func:`preprocess_window` chains 2 and 3; :class:`PreprocessSpec` is what the
+model card stores about it.
+
+References: Crochiere & Rabiner, *Multirate Digital Signal Processing* (1983)
+for polyphase resampling; Kaiser (1974) for the window design.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import numpy as np
+
+__all__ = [
+    "MODEL_FS", "PreprocessSpec", "StreamResampler", "resample", "bandpass",
+    "standardise", "preprocess_window", "rational_ratio",
+]
+
+#: Rate every model of this project sees (PTB-XL's records100 rate).
+MODEL_FS = 100.0
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What a model expects: rate, band, window. Stored in the model card."""
+
+    fs: float = MODEL_FS
+    low_hz: float = 0.5
+    high_hz: float = 40.0
+    window_s: float = 5.0
+    #: Where the R peak of the triggering beat sits in a beat-aligned window,
+    #: in seconds from the window start (the runtime waits for the rest).
+    beat_offset_s: float = 4.5
+    standardise: str = "zscore"
+    version: int = 1
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.fs))
+
+    @property
+    def beat_offset_samples(self) -> int:
+        return int(round(self.beat_offset_s * self.fs))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+# --------------------------------------------------------------------------- resampling
+
+def rational_ratio(fs_in: float, fs_out: float, max_denominator: int = 1000) -> tuple[int, int]:
+    """(up, down) with fs_out/fs_in ~= up/down, e.g. 130 -> 100 Hz is (10, 13)."""
+    fr = Fraction(float(fs_out) / float(fs_in)).limit_denominator(max_denominator)
+    return fr.numerator, fr.denominator
+
+
+def _lowpass_taps(up: int, down: int, half_len_in: int = 10, beta: float = 6.0) -> np.ndarray:
+    """Kaiser-windowed sinc at the upsampled rate; cut-off at 90% of the lower Nyquist."""
+    n_taps = 2 * half_len_in * up + 1
+    cutoff = 0.9 / max(up, down)  # fraction of the upsampled Nyquist
+    t = np.arange(n_taps) - (n_taps - 1) / 2
+    h = cutoff * np.sinc(cutoff * t) * np.kaiser(n_taps, beta)
+    return h * (up / h.sum())  # unity DC gain after zero-stuffing
+
+
+class StreamResampler:
+    """Causal, stateful rational resampler (polyphase FIR), chunk-invariant.
+
+    ``process(chunk)`` returns the output samples that the input so far
+    determines. The output lags the input by :attr:`delay_s` seconds (the FIR's
+    group delay); timestamps of detected beats must subtract it.
+    """
+
+    def __init__(self, fs_in: float, fs_out: float = MODEL_FS, half_len_in: int = 10):
+        self.fs_in, self.fs_out = float(fs_in), float(fs_out)
+        self.up, self.down = rational_ratio(fs_in, fs_out)
+        self.identity = self.up == self.down
+        h = _lowpass_taps(self.up, self.down, half_len_in)
+        self.n_taps = len(h)
+        self.k = -(-len(h) // self.up)  # taps per phase
+        h = np.concatenate([h, np.zeros(self.k * self.up - len(h))])
+        # phases[p, i] multiplies x[n0 - i] for output phase p
+        self.phases = h.reshape(self.k, self.up).T.copy()
+        self.delay_s = (self.n_taps - 1) / 2 / (self.fs_in * self.up) if not self.identity else 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self._hist = np.zeros(self.k - 1, dtype=np.float64)  # last k-1 inputs
+        self._n_in = 0      # inputs consumed so far
+        self._m_out = 0     # outputs produced so far
+
+    def process(self, chunk) -> np.ndarray:
+        x = np.asarray(chunk, dtype=np.float64).ravel()
+        if self.identity:
+            self._n_in += len(x)
+            self._m_out += len(x)
+            return x.astype(np.float32)
+        buf = np.concatenate([self._hist, x])
+        first_in = self._n_in - (self.k - 1)  # global index of buf[0]
+        self._n_in += len(x)
+        # outputs m with n0 = (m*down)//up <= last available input index
+        last = self._n_in - 1
+        m_stop = (last * self.up) // self.down + 1 if last >= 0 else 0
+        m = np.arange(self._m_out, max(self._m_out, m_stop))
+        self._m_out = max(self._m_out, m_stop)
+        self._hist = buf[len(buf) - (self.k - 1):] if self.k > 1 else buf[:0]
+        if len(m) == 0:
+            return np.zeros(0, dtype=np.float32)
+        k_up = m * self.down
+        n0, phase = k_up // self.up, k_up % self.up
+        idx = (n0 - first_in)[:, None] - np.arange(self.k)[None, :]
+        valid = idx >= 0  # before the first input the stream is zero
+        taps = np.where(valid, buf[np.clip(idx, 0, None)], 0.0)
+        return np.einsum("mk,mk->m", taps, self.phases[phase]).astype(np.float32)
+
+
+def resample(x, fs_in: float, fs_out: float = MODEL_FS, axis: int = -1) -> np.ndarray:
+    """Offline resampling with the streaming filter, its delay removed.
+
+    Same filter as :class:`StreamResampler`, so a model trained on offline
+    resampled records sees what the runtime produces (up to a constant
+    sub-sample shift, the part of the delay that is not a whole output sample).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    x = np.moveaxis(x, axis, -1)
+    rs = StreamResampler(fs_in, fs_out)
+    if rs.identity:
+        return np.moveaxis(x.copy(), -1, axis)
+    n_out = int(np.floor(x.shape[-1] * rs.up / rs.down))
+    delay = int(round(rs.delay_s * fs_out))
+    flat = x.reshape(-1, x.shape[-1])
+    out = np.empty((flat.shape[0], n_out), dtype=np.float32)
+    pad = int(np.ceil((delay + 2) * rs.down / rs.up))
+    for i, row in enumerate(flat):
+        rs.reset()
+        # edge padding flushes the filter without pulling the end towards zero
+        y = rs.process(np.concatenate([row, np.full(pad, row[-1] if len(row) else 0.0)]))
+        out[i] = y[delay: delay + n_out]
+    return np.moveaxis(out.reshape(x.shape[:-1] + (n_out,)), -1, axis)
+
+
+# --------------------------------------------------------------------------- filtering
+
+def _band_gain(n: int, fs: float, low_hz: float, high_hz: float) -> np.ndarray:
+    f = np.fft.rfftfreq(n, d=1.0 / fs)
+    g = np.ones_like(f)
+    if low_hz > 0:  # raised-cosine from 0 to 2*low_hz: half gain at low_hz
+        lo = np.clip(f / (2 * low_hz), 0, 1)
+        g *= 0.5 - 0.5 * np.cos(np.pi * lo)
+    if high_hz < fs / 2:  # raised-cosine over +-5 Hz around high_hz
+        w = 5.0
+        hi = np.clip((f - (high_hz - w)) / (2 * w), 0, 1)
+        g *= 0.5 + 0.5 * np.cos(np.pi * hi)
+    return g
+
+
+def bandpass(x, fs: float, low_hz: float = 0.5, high_hz: float = 40.0, axis: int = -1) -> np.ndarray:
+    """Zero-phase band-pass of a finite window (any leading shape).
+
+    A straight line through the window is removed first and the window is
+    reflect-padded by up to one second, so the FFT's circular wrap does not
+    leak the ends into each other.
+    """
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    n = x.shape[-1]
+    if n < 4:
+        return np.moveaxis(x.astype(np.float32), -1, axis)
+    t = np.linspace(-1.0, 1.0, n)
+    slope = (x * t).sum(-1, keepdims=True) / (t * t).sum()
+    x = x - x.mean(-1, keepdims=True) - slope * t
+    pad = min(n - 1, int(fs))
+    xp = np.concatenate([x[..., pad:0:-1], x, x[..., -2:-pad - 2:-1]], axis=-1)
+    spec = np.fft.rfft(xp, axis=-1) * _band_gain(xp.shape[-1], fs, low_hz, high_hz)
+    y = np.fft.irfft(spec, n=xp.shape[-1], axis=-1)[..., pad:pad + n]
+    return np.moveaxis(y.astype(np.float32), -1, axis)
+
+
+def standardise(x, axis: int = -1, eps: float = 1e-6) -> np.ndarray:
+    """Zero mean, unit variance along ``axis`` (per lead). A flat lead stays zero."""
+    x = np.asarray(x, dtype=np.float32)
+    mu = x.mean(axis=axis, keepdims=True)
+    sd = x.std(axis=axis, keepdims=True)
+    return ((x - mu) / np.maximum(sd, eps)).astype(np.float32)
+
+
+def preprocess_window(x, spec: PreprocessSpec = PreprocessSpec(), axis: int = -1) -> np.ndarray:
+    """Band-pass then standardise a window (or a whole record) already at ``spec.fs``.
+
+    ``x`` may be (n,), (leads, n) or (batch, leads, n) with time on ``axis``.
+    NaNs (WFDB's invalid samples) are replaced by the window's median first.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if np.isnan(x).any():
+        x = np.where(np.isnan(x), np.nanmedian(x, axis=axis, keepdims=True), x)
+        x = np.nan_to_num(x)
+    y = bandpass(x, spec.fs, spec.low_hz, spec.high_hz, axis=axis)
+    return standardise(y, axis=axis)
