@@ -1,0 +1,697 @@
+"""SelfMIS wire protocol: the byte format between an ECG wearable and the gateway.
+
+One codec for every transport (USB serial, TCP, BLE notifications): the
+device sends a byte stream of *frames*; the host runs a :class:`StreamDecoder`
+over whatever chunks the transport delivers.  The full byte-level
+specification, with tables, lives in ``PROTOCOL.md`` next to this file; the
+short version::
+
+    offset  size  field
+    0       2     SYNC = A5 5A
+    2       1     version         (layout version of *this* frame, 1)
+    3       1     frame type      (0x01 HELLO, 0x02 DATA, others: skipped)
+    4       2     payload length  N (uint16 LE)
+    6       N     payload
+    6+N     2     CRC-16/CCITT-FALSE of bytes 2 .. 6+N-1 (uint16 LE)
+
+All multi-byte integers are little-endian, floats are IEEE-754 float32 LE
+(what every MCU, ESP32 and AVR alike, has natively).
+
+The CRC is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, not reflected,
+xorout 0; check value of ``b"123456789"`` is 0x29B1), the same CRC used by
+many sensor and modem framings, cheap to compute byte-wise on an 8-bit MCU.
+It covers version, type, length and payload, *not* the SYNC bytes (they
+carry no information).
+
+The ASCII side (:class:`AsciiLineDecoder`) covers the hobby sketches that
+``Serial.println(analogRead(A0))`` -- the de-facto AD8232 example code
+(SparkFun "Heart_Rate_Display" sketch).
+
+References
+----------
+* R. N. Williams, "A painless guide to CRC error detection algorithms", 1993;
+  CRC catalogue entry CRC-16/IBM-3740 a.k.a. CCITT-FALSE
+  (https://reveng.sourceforge.io/crc-catalogue/16.htm).
+* Bluetooth Core Spec v5.3, Vol 3, Part F (ATT): a notification carries at
+  most ATT_MTU - 3 bytes of value.
+* SparkFun AD8232 Heart Rate Monitor hookup guide (lead-off pins LO+/LO-).
+"""
+
+from __future__ import annotations
+
+import binascii
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+__all__ = [
+    "SYNC", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS",
+    "FRAME_HELLO", "FRAME_DATA",
+    "FMT_INT16_LE", "FMT_INT24_LE", "FMT_INT32_LE", "SAMPLE_FORMATS",
+    "FLAG_LEAD_OFF",
+    "HEADER_LEN", "CRC_LEN", "FRAME_OVERHEAD", "MAX_PAYLOAD_LEN",
+    "DATA_FIXED_LEN", "HELLO_FIXED_LEN",
+    "SERVICE_UUID", "DATA_CHAR_UUID", "CONTROL_CHAR_UUID",
+    "CTRL_SEND_HELLO", "CTRL_START", "CTRL_STOP",
+    "BLE_DEFAULT_ATT_MTU", "BLE_PREFERRED_ATT_MTU",
+    "crc16_ccitt_false", "sample_width", "sample_range",
+    "Hello", "DataFrame", "DecodeError", "UnknownFrame",
+    "encode_hello", "encode_frame", "encode_raw_frame",
+    "decode_payload", "StreamDecoder",
+    "SequenceTracker", "SeqUpdate",
+    "AsciiHeader", "LeadOff", "AsciiLineDecoder",
+    "max_samples_per_notification",
+]
+
+# --------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------
+
+SYNC = b"\xA5\x5A"
+#: Layout version this module writes.  Decoders accept every version in
+#: SUPPORTED_VERSIONS; frames with a newer version are skipped by length.
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+FRAME_HELLO = 0x01
+FRAME_DATA = 0x02
+
+FMT_INT16_LE = 0x01
+FMT_INT24_LE = 0x02
+FMT_INT32_LE = 0x03
+#: sample format code -> bytes per sample
+SAMPLE_FORMATS: Dict[int, int] = {FMT_INT16_LE: 2, FMT_INT24_LE: 3, FMT_INT32_LE: 4}
+
+FLAG_LEAD_OFF = 0x01
+
+HEADER_LEN = 6          # SYNC + version + type + length
+CRC_LEN = 2
+FRAME_OVERHEAD = HEADER_LEN + CRC_LEN
+#: Largest payload a decoder accepts by default.  A corrupt length field can
+#: make a decoder wait for this many bytes before the CRC check rejects the
+#: frame, so it bounds both memory and resync latency.
+MAX_PAYLOAD_LEN = 1024
+
+# DATA payload: seq u16, flags u8, sample_format u8, fs_hz f32, n_samples u16
+_DATA_FIXED = struct.Struct("<HBBfH")
+DATA_FIXED_LEN = _DATA_FIXED.size       # 10
+# HELLO payload: sample_format u8, fs_hz f32, uv_per_lsb f32, then 3 strings
+# each as (u8 length, UTF-8 bytes): lead, firmware_version, device_id
+_HELLO_FIXED = struct.Struct("<Bff")
+HELLO_FIXED_LEN = _HELLO_FIXED.size + 3  # 9 fixed + 3 empty strings = 12
+
+# --- BLE GATT service (128-bit UUIDs of this project, not SIG-assigned) ----
+#: Primary service advertised by SelfMIS firmware.
+SERVICE_UUID = "5e1f0001-6d15-4c8e-9d3a-3f6b2e0c7a11"
+#: Notify: carries the same byte stream as the serial port (frames may be
+#: split across notifications -- feed every notification to one decoder).
+DATA_CHAR_UUID = "5e1f0002-6d15-4c8e-9d3a-3f6b2e0c7a11"
+#: Write (with response): one command byte, see CTRL_*.
+CONTROL_CHAR_UUID = "5e1f0003-6d15-4c8e-9d3a-3f6b2e0c7a11"
+CTRL_SEND_HELLO = 0x01  # device answers with a HELLO frame on DATA
+CTRL_START = 0x02       # start streaming DATA frames
+CTRL_STOP = 0x03        # stop streaming
+
+#: ATT_MTU every BLE link starts with; 20 bytes of value per notification.
+BLE_DEFAULT_ATT_MTU = 23
+#: What the firmware requests (BLE 4.2+ data length extension): 244 bytes.
+BLE_PREFERRED_ATT_MTU = 247
+
+
+def max_samples_per_notification(att_mtu: int, sample_format: int = FMT_INT16_LE) -> int:
+    """Samples per DATA frame so that one frame fits one notification.
+
+    A notification carries ``att_mtu - 3`` bytes.  Firmware should size
+    frames with this so that BLE loss hits whole frames; if a frame is
+    larger it is simply split over consecutive notifications and the host
+    reassembles it because it feeds all notifications, in order, to one
+    :class:`StreamDecoder` (the byte stream is the concatenation of the
+    notification values).
+    """
+    room = att_mtu - 3 - FRAME_OVERHEAD - DATA_FIXED_LEN
+    return max(0, room // sample_width(sample_format))
+
+
+def crc16_ccitt_false(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0).
+
+    ``binascii.crc_hqx`` is exactly this polynomial and bit order with a
+    caller-supplied initial value, implemented in C.
+    """
+    return binascii.crc_hqx(bytes(data), crc)
+
+
+def sample_width(sample_format: int) -> int:
+    """Bytes per sample for a sample format code (ValueError if unknown)."""
+    try:
+        return SAMPLE_FORMATS[sample_format]
+    except KeyError:
+        raise ValueError(f"unknown sample format code 0x{sample_format:02X}") from None
+
+
+def sample_range(sample_format: int) -> tuple:
+    """(min, max) integer count representable in a sample format."""
+    bits = 8 * sample_width(sample_format)
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _f32(x: float) -> float:
+    """Round to float32, as it will be after a trip over the wire."""
+    return float(np.float32(x))
+
+
+# --------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------
+
+@dataclass
+class Hello:
+    """Device description, sent at connect, on request and periodically.
+
+    ``fs_hz`` and ``uv_per_lsb`` travel as float32; ``uv_per_lsb`` is the
+    ADC step referred to the electrodes (after front-end gain), so that
+    ``mV = counts * uv_per_lsb / 1000``.
+    """
+
+    protocol_version: int = PROTOCOL_VERSION
+    fs_hz: float = 250.0
+    lead: str = "I"
+    uv_per_lsb: float = 1.0
+    sample_format: int = FMT_INT16_LE
+    firmware_version: str = ""
+    device_id: str = ""
+
+
+@dataclass
+class DataFrame:
+    """A block of consecutive samples of one lead (ADC counts)."""
+
+    seq: int
+    samples: np.ndarray
+    flags: int = 0
+    fs_hz: float = 250.0
+    sample_format: int = FMT_INT16_LE
+
+    @property
+    def lead_off(self) -> bool:
+        """True when the front end reported an electrode off (samples invalid)."""
+        return bool(self.flags & FLAG_LEAD_OFF)
+
+    def __eq__(self, other):  # numpy arrays make the generated __eq__ ambiguous
+        if not isinstance(other, DataFrame):
+            return NotImplemented
+        return (self.seq == other.seq and self.flags == other.flags
+                and self.sample_format == other.sample_format
+                and _f32(self.fs_hz) == _f32(other.fs_hz)
+                and np.array_equal(np.asarray(self.samples), np.asarray(other.samples)))
+
+
+@dataclass
+class DecodeError:
+    """Something in the stream could not be decoded.
+
+    ``offset`` is the absolute byte offset (since the decoder was created)
+    where the bad frame or junk started.
+    """
+
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"byte {self.offset}: {self.reason}"
+
+
+@dataclass
+class UnknownFrame:
+    """A CRC-valid frame of a type or version this decoder does not know.
+
+    Only returned when ``StreamDecoder(report_unknown=True)``; by default
+    such frames are skipped silently (counted in ``frames_unknown``), which
+    is the forward-compatibility rule of PROTOCOL.md.
+    """
+
+    offset: int
+    version: int
+    frame_type: int
+    payload: bytes
+
+
+Message = Union[Hello, DataFrame, DecodeError, UnknownFrame]
+
+
+# --------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------
+
+def encode_raw_frame(frame_type: int, payload: bytes, version: int = PROTOCOL_VERSION) -> bytes:
+    """Wrap an arbitrary payload in SYNC/header/CRC (any type, any version)."""
+    if not 0 <= frame_type <= 0xFF or not 0 <= version <= 0xFF:
+        raise ValueError("frame_type and version must fit in one byte")
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit the uint16 length field")
+    body = struct.pack("<BBH", version, frame_type, len(payload)) + bytes(payload)
+    return SYNC + body + struct.pack("<H", crc16_ccitt_false(body))
+
+
+def _pack_str(s: str, what: str) -> bytes:
+    raw = s.encode("utf-8")
+    if len(raw) > 255:
+        raise ValueError(f"{what} is {len(raw)} bytes of UTF-8, at most 255 fit")
+    return bytes([len(raw)]) + raw
+
+
+def encode_hello(h: Hello) -> bytes:
+    """Encode a HELLO frame."""
+    if h.protocol_version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"cannot encode protocol version {h.protocol_version}")
+    sample_width(h.sample_format)  # validates
+    payload = (_HELLO_FIXED.pack(h.sample_format, h.fs_hz, h.uv_per_lsb)
+               + _pack_str(h.lead, "lead")
+               + _pack_str(h.firmware_version, "firmware_version")
+               + _pack_str(h.device_id, "device_id"))
+    return encode_raw_frame(FRAME_HELLO, payload, h.protocol_version)
+
+
+def _pack_samples(samples: np.ndarray, sample_format: int) -> bytes:
+    width = sample_width(sample_format)
+    s = np.asarray(samples)
+    if s.ndim != 1:
+        raise ValueError(f"samples must be 1-D, got shape {s.shape}")
+    if s.size and not np.issubdtype(s.dtype, np.integer):
+        raise ValueError(f"samples must be integer ADC counts, got dtype {s.dtype}")
+    lo, hi = sample_range(sample_format)
+    s64 = s.astype(np.int64)
+    if s64.size and (s64.min() < lo or s64.max() > hi):
+        raise ValueError(f"sample out of range [{lo}, {hi}] for format 0x{sample_format:02X}")
+    # little-endian two's complement, truncated to `width` bytes per sample
+    le = s64.astype("<i8").view(np.uint8).reshape(-1, 8)[:, :width]
+    return le.tobytes()
+
+
+def encode_frame(f: DataFrame) -> bytes:
+    """Encode a DATA frame.  ``seq`` is taken modulo 2**16."""
+    n = len(f.samples)
+    if n > 0xFFFF:
+        raise ValueError(f"{n} samples do not fit one frame")
+    if not 0 <= f.flags <= 0xFF:
+        raise ValueError("flags must fit in one byte")
+    payload = (_DATA_FIXED.pack(f.seq & 0xFFFF, f.flags, f.sample_format, f.fs_hz, n)
+               + _pack_samples(f.samples, f.sample_format))
+    return encode_raw_frame(FRAME_DATA, payload)
+
+
+# --------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------
+
+def _unpack_samples(raw: bytes, n: int, width: int) -> np.ndarray:
+    b = np.frombuffer(raw, dtype=np.uint8, count=n * width).reshape(n, width)
+    if width == 2:
+        return b.copy().view("<i2").reshape(n).astype(np.int32)
+    if width == 4:
+        return b.copy().view("<i4").reshape(n).astype(np.int32)
+    # int24: widen to 4 bytes with sign extension from the top byte
+    padded = np.empty((n, 4), dtype=np.uint8)
+    padded[:, :3] = b
+    padded[:, 3] = np.where(b[:, 2] & 0x80, 0xFF, 0x00)
+    return padded.view("<i4").reshape(n).astype(np.int32)
+
+
+def _read_str(payload: bytes, pos: int, what: str):
+    if pos >= len(payload):
+        raise ValueError(f"HELLO payload ends before {what}")
+    n = payload[pos]
+    end = pos + 1 + n
+    if end > len(payload):
+        raise ValueError(f"HELLO {what} length {n} runs past the payload end")
+    try:
+        return payload[pos + 1:end].decode("utf-8"), end
+    except UnicodeDecodeError as e:
+        raise ValueError(f"HELLO {what} is not valid UTF-8 ({e.reason})") from None
+
+
+def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello, DataFrame]:
+    """Parse the payload of a CRC-valid frame of a known type and version.
+
+    Raises ValueError with a human-readable reason if it is malformed.
+    Bytes after the fields defined for version 1 are ignored: that is the
+    room for additive, backwards-compatible extensions (PROTOCOL.md).
+    """
+    if frame_type == FRAME_DATA:
+        if len(payload) < DATA_FIXED_LEN:
+            raise ValueError(f"DATA payload of {len(payload)} bytes is shorter than {DATA_FIXED_LEN}")
+        seq, flags, fmt, fs, n = _DATA_FIXED.unpack_from(payload)
+        width = sample_width(fmt)
+        need = DATA_FIXED_LEN + n * width
+        if len(payload) < need:
+            raise ValueError(f"DATA frame declares {n} samples ({need} bytes) "
+                             f"but the payload has {len(payload)}")
+        samples = _unpack_samples(payload[DATA_FIXED_LEN:need], n, width)
+        return DataFrame(seq=seq, samples=samples, flags=flags, fs_hz=fs, sample_format=fmt)
+    if frame_type == FRAME_HELLO:
+        if len(payload) < HELLO_FIXED_LEN:
+            raise ValueError(f"HELLO payload of {len(payload)} bytes is shorter than {HELLO_FIXED_LEN}")
+        fmt, fs, uv = _HELLO_FIXED.unpack_from(payload)
+        sample_width(fmt)
+        pos = _HELLO_FIXED.size
+        lead, pos = _read_str(payload, pos, "lead")
+        fw, pos = _read_str(payload, pos, "firmware_version")
+        dev, pos = _read_str(payload, pos, "device_id")
+        return Hello(protocol_version=version, fs_hz=fs, lead=lead, uv_per_lsb=uv,
+                     sample_format=fmt, firmware_version=fw, device_id=dev)
+    raise ValueError(f"unknown frame type 0x{frame_type:02X}")
+
+
+_MIN_PAYLOAD = {FRAME_DATA: DATA_FIXED_LEN, FRAME_HELLO: HELLO_FIXED_LEN}
+
+
+class StreamDecoder:
+    """Incremental decoder for a byte stream of frames.
+
+    Feed it whatever the transport delivers (any chunking, down to single
+    bytes); it returns the messages completed by that chunk.  It never
+    raises on bad input: corruption becomes a :class:`DecodeError` and the
+    decoder resynchronises on the next SYNC.
+
+    Resync rule (same as the C decoder in ``c/selfmis_frame.c``): when a
+    candidate frame fails (CRC mismatch, impossible length) only its first
+    byte is discarded and the search for SYNC restarts from the next byte,
+    so a valid frame hidden inside a corrupt one is still found.  Memory is
+    bounded by ``max_payload`` + overhead (plus the current chunk while it
+    is being parsed).
+
+    Counters: ``frames_ok`` (HELLO + DATA decoded), ``crc_errors``,
+    ``bytes_skipped`` (bytes discarded outside valid frames),
+    ``frames_unknown`` (valid frames of unknown type/version, skipped),
+    ``frames_malformed`` (valid CRC, invalid payload), ``offset`` (bytes fed
+    so far).
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD_LEN, report_unknown: bool = False):
+        if not 0 < max_payload <= 0xFFFF:
+            raise ValueError("max_payload must be in 1..65535")
+        self.max_payload = max_payload
+        self.report_unknown = report_unknown
+        self._buf = bytearray()
+        self._buf_offset = 0     # absolute offset of _buf[0]
+        self._quiet = False      # inside a reported corruption episode
+        self.frames_ok = 0
+        self.crc_errors = 0
+        self.bytes_skipped = 0
+        self.frames_unknown = 0
+        self.frames_malformed = 0
+
+    @property
+    def offset(self) -> int:
+        """Total number of bytes fed so far."""
+        return self._buf_offset + len(self._buf)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Drop buffered bytes (e.g. after reopening a port); counters kept."""
+        self._skip(len(self._buf), None)
+        self._quiet = False
+
+    def feed(self, data: bytes) -> List[Message]:
+        """Append ``data`` and return every message it completes, in order."""
+        if data:
+            self._buf += data
+        out: List[Message] = []
+        self._parse(out, final=False)
+        return out
+
+    def flush(self) -> List[Message]:
+        """End of stream: give up on any partial frame and rescan its bytes.
+
+        Returns what that finds (a valid frame may hide behind a garbage
+        SYNC whose bogus length was still waiting for bytes); the remaining
+        bytes are counted as skipped.
+        """
+        out: List[Message] = []
+        self._parse(out, final=True)
+        return out
+
+    # -- internals ---------------------------------------------------------
+
+    def _skip(self, n: int, out: Optional[List[Message]], reason: str = "") -> None:
+        if n <= 0:
+            return
+        if out is not None and not self._quiet:
+            out.append(DecodeError(self._buf_offset, reason or "bytes that are not a frame start here (resynchronising)"))
+            self._quiet = True
+        del self._buf[:n]
+        self._buf_offset += n
+        self.bytes_skipped += n
+
+    def _fail(self, out: List[Message], reason: str) -> None:
+        """Reject the candidate frame at _buf[0]: report, drop one byte."""
+        out.append(DecodeError(self._buf_offset, reason))
+        self._quiet = True
+        del self._buf[:1]
+        self._buf_offset += 1
+        self.bytes_skipped += 1
+
+    def _parse(self, out: List[Message], final: bool) -> None:
+        buf = self._buf
+        while buf:
+            i = buf.find(SYNC)
+            if i < 0:
+                # keep a trailing A5: it may be the first half of a SYNC
+                keep = 1 if (buf[-1] == SYNC[0] and not final) else 0
+                self._skip(len(buf) - keep, out)
+                return
+            if i:
+                self._skip(i, out)
+            if len(buf) < HEADER_LEN:
+                if final:
+                    self._skip(len(buf), out, "stream ended inside a frame header")
+                return
+            version, ftype, length = buf[2], buf[3], buf[4] | (buf[5] << 8)
+            if length > self.max_payload:
+                self._fail(out, f"frame length {length} exceeds the maximum {self.max_payload}")
+                continue
+            if version in SUPPORTED_VERSIONS and length < _MIN_PAYLOAD.get(ftype, 0):
+                self._fail(out, f"frame type 0x{ftype:02X} with impossible length {length}")
+                continue
+            total = HEADER_LEN + length + CRC_LEN
+            if len(buf) < total:
+                if final:
+                    self._fail(out, f"stream ended inside a frame ({len(buf)} of {total} bytes)")
+                    continue
+                return
+            got = buf[total - 2] | (buf[total - 1] << 8)
+            want = crc16_ccitt_false(buf[2:total - 2])
+            if got != want:
+                self.crc_errors += 1
+                self._fail(out, f"CRC mismatch (frame says 0x{got:04X}, computed 0x{want:04X})")
+                continue
+            start = self._buf_offset
+            payload = bytes(buf[HEADER_LEN:total - 2])
+            del buf[:total]
+            self._buf_offset += total
+            self._quiet = False
+            if version not in SUPPORTED_VERSIONS or ftype not in _MIN_PAYLOAD:
+                # forward compatibility: a valid frame we cannot interpret
+                self.frames_unknown += 1
+                if self.report_unknown:
+                    out.append(UnknownFrame(start, version, ftype, payload))
+                continue
+            try:
+                msg = decode_payload(version, ftype, payload)
+            except ValueError as e:
+                self.frames_malformed += 1
+                out.append(DecodeError(start, f"malformed frame: {e}"))
+                continue
+            self.frames_ok += 1
+            out.append(msg)
+
+
+# --------------------------------------------------------------------------
+# Sequence numbers
+# --------------------------------------------------------------------------
+
+@dataclass
+class SeqUpdate:
+    """What one sequence number tells about the link."""
+
+    seq: int
+    missing: int = 0        # frames lost just before this one
+    duplicate: bool = False  # same seq as the previous frame
+    stale: bool = False      # older than the previous frame (late / replayed)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicate or self.stale)
+
+
+class SequenceTracker:
+    """Gap and duplicate detection for the uint16 DATA sequence number.
+
+    The forward distance ``d = (seq - last) mod 65536`` decides: ``d == 1``
+    is in order, ``d == 0`` a duplicate, ``1 < d < 32768`` means ``d - 1``
+    frames were lost, ``d >= 32768`` a frame from the past (reordered or
+    replayed; it is reported as stale and does not move the tracker).
+    This is serial-number arithmetic as in RFC 1982.  A gap of 32768 frames
+    or more (minutes at any practical frame rate) cannot be told from a
+    stale frame; call :meth:`reset` after a reconnect.
+    """
+
+    MOD = 1 << 16
+
+    def __init__(self):
+        self.reset()
+        self.received = 0
+        self.missing = 0
+        self.duplicates = 0
+        self.stale = 0
+
+    def reset(self) -> None:
+        """Forget the last seq (after a reconnect or a HELLO)."""
+        self.last: Optional[int] = None
+
+    def update(self, seq: int) -> SeqUpdate:
+        seq &= 0xFFFF
+        self.received += 1
+        if self.last is None:
+            self.last = seq
+            return SeqUpdate(seq)
+        d = (seq - self.last) % self.MOD
+        if d == 0:
+            self.duplicates += 1
+            return SeqUpdate(seq, duplicate=True)
+        if d >= self.MOD // 2:
+            self.stale += 1
+            return SeqUpdate(seq, stale=True)
+        self.last = seq
+        self.missing += d - 1
+        return SeqUpdate(seq, missing=d - 1)
+
+
+# --------------------------------------------------------------------------
+# ASCII line protocol (hobby sketches)
+# --------------------------------------------------------------------------
+
+@dataclass
+class AsciiHeader:
+    """``# fs=250 lead=I uv_per_lsb=3.22`` -- all keys optional."""
+
+    offset: int
+    fs_hz: Optional[float] = None
+    lead: Optional[str] = None
+    uv_per_lsb: Optional[float] = None
+    extra: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LeadOff:
+    """A ``!`` line: the AD8232 LO+/LO- pin reported an electrode off."""
+
+    offset: int
+
+
+class AsciiLineDecoder:
+    """Decoder for one-integer-per-line output of simple AD8232 sketches.
+
+    Lines end in ``\\n`` (a ``\\r`` before it is dropped, as Arduino's
+    ``println`` sends ``\\r\\n``).  A line is either an integer sample, ``!``
+    (lead-off), ``#`` followed by ``key=value`` pairs (header; a ``#`` line
+    without pairs is a comment), or empty.  Anything else is a
+    :class:`DecodeError` naming the byte offset where the line started.
+    Lines longer than ``max_line`` bytes are reported and discarded up to
+    the next newline, which bounds memory on a binary or mis-set baud stream.
+    """
+
+    def __init__(self, max_line: int = 128):
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._line_start = 0     # absolute offset of _buf[0]
+        self._discarding = False
+        self.samples = 0
+        self.errors = 0
+
+    def feed(self, data: bytes) -> list:
+        """Return samples (int), :class:`LeadOff`, :class:`AsciiHeader`, :class:`DecodeError`."""
+        out: list = []
+        self._buf += data
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > self.max_line:
+                    if not self._discarding:
+                        self._error(out, self._line_start, f"line longer than {self.max_line} bytes")
+                        self._discarding = True
+                    self._line_start += len(self._buf)
+                    self._buf.clear()
+                return out
+            line = bytes(self._buf[:nl])
+            start = self._line_start
+            del self._buf[:nl + 1]
+            self._line_start += nl + 1
+            if self._discarding:
+                self._discarding = False
+                continue
+            if len(line) > self.max_line:
+                self._error(out, start, f"line longer than {self.max_line} bytes")
+                continue
+            self._parse_line(line.rstrip(b"\r").strip(), start, out)
+
+    def flush(self) -> list:
+        """End of stream: parse a last line without its newline."""
+        return self.feed(b"\n") if self._buf else []
+
+    def _error(self, out: list, offset: int, reason: str) -> None:
+        self.errors += 1
+        out.append(DecodeError(offset, reason))
+
+    def _parse_line(self, line: bytes, start: int, out: list) -> None:
+        if not line:
+            return
+        if line == b"!":
+            out.append(LeadOff(start))
+            return
+        if line.startswith(b"#"):
+            hdr = self._parse_header(line[1:], start)
+            if isinstance(hdr, DecodeError):
+                self.errors += 1
+            if hdr is not None:
+                out.append(hdr)
+            return
+        try:
+            value = int(line)  # int() accepts b"-12" and surrounding spaces
+        except ValueError:
+            shown = line[:32].decode("ascii", "backslashreplace")
+            self._error(out, start, f"not an integer sample: {shown!r}")
+            return
+        self.samples += 1
+        out.append(value)
+
+    @staticmethod
+    def _parse_header(text: bytes, start: int):
+        try:
+            s = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return DecodeError(start, "header line is not valid UTF-8")
+        pairs = [tok.split("=", 1) for tok in s.split() if "=" in tok]
+        if not pairs:
+            return None  # a plain comment
+        hdr = AsciiHeader(start)
+        for key, value in pairs:
+            key = key.strip().lower()
+            try:
+                if key in ("fs", "fs_hz"):
+                    hdr.fs_hz = float(value)
+                elif key in ("uv_per_lsb", "uv"):
+                    hdr.uv_per_lsb = float(value)
+                elif key == "lead":
+                    hdr.lead = value
+                else:
+                    hdr.extra[key] = value
+            except ValueError:
+                return DecodeError(start, f"header value {key}={value!r} is not a number")
+        return hdr
