@@ -78,10 +78,15 @@ def rational_ratio(fs_in: float, fs_out: float, max_denominator: int = 1000) -> 
     return fr.numerator, fr.denominator
 
 
-def _lowpass_taps(up: int, down: int, half_len_in: int = 10, beta: float = 6.0) -> np.ndarray:
-    """Kaiser-windowed sinc at the upsampled rate; cut-off at 90% of the lower Nyquist."""
-    n_taps = 2 * half_len_in * up + 1
-    cutoff = 0.9 / max(up, down)  # fraction of the upsampled Nyquist
+def _lowpass_taps(up: int, down: int, half_len: int = 10, beta: float = 8.0) -> np.ndarray:
+    """Kaiser-windowed sinc at the upsampled rate; cut-off at 80% of the lower Nyquist.
+
+    ``half_len`` zero crossings each side: the stop band starts near the lower
+    Nyquist (50 Hz for a 100 Hz model) and the pass band reaches the 40 Hz
+    edge of :func:`bandpass`, so resampling adds no band limit of its own.
+    """
+    n_taps = 2 * half_len * max(up, down) + 1
+    cutoff = 0.8 / max(up, down)  # fraction of the upsampled Nyquist
     t = np.arange(n_taps) - (n_taps - 1) / 2
     h = cutoff * np.sinc(cutoff * t) * np.kaiser(n_taps, beta)
     return h * (up / h.sum())  # unity DC gain after zero-stuffing
@@ -95,11 +100,11 @@ class StreamResampler:
     group delay); timestamps of detected beats must subtract it.
     """
 
-    def __init__(self, fs_in: float, fs_out: float = MODEL_FS, half_len_in: int = 10):
+    def __init__(self, fs_in: float, fs_out: float = MODEL_FS, half_len: int = 10):
         self.fs_in, self.fs_out = float(fs_in), float(fs_out)
         self.up, self.down = rational_ratio(fs_in, fs_out)
         self.identity = self.up == self.down
-        h = _lowpass_taps(self.up, self.down, half_len_in)
+        h = _lowpass_taps(self.up, self.down, half_len)
         self.n_taps = len(h)
         self.k = -(-len(h) // self.up)  # taps per phase
         h = np.concatenate([h, np.zeros(self.k * self.up - len(h))])
