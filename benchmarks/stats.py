@@ -1,0 +1,62 @@
+"""Pure statistics helpers: percentiles and latency summaries (no timing here)."""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+__all__ = ["percentile", "summarize", "ratio"]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between order statistics.
+
+    Same definition as ``numpy.percentile(..., method="linear")`` (numpy's default),
+    written out so the edge-only install and the tests do not depend on numpy's
+    version. Raises ``ValueError`` on an empty input or q outside [0, 100].
+    """
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    frac = pos - lo
+    return xs[lo] + (xs[hi] - xs[lo]) * frac
+
+
+def summarize(values: Iterable[float], scale: float = 1.0) -> dict:
+    """n, mean, std, min, p50, p90, p99, max of ``values`` multiplied by ``scale``.
+
+    ``scale`` converts units (e.g. 1e3 for seconds -> milliseconds).
+    """
+    xs = [float(v) * scale for v in values]
+    if not xs:
+        return {"n": 0}
+    n = len(xs)
+    mean = sum(xs) / n
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else 0.0
+    return {
+        "n": n,
+        "mean": mean,
+        "std": math.sqrt(var),
+        "min": min(xs),
+        "p50": percentile(xs, 50),
+        "p90": percentile(xs, 90),
+        "p99": percentile(xs, 99),
+        "max": max(xs),
+    }
+
+
+def ratio(num, den):
+    """num / den, or None when either is missing or den is not positive."""
+    if num is None or den is None:
+        return None
+    try:
+        num, den = float(num), float(den)
+    except (TypeError, ValueError):
+        return None
+    if not den > 0 or math.isnan(num):
+        return None
+    return num / den
