@@ -1,0 +1,511 @@
+"""SelfMIS training and its baselines, one readable loop per stage.
+
+Methods (``config["method"]``):
+
+- ``twelve_lead``: 12-lead model on whole records (upper bound; also the SelfMIS teacher).
+- ``scratch``: Lead I supervised from scratch on random 5 s crops.
+- ``selfmis``: self-alignment. A frozen 12-lead teacher sees the whole record; the
+  single-lead student sees a *self-cut* window of the same record (random length
+  2.5-10 s, random position, no hand-made augmentation) and its (projected) embedding
+  is pulled onto the teacher's. ``schedule="two_stage"``: align, then linear probe or
+  fine-tune; ``schedule="joint"``: supervised loss + alignment as a regulariser (+ optional
+  logit distillation) from the first step.
+- ``simclr``: augmentation-invariance contrastive pretraining on Lead I, then the same head.
+- ``generative``: Lead I -> 12-lead reconstruction (MSE), then the frozen 12-lead teacher.
+- ``random``: random-init frozen encoder + linear probe (floor).
+
+Runs the same under ``torchrun`` (gloo on CPU): each rank takes a shard of every
+batch and gradients are averaged by hand (works for any method call, not just forward).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from selfmis.edge_runtime.preprocess import preprocess_window
+from selfmis.train import losses
+from selfmis.train.checkpoint import load_checkpoint, load_model, load_weights_into, save_checkpoint
+from selfmis.train.crops import SPEC, fixed_crop, record_windows, self_cut, simclr_view
+from selfmis.train.data import DEFAULT_TASKS, LEADS, load_split
+from selfmis.train.evaluate import auroc, choose_threshold, score_predictions
+from selfmis.train.models import GenerativeLead1, LeadReconstructor, ResNet1d
+
+log = logging.getLogger(__name__)
+
+METHODS = ("selfmis", "scratch", "simclr", "generative", "twelve_lead", "random")
+
+DEFAULTS = dict(
+    method="selfmis", data=None, test_fold=10, val_fold=None, train_folds=None, lead="I", seed=0,
+    threads=1, max_records=None,
+    # model
+    widths=[32, 64, 96, 128], depth=1, kernel=7,
+    # optimisation (one budget for every single-lead method)
+    batch_size=64, lr=3e-3, weight_decay=1e-2, epochs=20, pretrain_epochs=15,
+    # teacher (12-lead)
+    teacher="", teacher_epochs=20, teacher_tasks="all",
+    # SelfMIS
+    schedule="joint", crop_min_s=2.5, crop_max_s=10.0, crops_per_record=1,
+    align_loss="cosine", align_target="pooled", align_weight=1.0, distill_weight=0.0,
+    probe="finetune", cotrain=False, temperature=0.1,
+    # evaluation
+    window_s=5.0, stride_s=1.0, n_boot=1000,
+    out="runs/default", resume=True, progress=True,
+)
+
+
+# --------------------------------------------------------------------------- setup
+
+def resolve_config(config: dict) -> dict:
+    cfg = dict(DEFAULTS)
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}")
+    cfg.update({k: v for k, v in config.items() if v is not None})
+    if cfg["method"] not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {cfg['method']!r}")
+    if cfg["val_fold"] is None:  # CV convention: test fold k, validation fold k+1 (10 -> 1)
+        cfg["val_fold"] = cfg["test_fold"] % 10 + 1
+    if cfg["train_folds"] is None:
+        cfg["train_folds"] = [f for f in range(1, 11) if f not in (cfg["test_fold"], cfg["val_fold"])]
+    cfg["input"] = "12lead" if cfg["method"] == "twelve_lead" else "lead1"
+    return cfg
+
+
+def dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world
+
+
+def sync_grads(model, world: int):
+    if world > 1:
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= world
+
+
+def sync_buffers(model, world: int):
+    """BatchNorm statistics differ per rank; rank 0's are kept (no SyncBN on CPU)."""
+    if world > 1:
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
+
+def load_data(cfg):
+    """Train/val/test as raw 100 Hz arrays (one cached load of all folds, then split by fold)."""
+    ds = load_split(cfg["data"], split="all", progress=cfg["progress"])
+    out = {}
+    for name, folds in (("train", cfg["train_folds"]), ("val", [cfg["val_fold"]]), ("test", [cfg["test_fold"]])):
+        idx = np.flatnonzero(np.isin(ds.folds, folds))
+        if cfg["max_records"]:
+            idx = idx[: cfg["max_records"]]
+        out[name] = dict(X=np.asarray(ds.X[idx]), Y=ds.Y[idx], ids=ds.ecg_ids[idx])
+    out["skipped_at_load"] = {int(k): v for k, v in ds.skipped.items()}
+    return out
+
+
+# --------------------------------------------------------------------------- the loop
+
+def cosine_lr(step, total, base, warmup=0.05):
+    w = max(1, int(warmup * total))
+    if step < w:
+        return base * (step + 1) / w
+    return base * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
+
+
+def run_stage(name, model, params, n_items, batch_loss, epochs, cfg, state, val_fn=None):
+    """Train ``params`` for ``epochs``; ``batch_loss(idx, rng) -> loss``; keep the best epoch on val.
+
+    Resumable: after every epoch the stage state goes to ``out/<name>.last.pt``;
+    a finished stage is ``out/<name>.pt`` and is skipped when resuming.
+    """
+    out = Path(cfg["out"])
+    done, last = out / f"{name}.pt", out / f"{name}.last.pt"
+    rank, world = state["rank"], state["world"]
+    if cfg["resume"] and done.is_file():
+        load_weights_into(model, done)
+        state["log"].append({"stage": name, "resumed": "finished"})
+        return model
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    start, best, best_state, history = 0, -np.inf, None, []
+    if cfg["resume"] and last.is_file():
+        blob = load_weights_into(model, last, optimizer=opt)
+        ex = blob["extra"]
+        start, best, history = ex["epoch"] + 1, ex["best"], ex["history"]
+        best_state = ex.get("best_state") or None
+    per_rank = max(1, cfg["batch_size"] // world)
+    steps_per_epoch = max(1, math.ceil(n_items / cfg["batch_size"]))
+    total = epochs * steps_per_epoch
+    for epoch in range(start, epochs):
+        model.train()
+        rng = np.random.default_rng([cfg["seed"], epoch, rank, hash(name) % 2**31])
+        perm = np.random.default_rng([cfg["seed"], epoch]).permutation(n_items)  # same on all ranks
+        bar = tqdm(range(steps_per_epoch), desc=f"{name} {epoch + 1}/{epochs}", leave=False,
+                   disable=not cfg["progress"] or rank != 0)
+        losses_ = []
+        for step in bar:
+            batch = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            idx = batch[rank * per_rank:(rank + 1) * per_rank] if world > 1 else batch
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(epoch * steps_per_epoch + step, total, cfg["lr"])
+            loss = batch_loss(idx, rng)
+            opt.zero_grad(set_to_none=True)
+            if loss is not None:
+                loss.backward()
+            sync_grads(model, world)
+            opt.step()
+            if loss is not None:
+                losses_.append(loss.item())
+                bar.set_postfix(loss=f"{np.mean(losses_[-20:]):.4f}")
+        sync_buffers(model, world)
+        rec = {"stage": name, "epoch": epoch, "loss": float(np.mean(losses_)) if losses_ else None}
+        if val_fn is not None and rank == 0:
+            rec["val_mi_auroc"] = score = val_fn()
+            if score > best or best_state is None:
+                best, best_state = score, copy.deepcopy(model.state_dict())
+        history.append(rec)
+        if rank == 0:
+            log.info("%s", rec)
+            save_checkpoint(last, model, cfg, {"epoch": epoch, "best": float(best) if np.isfinite(best) else -1.0,
+                                               "history": history, "best_state": best_state or {}}, opt)
+        if world > 1:
+            dist.barrier()
+    if best_state is not None:  # model selection on validation, never on test
+        model.load_state_dict(best_state)
+    if world > 1:
+        for p in model.state_dict().values():
+            dist.broadcast(p, 0)
+    state["log"].extend(history)
+    if rank == 0:
+        save_checkpoint(done, model, cfg, {"history": history})
+        last.unlink(missing_ok=True)
+    return model
+
+
+# --------------------------------------------------------------------------- helpers
+
+def new_encoder(cfg, in_leads=1, proj_dim=0, proj_kind="mlp"):
+    torch.manual_seed(cfg["seed"])
+    return ResNet1d(in_leads, cfg["widths"], cfg["depth"], cfg["kernel"], len(DEFAULT_TASKS), proj_dim, proj_kind)
+
+
+def good_rows(xb, ids, state):
+    """Drop corrupt records (non-finite or flat lead) from a batch and count them once."""
+    ok = np.isfinite(xb).all(axis=tuple(range(1, xb.ndim)))
+    ok &= (np.nan_to_num(xb).std(-1) > 1e-6).all(-1)
+    for eid in ids[~ok]:
+        state["skipped_in_training"].add(int(eid))
+    return ok
+
+
+def lead_of(d, cfg):
+    return d["X"][:, LEADS.index(cfg["lead"]):LEADS.index(cfg["lead"]) + 1]  # (n, 1, samples)
+
+
+def single_lead_val_fn(model, data, cfg):
+    win = record_windows(lead_of(data["val"], cfg), cfg["window_s"], cfg["stride_s"])
+    n, k = win.shape[:2]
+    xv = torch.from_numpy(win.reshape(n * k, 1, -1))
+    y = data["val"]["Y"][:, 0]
+
+    def val():
+        model.eval()
+        with torch.no_grad():
+            s = model(xv).reshape(n, k, -1).mean(1)[:, 0].numpy()
+        model.train()
+        return auroc(y, s)
+    return val
+
+
+def teacher_targets(teacher, X12p, batch=256):
+    """The frozen teacher's pooled embedding, feature map and logits for every whole record."""
+    teacher.eval()
+    emb, maps, logits = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(X12p), batch):
+            f = teacher.features(torch.from_numpy(X12p[i:i + batch]))
+            maps.append(f)
+            emb.append(f.mean(-1))
+            logits.append(teacher.head(f.mean(-1)))
+    return torch.cat(emb), torch.cat(maps), torch.cat(logits)
+
+
+def supervised_loss_fn(model, X_lead, Y, cfg, state, ids, crop="fixed"):
+    Yt = torch.from_numpy(Y)
+
+    def batch_loss(idx, rng):
+        xb = X_lead[idx]
+        ok = good_rows(xb, ids[idx], state)
+        idx, xb = idx[ok], xb[ok]
+        if len(idx) < 2:
+            return None
+        x = self_cut(xb, rng, cfg["crop_min_s"], cfg["crop_max_s"])[0] if crop == "self" else fixed_crop(xb, rng)
+        return F.binary_cross_entropy_with_logits(model(torch.from_numpy(x)), Yt[idx])
+    return batch_loss
+
+
+def linear_probe(model, data, cfg, state, steps=300):
+    """Frozen encoder, train only the head on embeddings of the evaluation windows of each record."""
+    win = record_windows(lead_of(data["train"], cfg), cfg["window_s"], cfg["stride_s"])
+    n, k = win.shape[:2]
+    model.eval()
+    with torch.no_grad():
+        Z = torch.cat([model.embed(torch.from_numpy(win.reshape(n * k, 1, -1)[i:i + 512]))
+                       for i in range(0, n * k, 512)])
+    Y = torch.from_numpy(np.repeat(data["train"]["Y"], k, axis=0))
+    mu, sd = Z.mean(0), Z.std(0) + 1e-6  # standardised features: one lr fits every encoder
+    head = torch.nn.Linear(Z.shape[1], Y.shape[1])
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in tqdm(range(steps), desc="linear probe", leave=False, disable=not cfg["progress"]):
+        loss = F.binary_cross_entropy_with_logits(head((Z - mu) / sd), Y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():  # fold the standardisation into the model's own head
+        model.head.weight.copy_(head.weight / sd)
+        model.head.bias.copy_(head.bias - (head.weight * mu / sd).sum(1))
+    state["log"].append({"stage": "linear_probe", "final_loss": float(loss.detach())})
+    return model
+
+
+# --------------------------------------------------------------------------- methods
+
+def train_twelve_lead(data, cfg, state, name="twelve_lead"):
+    model = new_encoder(cfg, 12)
+    X12p = preprocess_window(data["train"]["X"], SPEC)
+    Xv = torch.from_numpy(preprocess_window(data["val"]["X"], SPEC))
+    Y = torch.from_numpy(data["train"]["Y"])
+    mask = torch.ones(Y.shape[1])
+    if cfg["teacher_tasks"] == "MI":  # ablation: a teacher that only learns the MI superclass
+        mask = torch.zeros(Y.shape[1])
+        mask[0] = 1.0
+
+    def batch_loss(idx, rng):
+        xb = X12p[idx]
+        ok = good_rows(xb, data["train"]["ids"][idx], state)
+        idx = idx[ok]
+        if len(idx) < 2:
+            return None
+        l = F.binary_cross_entropy_with_logits(model(torch.from_numpy(X12p[idx])), Y[idx], reduction="none")
+        return (l * mask).sum(1).mean() / mask.sum()
+
+    def val():
+        model.eval()
+        with torch.no_grad():
+            s = model(Xv)[:, 0].numpy()
+        model.train()
+        return auroc(data["val"]["Y"][:, 0], s)
+    epochs = cfg["teacher_epochs"] if name == "teacher" else cfg["epochs"]
+    return run_stage(name, model, model.parameters(), len(X12p), batch_loss, epochs, cfg, state, val)
+
+
+def get_teacher(data, cfg, state):
+    if cfg["teacher"]:
+        teacher, tcfg = load_model(cfg["teacher"], expect="ResNet1d")
+        if teacher.arch["in_leads"] != 12:
+            raise ValueError(f"teacher {cfg['teacher']} is not a 12-lead model")
+        state["teacher_from"] = str(cfg["teacher"])
+        return teacher
+    state["teacher_from"] = "trained here (teacher stage)"
+    return train_twelve_lead(data, cfg, state, name="teacher")
+
+
+def train_selfmis(data, cfg, state):
+    teacher = get_teacher(data, cfg, state)
+    for p in teacher.parameters():
+        p.requires_grad_(cfg["cotrain"])
+    X12p = preprocess_window(data["train"]["X"], SPEC)
+    t_emb, t_map, t_logits = teacher_targets(teacher, X12p)
+    X_lead, Y, ids = lead_of(data["train"], cfg), torch.from_numpy(data["train"]["Y"]), data["train"]["ids"]
+    n_total = X_lead.shape[-1]
+    # featmap alignment: a per-time-step projector (1x1 conv) onto the teacher's map over the crop
+    model = new_encoder(cfg, 1, proj_dim=teacher.dim,
+                        proj_kind="conv" if cfg["align_target"] == "featmap" else "mlp")
+    val_fn = single_lead_val_fn(model, data, cfg)
+    reps = cfg["crops_per_record"]  # several self-cut crops of every record per epoch
+
+    def align_terms(idx, rng):
+        xb = X_lead[idx]
+        ok = good_rows(xb, ids[idx], state)
+        idx, xb = idx[ok], xb[ok]
+        if len(idx) < 2:
+            return None, None, None
+        x, starts, L = self_cut(xb, rng, cfg["crop_min_s"], cfg["crop_max_s"])
+        f = model.features(torch.from_numpy(x))
+        if cfg["cotrain"]:  # ablation: the teacher moves too (kept on task by its own BCE)
+            tf = teacher.features(torch.from_numpy(X12p[idx]))
+            t_pool = tf.mean(-1)
+            extra = F.binary_cross_entropy_with_logits(teacher.head(t_pool), Y[idx])
+        else:
+            tf, t_pool, extra = t_map[idx], t_emb[idx], 0.0
+        if cfg["align_target"] == "featmap":
+            target = losses.crop_teacher_map(tf, torch.from_numpy(starts).float(), L, n_total, f.shape[-1])
+            la = losses.align_loss(model.proj(f), target, cfg["align_loss"], cfg["temperature"])
+        else:
+            la = losses.align_loss(model.proj(f.mean(-1)), t_pool, cfg["align_loss"], cfg["temperature"])
+        return la + extra, model.head(f.mean(-1)), idx
+
+    def align_only(idx, rng):
+        la, _, _ = align_terms(idx, rng)
+        return la
+
+    def joint(idx, rng):
+        la, logits, idx = align_terms(idx, rng)
+        if la is None:
+            return None
+        loss = F.binary_cross_entropy_with_logits(logits, Y[idx]) + cfg["align_weight"] * la
+        if cfg["distill_weight"]:
+            loss = loss + cfg["distill_weight"] * losses.distill_loss(logits, t_logits[idx])
+        return loss
+
+    n_items = len(X_lead) * reps
+    wrap = lambda fn: (lambda idx, rng: fn(idx % len(X_lead), rng))
+    params = list(model.parameters()) + (list(teacher.parameters()) if cfg["cotrain"] else [])
+    if cfg["schedule"] == "two_stage":
+        run_stage("align", model, params, n_items, wrap(align_only), cfg["pretrain_epochs"], cfg, state)
+        if cfg["probe"] == "linear":
+            model = linear_probe(model, data, cfg, state)
+        else:
+            model = run_stage("finetune", model, model.parameters(), len(X_lead),
+                              supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, ids),
+                              cfg["epochs"], cfg, state, val_fn)
+    else:
+        model = run_stage("joint", model, params, n_items, wrap(joint), cfg["epochs"], cfg, state, val_fn)
+    state["teacher_model"] = teacher
+    return model
+
+
+def train_scratch(data, cfg, state):
+    model = new_encoder(cfg, 1)
+    X_lead = lead_of(data["train"], cfg)
+    loss_fn = supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, data["train"]["ids"])
+    return run_stage("scratch", model, model.parameters(), len(X_lead), loss_fn, cfg["epochs"], cfg, state,
+                     single_lead_val_fn(model, data, cfg))
+
+
+def train_random(data, cfg, state):
+    return linear_probe(new_encoder(cfg, 1), data, cfg, state)
+
+
+def train_simclr(data, cfg, state):
+    model = new_encoder(cfg, 1, proj_dim=128)
+    X_lead, ids = lead_of(data["train"], cfg), data["train"]["ids"]
+
+    def contrastive(idx, rng):
+        xb = X_lead[idx]
+        idx, xb = idx[good_rows(xb, ids[idx], state)], xb[good_rows(xb, ids[idx], state)]
+        if len(idx) < 2:
+            return None
+        v1, v2 = (torch.from_numpy(simclr_view(xb, rng)) for _ in range(2))
+        return losses.nt_xent(model.proj(model.embed(v1)), model.proj(model.embed(v2)), cfg["temperature"])
+
+    run_stage("simclr", model, model.parameters(), len(X_lead), contrastive, cfg["pretrain_epochs"], cfg, state)
+    if cfg["probe"] == "linear":
+        return linear_probe(model, data, cfg, state)
+    return run_stage("finetune", model, model.parameters(), len(X_lead),
+                     supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, ids),
+                     cfg["epochs"], cfg, state, single_lead_val_fn(model, data, cfg))
+
+
+def train_generative(data, cfg, state):
+    teacher = get_teacher(data, cfg, state)
+    torch.manual_seed(cfg["seed"])
+    model = GenerativeLead1(classifier=teacher.arch)
+    model.classifier.load_state_dict(teacher.state_dict())
+    for p in model.classifier.parameters():  # the 12-lead classifier stays frozen
+        p.requires_grad_(False)
+    X, ids = data["train"]["X"], data["train"]["ids"]
+    li = LEADS.index(cfg["lead"])
+    W = SPEC.window_samples
+
+    def recon(idx, rng):
+        xb = X[idx]
+        ok = good_rows(xb, ids[idx], state)
+        xb = xb[ok]
+        if len(xb) < 2:
+            return None
+        starts = rng.integers(0, xb.shape[-1] - W + 1, size=len(xb))
+        crop = np.stack([x[:, s:s + W] for x, s in zip(xb, starts)])
+        target = torch.from_numpy(preprocess_window(crop, SPEC))  # the 12 leads of the same window
+        pred = model.recon(target[:, li:li + 1])
+        return F.mse_loss(pred, target)
+
+    model.classifier.eval()
+    run_stage("reconstruct", model.recon, model.recon.parameters(), len(X), recon, cfg["pretrain_epochs"], cfg, state)
+    state["teacher_model"] = teacher
+    return model
+
+
+TRAINERS = {"selfmis": train_selfmis, "scratch": train_scratch, "simclr": train_simclr,
+            "generative": train_generative, "twelve_lead": train_twelve_lead, "random": train_random}
+
+
+# --------------------------------------------------------------------------- entry point
+
+def record_scores(model, cfg, split, embed=False):
+    from selfmis.train.evaluate import predict_records
+    return predict_records(model, cfg, split["X"], embed=embed)
+
+
+def train(config: dict) -> dict:
+    """Train one method on one split; write ``out/model.pt``, ``out/metrics.json``, ``out/scores.npz``."""
+    cfg = resolve_config(config)
+    torch.set_num_threads(int(cfg["threads"]))
+    rank, world = dist_info()
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    t0 = time.time()
+    data = load_data(cfg)
+    state = {"rank": rank, "world": world, "log": [], "skipped_in_training": set()}
+    model = TRAINERS[cfg["method"]](data, cfg, state)
+    model.eval()
+    result = {"method": cfg["method"], "config": cfg, "world_size": world}
+    if rank == 0:
+        s_val, s_test = record_scores(model, cfg, data["val"]), record_scores(model, cfg, data["test"])
+        thr = {}
+        for j, t in enumerate(DEFAULT_TASKS):
+            if data["val"]["Y"][:, j].sum() > 0:
+                thr[t] = choose_threshold(data["val"]["Y"][:, j], s_val[:, j])
+        k = (data["val"]["Y"][:, 0] > 0) | (data["val"]["Y"][:, -1] > 0)
+        thr["MI_vs_NORM"] = choose_threshold(data["val"]["Y"][k, 0], s_val[k, 0])
+        extra = {"thresholds": thr, "skipped_at_load": len(data["skipped_at_load"]),
+                 "skipped_in_training": sorted(state["skipped_in_training"]), "log": state["log"]}
+        save_checkpoint(out / "model.pt", model, cfg, extra)
+        npz = dict(val=s_val, test=s_test, Y_val=data["val"]["Y"], Y_test=data["test"]["Y"],
+                   ids_val=data["val"]["ids"], ids_test=data["test"]["ids"])
+        if "teacher_model" in state:  # latent gap: single-lead vs 12-lead embeddings, test records
+            npz["emb_single"] = record_scores(model, cfg, data["test"], embed=True)
+            npz["emb_twelve"] = record_scores(state["teacher_model"], dict(cfg, input="12lead"), data["test"],
+                                              embed=True)
+        np.savez(out / "scores.npz", **npz)
+        result.update({
+            "val": score_predictions(s_val, data["val"]["Y"], n_boot=200, seed=cfg["seed"]),
+            "test": score_predictions(s_test, data["test"]["Y"], thresholds=thr, n_boot=cfg["n_boot"],
+                                      seed=cfg["seed"]),
+            "skipped_at_load": data["skipped_at_load"], "skipped_in_training": sorted(state["skipped_in_training"]),
+            "seconds": time.time() - t0, "log": state["log"],
+        })
+        if "emb_single" in npz:
+            from selfmis.train.evaluate import frechet_distance
+            result["frechet_single_vs_12lead"] = frechet_distance(npz["emb_single"], npz["emb_twelve"])
+        (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
+    if world > 1:
+        dist.barrier()
+    return result
