@@ -1,0 +1,47 @@
+"""JSON Lines on stdout: one object per event, each with a ``type``.
+
+Types: ``beat`` (t, rr, hr[, p]), ``decision`` (t, probabilities, labels,
+n_beats, hr, quality, latency_ms), ``quality`` (t, ok, reasons), ``link``
+(kind + details), and a final ``summary``. Logs go to stderr, never here, so
+``edge-run ... | jq`` always sees valid JSON.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+__all__ = ["JsonlWriter"]
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class JsonlWriter:
+    def __init__(self, stream=None, quiet: bool = False, flush: bool = True):
+        self.stream = stream or sys.stdout
+        self.quiet, self.flush = quiet, flush
+        self.counts = {}
+
+    def write(self, event: dict) -> None:
+        kind = event.get("type", "")
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if self.quiet and kind == "beat":
+            return
+        try:
+            line = json.dumps(event, separators=(",", ":"), allow_nan=False, default=str)
+        except ValueError:
+            line = json.dumps({k: _clean(v) for k, v in event.items()}, separators=(",", ":"), default=str)
+        try:
+            self.stream.write(line + "\n")
+            if self.flush:
+                self.stream.flush()
+        except BrokenPipeError:  # `edge-run ... | head`: the reader left; stop writing quietly
+            self.stream = open("/dev/null", "w")
+
+    def write_all(self, events) -> None:
+        for e in events:
+            self.write(e)

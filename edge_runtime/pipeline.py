@@ -1,0 +1,320 @@
+"""The streaming pipeline: chunks in, JSON-ready events out.
+
+Per chunk of source samples (any rate):
+
+1. **hold & fill** -- lead-off samples are replaced by the last good value and
+   samples lost on the link (``gap_before``) are filled with it, both flagged,
+   so the sample clock stays continuous and the filters see no rail-to-rail jumps;
+2. **resample** to the model rate (:class:`StreamResampler`, primed with the
+   first sample so a DC offset does not ring at start-up); its group delay is
+   subtracted from every reported time;
+3. **quality gate** (:mod:`.quality`) on 1-s blocks; changes are reported;
+4. **R-peak detection** (:mod:`.beats`), guard = the part of the model window
+   after the R peak, so a beat is found exactly when its window is complete;
+5. **beat-aligned window** (R at ``beat_offset_samples``), preprocessed with the
+   contract's :func:`preprocess_window`, scored by the model (every k-th beat);
+6. **rolling decision** (:mod:`.decision`) -- suppressed, and its history cleared,
+   while the quality gate objects to any second of the window.
+
+Events are plain dicts with a ``type``: ``beat``, ``decision``, ``quality``,
+``link``; :meth:`Pipeline.summary` gives the final ``summary``. Times ``t`` are
+seconds of signal since the start of the run (the source's sample clock, gaps
+included). Memory is bounded: only the last window plus the detector's context
+is kept (unless ``keep_signal`` is set for ``--plot``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import numpy as np
+
+from .beats import StreamingBeatDetector
+from .decision import RollingDecision
+from .preprocess import MODEL_FS, PreprocessSpec, StreamResampler, preprocess_window
+from .quality import QualityGate
+from .sources.base import Chunk, LinkEvent
+
+__all__ = ["Pipeline", "LATENCY_NOTE"]
+
+log = logging.getLogger("selfmis.edge_runtime")
+
+LATENCY_NOTE = ("latency: from the arrival of the chunk that completed a beat's window "
+                "(at the model rate) to the decision being emitted")
+
+F_LEAD_OFF, F_GAP, F_SAT = 1, 2, 4
+_MAX_FILL_S = 10.0  # longer gaps restart the stream instead of being filled
+
+
+class Pipeline:
+    """``handle(item)`` -> list of event dicts. ``model`` needs ``predict_proba`` and ``card``.
+
+    ``model=None`` runs beats and quality only (no scoring); the spec then defaults
+    to :class:`PreprocessSpec`.
+    """
+
+    def __init__(self, model=None, every_k_beats: int = 1, n_beats: int = 8, min_beats: int = 3,
+                 keep_signal: bool = False, detector_kwargs: dict | None = None,
+                 quality_kwargs: dict | None = None):
+        self.model = model
+        card = getattr(model, "card", None)
+        self.spec = card.spec if card is not None else PreprocessSpec()
+        if abs(self.spec.fs - MODEL_FS) > 1e-9:
+            log.info("model rate %.1f Hz (not %.0f)", self.spec.fs, MODEL_FS)
+        self.fs = float(self.spec.fs)
+        self.W = self.spec.window_samples
+        self.O = self.spec.beat_offset_samples
+        self.post = self.W - self.O
+        self.labels = list(card.labels) if card is not None else []
+        self.decider = RollingDecision(self.labels, card.thresholds if card is not None else {},
+                                       n_beats=n_beats, min_beats=min_beats)
+        self.every_k = max(1, int(every_k_beats))
+        self.detector_kwargs = {"guard_s": max(0.3, self.post / self.fs), **(detector_kwargs or {})}
+        self.quality_kwargs = quality_kwargs or {}
+        self.keep_signal = keep_signal
+        self.signal, self.signal_t0, self.beat_log = [], [], []
+        self.n_beats = self.n_decisions = self.n_scored = 0
+        self.suppressed = {}
+        self.latencies_ms = deque(maxlen=100_000)
+        self.link_counts = {}
+        self.last_decision = None
+        self._t_start_wall = time.perf_counter()
+        self._signal_s = 0.0
+        self._segment_fs = None
+        self._t_offset = 0.0
+        self._last_arrival = None
+        self._pending_reset = False
+        self._new_segment(None, 0.0)
+
+    # ------------------------------------------------------------------ segments
+
+    def _new_segment(self, fs_in, t_offset: float) -> None:
+        """(Re)start the sample clock: after a reconnect, a rate change or a long gap."""
+        self._segment_fs = fs_in
+        self._t_offset = t_offset
+        self.resampler = StreamResampler(fs_in, self.fs) if fs_in else None
+        self._primed = False
+        self._discard = 0
+        self.detector = StreamingBeatDetector(self.fs, **self.detector_kwargs)
+        old = getattr(self, "quality", None)
+        self.quality = QualityGate(self.fs, **self.quality_kwargs)
+        if old is not None:  # block counts are cumulative over segments
+            self.quality.counts = old.counts
+        self.decider.reset()
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._flags = np.zeros(0, dtype=np.uint8)
+        self._buf_start = 0            # segment index of _buf[0]
+        self._n = 0                    # model-rate samples in this segment
+        self._n_in = 0                 # source samples in this segment
+        self._arrivals = deque(maxlen=4096)  # (segment index end, t_mono) per chunk
+        self._last_good = None
+        self._last_beat = None
+        self._rr = deque(maxlen=5)
+        self._eligible = 0
+
+    def _t(self, i: int) -> float:
+        delay = self.resampler.delay_s if self.resampler is not None else 0.0
+        return self._t_offset + i / self.fs - delay
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, item) -> list:
+        if isinstance(item, LinkEvent):
+            return self._link(item)
+        if isinstance(item, Chunk):
+            return self._chunk(item)
+        return []
+
+    def _link(self, ev: LinkEvent) -> list:
+        self.link_counts[ev.kind] = self.link_counts.get(ev.kind, 0) + 1
+        if ev.discontinuity:
+            self._pending_reset = True
+        out = {"type": "link", "kind": ev.kind, "t": round(self._signal_s, 3)}
+        out.update({k: v for k, v in ev.detail.items() if k not in out})
+        return [out]
+
+    def _chunk(self, c: Chunk) -> list:
+        events = []
+        fs_in = float(c.fs)
+        x = np.asarray(c.samples, dtype=np.float32)
+        gap = int(c.gap_before)
+        if gap / fs_in > _MAX_FILL_S or (self._pending_reset and self._segment_fs):
+            lost = gap / fs_in
+            if self._pending_reset and self._last_arrival is not None:
+                lost = max(lost, c.t_arrival - self._last_arrival - len(x) / fs_in)
+            self._signal_s += max(0.0, lost)
+            self._new_segment(fs_in, self._signal_s)
+            gap = 0
+        elif self._segment_fs is None or abs(fs_in - self._segment_fs) > 1e-6:
+            if self._segment_fs is not None:
+                log.warning("sample rate changed %.1f -> %.1f Hz: restarting the stream", self._segment_fs, fs_in)
+            self._new_segment(fs_in, self._signal_s)
+        self._pending_reset = False
+        self._last_arrival = c.t_arrival
+
+        # 1. hold & fill
+        flags = np.zeros(len(x), dtype=np.uint8)
+        if c.lead_off:
+            flags[:] |= F_LEAD_OFF
+            x = np.full(len(x), self._last_good if self._last_good is not None else 0.0, np.float32)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            x = x.copy()
+            x[bad] = self._last_good if self._last_good is not None else 0.0
+            flags[bad] |= F_GAP
+        if c.rails is not None and len(x):
+            lo, hi = c.rails
+            tol = 1e-6 * max(abs(lo), abs(hi), 1.0)
+            flags[(x <= lo + tol) | (x >= hi - tol)] |= F_SAT
+        if gap > 0:
+            fill = self._last_good if self._last_good is not None else (x[0] if len(x) else 0.0)
+            x = np.concatenate([np.full(gap, fill, np.float32), x])
+            flags = np.concatenate([np.full(gap, F_GAP, np.uint8), flags])
+        if len(x) and not c.lead_off:
+            self._last_good = float(x[-1])
+        self._n_in += len(x)
+        self._signal_s += len(x) / fs_in
+
+        # 2. resample (primed with the first value so the filter starts settled)
+        y, yflags = self._resample(x, flags)
+        if self.keep_signal and len(y):
+            self.signal.append(y.copy())
+            self.signal_t0.append(self._t(self._n))
+        self._buf = np.concatenate([self._buf, y])
+        self._flags = np.concatenate([self._flags, yflags])
+        self._n += len(y)
+        self._arrivals.append((self._n, c.t_mono))
+        if not len(y):
+            return events
+
+        # 3. quality
+        for start, reasons in self.quality.push(y, yflags):
+            events.append({"type": "quality", "t": round(self._t(start), 3), "ok": not reasons,
+                           "reasons": reasons})
+
+        # 4. beats -> 5. windows -> 6. decisions
+        for r in self.detector.push(y):
+            events.extend(self._beat(r))
+
+        # bounded memory: keep the last window plus one second
+        keep = self.W + int(self.fs)
+        if len(self._buf) > 2 * keep:
+            cut = len(self._buf) - keep
+            self._buf, self._flags = self._buf[cut:], self._flags[cut:]
+            self._buf_start += cut
+        return events
+
+    def _resample(self, x, flags):
+        rs = self.resampler
+        if rs.identity:
+            return x, flags
+        if not self._primed and len(x):
+            self._primed = True
+            j = -(-rs.k // rs.down)  # whole periods of `down` inputs: output grid unchanged
+            produced = len(rs.process(np.full(j * rs.down, x[0])))
+            self._discard = j * rs.up - produced
+        y = rs.process(x)
+        if self._discard > 0:
+            d = min(self._discard, len(y))
+            y, self._discard = y[d:], self._discard - d
+        if not len(y):
+            return y, np.zeros(0, np.uint8)
+        # each output inherits the flags of the source samples it mostly depends on
+        src = np.minimum(np.arange(len(y)) * len(x) // max(1, len(y)), len(x) - 1) if len(x) else []
+        return y, (flags[src] if len(x) else np.zeros(len(y), np.uint8))
+
+    # ------------------------------------------------------------------ beats
+
+    def _beat(self, r: int) -> list:
+        events = []
+        t = self._t(r)
+        lo = r - self._buf_start
+        a, b = max(0, lo - self.post), min(len(self._buf), lo + self.post)
+        reasons = self.quality.window_reasons(r - self.post, r + self.post,
+                                              self._buf[max(0, self.quality._n_done - self._buf_start):],
+                                              self._flags[max(0, self.quality._n_done - self._buf_start):])
+        if reasons:
+            # a "beat" found in a bad stretch is not reported; RR restarts after it
+            self._last_beat = None
+            self._rr.clear()
+            return events
+        rr = None
+        if self._last_beat is not None:
+            rr = (r - self._last_beat) / self.fs
+            if 0.25 <= rr <= 3.0:
+                self._rr.append(rr)
+            else:
+                self._rr.clear()
+        self._last_beat = r
+        hr = 60.0 / float(np.median(self._rr)) if self._rr else None
+        self.n_beats += 1
+        beat = {"type": "beat", "t": round(t, 3), "rr": None if rr is None else round(rr, 3),
+                "hr": None if hr is None else round(hr, 1)}
+        events.append(beat)
+        if self.keep_signal:
+            self.beat_log.append({"t": t})
+        if self.model is None:
+            return events
+        w0 = r - self.O
+        if w0 < 0 or w0 < self._buf_start or r + self.post > self._n:
+            return events  # not enough history yet (the first 4.5 s of a segment)
+        self._eligible += 1
+        if (self._eligible - 1) % self.every_k:
+            return events
+        reasons = self.quality.window_reasons(w0, r + self.post,
+                                              self._buf[max(0, self.quality._n_done - self._buf_start):],
+                                              self._flags[max(0, self.quality._n_done - self._buf_start):])
+        if reasons:
+            self.decider.reset()
+            for q in reasons:
+                self.suppressed[q] = self.suppressed.get(q, 0) + 1
+            return events
+        window = self._buf[w0 - self._buf_start: w0 - self._buf_start + self.W]
+        proba = self.model.predict_proba(preprocess_window(window, self.spec)[None])[0]
+        self.n_scored += 1
+        beat["p"] = {l: round(float(p), 6) for l, p in zip(self.labels, proba)}
+        if self.keep_signal:
+            self.beat_log[-1]["p"] = beat["p"]
+        d = self.decider.add(proba)
+        if d is None:
+            return events
+        t_complete = self._completed_at(r + self.post)
+        latency = (time.perf_counter() - t_complete) * 1e3 if t_complete is not None else None
+        if latency is not None:
+            self.latencies_ms.append(latency)
+        self.n_decisions += 1
+        dec = {"type": "decision", "t": round(t, 3), **d, "hr": beat["hr"], "quality": "ok",
+               "latency_ms": None if latency is None else round(latency, 3)}
+        self.last_decision = dec
+        events.append(dec)
+        return events
+
+    def _completed_at(self, n_needed: int):
+        """t_mono of the chunk whose arrival made sample ``n_needed - 1`` available."""
+        for n_end, t_mono in self._arrivals:
+            if n_end >= n_needed:
+                return t_mono
+        return None
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self, source_stats: dict | None = None, wall_s: float | None = None) -> dict:
+        wall = wall_s if wall_s is not None else time.perf_counter() - self._t_start_wall
+        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        st = source_stats or {}
+        out = {"type": "summary", "beats": self.n_beats, "scored": self.n_scored,
+               "decisions": self.n_decisions, "suppressed": dict(self.suppressed),
+               "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
+                              "p99": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
+                              "max": round(float(lat.max()), 3) if len(lat) else None},
+               "drops": int(st.get("drops", 0)), "crc_errors": int(st.get("crc_errors", 0)),
+               "decode_errors": int(st.get("decode_errors", 0)),
+               "reconnects": int(st.get("reconnects", 0)),
+               "quality_blocks": {k: v for k, v in self.quality.counts.items() if v},
+               "signal_s": round(self._signal_s, 3), "wall_s": round(wall, 3),
+               "realtime_factor": round(self._signal_s / wall, 1) if wall > 0 else None,
+               "last_decision": None}
+        if self.last_decision is not None:
+            out["last_decision"] = {k: self.last_decision[k] for k in ("t", "probabilities", "labels")}
+        return out

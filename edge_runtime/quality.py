@@ -1,0 +1,122 @@
+"""Signal-quality gate: decides whether a stretch of signal may be trusted with a decision.
+
+Assessed on 1-second blocks of the 100 Hz stream (plus per-sample flags the
+sources provide). A block is bad, with a reason, when:
+
+* ``lead_off``   -- the front end flagged an electrode off (AD8232 LO+/LO-,
+  the protocol's FLAG_LEAD_OFF, an ASCII ``!``);
+* ``gap``        -- samples were lost on the link and filled in;
+* ``saturation`` -- more than 2% of the samples sit at the ADC rails;
+* ``flat``       -- peak-to-peak below ``flat_mv`` (a disconnected or shorted
+  input; an ECG's QRS is at least ~0.1 mV even in a low-voltage Lead I);
+* ``noise``      -- the high-frequency noise (robust SD from the second
+  difference, ``1.4826 * MAD / sqrt(6)`` for white noise) exceeds
+  ``noise_ratio`` of the block's amplitude, or the amplitude exceeds
+  ``max_mv`` (motion artefact: a Lead I ECG stays within a few mV).
+
+A decision is suppressed when any block its window overlaps is bad; the
+reasons go into the ``quality`` events and the suppressed decision.
+
+Reference for the criteria: G. D. Clifford et al., "Signal quality indices and
+data fusion for determining clinical acceptability of electrocardiograms",
+Physiol. Meas. 33(9), 2012 (flat-line, saturation and noise SQIs).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["QualityGate", "assess_block", "REASONS"]
+
+REASONS = ("lead_off", "gap", "saturation", "flat", "noise")
+
+
+def assess_block(x: np.ndarray, lead_off=None, gap=None, saturated=None, flat_mv: float = 0.05,
+                 noise_ratio: float = 0.08, max_mv: float = 8.0) -> list:
+    """Reasons (possibly none) why this block of mV samples is not usable."""
+    reasons = []
+    if lead_off is not None and np.any(lead_off):
+        reasons.append("lead_off")
+    if gap is not None and np.any(gap):
+        reasons.append("gap")
+    if saturated is not None and len(saturated) and np.mean(saturated) > 0.02:
+        reasons.append("saturation")
+    if reasons:
+        return reasons  # flags from the device are definitive; skip the statistics
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 4:
+        return reasons
+    amp = float(np.percentile(x, 99.5) - np.percentile(x, 0.5))
+    if amp < flat_mv:
+        return ["flat"]
+    d2 = x[2:] - 2 * x[1:-1] + x[:-2]
+    noise_sd = 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / np.sqrt(6.0)
+    if noise_sd > noise_ratio * amp or amp > max_mv:
+        reasons.append("noise")
+    return reasons
+
+
+class QualityGate:
+    """Keeps the last ``keep_s`` of 1-s block verdicts; ``push`` returns state changes."""
+
+    def __init__(self, fs: float = 100.0, block_s: float = 1.0, keep_s: float = 12.0, **kwargs):
+        self.fs = float(fs)
+        self.block = max(4, int(round(block_s * fs)))
+        self.kwargs = kwargs
+        self.keep_blocks = int(np.ceil(keep_s / block_s)) + 1
+        self.reset()
+
+    def reset(self) -> None:
+        self._x, self._flags = [], []
+        self._pending = 0
+        self._n_done = 0              # samples assessed (whole blocks)
+        self._verdicts = {}           # block index -> reasons
+        self.state = None             # reasons of the last block (list), None before the first
+        self.counts = {r: 0 for r in REASONS}
+
+    def push(self, x: np.ndarray, flags: np.ndarray) -> list:
+        """``flags``: uint8 per sample (bit0 lead-off, bit1 gap, bit2 saturated).
+
+        Returns ``[(block_start_index, reasons)]`` when the verdict changes.
+        """
+        self._x.append(np.asarray(x, dtype=np.float32))
+        self._flags.append(np.asarray(flags, dtype=np.uint8))
+        self._pending += len(x)
+        changes = []
+        if self._pending < self.block:
+            return changes
+        xs, fs_ = np.concatenate(self._x), np.concatenate(self._flags)
+        n_blocks = len(xs) // self.block
+        for b in range(n_blocks):
+            sl = slice(b * self.block, (b + 1) * self.block)
+            reasons = self._assess(xs[sl], fs_[sl])
+            idx = self._n_done // self.block
+            self._verdicts[idx] = reasons
+            for r in reasons:
+                self.counts[r] += 1
+            self._verdicts.pop(idx - self.keep_blocks, None)
+            if self.state is None or reasons != self.state:
+                changes.append((self._n_done, reasons))
+            self.state = reasons
+            self._n_done += self.block
+        rest = n_blocks * self.block
+        self._x, self._flags = [xs[rest:]], [fs_[rest:]]
+        self._pending = len(xs) - rest
+        return changes
+
+    def _assess(self, x, flags) -> list:
+        return assess_block(x, flags & 1, flags & 2, flags & 4, **self.kwargs)
+
+    def window_reasons(self, start: int, stop: int, x_tail=None, flags_tail=None) -> list:
+        """Reasons over blocks overlapping samples [start, stop); the unassessed tail of the
+        window (after the last whole block) is assessed from ``x_tail``/``flags_tail``."""
+        reasons = []
+        first, last = start // self.block, (min(stop, self._n_done) - 1) // self.block
+        for b in range(first, last + 1):
+            for r in self._verdicts.get(b, []):
+                if r not in reasons:
+                    reasons.append(r)
+        if stop > self._n_done and x_tail is not None and len(x_tail) >= self.block // 4:
+            for r in self._assess(np.asarray(x_tail), np.asarray(flags_tail, dtype=np.uint8)):
+                if r not in reasons:
+                    reasons.append(r)
+        return reasons

@@ -1,0 +1,112 @@
+"""Bytes of the SelfMIS wire protocol -> chunks and link events.
+
+Shared by every transport that carries the project's framed protocol (serial
+port, the project's BLE GATT profile, the in-process simulator). The codec
+itself is the firmware bridge's (:mod:`selfmis.firmware_bridge.protocol`);
+this module only maps its messages onto the runtime's :class:`Chunk` /
+:class:`LinkEvent` and keeps the sequence bookkeeping.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from .base import Chunk, LinkEvent
+
+__all__ = ["FramedStream"]
+
+log = logging.getLogger("selfmis.edge_runtime")
+
+
+class FramedStream:
+    """Incremental: ``feed(bytes)`` returns the chunks/events those bytes complete.
+
+    Gain (µV per LSB) comes from the HELLO frame; until one arrives samples are
+    scaled by ``default_uv_per_lsb`` and a ``no_hello`` event says so once.
+    A sequence gap becomes a ``gap`` event and ``gap_before`` on the next chunk
+    (missing frames x this frame's sample count); duplicates and stale frames
+    are dropped with an event, never passed on.
+    """
+
+    def __init__(self, lead: str = "I", default_uv_per_lsb: float = 1.0, stats: dict | None = None):
+        from ...firmware_bridge import protocol  # the wire codec, one implementation
+        self.p = protocol
+        self.lead = lead
+        self.decoder = protocol.StreamDecoder()
+        self.tracker = protocol.SequenceTracker()
+        self.hello = None
+        self.uv_per_lsb = float(default_uv_per_lsb)
+        self.fs = None
+        self.stats = stats if stats is not None else {}
+        for k in ("drops", "crc_errors", "decode_errors", "frames"):
+            self.stats.setdefault(k, 0)
+        self._warned_no_hello = False
+
+    def reset(self) -> None:
+        """After a reconnect: drop partial bytes, forget the last sequence number."""
+        self.decoder.reset()
+        self.tracker.reset()
+
+    def feed(self, data: bytes, t_arrival: float | None = None, t_mono: float | None = None) -> list:
+        t_arrival = t_arrival or time.time()
+        t_mono = t_mono or time.perf_counter()
+        out = []
+        crc_before = self.decoder.crc_errors
+        for msg in self.decoder.feed(data):
+            if isinstance(msg, self.p.DataFrame):
+                out.extend(self._data(msg, t_arrival, t_mono))
+            elif isinstance(msg, self.p.Hello):
+                out.append(self._hello(msg, t_arrival))
+            elif isinstance(msg, self.p.DecodeError):
+                kind = "crc_error" if "CRC" in msg.reason else "decode_error"
+                if kind == "decode_error":
+                    self.stats["decode_errors"] += 1
+                out.append(LinkEvent(kind, {"offset": msg.offset, "reason": msg.reason}, t_arrival))
+        self.stats["crc_errors"] += self.decoder.crc_errors - crc_before
+        return out
+
+    def _hello(self, h, t_arrival) -> LinkEvent:
+        first = self.hello is None
+        self.hello = h
+        self.uv_per_lsb = float(h.uv_per_lsb) or 1.0
+        self.fs = float(h.fs_hz)
+        detail = {"fs": self.fs, "lead": h.lead, "uv_per_lsb": self.uv_per_lsb,
+                  "firmware": h.firmware_version, "device_id": h.device_id,
+                  "protocol_version": h.protocol_version}
+        if h.lead and h.lead.upper() != self.lead.upper():
+            detail["warning"] = f"device streams lead {h.lead!r}, the model expects {self.lead!r}"
+            if first:
+                log.warning(detail["warning"])
+        if first:
+            log.info("HELLO from %s (firmware %s): %.1f Hz, lead %s, %.4g uV/LSB",
+                     h.device_id or "device", h.firmware_version or "?", self.fs, h.lead, self.uv_per_lsb)
+        return LinkEvent("hello", detail, t_arrival)
+
+    def _data(self, f, t_arrival, t_mono) -> list:
+        out = []
+        self.stats["frames"] += 1
+        upd = self.tracker.update(f.seq)
+        if upd.duplicate or upd.stale:
+            self.stats["drops"] += 1
+            return [LinkEvent("stale_frame" if upd.stale else "duplicate_frame",
+                              {"seq": int(f.seq)}, t_arrival)]
+        if self.hello is None and not self._warned_no_hello:
+            self._warned_no_hello = True
+            msg = f"no HELLO yet: assuming {self.uv_per_lsb} uV/LSB"
+            log.warning(msg)
+            out.append(LinkEvent("no_hello", {"uv_per_lsb": self.uv_per_lsb}, t_arrival))
+        n = len(f.samples)
+        gap = upd.missing * n
+        if upd.missing:
+            self.stats["drops"] += upd.missing
+            out.append(LinkEvent("gap", {"seq": int(f.seq), "missing_frames": int(upd.missing),
+                                         "missing_samples": int(gap)}, t_arrival))
+        self.fs = float(f.fs_hz)
+        k = self.uv_per_lsb / 1000.0
+        lo, hi = self.p.sample_range(f.sample_format)
+        mv = (np.asarray(f.samples, dtype=np.float64) * k).astype(np.float32)
+        out.append(Chunk(mv, self.fs, t_arrival, t_mono, seq=int(f.seq), lead_off=f.lead_off,
+                         gap_before=gap, rails=(float(lo * k), float(hi * k))))
+        return out

@@ -1,0 +1,91 @@
+"""Replay a stored signal: a WFDB record, a CSV file, or a directory made by ``edge-run --record``.
+
+Real time by default (chunks paced by the wall clock, as a device would send
+them); ``fast=True`` delivers as fast as the pipeline consumes (benchmarks,
+tests). A recording replays its items exactly as recorded -- same chunking,
+same float32 samples, same link events -- so its decisions are reproduced bit
+for bit; real-time pacing follows the recorded arrival times.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..records import RecordError, read_record
+from ..recording import RecordingError, is_recording, read_meta, read_recording
+from .base import Chunk, LinkEvent, Source, SourceNotFound
+
+__all__ = ["ReplaySource"]
+
+
+class ReplaySource(Source):
+    """``path``: WFDB record (with or without extension), ``.csv``, or a recording directory.
+
+    ``chunk_s`` sets the chunk length when pacing in real time (a serial frame
+    is ~40 ms); ``fast_chunk_s`` when ``fast`` (larger chunks cost less per sample).
+    ``fs`` is needed only for a CSV without a ``# fs=`` line.
+    """
+
+    def __init__(self, path, lead: str = "I", fast: bool = False, fs: float | None = None,
+                 chunk_s: float = 0.04, fast_chunk_s: float = 2.0, speed: float = 1.0):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.lead, self.realtime, self.speed = lead, not fast, float(speed)
+        self.name = f"replay:{os.path.basename(self.path.rstrip('/'))}"
+        self.recording = is_recording(self.path)
+        self.signal = None
+        if self.recording:
+            try:
+                meta = read_meta(self.path)
+            except RecordingError as exc:
+                raise SourceNotFound(str(exc)) from None
+            self.fs = meta.get("fs")
+            self.lead = meta.get("lead", lead)
+        else:
+            if os.path.isdir(self.path):
+                raise SourceNotFound(f"{self.path}: a directory without recording.json is not a "
+                                     "recording")
+            try:
+                rec = read_record(self.path, fs=fs)
+                self.signal = np.ascontiguousarray(rec.lead(lead), dtype=np.float32)
+            except RecordError as exc:
+                raise SourceNotFound(str(exc)) from None
+            self.fs = float(rec.fs)
+            self.record_name = rec.name
+        self.chunk_n = max(1, int(round((fast_chunk_s if fast else chunk_s) * self.fs))) if self.fs else 1
+
+    def describe(self) -> dict:
+        return {**super().describe(), "path": self.path}
+
+    def _iter(self):
+        yield LinkEvent("connected", {"path": self.path, "fast": not self.realtime})
+        items = read_recording(self.path) if self.recording else self._chunks()
+        t0_wall, t0_rec = time.monotonic(), None
+        try:
+            for item in items:
+                if self._closed:
+                    return
+                if self.realtime:
+                    t_rec = item.t_arrival
+                    if t0_rec is None:
+                        t0_rec = t_rec
+                    wait = (t_rec - t0_rec) / self.speed - (time.monotonic() - t0_wall)
+                    if wait > 0:
+                        time.sleep(wait)
+                if isinstance(item, Chunk):
+                    item.t_mono = time.perf_counter()
+                    if not self.recording:
+                        item.t_arrival = time.time()
+                yield item
+        except RecordingError as exc:
+            raise SourceNotFound(str(exc)) from None
+        yield LinkEvent("end", {"path": self.path})
+
+    def _chunks(self):
+        x, n, fs = self.signal, self.chunk_n, self.fs
+        t0 = time.time()
+        for seq, i in enumerate(range(0, len(x), n)):
+            # t_arrival here is the schedule: the moment the chunk's last sample exists
+            yield Chunk(x[i:i + n], fs, t0 + min(i + n, len(x)) / fs, seq=seq)
