@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--quiet", action="store_true", help="no beat lines, warnings only on stderr")
     o.add_argument("--verbose", action="store_true", help="debug logs on stderr")
     o.add_argument("--max-seconds", type=float, help="stop after this many seconds of signal")
+    src.add_argument("--retries", type=int, default=6,
+                     help="reconnect attempts (backoff 0.5, 1, 2, 4, 8 s...) before giving up (default 6)")
+    src.add_argument("--connect-timeout", type=float, default=15.0,
+                     help="seconds to wait for a BLE device to answer (default 15)")
     return p
 
 
@@ -107,13 +111,15 @@ def _ble_scan(out) -> int:
 
 def make_source(args, lead: str):
     """The :class:`~.sources.base.Source` the arguments ask for (may raise SourceNotFound)."""
+    from .sources.base import Backoff
     if args.port:
         from .sources.serial import SerialSource
         return SerialSource(args.port, args.baud, ascii=args.ascii, fs=args.fs, lead=lead,
-                            uv_per_lsb=args.uv_per_lsb)
+                            uv_per_lsb=args.uv_per_lsb, backoff=Backoff(args.retries))
     if args.ble:
         from .sources.ble import BleSource
-        return BleSource(args.ble, lead=lead)
+        return BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),
+                         connect_timeout_s=args.connect_timeout)
     if args.replay:
         from .sources.replay import ReplaySource
         return ReplaySource(args.replay, lead=lead, fast=args.fast, fs=args.fs, speed=args.speed)
@@ -138,7 +144,7 @@ def main(argv=None) -> int:
                       + (f" (got {', '.join('--' + s for s in sources)})" if sources else ""))
     if args.ascii and not args.port:
         return _usage(parser, "--ascii applies to --port only")
-    if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1:
+    if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1 or args.retries < 0:
         return _usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
     if args.fast and not (args.replay or args.simulate):
         return _usage(parser, "--fast applies to --replay and --simulate")
@@ -159,7 +165,9 @@ def load_model(path, threads: int):
         raise BundleError(str(exc)) from None
 
 
-def run(args, out) -> int:
+def run(args, out, on_source=None) -> int:
+    """Run the parsed ``args``; ``on_source(source)`` is called once the source exists
+    (the demo uses it to stop the stream when its virtual device is done)."""
     from .bundle import BundleError
     from .sources.base import DeviceLost, SourceError, SourceNotFound
     t0 = time.perf_counter()
@@ -174,6 +182,8 @@ def run(args, out) -> int:
     except SourceNotFound as exc:
         log.error("%s", exc)
         return EXIT_SOURCE
+    if on_source is not None:
+        on_source(source)
     from .pipeline import Pipeline
     pipe = Pipeline(model, every_k_beats=args.every_k_beats, n_beats=args.decision_beats,
                     keep_signal=bool(args.plot))

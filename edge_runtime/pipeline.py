@@ -115,7 +115,7 @@ class Pipeline:
 
     def _t(self, i: int) -> float:
         delay = self.resampler.delay_s if self.resampler is not None else 0.0
-        return self._t_offset + i / self.fs - delay
+        return max(self._t_offset, self._t_offset + i / self.fs - delay)
 
     # ------------------------------------------------------------------ entry point
 
@@ -132,9 +132,22 @@ class Pipeline:
             self._pending_reset = True
         out = {"type": "link", "kind": ev.kind, "t": round(self._signal_s, 3)}
         out.update({k: v for k, v in ev.detail.items() if k not in out})
-        return [out]
+        events = self.flush() if ev.kind == "end" else []
+        return events + [out]
 
-    def _chunk(self, c: Chunk) -> list:
+    def flush(self) -> list:
+        """End of a finite stream: push the resampler's delay out with the last value
+        (as the offline :func:`resample` does), so the last beats get their windows."""
+        rs = self.resampler
+        if rs is None or rs.identity or self._last_good is None:
+            return []
+        pad = int(np.ceil(rs.delay_s * rs.fs_in)) + rs.down
+        n_signal = int(round(self._n_in / rs.fs_in * self.fs))  # outputs the real input covers
+        ev = self._chunk(Chunk(np.full(pad, self._last_good, np.float32), rs.fs_in, t_mono=time.perf_counter()),
+                         count_time=False, limit=n_signal + int(round(rs.delay_s * self.fs)))
+        return ev
+
+    def _chunk(self, c: Chunk, count_time: bool = True, limit: int | None = None) -> list:
         events = []
         fs_in = float(c.fs)
         x = np.asarray(c.samples, dtype=np.float32)
@@ -173,11 +186,14 @@ class Pipeline:
             flags = np.concatenate([np.full(gap, F_GAP, np.uint8), flags])
         if len(x) and not c.lead_off:
             self._last_good = float(x[-1])
-        self._n_in += len(x)
-        self._signal_s += len(x) / fs_in
+        if count_time:
+            self._n_in += len(x)
+            self._signal_s += len(x) / fs_in
 
         # 2. resample (primed with the first value so the filter starts settled)
         y, yflags = self._resample(x, flags)
+        if limit is not None:  # flushing: no output beyond what the real signal covers
+            y, yflags = y[:max(0, limit - self._n)], yflags[:max(0, limit - self._n)]
         if self.keep_signal and len(y):
             self.signal.append(y.copy())
             self.signal_t0.append(self._t(self._n))

@@ -142,6 +142,10 @@ class Source(abc.ABC):
             if self._closed:
                 return
 
+    def stop(self) -> None:
+        """Ask the iteration to end soon (thread-safe); resources are released by close()."""
+        self._closed = True
+
     def close(self) -> None:
         self._closed = True
 

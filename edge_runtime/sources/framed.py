@@ -94,8 +94,9 @@ class FramedStream:
                               {"seq": int(f.seq)}, t_arrival)]
         if self.hello is None and not self._warned_no_hello:
             self._warned_no_hello = True
-            msg = f"no HELLO yet: assuming {self.uv_per_lsb} uV/LSB"
-            log.warning(msg)
+            # pyserial flushes the input on open, so the HELLO sent at connect is often
+            # lost; the firmware repeats it every few seconds
+            log.info("no HELLO yet: assuming %g uV/LSB until one arrives", self.uv_per_lsb)
             out.append(LinkEvent("no_hello", {"uv_per_lsb": self.uv_per_lsb}, t_arrival))
         n = len(f.samples)
         gap = upd.missing * n
