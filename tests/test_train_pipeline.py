@@ -16,7 +16,7 @@ from selfmis.train.models import ResNet1d
 from selfmis.edge_runtime.preprocess import preprocess_window
 
 sys.path.insert(0, os.path.dirname(__file__))
-from train_fixtures import TINY, make_tiny_ptbxl  # noqa: E402
+from test_train_fixtures import TINY, make_tiny_ptbxl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
