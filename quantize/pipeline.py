@@ -1,0 +1,288 @@
+"""The whole chain: teacher -> distilled student -> ONNX -> TFLite fp32/int8 -> checks -> bundle + table.
+
+:func:`run_pipeline` is what ``selfmis quantize`` runs. Every step checks its
+output (ONNX vs torch, fp32 TFLite vs torch, int8 vs fp32 on the test fold) and
+raises with the numbers when a check fails; the int8 bundle is written with
+``edge_runtime.bundle.write_bundle`` and validated through the runtime's own
+``TFLiteModel``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .distill import DistillConfig
+from .student import StudentConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PipelineOptions", "run_pipeline", "MAX_INT8_BYTES"]
+
+#: The shipped int8 file must fit a smartwatch-class flash budget.
+MAX_INT8_BYTES = 64 * 1024
+
+
+@dataclass
+class PipelineOptions:
+    out: Path                                   # bundle directory (model.tflite + card.json)
+    teacher: Path | None = None                 # SelfMIS checkpoint; None -> train a stand-in
+    work: Path = Path("artifacts/quantize")     # intermediates (ONNX, TFLite, logs)
+    data: str | None = None                     # PTB-XL folder (default: the shared subset)
+    results: Path | None = None                 # where to write the table (JSON + Markdown)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    n_calib: int = 400
+    keep_ncw: bool = False                      # keep (1, 1, W) input instead of (1, W, 1)
+    quant_type: str = "per-channel"
+    n_boot: int = 1000
+    seed: int = 0
+    standin_epochs: int = 12
+    progress: bool = True
+    strict: bool = False                        # raise when the int8 PTQ budget is exceeded
+    command: str = ""                           # how this run was started (recorded in the table)
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _say(msg: str) -> None:
+    print(f"[quantize] {msg}", flush=True)
+
+
+def _thresholds(res: dict, tasks) -> dict:
+    """Task -> logit threshold the evaluator chose on validation (tasks it could score only)."""
+    return {t: res[t]["threshold"] for t in tasks if t in res and "threshold" in res[t]}
+
+
+def _auroc_row(res: dict) -> dict:
+    out = {}
+    for t, r in res.items():
+        out[t] = {k: r[k] for k in ("auroc", "auroc_ci", "n_positives", "n", "status") if k in r}
+    return out
+
+
+def run_pipeline(opts: PipelineOptions) -> dict:
+    import torch
+
+    from selfmis.edge_runtime.preprocess import PreprocessSpec
+    from selfmis.train.evaluate import score_predictions
+
+    from . import card as cardmod
+    from .convert import convert_onnx, tflite_op_names
+    from .distill import distill
+    from .export_onnx import export_onnx, onnx_op_types, onnx_parity
+    from .latency import tflite_latency_ms, torch_latency_ms
+    from .predict import tflite_predict, torch_predict
+    from .student import count_params
+    from .teacher import load_teacher, save_standin, teacher_outputs, train_standin_teacher
+    from .validate import INT8_MI_AUROC_TOL, ValidationError, check_fp32_parity, compare_int8
+    from .windows import TRAIN_STRIDE_S, Folds, load_lead1, record_mean, windows_of
+
+    t0 = time.time()
+    torch.set_num_threads(1)  # shared 2-core machine
+    torch.manual_seed(opts.seed)
+    work, out = Path(opts.work), Path(opts.out)
+    work.mkdir(parents=True, exist_ok=True)
+    spec = PreprocessSpec()
+    report: dict = {"options": {"out": str(out), "teacher": str(opts.teacher) if opts.teacher else None,
+                                "n_calib": opts.n_calib, "keep_ncw": opts.keep_ncw,
+                                "quant_type": opts.quant_type, "seed": opts.seed}}
+
+    # ---------------------------------------------------------------- teacher and data
+    if opts.teacher is not None and Path(opts.teacher).is_file():
+        teacher, tcfg, kind = load_teacher(opts.teacher)
+        folds = Folds.from_teacher_config(tcfg)
+        teacher_path = Path(opts.teacher)
+    else:
+        kind, tcfg, folds = "stand-in", {}, Folds()
+        teacher_path = work / "standin_teacher.pt"
+        if opts.teacher is not None:
+            _say(f"teacher {opts.teacher} not found: training a stand-in teacher (NOT SelfMIS)")
+    _say(f"folds: train {list(folds.train)}, val {list(folds.val)}, test {list(folds.test)}")
+    ds_train = load_lead1(folds.train, opts.data, opts.progress)
+    ds_val = load_lead1(folds.val, opts.data, opts.progress)
+    ds_test = load_lead1(folds.test, opts.data, opts.progress)
+    tasks = tuple(ds_test.tasks)
+    w_train = windows_of(ds_train, TRAIN_STRIDE_S)
+    w_val, w_test = windows_of(ds_val), windows_of(ds_test)
+    _say(f"windows: train {w_train.X.shape} ({w_train.n_records} records), val {w_val.X.shape}, "
+         f"test {w_test.X.shape}")
+    if kind == "stand-in" and teacher_path.is_file():
+        teacher, tcfg, _ = load_teacher(teacher_path)  # reuse: same folds, same seed
+        if tcfg.get("provenance", {}).get("folds") != folds.to_dict() or \
+                tcfg.get("provenance", {}).get("epochs") != opts.standin_epochs:
+            kind = "stand-in-retrain"
+    if kind == "stand-in-retrain" or (kind == "stand-in" and not teacher_path.is_file()):
+        kind = "stand-in"
+        teacher = train_standin_teacher(w_train.X, w_train.window_labels, epochs=opts.standin_epochs,
+                                        seed=opts.seed, progress=opts.progress)
+        save_standin(teacher, teacher_path, {"folds": folds.to_dict(), "epochs": opts.standin_epochs,
+                                             "seed": opts.seed})
+        tcfg = dict(teacher.config)
+    teacher.eval()
+    _say(f"teacher: {kind} ({teacher_path})")
+
+    # ---------------------------------------------------------------- distillation
+    t_logits, t_embed = teacher_outputs(teacher, w_train.X, progress=opts.progress)
+    _say(f"teacher targets: logits {t_logits.shape}, embeddings {None if t_embed is None else t_embed.shape}")
+    student = distill(w_train.X, w_train.window_labels, t_logits, t_embed, opts.student, opts.distill,
+                      progress=opts.progress)
+    params = count_params(student)
+    torch.save({"config": student.config.to_dict(), "state_dict": student.state_dict()}, work / "student.pt")
+    _say(f"student: {params} parameters deployed (BN folded, no embedding head)")
+
+    # ---------------------------------------------------------------- ONNX
+    onnx_path = export_onnx(student, work / "student.onnx", spec.window_samples)
+    ort_diff = onnx_parity(student, onnx_path, w_test.X[:64])
+    _say(f"ONNX {onnx_path} ops {onnx_op_types(onnx_path)}; onnxruntime vs torch max |d| {ort_diff:.2e}")
+
+    # ---------------------------------------------------------------- TFLite
+    rng = np.random.default_rng(opts.seed)
+    calib_idx = rng.choice(len(w_train.X), size=min(opts.n_calib, len(w_train.X)), replace=False)
+    calib = w_train.X[np.sort(calib_idx)]
+    files = convert_onnx(onnx_path, work / "tflite", calib, keep_ncw=opts.keep_ncw, quant_type=opts.quant_type)
+    ops = {"float32": tflite_op_names(files.float32), "int8": tflite_op_names(files.int8)}
+    sizes = {"float32": files.float32.stat().st_size, "int8": files.int8.stat().st_size}
+    _say(f"TFLite layout {files.layout}; sizes {sizes}; ops {ops['int8']}")
+
+    # bundles: fp32 (work) and int8 (shipped); thresholds are filled after validation
+    labels = list(tasks)
+    fp32_dir = work / "bundle_fp32"
+    cardmod.bundle_tflite(fp32_dir, files.float32,
+                          cardmod.make_card(files.float32, files.layout, labels, name="selfmis-lead1-student-fp32",
+                                            spec=spec, params=params))
+    int8_tmp = work / "bundle_int8"
+    cardmod.bundle_tflite(int8_tmp, files.int8,
+                          cardmod.make_card(files.int8, files.layout, labels, spec=spec, params=params))
+
+    # ---------------------------------------------------------------- predictions
+    predictors = {"teacher": torch_predict(teacher), "student_torch": torch_predict(student),
+                  "student_fp32_tflite": tflite_predict(fp32_dir), "student_int8_tflite": tflite_predict(int8_tmp)}
+    win_logits, rec = {}, {}
+    for name, fn in predictors.items():
+        for split, w in (("val", w_val), ("test", w_test)):
+            lg = fn(w.X[:, None, :])
+            win_logits[(name, split)] = lg
+            rec[(name, split)] = record_mean(lg, w.record, w.n_records)
+
+    # fp32 TFLite must be torch to 1e-4 on real windows (every test and val window)
+    fp32_diff = max(check_fp32_parity(win_logits[("student_torch", s)], win_logits[("student_fp32_tflite", s)])
+                    for s in ("val", "test"))
+    _say(f"fp32 TFLite vs torch on {len(w_val.X) + len(w_test.X)} real windows: max |dlogit| {fp32_diff:.2e}")
+
+    results = {}
+    for name in predictors:
+        results[name] = score_predictions(rec[(name, "test")], w_test.Y, tasks, rec[(name, "val")], w_val.Y,
+                                          n_boot=opts.n_boot, seed=opts.seed)
+    thr_int8 = _thresholds(results["student_int8_tflite"], tasks)
+    cmp = compare_int8(results["student_fp32_tflite"], results["student_int8_tflite"],
+                       rec[("student_fp32_tflite", "test")], rec[("student_int8_tflite", "test")], thr_int8, tasks)
+    win_i8 = np.abs(win_logits[("student_int8_tflite", "test")] - win_logits[("student_fp32_tflite", "test")])
+    cmp["window_logits"] = {"max_abs": float(win_i8.max()), "mean_abs": float(win_i8.mean())}
+    mi = {k: results[k]["MI"].get("auroc") for k in results}
+    _say("MI AUROC on test: " + ", ".join(f"{k} {v:.4f}" for k, v in mi.items() if v is not None))
+
+    # ---------------------------------------------------------------- latency (quick, one thread)
+    lat = {"teacher_torch_eager_fp32_ms": torch_latency_ms(teacher, spec.window_samples),
+           "student_torch_eager_fp32_ms": torch_latency_ms(student, spec.window_samples),
+           "student_fp32_tflite_ms": tflite_latency_ms(files.float32),
+           "student_int8_tflite_ms": tflite_latency_ms(files.int8)}
+    lat["int8_speedup_vs_teacher_eager"] = lat["teacher_torch_eager_fp32_ms"] / lat["student_int8_tflite_ms"]
+    _say("latency per window (ms, 1 thread): " + ", ".join(f"{k} {v:.4f}" for k, v in lat.items()))
+
+    # ---------------------------------------------------------------- targets
+    checks = {
+        "fp32_tflite_vs_torch_max_abs": fp32_diff,
+        "onnxruntime_vs_torch_max_abs": ort_diff,
+        "student_vs_teacher_mi_auroc": None if None in (mi["student_torch"], mi["teacher"])
+        else mi["student_torch"] - mi["teacher"],
+        "int8_vs_fp32_mi_auroc": None if cmp["mi_auroc_loss"] is None else -cmp["mi_auroc_loss"],
+        "int8_bytes": sizes["int8"],
+    }
+    targets = {
+        "student_within_0.01_of_teacher": checks["student_vs_teacher_mi_auroc"] is not None
+        and checks["student_vs_teacher_mi_auroc"] >= -0.01,
+        "int8_within_0.003_of_fp32": checks["int8_vs_fp32_mi_auroc"] is not None
+        and checks["int8_vs_fp32_mi_auroc"] >= -0.003,
+        "int8_ptq_loss_within_0.005": bool(cmp["within_ptq_budget"]),
+        "int8_at_most_64KiB": sizes["int8"] <= MAX_INT8_BYTES,
+        "int8_10x_faster_than_teacher_eager": lat["int8_speedup_vs_teacher_eager"] >= 10.0,
+    }
+    if sizes["int8"] > MAX_INT8_BYTES:
+        raise ValidationError(f"{files.int8}: {sizes['int8']} bytes > {MAX_INT8_BYTES}; shrink the student")
+    if not cmp["within_ptq_budget"]:
+        msg = (f"int8 PTQ loses {cmp['mi_auroc_loss']:.4f} MI AUROC (> {INT8_MI_AUROC_TOL}) against fp32 on the "
+               f"test fold: quantization-aware training is needed to close the gap")
+        _say("WARNING: " + msg)
+        if opts.strict:
+            raise ValidationError(msg)
+
+    # ---------------------------------------------------------------- the shipped bundle
+    test_desc = {"data": str(ds_test_root(opts.data)), "split": f"strat_fold {list(folds.test)}",
+                 "threshold_split": f"strat_fold {list(folds.val)}", "fs": spec.fs, "lead": "I",
+                 "seed": opts.seed, "n_records": int(w_test.n_records),
+                 "scoring": "record = mean logit over 5 s windows every 1 s (selfmis.train.evaluate)",
+                 "bootstrap": f"{opts.n_boot} record resamples, 95% percentile CI"}
+    metrics = dict(test_desc, auroc=_auroc_row(results["student_int8_tflite"]),
+                   fp32_auroc=_auroc_row(results["student_fp32_tflite"]),
+                   teacher_auroc=_auroc_row(results["teacher"]),
+                   int8_vs_fp32=cmp, latency_ms_quick=lat)
+    training = {"teacher": str(teacher_path), "teacher_kind": kind,
+                "teacher_sha256": _sha256(teacher_path) if teacher_path.is_file() else None,
+                "teacher_config": {k: v for k, v in tcfg.items() if isinstance(v, (int, float, str, bool, list))},
+                "data": str(ds_test_root(opts.data)), "folds": folds.to_dict(), "lead": "I",
+                "windows": f"5 s every {TRAIN_STRIDE_S} s, preprocess_window", "n_train_windows": int(len(w_train.X)),
+                "student": student.config.to_dict(), "distill": opts.distill.to_dict(),
+                "calibration": {"n_windows": int(len(calib)), "from": f"training folds {list(folds.train)}",
+                                "seed": opts.seed},
+                "quant_type": opts.quant_type, "onnx_ops": onnx_op_types(onnx_path), "tflite_ops": ops["int8"]}
+    from .metrics import sigmoid
+
+    card = cardmod.make_card(files.int8, files.layout, labels, spec=spec,
+                             thresholds={t: float(sigmoid(v)) for t, v in thr_int8.items()},
+                             metrics=metrics, params=params, training=training,
+                             description=("Distilled depthwise-separable 1-D CNN student of the "
+                                          f"{'SelfMIS' if kind == 'selfmis' else 'STAND-IN (not SelfMIS)'} "
+                                          "Lead-I teacher; full-integer int8 (int8 weights, activations, "
+                                          "input and output). Input: one preprocessed 5 s Lead-I window. "
+                                          "Thresholds are probabilities (sigmoid of the logit) chosen on "
+                                          "the validation fold with Youden's J."))
+    bundle = cardmod.bundle_tflite(out, files.int8, card)
+    # the shipped bundle must load and give the same logits through the runtime
+    shipped = tflite_predict(out)(w_test.X[:32])
+    if not np.array_equal(shipped, win_logits[("student_int8_tflite", "test")][:32]):
+        raise ValidationError(f"{out}: shipped bundle does not reproduce the validated int8 logits")
+    _say(f"bundle written: {bundle.model_path} ({bundle.card.file_size} bytes)")
+
+    report.update({"teacher_kind": kind, "folds": folds.to_dict(), "params": {"student": params,
+                   "teacher": int(sum(p.numel() for p in teacher.parameters()))},
+                   "sizes_bytes": sizes, "layout": files.layout, "ops": ops, "results": results,
+                   "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets,
+                   "thresholds_logit": thr_int8, "evaluation": test_desc, "training": training,
+                   "bundle": str(out), "seconds": time.time() - t0, "command": opts.command})
+    if opts.results:
+        from .report import write_results
+
+        write_results(report, opts.results)
+    return report
+
+
+def ds_test_root(data) -> Path:
+    from selfmis.train.data import resolve_data_root
+
+    return resolve_data_root(data)
+
+
+def dump_json(obj, path) -> None:
+    Path(path).write_text(json.dumps(obj, indent=1, default=float) + "\n")

@@ -1,0 +1,46 @@
+"""Predict functions over preprocessed windows, for ``selfmis evaluate --model BUNDLE`` and the pipeline.
+
+Both return ``predict(windows) -> (N, n_labels) float32 logits`` where
+``windows`` is ``(N, 1, W)`` (the evaluator's convention) or ``(N, W)``,
+already preprocessed with ``preprocess_window``. The TFLite one runs the bundle
+exactly as the gateway does (``selfmis.edge_runtime.interpreter.TFLiteModel``:
+card checks, quantise/dequantise with the interpreter's own parameters).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["tflite_predict", "torch_predict"]
+
+
+def tflite_predict(bundle, num_threads: int = 1, use_xnnpack: bool = True):
+    """predict_fn for a bundle directory (or ``Bundle``); ``.model`` holds the ``TFLiteModel``."""
+    from selfmis.edge_runtime.interpreter import TFLiteModel
+
+    model = TFLiteModel(bundle, num_threads=num_threads, use_xnnpack=use_xnnpack)
+
+    def predict(windows):
+        x = np.asarray(windows, np.float32)
+        return model.predict_logits(x.reshape(len(x), -1))
+
+    predict.model = model
+    predict.labels = list(model.card.labels)
+    return predict
+
+
+def torch_predict(model, batch_size: int = 512):
+    """predict_fn for a torch module taking (B, 1, W)."""
+    import torch
+
+    model.eval()
+
+    def predict(windows):
+        x = np.asarray(windows, np.float32)
+        x = x.reshape(len(x), 1, -1)
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                outs.append(model(torch.from_numpy(x[i:i + batch_size])).float().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    return predict
