@@ -599,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--root", default="/opt/selfmis", help="gateway root (holds current/)")
     u.add_argument("--user", default="selfmis")
     u.add_argument("--venv", help="virtualenv with edge-run (default ROOT/venv)")
-    u.add_argument("--edge-args", help="edge-run arguments (default: --bundle ROOT/current --port /dev/ttyUSB0)")
+    u.add_argument("--edge-args", help="edge-run arguments (default: --model ROOT/current --port /dev/ttyUSB0)")
     e = sub.add_parser("export-c", help="write model_data.h/.cc for TensorFlow Lite Micro")
     e.add_argument("model", help=".tflite file or bundle directory")
     e.add_argument("out_dir")
