@@ -1,0 +1,381 @@
+"""Reproduce the accuracy report in one command.
+
+    python -m selfmis.train.experiments --phase all            # ablations, main grid, report
+    python -m selfmis.train.experiments --phase report         # tables/plots from finished runs
+
+Grid: test fold 10 with seeds 0,1,2 and 10-fold cross-validation (test fold k,
+validation fold k%10+1, train on the other 8; seed 0 per fold). Every method on the
+same data, split, lead and epoch budget. The 12-lead model of each (fold, seed) is
+also the frozen SelfMIS / generative teacher of that (fold, seed).
+SelfMIS variants are compared on VALIDATION folds only (``--phase ablate``); the one
+with the best mean validation MI AUROC goes into the main grid.
+Runs are resumable: a finished run (``metrics.json``) is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "ABLATIONS", "BASELINES", "grid", "make_report"]
+
+PY = sys.executable
+BASELINES = ["twelve_lead", "scratch", "random", "simclr", "generative"]
+#: SelfMIS variants (overrides of the trainer defaults), judged on validation only.
+ABLATIONS = {
+    "joint_cos": dict(schedule="joint"),
+    "joint_cos_kd": dict(schedule="joint", distill_weight=1.0),
+    "joint_featmap": dict(schedule="joint", align_target="featmap"),
+    "joint_w3": dict(schedule="joint", align_weight=3.0),
+    "joint_crops3": dict(schedule="joint", crops_per_record=3, epochs=7),  # same number of steps
+    "joint_infonce": dict(schedule="joint", align_loss="infonce"),
+    "joint_fixed5s": dict(schedule="joint", crop_min_s=5.0, crop_max_s=5.0),
+    "twostage_ft": dict(schedule="two_stage", probe="finetune"),
+    "joint_cotrain": dict(schedule="joint", cotrain=True),
+    "joint_teacherMI": dict(schedule="joint", teacher_tasks="MI"),
+}
+#: Not ablated on validation (shares twostage_ft's alignment stage), only run in the main grid.
+EXTRA_VARIANTS = {"twostage_linear": dict(schedule="two_stage", probe="linear")}
+ABLATION_SPLITS = [(10, 0), (5, 0)]
+MAIN_SPLITS = [(10, 0), (10, 1), (10, 2)] + [(k, 0) for k in range(1, 10)]
+
+
+def overrides_to_args(d: dict) -> list:
+    args = []
+    for k, v in d.items():
+        args += ["--" + k.replace("_", "-")] + ([str(x) for x in v] if isinstance(v, list) else [str(v)])
+    return args
+
+
+class Job:
+    def __init__(self, out: Path, method: str, fold: int, seed: int, extra: dict | None = None, needs=None):
+        self.out, self.method, self.fold, self.seed = out, method, fold, seed
+        self.extra, self.needs = dict(extra or {}), needs  # needs: a Job whose model.pt is the teacher
+
+    @property
+    def done(self):
+        return (self.out / "metrics.json").is_file()
+
+    def cmd(self, common: dict):
+        c = dict(common, method=self.method, test_fold=self.fold, seed=self.seed, out=str(self.out))
+        c.update(self.extra)
+        if self.needs is not None:
+            if self.extra.get("teacher_tasks") == "MI":  # that ablation trains its own teacher
+                c.pop("teacher", None)
+            else:
+                c["teacher"] = str(self.needs.out / "model.pt")
+        return [PY, "-m", "selfmis.train.cli"] + overrides_to_args(c)
+
+
+def run_jobs(jobs, common, workers=2, log_dir: Path | None = None):
+    """A tiny scheduler: at most ``workers`` training processes, teachers before students."""
+    pending, running = [j for j in jobs if not j.done], []
+    t0 = time.time()
+    while pending or running:
+        for j, p, f in list(running):
+            if p.poll() is not None:
+                running.remove((j, p, f))
+                f.close()
+                state = "ok" if p.returncode == 0 else f"FAILED rc={p.returncode} (see {f.name})"
+                print(f"[{time.time() - t0:6.0f}s] {j.out.relative_to(j.out.parents[1])}: {state}", flush=True)
+        ready = [j for j in pending if j.needs is None or j.needs.done or j.extra.get("teacher_tasks") == "MI"]
+        blocked = [j for j in pending if j.needs is not None and not j.needs.done
+                   and all(j.needs is not r[0] for r in running) and j.needs not in pending]
+        for j in blocked:  # its teacher failed: give up on it
+            pending.remove(j)
+            print(f"skipping {j.out}: teacher missing", flush=True)
+        while ready and len(running) < workers:
+            j = ready.pop(0)
+            pending.remove(j)
+            j.out.mkdir(parents=True, exist_ok=True)
+            f = open(j.out / "train.log", "w")
+            running.append((j, subprocess.Popen(j.cmd(common), stdout=f, stderr=subprocess.STDOUT), f))
+        time.sleep(1)
+
+
+def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES):
+    jobs = []
+    for fold, seed in splits:
+        d = root / f"f{fold:02d}_s{seed}"
+        teacher = Job(d / "twelve_lead", "twelve_lead", fold, seed)
+        if "twelve_lead" in baselines:
+            jobs.append(teacher)
+        for m in baselines:
+            if m != "twelve_lead":
+                jobs.append(Job(d / m, m, fold, seed, needs=teacher if m == "generative" else None))
+        for name, ov in selfmis_variants.items():
+            jobs.append(Job(d / name, "selfmis", fold, seed, ov, needs=teacher))
+    return jobs
+
+
+# --------------------------------------------------------------------------- report
+
+def _load(run: Path):
+    m = json.loads((run / "metrics.json").read_text())
+    s = np.load(run / "scores.npz")
+    return m, s
+
+
+def collect(root: Path, splits, names):
+    """{name: {(fold, seed): (metrics, scores)}} for finished runs."""
+    out = {}
+    for n in names:
+        for fold, seed in splits:
+            run = root / f"f{fold:02d}_s{seed}" / n
+            if (run / "metrics.json").is_file():
+                out.setdefault(n, {})[(fold, seed)] = _load(run)
+    return out
+
+
+def paired_bootstrap_diff(y, s_a, s_b, n_boot=1000, seed=0):
+    """AUROC(a) - AUROC(b) on the same records, with a percentile bootstrap CI."""
+    from selfmis.train.evaluate import auroc
+    rng = np.random.default_rng(seed)
+    d = auroc(y, s_a) - auroc(y, s_b)
+    vals = []
+    while len(vals) < n_boot:
+        i = rng.integers(0, len(y), len(y))
+        if y[i].min() != y[i].max():
+            vals.append(auroc(y[i], s_a[i]) - auroc(y[i], s_b[i]))
+    return float(d), [float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))]
+
+
+def make_report(root: Path, results: Path, selfmis_name: str, ablation: dict | None, command: str,
+                n_boot: int = 1000):
+    from selfmis.train.evaluate import auroc, auprc, bootstrap_ci, frechet_distance
+
+    results.mkdir(parents=True, exist_ok=True)
+    methods = ["twelve_lead", "selfmis", "scratch", "simclr", "generative", "random"]
+    extra_selfmis = [n for n in (ablation or {}).get("main_variants", []) if n != selfmis_name]
+    runs = collect(root, MAIN_SPLITS, BASELINES + [selfmis_name] + extra_selfmis)
+    if selfmis_name in runs:
+        runs["selfmis"] = runs.pop(selfmis_name)
+    for n in extra_selfmis:
+        if n in runs:
+            methods.append(n)
+    tasks = {"MI": 0, "IMI": 1, "MI_vs_NORM": None}
+    report = {"command": command, "selfmis_variant": selfmis_name, "grid": {}, "ablation": ablation}
+
+    def col(s, key, task):
+        Y, S = s[f"Y_{key}"], s[key]
+        if tasks[task] is not None:
+            return Y[:, tasks[task]], S[:, tasks[task]]
+        k = (Y[:, 0] > 0) | ((Y[:, -1] > 0) & (Y[:, 0] == 0))
+        return Y[k, 0], S[k, 0]
+
+    rows = {}
+    for m in methods:
+        if m not in runs:
+            continue
+        r = rows[m] = {}
+        for task in tasks:
+            f10 = [(seed, col(runs[m][(10, seed)][1], "test", task)) for seed in (0, 1, 2) if (10, seed) in runs[m]]
+            a10 = [auroc(y, s) for _, (y, s) in f10]
+            ci0 = list(bootstrap_ci(*f10[0][1], auroc, n_boot, 0)) if f10 else None
+            cv = [(k, col(runs[m][(k, 0)][1], "test", task)) for k in range(1, 11) if (k, 0) in runs[m]]
+            per_fold = [auroc(y, s) for _, (y, s) in cv]
+            ent = {"fold10_auroc_seeds": a10, "fold10_mean": float(np.mean(a10)) if a10 else None,
+                   "fold10_sd": float(np.std(a10, ddof=1)) if len(a10) > 1 else None,
+                   "fold10_seed0_ci": ci0, "fold10_n_pos": int(f10[0][1][0].sum()) if f10 else None,
+                   "fold10_auprc_seeds": [auprc(y, s) for _, (y, s) in f10],
+                   "cv_folds": [k for k, _ in cv], "cv_auroc_per_fold": per_fold,
+                   "cv_mean": float(np.mean(per_fold)) if per_fold else None,
+                   "cv_sd": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else None}
+            if len(cv) == 10:  # pooled out-of-fold predictions: every record scored once
+                y = np.concatenate([c[1][0] for c in cv])
+                s = np.concatenate([c[1][1] for c in cv])
+                ent["cv_pooled_auroc"] = auroc(y, s)
+                ent["cv_pooled_ci"] = list(bootstrap_ci(y, s, auroc, n_boot, 0))
+                ent["cv_pooled_auprc"] = auprc(y, s)
+                ent["cv_pooled_n_pos"] = int(y.sum())
+            r[task] = ent
+        gaps = [runs[m][k][0].get("frechet_single_vs_12lead") for k in runs[m]]
+        gaps = [g for g in gaps if g is not None]
+        if gaps:
+            r["frechet_mean"], r["frechet_sd"] = float(np.mean(gaps)), float(np.std(gaps))
+        r["n_runs"] = len(runs[m])
+    report["methods"] = rows
+
+    # SelfMIS vs scratch, paired: per fold/seed differences and a pooled paired bootstrap
+    comp = {}
+    if "selfmis" in runs and "scratch" in runs:
+        for task in tasks:
+            diffs10 = [auroc(*col(runs["selfmis"][(10, s)][1], "test", task)) -
+                       auroc(*col(runs["scratch"][(10, s)][1], "test", task))
+                       for s in (0, 1, 2) if (10, s) in runs["selfmis"] and (10, s) in runs["scratch"]]
+            keys = [k for k in range(1, 11) if (k, 0) in runs["selfmis"] and (k, 0) in runs["scratch"]]
+            diffs_cv = [auroc(*col(runs["selfmis"][(k, 0)][1], "test", task)) -
+                        auroc(*col(runs["scratch"][(k, 0)][1], "test", task)) for k in keys]
+            ent = {"fold10_diffs": diffs10, "cv_fold_diffs": diffs_cv,
+                   "cv_mean_diff": float(np.mean(diffs_cv)) if diffs_cv else None,
+                   "cv_sd_diff": float(np.std(diffs_cv, ddof=1)) if len(diffs_cv) > 1 else None}
+            if len(keys) == 10:
+                ya = np.concatenate([col(runs["selfmis"][(k, 0)][1], "test", task)[0] for k in keys])
+                sa = np.concatenate([col(runs["selfmis"][(k, 0)][1], "test", task)[1] for k in keys])
+                sb = np.concatenate([col(runs["scratch"][(k, 0)][1], "test", task)[1] for k in keys])
+                ent["cv_pooled_diff"], ent["cv_pooled_diff_ci"] = paired_bootstrap_diff(ya, sa, sb, n_boot)
+            comp[task] = ent
+    report["selfmis_minus_scratch"] = comp
+    (results / "report.json").write_text(json.dumps(report, indent=1))
+    _plots(runs, methods, results, col)
+    (results / "README.md").write_text(_markdown(report, methods))
+    return report
+
+
+def _plots(runs, methods, results, col):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def roc(y, s):
+        o = np.argsort(-s)
+        y = y[o].astype(bool)
+        tpr = np.r_[0, np.cumsum(y) / max(1, y.sum())]
+        fpr = np.r_[0, np.cumsum(~y) / max(1, (~y).sum())]
+        return fpr, tpr
+    from selfmis.train.evaluate import auroc
+    for task in ("MI", "IMI"):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+        for m in methods:
+            if m not in runs:
+                continue
+            if (10, 0) in runs[m]:
+                y, s = col(runs[m][(10, 0)][1], "test", task)
+                axes[0].plot(*roc(y, s), label=f"{m} ({auroc(y, s):.3f})")
+            keys = [k for k in range(1, 11) if (k, 0) in runs[m]]
+            if len(keys) == 10:
+                y = np.concatenate([col(runs[m][(k, 0)][1], "test", task)[0] for k in keys])
+                s = np.concatenate([col(runs[m][(k, 0)][1], "test", task)[1] for k in keys])
+                axes[1].plot(*roc(y, s), label=f"{m} ({auroc(y, s):.3f})")
+        for ax, t in zip(axes, (f"{task}: test fold 10, seed 0", f"{task}: 10-fold CV, pooled out-of-fold")):
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+            ax.set(title=t, xlabel="1 - specificity", ylabel="sensitivity")
+            ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(results / f"roc_{task}.png", dpi=110)
+        plt.close(fig)
+
+
+def _f(x, nd=3):
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def _markdown(rep, methods):
+    L = ["# Accuracy: SelfMIS (Lead I) vs baselines on the PTB-XL subset", "",
+         "Generated by `train/experiments.py` (do not edit by hand).", "",
+         f"Command: `{rep['command']}`", "",
+         "Data: shared PTB-XL subset (1,987 records, 100 Hz). Single-lead models see Lead I only; a 10 s "
+         "record is scored as the mean logit over 5 s windows every 1 s (6 windows). The 12-lead model sees "
+         "the whole record. Splits: test fold k, validation fold k%10+1, train on the other 8 "
+         "(patient-disjoint `strat_fold`). Fold 10: seeds 0, 1, 2. Cross-validation: every fold as test once, "
+         "**one seed (0) per fold** (compute budget: 2 shared CPU cores). Model selection (best epoch, "
+         "SelfMIS variant, thresholds) on validation only.", "",
+         f"SelfMIS variant in the main grid (chosen on validation): `{rep['selfmis_variant']}`", ""]
+    for task, title in (("MI", "MI superclass"), ("IMI", "IMI (inferior MI), reported separately"),
+                        ("MI_vs_NORM", "MI vs NORM (records that are MI or NORM)")):
+        L += [f"## {title}: AUROC", "",
+              "| method | fold 10 mean ± sd (3 seeds) | fold 10 seed 0 [95% CI] | CV mean ± sd over 10 folds "
+              "| CV pooled out-of-fold [95% CI] | AUPRC CV pooled |", "|---|---|---|---|---|---|"]
+        for m in methods:
+            r = rep["methods"].get(m, {}).get(task)
+            if not r:
+                continue
+            seeds = r["fold10_auroc_seeds"]
+            ci = r["fold10_seed0_ci"]
+            L.append(f"| {m} | {_f(r['fold10_mean'])} ± {_f(r['fold10_sd'])} (n={len(seeds)}) | "
+                     f"{_f(seeds[0] if seeds else None)} [{_f(ci[0] if ci else None)}, {_f(ci[1] if ci else None)}] | "
+                     f"{_f(r['cv_mean'])} ± {_f(r['cv_sd'])} ({len(r['cv_folds'])} folds) | "
+                     f"{_f(r.get('cv_pooled_auroc'))} [{_f((r.get('cv_pooled_ci') or [None])[0])}, "
+                     f"{_f((r.get('cv_pooled_ci') or [None, None])[1])}] | {_f(r.get('cv_pooled_auprc'))} |")
+        n10 = rep["methods"].get("scratch", {}).get(task, {})
+        L += ["", f"Positives: fold 10 n={n10.get('fold10_n_pos')}, CV pooled n={n10.get('cv_pooled_n_pos')}.", ""]
+    L += ["## SelfMIS minus Lead-I-from-scratch (paired, same records)", "",
+          "| task | fold 10 per-seed diffs | CV per-fold mean ± sd | CV pooled diff [paired bootstrap 95% CI] |",
+          "|---|---|---|---|"]
+    for task, c in rep["selfmis_minus_scratch"].items():
+        ci = c.get("cv_pooled_diff_ci") or [None, None]
+        L.append(f"| {task} | {', '.join(f'{d:+.3f}' for d in c['fold10_diffs'])} | "
+                 f"{_f(c['cv_mean_diff'])} ± {_f(c['cv_sd_diff'])} | {_f(c.get('cv_pooled_diff'))} "
+                 f"[{_f(ci[0])}, {_f(ci[1])}] |")
+    L += ["", "## Latent gap (Fréchet distance, single-lead vs 12-lead embeddings, test records)", "",
+          "| method | Fréchet mean ± sd over runs |", "|---|---|"]
+    for m in methods:
+        r = rep["methods"].get(m, {})
+        if "frechet_mean" in r:
+            L.append(f"| {m} | {r['frechet_mean']:.2f} ± {r['frechet_sd']:.2f} |")
+    L += ["", "SelfMIS: projector output vs the frozen teacher's pooled embedding (the space it is aligned in). "
+          "Generative: the 12-lead classifier's embedding of the generated leads vs of the real leads. "
+          "Lower is closer; the two spaces are the same teacher's, so the numbers compare.", ""]
+    ab = rep.get("ablation")
+    if ab:
+        L += ["## SelfMIS ablations (validation MI AUROC only; never test)", "",
+              f"Splits: {ab['splits']} (test fold, seed) -> validation fold = test%10+1.", "",
+              "| variant | overrides | " + " | ".join(f"val f{f}" for f, _ in ab["splits"]) + " | mean |",
+              "|---|---|" + "---|" * (len(ab["splits"]) + 1)]
+        for n, v in sorted(ab["val"].items(), key=lambda kv: -np.mean(kv[1]["scores"])):
+            L.append(f"| {n} | `{json.dumps(v['overrides'])}` | " + " | ".join(f"{x:.3f}" for x in v["scores"])
+                     + f" | {np.mean(v['scores']):.3f} |")
+        L += [""]
+    L += ["![ROC MI](roc_MI.png)", "", "![ROC IMI](roc_IMI.png)", ""]
+    return "\n".join(L)
+
+
+# --------------------------------------------------------------------------- main
+
+def ablation_results(root: Path, names):
+    val = {}
+    for n in names:
+        scores = []
+        for fold, seed in ABLATION_SPLITS:
+            p = root / f"f{fold:02d}_s{seed}" / n / "metrics.json"
+            if p.is_file():
+                scores.append(json.loads(p.read_text())["val"]["MI"].get("auroc", float("nan")))
+        if len(scores) == len(ABLATION_SPLITS):
+            val[n] = {"scores": scores, "overrides": ABLATIONS.get(n, {"method": n})}
+    return val
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("--phase", default="all", choices=["ablate", "main", "report", "all"])
+    p.add_argument("--root", default="runs/exp")
+    p.add_argument("--results", default="benchmarks/results/accuracy")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data", default=None)
+    p.add_argument("--variant", default=None, help="SelfMIS variant for the main grid (default: best on val)")
+    p.add_argument("--extra-variants", nargs="*", default=["twostage_ft", "twostage_linear"],
+                   help="more SelfMIS variants to run in the main grid (reported as extra rows)")
+    p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
+    a = p.parse_args(argv)
+    root, results = Path(a.root), Path(a.results)
+    common = {"progress": False, "threads": 1}
+    if a.data:
+        common["data"] = a.data
+    command = "python -m selfmis.train.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
+    if a.phase in ("ablate", "all"):
+        # scratch on the same splits gives the paired reference for the ablation table
+        run_jobs(grid(root, ABLATION_SPLITS, {n: ABLATIONS[n] for n in a.ablations},
+                      baselines=["twelve_lead", "scratch"]), common, a.workers)
+    val = ablation_results(root, list(ABLATIONS) + ["scratch"])
+    cands = {n: v for n, v in val.items() if n in ABLATIONS}
+    variant = a.variant or (max(cands, key=lambda n: np.mean(cands[n]["scores"])) if cands else "joint_cos")
+    print(f"SelfMIS variant for the main grid: {variant}", flush=True)
+    extra = [v for v in a.extra_variants if v != variant]
+    if a.phase in ("main", "all"):
+        variants = {variant: ABLATIONS[variant], **{v: {**ABLATIONS, **EXTRA_VARIANTS}[v] for v in extra}}
+        run_jobs(grid(root, MAIN_SPLITS, variants), common, a.workers)
+    if a.phase in ("report", "all", "main"):
+        ab = {"splits": ABLATION_SPLITS, "val": val, "chosen": variant, "main_variants": extra}
+        rep = make_report(root, results, variant, ab, command)
+        print((results / "README.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
