@@ -9,7 +9,7 @@ ASCII (``ascii=True``): what ``Serial.println(analogRead(A0))`` sketches send
 uv_per_lsb=3.22`` header line; a ``!`` line (LO+/LO- high) is one lead-off
 sample slot. Nothing in an ASCII stream proves its rate, so the arrival rate is
 measured and a ``rate_mismatch`` event (and a log warning) is raised when it
-disagrees with the declared one by more than 10% over 10 s.
+disagrees with the declared one by more than 10% over 3 s.
 
 A lost port (USB unplugged, pty closed) is reopened with exponential backoff;
 after the retries :class:`~.base.DeviceLost` is raised. A port that is absent or
@@ -36,7 +36,7 @@ log = logging.getLogger("selfmis.edge_runtime")
 class RateMonitor:
     """Compares the measured arrival rate with a declared one (ASCII streams have no clock)."""
 
-    def __init__(self, fs: float, span_s: float = 10.0, tolerance: float = 0.10):
+    def __init__(self, fs: float, span_s: float = 3.0, tolerance: float = 0.10):
         self.fs, self.span_s, self.tolerance = float(fs), span_s, tolerance
         self._t0 = None
         self._n = 0
@@ -218,8 +218,9 @@ class SerialSource(Source):
                     if m.fs_hz:
                         if self.fs and abs(m.fs_hz - self.fs) > 1e-6:
                             log.warning("header says fs=%g, --fs says %g: using the header", m.fs_hz, self.fs)
+                        if monitor[0] is None or abs(monitor[0].fs - m.fs_hz) > 1e-6:
+                            monitor[0] = RateMonitor(m.fs_hz)  # a repeated header keeps the clock
                         self.fs = float(m.fs_hz)
-                        monitor[0] = RateMonitor(self.fs)
                     if m.uv_per_lsb:
                         uv[0] = float(m.uv_per_lsb)
                     out.append(LinkEvent("hello", {"fs": self.fs, "lead": m.lead, "uv_per_lsb": uv[0],

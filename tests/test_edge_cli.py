@@ -1,0 +1,237 @@
+"""edge-run end to end: replay, recording round trip, offline agreement, exit codes, pty streams."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_edge_support import REPO, quiet_env, record_path, stand_in_bundle
+
+from selfmis.edge_runtime import cli
+
+VENV_BIN = Path(sys.executable).parent
+EDGE_RUN = [sys.executable, "-m", "selfmis.edge_runtime.cli"]
+SIM = [sys.executable, "-m", "selfmis.firmware_bridge.virtual_device"]
+
+MI_100 = record_path(8)
+MI_500 = record_path(8, hr=True)
+needs_data = pytest.mark.skipif(MI_100 is None, reason="no PTB-XL records available")
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return stand_in_bundle()
+
+
+def run_cli(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr().out
+    return code, [json.loads(l) for l in out.splitlines() if l.strip()]
+
+
+def of(events, kind):
+    return [e for e in events if e.get("type") == kind]
+
+
+@needs_data
+def test_replay_fast_emits_beats_decisions_and_summary(bundle, capsys):
+    code, ev = run_cli(["--replay", MI_100, "--fast", "--model", bundle], capsys)
+    assert code == 0
+    beats, decisions, summary = of(ev, "beat"), of(ev, "decision"), of(ev, "summary")
+    assert len(beats) >= 9
+    hr = [b["hr"] for b in beats if b["hr"]]
+    assert 60 < np.median(hr) < 90  # ecg 8: ~73 bpm
+    assert decisions and all(set(d["probabilities"]) == {"MI", "IMI"} for d in decisions)
+    assert all(d["quality"] == "ok" and d["latency_ms"] >= 0 for d in decisions)
+    s = summary[-1]
+    assert ev[-1] is s and s["beats"] == len(beats) and s["decisions"] == len(decisions)
+    assert s["latency_ms"]["p99"] is not None and s["drops"] == 0 and s["crc_errors"] == 0
+
+
+@needs_data
+def test_offline_and_streaming_decisions_agree(bundle, capsys):
+    """The stream's decisions equal the model run offline on the same beat-aligned windows."""
+    from selfmis.edge_runtime.interpreter import TFLiteModel
+    from selfmis.edge_runtime.preprocess import preprocess_window
+    from selfmis.edge_runtime.records import read_record
+
+    code, ev = run_cli(["--replay", MI_100, "--fast", "--model", bundle], capsys)
+    assert code == 0
+    model = TFLiteModel(bundle)
+    spec = model.card.spec
+    x = read_record(MI_100).lead("I")
+    scored = [b for b in of(ev, "beat") if "p" in b]
+    assert len(scored) >= 4
+    hist = []
+    decisions = iter(of(ev, "decision"))
+    for b in scored:
+        r = int(round(b["t"] * spec.fs))
+        w = x[r - spec.beat_offset_samples: r - spec.beat_offset_samples + spec.window_samples]
+        p = model.predict_proba(preprocess_window(w, spec)[None])[0]
+        assert [b["p"][l] for l in model.card.labels] == pytest.approx(p, abs=1e-6)
+        hist.append(p)
+        if len(hist) >= 3:
+            d = next(decisions)
+            assert d["t"] == b["t"]
+            med = np.median(np.stack(hist[-8:]), axis=0)
+            assert [d["probabilities"][l] for l in model.card.labels] == pytest.approx(med, abs=1e-6)
+
+
+@needs_data
+def test_recording_round_trip_is_bit_for_bit(bundle, capsys, tmp_path):
+    from selfmis.edge_runtime.recording import read_recording
+    from selfmis.edge_runtime.records import read_record
+    from selfmis.edge_runtime.sources.base import Chunk
+
+    rec = tmp_path / "rec"
+    code, live = run_cli(["--simulate", MI_500, "--fast", "--model", bundle, "--record", str(rec)], capsys)
+    assert code == 0
+    chunks = [c for c in read_recording(rec) if isinstance(c, Chunk)]
+    x = np.concatenate([c.samples for c in chunks])
+    ref = read_record(MI_500).lead("I")
+    assert x.dtype == np.float32 and np.array_equal(x, (np.round(ref * 1000.0) / 1000.0).astype(np.float32))
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    code, again = run_cli(["--replay", str(rec), "--fast", "--model", bundle], capsys)
+    assert code == 0
+    strip = lambda evs, k: [{kk: v for kk, v in e.items() if kk != "latency_ms"} for e in of(evs, k)]
+    for kind in ("beat", "decision", "quality"):
+        assert strip(again, kind) == strip(live, kind)
+    assert strip(again, "beat")
+
+
+@needs_data
+def test_truncated_recording_still_replays(bundle, capsys, tmp_path):
+    rec = tmp_path / "rec"
+    assert run_cli(["--simulate", MI_100, "--fast", "--model", bundle, "--record", str(rec)], capsys)[0] == 0
+    stream = rec / "stream.bin"
+    data = stream.read_bytes()
+    stream.write_bytes(data[: len(data) - 7])  # a crash mid-write
+    code, ev = run_cli(["--replay", str(rec), "--fast", "--model", bundle], capsys)
+    assert code == 0 and of(ev, "beat")
+
+
+@needs_data
+def test_plot_after_replay(bundle, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    png = tmp_path / "run.png"
+    code, _ = run_cli(["--replay", MI_100, "--fast", "--model", bundle, "--plot", str(png)], capsys)
+    assert code == 0 and png.stat().st_size > 10_000
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main([]) == 2
+    assert cli.main(["--replay", "a", "--port", "b"]) == 2
+    assert cli.main(["--port", "x", "--every-k-beats", "0"]) == 2
+    assert cli.main(["--no-such-flag"]) == 2
+    assert cli.main(["--help"]) == 0
+    assert "exit codes" in capsys.readouterr().out
+
+
+@needs_data
+def test_bad_model_exits_3(tmp_path, capsys, bundle):
+    assert cli.main(["--replay", MI_100, "--model", str(tmp_path / "nothing")]) == 3
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in Path(bundle).iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    m = bad / "model.tflite"
+    m.write_bytes(m.read_bytes()[:-100] + b"\0" * 100)  # corrupt: sha256 no longer matches
+    assert cli.main(["--replay", MI_100, "--model", str(bad)]) == 3
+    assert "sha256" in capsys.readouterr().err
+
+
+def test_missing_port_and_file_exit_4(bundle, capsys, tmp_path):
+    assert cli.main(["--port", "/dev/does-not-exist", "--model", bundle]) == 4
+    assert cli.main(["--replay", str(tmp_path / "nope"), "--model", bundle]) == 4
+    assert "no such" in capsys.readouterr().err
+
+
+def test_forbidden_imports_absent():
+    """The runtime never imports training/conversion stacks (a Pi has none of them)."""
+    bad = ("torch", "tensorflow", "keras", "onnx2tf", "wfdb", "neurokit2", "scipy", "pandas")
+    for path in (REPO / "edge_runtime").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            s = line.strip()
+            if s.startswith(("import ", "from ")):
+                mod = s.split()[1].split(".")[0]
+                assert mod not in bad, f"{path}: {s}"
+
+
+def test_import_and_help_are_light():
+    code = ("import sys, time; t=time.perf_counter(); import selfmis.edge_runtime.cli as c; "
+            "from selfmis.edge_runtime.sources import serial, ble, replay, simulated; "
+            "dt=time.perf_counter()-t; "
+            "heavy=[m for m in ('serial','bleak','matplotlib','tensorflow','scipy','ai_edge_litert') if m in sys.modules]; "
+            "print(dt, heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=quiet_env(),
+                         check=True).stdout.split(maxsplit=1)
+    assert out[1].strip() == "[]"
+    assert float(out[0]) < 1.0  # the 0.3 s target is measured by the benchmark on a quiet machine
+
+
+# ---------------------------------------------------------------- pty end to end
+
+def _start_sim(args, tmp_path):
+    proc = subprocess.Popen(SIM + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=quiet_env(tmp_path))
+    tty = proc.stdout.readline().strip()
+    assert tty.startswith("/dev/"), proc.stderr.read()
+    return proc, tty
+
+
+def _edge_run(args, tmp_path, timeout=60):
+    r = subprocess.run(EDGE_RUN + args, capture_output=True, text=True, timeout=timeout,
+                       env=quiet_env(tmp_path))
+    ev = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+    return r, ev
+
+
+@needs_data
+@pytest.mark.parametrize("ascii", [False, True], ids=["binary", "ascii"])
+def test_pty_end_to_end(bundle, tmp_path, ascii):
+    sim_args = [MI_500, "--pty", "--loop", "--speed", "8", "--seconds", "40"] + (["--ascii"] if ascii else [])
+    sim, tty = _start_sim(sim_args, tmp_path)
+    try:
+        args = ["--port", tty, "--model", bundle, "--max-seconds", "30", "--retries", "0"]
+        if ascii:
+            args += ["--ascii", "--fs", "500"]
+        r, ev = _edge_run(args, tmp_path)
+    finally:
+        sim.kill()
+        sim.wait()
+    assert r.returncode == 0, r.stderr
+    beats, decisions = of(ev, "beat"), of(ev, "decision")
+    assert len(beats) >= 12, r.stderr
+    assert decisions, r.stderr
+    s = ev[-1]
+    assert s["type"] == "summary" and s["crc_errors"] == 0 and s["decisions"] == len(decisions)
+    if ascii:  # 8x real time: the arrival rate disagrees with --fs 500
+        assert any(e["kind"] == "rate_mismatch" for e in of(ev, "link")) , r.stderr
+    else:
+        assert any(e["kind"] == "hello" for e in of(ev, "link"))
+
+
+@needs_data
+def test_device_lost_exits_5_and_keeps_the_recording(bundle, tmp_path):
+    sim, tty = _start_sim([MI_100, "--pty", "--speed", "10"], tmp_path)
+    rec = tmp_path / "rec"
+    try:
+        r, ev = _edge_run(["--port", tty, "--model", bundle, "--retries", "1", "--record", str(rec)],
+                          tmp_path)
+    finally:
+        sim.kill()
+        sim.wait()
+    assert r.returncode == 5, r.stderr
+    kinds = [e["kind"] for e in of(ev, "link")]
+    assert "disconnected" in kinds and "lost" in kinds
+    assert ev[-1]["type"] == "summary"
+    from selfmis.edge_runtime.recording import read_recording
+    from selfmis.edge_runtime.sources.base import Chunk
+    n = sum(len(c.samples) for c in read_recording(rec) if isinstance(c, Chunk))
+    assert n > 300  # what arrived before the loss is on disk
