@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -397,6 +398,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (OSError, ValueError) as e:  # RecordError is a ValueError
         log.error("%s", e)
         return 1
+    # SIGTERM (systemd, kill) ends like Ctrl-C: the finally below removes --link and closes ports
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     speed = None if args.fast else args.speed
     if speed is not None and speed <= 0:
         ap.error("--speed must be positive")

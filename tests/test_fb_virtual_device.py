@@ -192,3 +192,18 @@ def test_bad_arguments():
         VirtualDevice(np.zeros(3), 100.0, drop_rate=2)
     with pytest.raises(ValueError, match="adc_bits"):
         VirtualDevice(np.zeros(3), 100.0, adc_bits=20)
+
+
+def test_cli_sigterm_cleans_up_link(tmp_path):
+    link = tmp_path / "ttyECG"
+    proc = subprocess.Popen([sys.executable, "-m", "selfmis.firmware_bridge.virtual_device", RECORD,
+                             "--link", str(link), "--loop"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == str(link) and link.is_symlink()
+        proc.terminate()
+        assert proc.wait(10) == 143
+        assert not link.is_symlink()
+    finally:
+        proc.kill()
+        proc.wait()
