@@ -203,17 +203,18 @@ def _split_remote(to: str):
 
 
 def push(archive, to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] = None,
-         ssh: str = "ssh", scp: str = "scp", force: bool = False) -> dict:
+         ssh: str = "ssh", scp: str = "scp", force: bool = False, keep: Optional[int] = None) -> dict:
     """Install ``archive`` under ``to`` (a local directory or ``HOST:PATH``) and activate it.
 
     ``ssh_options`` are ``Key=Value`` strings passed as ``-o`` to both ssh
     and scp (``Port=2222``, ``IdentityFile=~/.ssh/pi``, ...).
     ``post_cmd`` runs on the gateway after the switch, e.g.
-    ``sudo systemctl restart selfmis-edge``.
+    ``sudo systemctl restart selfmis-edge``.  ``keep``: delete all but the
+    ``keep`` newest releases afterwards (``current``/``previous`` always stay).
     """
     manifest = verify_archive(archive)
     if not is_remote(to):
-        return gateway_ops.install(str(to), str(archive), post_cmd=post_cmd, force=force)
+        return gateway_ops.install(str(to), str(archive), post_cmd=post_cmd, force=force, keep=keep)
     host, path = _split_remote(to)
     incoming = _remote(host, "prepare", [path], ssh_options, ssh)["incoming"]
     remote_archive = f"{incoming}/{manifest['version']}-{os.getpid()}.tar.gz"
@@ -227,7 +228,8 @@ def push(archive, to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] =
                           f"{p.stderr.decode('utf-8', 'replace').strip()}")
     if force:
         log.warning("force is only honoured for local targets")
-    return _remote(host, "install", [path, remote_archive, post_cmd or ""], ssh_options, ssh)
+    return _remote(host, "install", [path, remote_archive, post_cmd or "",
+                                     "" if keep is None else str(int(keep))], ssh_options, ssh)
 
 
 def rollback(to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] = None,
@@ -586,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("archive")
     p.add_argument("to", help="local directory or HOST:PATH (e.g. pi@gateway.local:/opt/selfmis)")
     p.add_argument("--scp", default="scp", help="scp executable")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="afterwards delete all but the N newest releases (current/previous stay)")
     p.add_argument("--force", action="store_true", help="replace a different release of the same "
                                                        "version (local targets)")
     _add_ssh_args(p)
@@ -623,7 +627,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.info("%s: release %s OK", args.archive, result["version"])
         elif args.cmd == "push":
             result = push(args.archive, args.to, args.ssh_option, args.post_cmd, args.ssh,
-                          args.scp, args.force)
+                          args.scp, args.force, args.keep)
             log.info("%s: release %s is current (previous: %s)", args.to, result.get("current"),
                      result.get("previous"))
         elif args.cmd == "rollback":

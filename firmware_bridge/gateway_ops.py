@@ -18,6 +18,7 @@ POSIX), so a service starting at any moment sees either the old or the new
 release, never a missing or half-written one.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -135,6 +136,26 @@ def _release_dir_matches(directory, manifest):
         return False
 
 
+@contextlib.contextmanager
+def _locked(root):
+    """One deploy operation at a time per gateway root (flock on ROOT/.lock)."""
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(os.path.join(root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locking, still correct for a single user
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise DeployError("%s: another deploy is running (lock %s/.lock)" % (root, root))
+        yield
+    finally:
+        os.close(fd)
+
+
 def switch(root, version):
     """Point ``current`` at releases/<version>; the old target becomes ``previous``."""
     root = os.path.abspath(os.path.expanduser(root))
@@ -156,13 +177,23 @@ def _version_of(target):
     return os.path.basename(target.rstrip("/")) if target else None
 
 
-def install(root, archive, activate=True, force=False, post_cmd=None):
+def install(root, archive, activate=True, force=False, post_cmd=None, keep=None):
     """Verify ``archive``, unpack it to releases/<version>/, then switch to it.
 
     Re-installing an identical release is a no-op (plus the switch); a
     different release under an existing version is refused unless ``force``.
+    ``keep``: afterwards delete all but the ``keep`` newest releases (never
+    ``current`` or ``previous``).
     """
     root = os.path.abspath(os.path.expanduser(root))
+    with _locked(root):
+        result = _install(root, archive, activate, force, post_cmd)
+        if keep is not None:
+            result["pruned"] = prune(root, keep)
+    return result
+
+
+def _install(root, archive, activate, force, post_cmd):
     manifest, files = read_archive(archive)
     version = manifest["version"]
     releases = os.path.join(root, "releases")
@@ -213,6 +244,13 @@ def _run_post(cmd):
 def rollback(root, post_cmd=None):
     """Switch ``current`` back to ``previous`` (and ``previous`` to the old current)."""
     root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise DeployError("%s: no such gateway directory" % root)
+    with _locked(root):
+        return _rollback(root, post_cmd)
+
+
+def _rollback(root, post_cmd):
     prev = _link_target(os.path.join(root, "previous"))
     if prev is None:
         raise DeployError("%s: nothing to roll back to (no 'previous' release)" % root)
@@ -223,6 +261,21 @@ def rollback(root, post_cmd=None):
     if post_cmd:
         result["post_cmd"] = _run_post(post_cmd)
     return result
+
+
+def prune(root, keep):
+    """Delete old releases beyond the ``keep`` newest; ``current``/``previous`` always stay."""
+    root = os.path.abspath(os.path.expanduser(root))
+    rel = os.path.join(root, "releases")
+    protected = {_version_of(_link_target(os.path.join(root, n))) for n in ("current", "previous")}
+    versions = [d for d in os.listdir(rel) if not d.startswith(".")] if os.path.isdir(rel) else []
+    versions.sort(key=lambda d: os.path.getmtime(os.path.join(rel, d)), reverse=True)
+    removed = []
+    for v in versions[max(int(keep), 0):]:
+        if v not in protected:
+            shutil.rmtree(os.path.join(rel, v))
+            removed.append(v)
+    return removed
 
 
 def status(root):
@@ -253,7 +306,8 @@ def _main(argv):
             out = prepare(root)
         elif op == "install":
             archive, post = rest[0], (rest[1] if len(rest) > 1 and rest[1] else None)
-            out = install(root, archive, post_cmd=post)
+            keep = int(rest[2]) if len(rest) > 2 and rest[2] else None
+            out = install(root, archive, post_cmd=post, keep=keep)
             os.unlink(archive)  # uploaded copy; the release dir now holds the files
         elif op == "rollback":
             out = rollback(root, post_cmd=rest[0] if rest and rest[0] else None)

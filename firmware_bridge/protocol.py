@@ -385,8 +385,10 @@ class StreamDecoder:
     Counters: ``frames_ok`` (HELLO + DATA decoded), ``crc_errors``,
     ``bytes_skipped`` (bytes discarded outside valid frames),
     ``frames_unknown`` (valid frames of unknown type/version, skipped),
-    ``frames_malformed`` (valid CRC, invalid payload), ``offset`` (bytes fed
-    so far).
+    ``frames_malformed`` (valid CRC, invalid payload), ``bytes_framed``
+    (bytes of CRC-valid frames), ``offset`` (bytes fed so far).  Every byte
+    fed ends up in exactly one of ``bytes_framed``, ``bytes_skipped`` or
+    ``buffered``.
     """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD_LEN, report_unknown: bool = False):
@@ -402,6 +404,7 @@ class StreamDecoder:
         self.bytes_skipped = 0
         self.frames_unknown = 0
         self.frames_malformed = 0
+        self.bytes_framed = 0    # bytes of CRC-valid frames (decoded, unknown or malformed)
 
     @property
     def offset(self) -> int:
@@ -495,6 +498,7 @@ class StreamDecoder:
             payload = bytes(buf[HEADER_LEN:total - 2])
             del buf[:total]
             self._buf_offset += total
+            self.bytes_framed += total
             self._quiet = False
             if version not in SUPPORTED_VERSIONS or ftype not in _MIN_PAYLOAD:
                 # forward compatibility: a valid frame we cannot interpret

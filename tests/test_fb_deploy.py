@@ -385,3 +385,26 @@ def test_ssh_errors_are_clear(tmp_path, archives):
     with pytest.raises(DeployError, match="ssh 127.0.0.1"):
         deploy.push(archives["1.0.0"], "127.0.0.1:/tmp/x",
                     ssh_options=[f"Port={port}", "ConnectTimeout=5"])
+
+
+def test_keep_prunes_old_releases_but_never_current_or_previous(tmp_path):
+    gw = tmp_path / "gw"
+    for k in range(4):
+        arc = tmp_path / f"r{k}.tar.gz"
+        deploy.pack_bundle(make_bundle(tmp_path / f"b{k}", k), arc, f"0.{k}")
+        r = deploy.push(arc, gw, keep=2)
+        os.utime(gw / "releases" / f"0.{k}", (1e9 + k, 1e9 + k))  # deterministic age order
+    assert deploy.status(gw)["releases"] == ["0.2", "0.3"] and r["current"] == "0.3"
+    deploy.rollback(gw)  # current 0.2, previous 0.3
+    assert deploy.status(gw)["current"] == "0.2"
+
+
+def test_concurrent_deploys_are_refused(tmp_path, archives):
+    fcntl = pytest.importorskip("fcntl")
+    gw = tmp_path / "gw"
+    gw.mkdir()
+    with open(gw / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(DeployError, match="another deploy"):
+            deploy.push(archives["1.0.0"], gw)
+    deploy.push(archives["1.0.0"], gw)

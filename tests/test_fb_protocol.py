@@ -175,9 +175,8 @@ def test_fuzz_random_bytes_never_raise(data, chunks):
     msgs, dec = decode_all(data, chunks)
     assert all(isinstance(m, (P.Hello, P.DataFrame, P.DecodeError)) for m in msgs)
     assert dec.buffered == 0 and dec.offset == len(data)
-    # every byte is accounted for: inside a decoded frame or skipped
-    # (unknown/malformed frames were CRC-valid frames, counted by length)
-    assert dec.bytes_skipped <= len(data)
+    # every byte is accounted for: inside a CRC-valid frame, or skipped
+    assert dec.bytes_framed + dec.bytes_skipped == len(data)
 
 
 @FUZZ
@@ -191,6 +190,7 @@ def test_fuzz_valid_frames_survive_garbage_and_splits(items, chunks, hello_first
     msgs, dec = decode_all(stream, chunks)
     got = [m for m in msgs if isinstance(m, P.DataFrame)]
     assert got == frames
+    assert dec.bytes_framed + dec.bytes_skipped == len(stream) and dec.buffered == 0
     # and the result does not depend on how the stream was chunked
     whole, _ = decode_all(stream)
     assert gtv.describe(msgs) == gtv.describe(whole)
