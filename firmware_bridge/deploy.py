@@ -649,7 +649,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DeployError, OSError, ValueError) as e:
         log.error("%s", e)
         return 1
-    print(json.dumps(result, indent=2))
+    try:
+        print(json.dumps(result, indent=2), flush=True)
+    except BrokenPipeError:  # `selfmis deploy ... | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -440,6 +440,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except (BrokenPipeError, ConnectionResetError):
         log.info("reader went away")
+        if args.stdout:  # keep the interpreter's final flush from complaining
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:
         log.error("%s", e)

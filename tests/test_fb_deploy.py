@@ -408,3 +408,20 @@ def test_concurrent_deploys_are_refused(tmp_path, archives):
         with pytest.raises(DeployError, match="another deploy"):
             deploy.push(archives["1.0.0"], gw)
     deploy.push(archives["1.0.0"], gw)
+
+
+def test_read_tflite_agrees_with_the_interpreter_on_the_shipped_model():
+    """On a real converter-produced model (once one is shipped): same I/O and operators."""
+    from selfmis.edge_runtime.bundle import default_bundle_dir
+    model = default_bundle_dir() / "model.tflite"
+    if not model.is_file():
+        pytest.skip(f"no shipped model at {model} yet")
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    info = deploy.read_tflite(model.read_bytes())
+    it = litert.Interpreter(model_path=str(model))
+    it.allocate_tensors()
+    assert [list(d["shape"]) for d in it.get_input_details()] == [t["shape"] for t in info["inputs"]]
+    assert [list(d["shape"]) for d in it.get_output_details()] == [t["shape"] for t in info["outputs"]]
+    if hasattr(it, "_get_ops_details"):  # private API; DELEGATE is added by XNNPACK at load time
+        ops = {o["op_name"] for o in it._get_ops_details()} - {"DELEGATE"}
+        assert ops == set(info["ops"])
