@@ -307,8 +307,11 @@ def _main(argv):
         elif op == "install":
             archive, post = rest[0], (rest[1] if len(rest) > 1 and rest[1] else None)
             keep = int(rest[2]) if len(rest) > 2 and rest[2] else None
-            out = install(root, archive, post_cmd=post, keep=keep)
-            os.unlink(archive)  # uploaded copy; the release dir now holds the files
+            try:
+                out = install(root, archive, post_cmd=post, keep=keep)
+            finally:  # the uploaded copy: the release dir holds the files (or it was refused)
+                if os.path.exists(archive):
+                    os.unlink(archive)
         elif op == "rollback":
             out = rollback(root, post_cmd=rest[0] if rest and rest[0] else None)
         elif op == "status":

@@ -31,14 +31,29 @@ ARDUINO_H = r"""
 #include <string.h>
 #include <string>
 #include <vector>
-#define ARDUINO_ARCH_ESP32 1
-#define ESP_ARDUINO_VERSION_MAJOR 3
-#define IRAM_ATTR
 #define HIGH 1
 #define LOW 0
 #define INPUT 0
-#define ADC_11db 3
 #define F(s) (s)
+#ifdef STUB_AVR  /* ATmega328P: Timer1 registers as plain variables, ISR as a function */
+#define F_CPU 16000000UL
+#define A0 14
+#define WGM12 3
+#define CS11 1
+#define OCIE1A 1
+#define _BV(b) (1u << (b))
+extern volatile uint8_t TCCR1A, TCCR1B, TIMSK1;
+extern volatile uint16_t OCR1A, TCNT1;
+#define ISR(vector) extern "C" void vector(void)
+extern "C" void TIMER1_COMPA_vect(void);
+inline void noInterrupts(void) {}
+inline void interrupts(void) {}
+#else
+#define ARDUINO_ARCH_ESP32 1
+#define ESP_ARDUINO_VERSION_MAJOR 3
+#endif
+#define IRAM_ATTR
+#define ADC_11db 3
 typedef struct hw_timer_s { int dummy; } hw_timer_t;
 typedef int portMUX_TYPE;
 #define portMUX_INITIALIZER_UNLOCKED 0
@@ -149,6 +164,10 @@ HARNESS = r"""
 #include SKETCH
 void (*g_timer_cb)(void) = 0;
 uint64_t g_timer_alarm_us = 0;
+#ifdef STUB_AVR
+volatile uint8_t TCCR1A, TCCR1B, TIMSK1;
+volatile uint16_t OCR1A, TCNT1;
+#endif
 EspClass ESP;
 SerialStub Serial;
 static std::vector<int> g_adc, g_lo;
@@ -177,7 +196,12 @@ int main(int argc, char **argv) {
   while (fscanf(f, "%d %d", &a, &l) == 2) { g_adc.push_back(a); g_lo.push_back(l); }
   fclose(f);
   setup();
+#ifdef STUB_AVR
+  g_timer_cb = TIMER1_COMPA_vect;
+  if (OCR1A != F_CPU / 8 / SAMPLE_RATE_HZ - 1 || !(TIMSK1 & _BV(OCIE1A))) { fprintf(stderr, "Timer1 not set up\n"); return 2; }
+#else
   if (!g_timer_cb || g_timer_alarm_us != 1000000 / SAMPLE_RATE_HZ) { fprintf(stderr, "timer not set up\n"); return 2; }
+#endif
 #ifdef WITH_BLE
   NimBLEConnInfo info;
   g_server->cb->onConnect(g_server, info);
@@ -296,3 +320,22 @@ def test_ble_sketch_notifications_reassemble(tmp_path, adc_input):
     frames = [m for m in msgs if isinstance(m, P.DataFrame)]
     assert [fr.seq for fr in frames] == list(range(60))
     np.testing.assert_array_equal(np.concatenate([fr.samples for fr in frames]), _expected(counts, lo))
+
+
+@needs_gxx
+def test_serial_sketch_avr_branch(tmp_path, adc_input):
+    """The Uno/Nano code path: Timer1 CTC set-up, 10-bit ADC scale."""
+    f, counts, lo = adc_input
+    c10 = np.clip(counts, -512, 511)
+    f10 = tmp_path / "adc10.txt"
+    f10.write_text("\n".join(f"{c + 512} {o}" for c, o in zip(c10, lo)))
+    exe = _build(tmp_path, "ad8232_serial", ["-DSTUB_AVR"])
+    out = subprocess.run([str(exe), str(f10)], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    dec = P.StreamDecoder()
+    msgs = dec.feed(out.stdout) + dec.flush()
+    hello = msgs[0]
+    assert isinstance(hello, P.Hello) and hello.device_id == "avr"
+    assert hello.uv_per_lsb == pytest.approx(5000 * 1000 / 1024 / 1100, rel=1e-6)
+    frames = [m for m in msgs if isinstance(m, P.DataFrame)]
+    np.testing.assert_array_equal(np.concatenate([fr.samples for fr in frames]), _expected(c10, lo))

@@ -135,7 +135,7 @@ typedef enum {
 
 typedef struct {
     sm_event_kind_t kind;
-    uint32_t offset;             /* absolute stream offset where the frame/junk starts */
+    uint32_t offset;             /* stream offset where the frame/junk starts (wraps at 4 GiB) */
     sm_error_t error;
     uint8_t version, frame_type;
     const uint8_t *payload; uint16_t payload_len;   /* valid during the callback only */
