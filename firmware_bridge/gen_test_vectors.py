@@ -65,6 +65,8 @@ def _streams(enc):
     flipped[P.HEADER_LEN + 12] ^= 0x10           # one bit inside the samples
     malformed_payload = struct.pack("<HBBfH", 5, 0, P.FMT_INT16_LE, 250.0, 10) + b"\x00\x00"
     bad_fmt_payload = struct.pack("<HBBfH", 6, 0, 0x7E, 250.0, 1) + b"\x00\x00"
+    nan_fs_payload = struct.pack("<HBBfH", 8, 0, P.FMT_INT16_LE, float("nan"), 1) + b"\x00\x00"
+    zero_uv_hello = struct.pack("<Bff", P.FMT_INT16_LE, 250.0, 0.0) + b"\x00\x00\x00"
     return [
         ("all_valid", b"".join(enc.values())),
         ("leading_garbage", b"ets Jun  8 2016 00:22:57\r\nrst:0x1 (POWERON_RESET)\r\n" + a),
@@ -76,6 +78,8 @@ def _streams(enc):
         ("newer_version", P.encode_raw_frame(P.FRAME_DATA, b"\x00" * 12, version=2) + b),
         ("malformed_payload", P.encode_raw_frame(P.FRAME_DATA, malformed_payload) + a),
         ("unknown_sample_format", P.encode_raw_frame(P.FRAME_DATA, bad_fmt_payload) + a),
+        ("nan_sample_rate", P.encode_raw_frame(P.FRAME_DATA, nan_fs_payload) + a),
+        ("zero_uv_per_lsb", P.encode_raw_frame(P.FRAME_HELLO, zero_uv_hello) + a),
         ("sync_only_garbage", b"\xa5\x5a\xa5\xa5\x5a\x01" + b + b"\xa5"),
         ("trailing_partial", a + b[:9]),
     ]

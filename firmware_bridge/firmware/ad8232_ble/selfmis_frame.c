@@ -139,6 +139,9 @@ size_t sm_encode_hello(uint8_t *out, size_t cap, const sm_hello_t *h)
 }
 
 /* ---- payload parsing ------------------------------------------------------- */
+/* fs_hz and uv_per_lsb must be positive and finite: NaN fails every comparison. */
+static int valid_rate(float x) { return x > 0.0f && x <= 1e9f; }
+
 int32_t sm_data_sample(const sm_data_view_t *d, uint16_t i)
 {
     unsigned w = sm_sample_width(d->sample_format);
@@ -161,7 +164,7 @@ int sm_parse_data(const uint8_t *payload, uint16_t len, sm_data_view_t *out)
     out->n_samples = get_u16(payload + 8);
     out->raw = payload + SM_DATA_FIXED_LEN;
     w = sm_sample_width(out->sample_format);
-    if (w == 0) return -1;
+    if (w == 0 || !valid_rate(out->fs_hz)) return -1;
     /* trailing bytes after the samples are reserved for v1 extensions: ignored */
     if ((size_t)len < SM_DATA_FIXED_LEN + (size_t)out->n_samples * w) return -1;
     return 0;
@@ -187,6 +190,7 @@ int sm_parse_hello(uint8_t version, const uint8_t *payload, uint16_t len, sm_hel
     out->fs_hz = get_f32(payload + 1);
     out->uv_per_lsb = get_f32(payload + 5);
     if (sm_sample_width(out->sample_format) == 0) return -1;
+    if (!valid_rate(out->fs_hz) || !valid_rate(out->uv_per_lsb)) return -1;
     if (get_str(payload, len, &pos, &out->lead, &out->lead_len)) return -1;
     if (get_str(payload, len, &pos, &out->firmware_version, &out->firmware_version_len)) return -1;
     if (get_str(payload, len, &pos, &out->device_id, &out->device_id_len)) return -1;
