@@ -146,6 +146,19 @@ def write_markdown(res: dict, path) -> Path:
               f"p99 **{fmt(rep.get('latency_p99_ms'))} ms**; peak RSS **{fmt(rep.get('rss_peak_mb'), 1)} MB**; "
               f"CPU {fmt(rep.get('cpu_s'))} s ({fmt(rep.get('cpu_per_beat_ms'))} ms per beat, start-up included)")
             a(f"- command: `{rep.get('command')}`")
+            if rep.get("n_slow_decisions"):
+                a(f"- decisions later than 20 ms: {rep['n_slow_decisions']} (signal time s, ms): "
+                  f"{rep.get('slow_decisions')}")
+        sb = st.get("stage_breakdown") or {}
+        if sb.get("stages"):
+            a("")
+            a(f"Where the replay's time goes ({sb['method']}; total {fmt(sb.get('total_s'))} s, {sb.get('beats')} beats):")
+            a("")
+            a("| stage | s | ms per beat | share |")
+            a("|---|---|---|---|")
+            for k, v in sb["stages"].items():
+                a(f"| {k} | {fmt(v['s'])} | {fmt(v['ms_per_beat'])} | "
+                  f"{fmt(v['share'] * 100 if v.get('share') is not None else None, 1)} % |")
         du = st.get("duty_cycle") or {}
         if du.get("per_bpm"):
             a("")
@@ -161,6 +174,17 @@ def write_markdown(res: dict, path) -> Path:
                 a("")
                 a(f"Marginal CPU of one more beat ((CPU at 120 - CPU at 60) / extra beats): "
                   f"{fmt(du['marginal_cpu_per_beat_ms'])} ms.")
+        df = st.get("deferral") or {}
+        if df.get("cases"):
+            a("")
+            a(f"Waiting for later chunks ({df['method']}):")
+            a("")
+            a("| signal | decisions | deferred by >= 1 frame | wait p50 ms | wait p99 ms |")
+            a("|---|---|---|---|---|")
+            for k, v in df["cases"].items():
+                w = v.get("wait_ms", {})
+                a(f"| {k} | {v['decisions']} | {fmt((v['deferred_share'] or 0) * 100, 1)} % | {fmt(w.get('p50'))} | "
+                  f"{fmt(w.get('p99'))} |")
         vd = st.get("virtual_device") or {}
         a("")
         if vd.get("skipped"):
@@ -170,6 +194,9 @@ def write_markdown(res: dict, path) -> Path:
               f"{vd.get('decisions')} decisions, latency p50 {fmt(vd.get('latency_p50_ms'))} ms, "
               f"p99 **{fmt(vd.get('latency_p99_ms'))} ms**, peak RSS {fmt(vd.get('rss_peak_mb'), 1)} MB, "
               f"CPU {fmt(vd.get('cpu_s'))} s")
+            if vd.get("n_slow_decisions"):
+                a(f"- decisions later than 20 ms: {vd['n_slow_decisions']} of {vd.get('decisions')} "
+                  f"(signal time s, ms): {vd.get('slow_decisions_t_s_latency_ms')}")
             a(f"- commands: `{vd.get('simulator')}` | `{vd.get('command')}`")
     en = res.get("energy")
     if en:

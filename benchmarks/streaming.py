@@ -200,7 +200,11 @@ def parse_jsonl(text: str) -> dict:
         elif kind == "summary":
             summary = ev
     lat = [d["latency_ms"] for d in decisions if d.get("latency_ms") is not None]
-    return {"beats": beats, "decisions": len(decisions), "latencies_ms": lat, "summary": summary}
+    # decisions later than the 20 ms target, with their signal time: where to look first
+    slow = [[d.get("t"), d["latency_ms"]] for d in decisions
+            if d.get("latency_ms") is not None and d["latency_ms"] > 20.0]
+    return {"beats": beats, "decisions": len(decisions), "latencies_ms": lat, "summary": summary,
+            "slow_decisions": slow[:20], "n_slow_decisions": len(slow)}
 
 
 def standin_bundle(work: Path, tflite_path) -> Path:
@@ -373,7 +377,7 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
         rep = {"record": f"{rec.name} lead I tiled to {minutes:g} min at {fs:g} Hz", "ecg_s": secs,
                "rc": r["rc"], "command": r["command"], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
                "rss_peak_mb": r["rss_peak_mb"], "beats": r["beats"], "decisions": r["decisions"],
-               "summary": s}
+               "n_slow_decisions": r["n_slow_decisions"], "slow_decisions": r["slow_decisions"], "summary": s}
         if r["rc"] != 0 or not s:
             notes.append(f"streaming replay failed rc={r['rc']}: {r['stderr'][-500:]}")
         pipe_rtf = s.get("realtime_factor")
@@ -398,6 +402,9 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
         if ina_fig:
             energy["replay (ina219)"] = ina_fig
         res["replay"] = rep
+
+        if not quick:
+            res["stage_breakdown"] = stage_breakdown(base, label, bundle, stem, args.cpu, notes)
 
         # ---- duty cycle at 60 / 120 bpm (synthetic, exact rates)
         dmin = 0.5 if quick else 10.0
@@ -435,11 +442,88 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
         res["duty_cycle"] = duty
         res["energy"] = energy
 
+        # ---- algorithmic wait (simulated clock, 100 ms device frames)
+        res["deferral"] = run_deferral(bundle, rec, quick, notes)
+
         # ---- virtual device over a pty
         res["virtual_device"] = run_virtual_device(base, label, bundle, rec, args, quick, notes, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return res
+
+
+def run_deferral(bundle, rec, quick, notes) -> dict:
+    from selfmis.edge_runtime.interpreter import TFLiteModel
+    from selfmis.edge_runtime.records import read_record
+
+    from .deferral import simulate_deferral
+
+    try:
+        model = TFLiteModel(bundle, num_threads=1)
+    except Exception as exc:  # noqa: BLE001
+        return {"skipped": f"{type(exc).__name__}: {exc}"}
+    secs = 30.0 if quick else 120.0
+    cases = {f"synthetic {b} bpm, {secs:g} s": (synthetic_ecg(b, secs), 500.0) for b in (60, 72, 120)}
+    r = read_record(str(rec))
+    cases[f"{rec.name} (10 s record)"] = (r.lead("I"), r.fs)
+    out = {"method": "Pipeline fed 100 ms chunks on a simulated clock that stands still while it computes: "
+                     "latency = time spent waiting for later chunks only (0 = decided on the chunk that "
+                     "completed the window)", "cases": {}}
+    for name, (x, fs) in cases.items():
+        out["cases"][name] = simulate_deferral(model, x, fs)
+    # what-if: the beat detector's guard one model sample shorter than the window's tail
+    spec = model.card.spec
+    g = (spec.window_samples - spec.beat_offset_samples - 1) / spec.fs
+    x, fs = cases[f"synthetic 72 bpm, {secs:g} s"]
+    out["cases"][f"what-if: synthetic 72 bpm with detector guard_s={g:g} (one sample shorter)"] = \
+        simulate_deferral(model, x, fs, detector_kwargs={"guard_s": g})
+    return out
+
+
+#: pipeline stages, by the function that does each (cProfile cumulative time)
+STAGES = (("resample + hold/fill", "pipeline.py", "_resample"),
+          ("quality gate", "quality.py", "push"),
+          ("beat detection", "beats.py", "push"),
+          ("preprocess_window", "preprocess.py", "preprocess_window"),
+          ("model (quantise + invoke)", "interpreter.py", "predict_proba"),
+          ("rolling decision", "decision.py", "add"),
+          ("JSON output", "output.py", "write_all"),
+          ("source (read/decode)", "replay.py", "_iter"))
+
+
+def stage_breakdown(base, label, bundle, stem, cpu, notes) -> dict:
+    """Where a replay's time goes, by stage: cProfile of one edge-run replay (shares, profiler overhead included)."""
+    import pstats
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prof = os.path.join(tmp, "p.out")
+        if "-m" not in base:
+            return {"skipped": "cannot profile this driver"}
+        mod = base[base.index("-m") + 1]
+        cmd = taskset(cpu) + [sys.executable, "-m", "cProfile", "-o", prof, "-m", mod, "--replay", str(stem),
+                              "--fast"] + model_args(base, bundle)
+        r = run_measured(cmd, timeout=600)
+        if r["rc"] != 0 or not os.path.exists(prof):
+            notes.append(f"stage breakdown: profiling failed rc={r['rc']}")
+            return {"skipped": "profiling failed"}
+        st = pstats.Stats(prof)
+        total = None
+        stages = {}
+        for (fname, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():
+            if func == "run" and fname.endswith("cli.py"):
+                total = max(total or 0.0, ct)
+            for name, f, fn in STAGES:
+                if fname.endswith(f) and func == fn:
+                    stages[name] = stages.get(name, 0.0) + ct
+    parsed = parse_jsonl(r["stdout"])
+    beats = max(1, parsed["beats"])
+    out = {"method": "cProfile of one `edge-run --replay --fast` (beat lines on); cumulative seconds of the "
+                     "function doing each stage; profiler overhead inflates small functions, read as shares",
+           "total_s": total, "beats": parsed["beats"],
+           "stages": {k: {"s": v, "ms_per_beat": v / beats * 1e3,
+                          "share": (v / total) if total else None} for k, v in
+                      sorted(stages.items(), key=lambda kv: -kv[1])}}
+    return out
 
 
 def run_virtual_device(base, label, bundle, rec, args, quick, notes, work) -> dict:
@@ -485,7 +569,9 @@ def run_virtual_device(base, label, bundle, rec, args, quick, notes, work) -> di
     parsed = parse_jsonl(r["stdout"])
     out = {"command": " ".join(cmd), "simulator": " ".join(sim_cmd), "ecg_s": seconds, "rc": r["rc"],
            "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "rss_peak_mb": r["rss_peak_mb"],
-           "beats": parsed["beats"], "decisions": parsed["decisions"], "summary": parsed["summary"]}
+           "beats": parsed["beats"], "decisions": parsed["decisions"], "summary": parsed["summary"],
+           "n_slow_decisions": parsed["n_slow_decisions"],
+           "slow_decisions_t_s_latency_ms": parsed["slow_decisions"]}
     if parsed["latencies_ms"]:
         out["latency_ms"] = summarize(parsed["latencies_ms"])
         out["latency_p50_ms"], out["latency_p99_ms"] = out["latency_ms"]["p50"], out["latency_ms"]["p99"]
