@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,7 @@ def run_stage(name, model, params, n_items, batch_loss, epochs, cfg, state, val_
     total = epochs * steps_per_epoch
     for epoch in range(start, epochs):
         model.train()
-        rng = np.random.default_rng([cfg["seed"], epoch, rank, hash(name) % 2**31])
+        rng = np.random.default_rng([cfg["seed"], epoch, rank, zlib.crc32(name.encode())])  # not hash(): salted per process
         perm = np.random.default_rng([cfg["seed"], epoch]).permutation(n_items)  # same on all ranks
         bar = tqdm(range(steps_per_epoch), desc=f"{name} {epoch + 1}/{epochs}", leave=False,
                    disable=not cfg["progress"] or rank != 0)
