@@ -10,9 +10,10 @@ the Pan-Tompkins idea, re-run on a ring buffer each time samples arrive.
    beat does not push normal beats below threshold);
 3. envelope maxima at least ``refractory_s`` apart (largest first) are
    candidates; a candidate is a QRS when it exceeds ``threshold`` x the second
-   largest candidate of the segment (the largest may be an artifact);
-   a candidate within 360 ms after a QRS and less than half its height is a T
-   wave; RR gaps over 1.66 x the median RR are searched back at half threshold;
+   largest candidate of the segment (the largest may be an artifact; in the
+   first 3 s of a stream, the largest);
+   a candidate within 360 ms after a QRS whose steepest slope is under 60% of
+   the QRS's is a T wave; RR gaps over 1.66 x the median RR are searched back at half threshold;
 4. the R peak is the largest absolute band-passed sample within 100 ms of the
    envelope maximum.
 
@@ -81,8 +82,11 @@ class StreamingBeatDetector:
         if mature <= self._done:
             return []
         out = []
+        # candidates up to one refractory period before the decided boundary are still
+        # considered: a peak's refined position can move by a few samples between runs
         for g in self._analyse():
-            if self._done <= g < mature and g - self._last >= self.refractory:
+            if max(self.startup, self._done - self.refractory) <= g < mature \
+                    and g - self._last >= self.refractory:
                 out.append(g)
                 self._last = g
         self._done = mature
@@ -105,12 +109,16 @@ class StreamingBeatDetector:
         if len(peaks) < 1:
             return []
         h = env[peaks]
-        ref = np.sort(h)[-2] if len(h) >= 2 else h[0]
+        # reference height: the second largest candidate (the largest may be an artefact),
+        # once the segment is long enough to hold several beats; before that the largest
+        ref = np.sort(h)[-2] if len(h) >= 2 and len(s) >= 3 * self.fs else h.max()
         # envelope of a QRS of amplitude A at 5-15 Hz is roughly A * 2*pi*10/fs per sample
         if ref < self.min_amplitude_mv * 0.3 * 2 * np.pi * 10 / self.fs:
             return []  # flat or near-flat: no beats (the quality gate reports why)
         thr = self.threshold * ref
-        qrs = _select(peaks, h, thr, self.fs)
+        half = max(1, int(round(0.075 * self.fs)))
+        slope = np.array([np.abs(d[max(0, p - half): p + half + 1]).max() for p in peaks])
+        qrs = _select(peaks, h, slope, thr, self.fs)
         r = []
         for p in qrs:
             a, b = max(0, p - self._search), min(len(y), p + self._search + 1)
@@ -135,16 +143,17 @@ def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
     return np.sort(np.asarray(keep, dtype=int))
 
 
-def _select(peaks: np.ndarray, h: np.ndarray, thr: float, fs: float) -> list:
+def _select(peaks: np.ndarray, h: np.ndarray, slope: np.ndarray, thr: float, fs: float) -> list:
     """Threshold, T-wave rule and search-back on the candidate peaks (sorted by time)."""
     t_wave = int(0.36 * fs)
-    qrs = []
-    for p, v in zip(peaks, h):
+    qrs, last_slope = [], 0.0
+    for p, v, sl in zip(peaks, h, slope):
         if v < thr:
             continue
-        if qrs and p - qrs[-1][0] < t_wave and v < 0.5 * qrs[-1][1]:
-            continue  # a T wave following its QRS
+        if qrs and p - qrs[-1][0] < t_wave and sl < 0.6 * last_slope:
+            continue  # a T wave: too soon after a QRS and much less steep (Pan-Tompkins)
         qrs.append((p, v))
+        last_slope = sl
     if len(qrs) >= 3:
         rr = np.diff([p for p, _ in qrs])
         med = np.median(rr)

@@ -110,6 +110,9 @@ class Pipeline:
         self._arrivals = deque(maxlen=4096)  # (segment index end, t_mono) per chunk
         self._last_good = None
         self._last_beat = None
+        self._last_r = -10 ** 9        # last R peak handled (de-duplication across detector restarts)
+        self._det_offset = 0           # segment index of the detector's sample 0
+        self._bad = False              # last quality verdict was bad
         self._rr = deque(maxlen=5)
         self._eligible = 0
 
@@ -205,13 +208,26 @@ class Pipeline:
             return events
 
         # 3. quality
+        feed, restart_at = y, None
         for start, reasons in self.quality.push(y, yflags):
             events.append({"type": "quality", "t": round(self._t(start), 3), "ok": not reasons,
                            "reasons": reasons})
+            if not reasons and self._bad:
+                restart_at = start
+            self._bad = bool(reasons)
+        if restart_at is not None:
+            # after a bad stretch the detector starts afresh from the first good block, so
+            # a lead-off or saturation transient does not set its threshold for seconds
+            self.detector = StreamingBeatDetector(self.fs, **self.detector_kwargs)
+            self._det_offset = max(restart_at, self._buf_start)
+            feed = self._buf[self._det_offset - self._buf_start:]
 
         # 4. beats -> 5. windows -> 6. decisions
-        for r in self.detector.push(y):
-            events.extend(self._beat(r))
+        for r in self.detector.push(feed):
+            r += self._det_offset
+            if r - self._last_r >= self.detector.refractory:
+                self._last_r = r
+                events.extend(self._beat(r))
 
         # bounded memory: keep the last window plus one second
         keep = self.W + int(self.fs)
@@ -247,9 +263,7 @@ class Pipeline:
         t = self._t(r)
         lo = r - self._buf_start
         a, b = max(0, lo - self.post), min(len(self._buf), lo + self.post)
-        reasons = self.quality.window_reasons(r - self.post, r + self.post,
-                                              self._buf[max(0, self.quality._n_done - self._buf_start):],
-                                              self._flags[max(0, self.quality._n_done - self._buf_start):])
+        reasons = self._window_quality(r - self.post, r + self.post)
         if reasons:
             # a "beat" found in a bad stretch is not reported; RR restarts after it
             self._last_beat = None
@@ -278,9 +292,7 @@ class Pipeline:
         self._eligible += 1
         if (self._eligible - 1) % self.every_k:
             return events
-        reasons = self.quality.window_reasons(w0, r + self.post,
-                                              self._buf[max(0, self.quality._n_done - self._buf_start):],
-                                              self._flags[max(0, self.quality._n_done - self._buf_start):])
+        reasons = self._window_quality(w0, r + self.post)
         if reasons:
             self.decider.reset()
             for q in reasons:
@@ -305,6 +317,11 @@ class Pipeline:
         self.last_decision = dec
         events.append(dec)
         return events
+
+    def _window_quality(self, start: int, stop: int) -> list:
+        i1 = min(len(self._buf), stop - self._buf_start)
+        i0 = max(0, i1 - self.quality.block)
+        return self.quality.window_reasons(start, stop, self._buf[i0:i1], self._flags[i0:i1])
 
     def _completed_at(self, n_needed: int):
         """t_mono of the chunk whose arrival made sample ``n_needed - 1`` available."""

@@ -10,9 +10,13 @@ sources provide). A block is bad, with a reason, when:
 * ``flat``       -- peak-to-peak below ``flat_mv`` (a disconnected or shorted
   input; an ECG's QRS is at least ~0.1 mV even in a low-voltage Lead I);
 * ``noise``      -- the high-frequency noise (robust SD from the second
-  difference, ``1.4826 * MAD / sqrt(6)`` for white noise) exceeds
+  difference, ``1.4826 * MAD / sqrt(6)`` for white noise, the larger of the
+  two half blocks so that noise starting mid-block is seen) exceeds
   ``noise_ratio`` of the block's amplitude, or the amplitude exceeds
   ``max_mv`` (motion artefact: a Lead I ECG stays within a few mV).
+  ``noise_ratio=0.075`` is about the 99.5th percentile of this ratio over 4000
+  blocks of PTB-XL records without noise annotations (median 0.012), so about
+  one clean block in 200 is flagged.
 
 A decision is suppressed when any block its window overlaps is bad; the
 reasons go into the ``quality`` events and the suppressed decision.
@@ -31,7 +35,7 @@ REASONS = ("lead_off", "gap", "saturation", "flat", "noise")
 
 
 def assess_block(x: np.ndarray, lead_off=None, gap=None, saturated=None, flat_mv: float = 0.05,
-                 noise_ratio: float = 0.08, max_mv: float = 8.0) -> list:
+                 noise_ratio: float = 0.075, max_mv: float = 8.0) -> list:
     """Reasons (possibly none) why this block of mV samples is not usable."""
     reasons = []
     if lead_off is not None and np.any(lead_off):
@@ -49,7 +53,9 @@ def assess_block(x: np.ndarray, lead_off=None, gap=None, saturated=None, flat_mv
     if amp < flat_mv:
         return ["flat"]
     d2 = x[2:] - 2 * x[1:-1] + x[:-2]
-    noise_sd = 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / np.sqrt(6.0)
+    # per half block: a median ignores noise covering less than half of what it sees
+    noise_sd = max(1.4826 * float(np.median(np.abs(h - np.median(h)))) for h in np.array_split(d2, 2))
+    noise_sd /= np.sqrt(6.0)
     if noise_sd > noise_ratio * amp or amp > max_mv:
         reasons.append("noise")
     return reasons
@@ -107,15 +113,18 @@ class QualityGate:
         return assess_block(x, flags & 1, flags & 2, flags & 4, **self.kwargs)
 
     def window_reasons(self, start: int, stop: int, x_tail=None, flags_tail=None) -> list:
-        """Reasons over blocks overlapping samples [start, stop); the unassessed tail of the
-        window (after the last whole block) is assessed from ``x_tail``/``flags_tail``."""
+        """Reasons over blocks overlapping samples [start, stop).
+
+        The part after the last assessed block is judged from ``x_tail``/``flags_tail``:
+        the one block's worth of samples that ends at ``stop`` (statistics on a shorter
+        piece would call a stretch between two QRS complexes flat)."""
         reasons = []
         first, last = start // self.block, (min(stop, self._n_done) - 1) // self.block
         for b in range(first, last + 1):
             for r in self._verdicts.get(b, []):
                 if r not in reasons:
                     reasons.append(r)
-        if stop > self._n_done and x_tail is not None and len(x_tail) >= self.block // 4:
+        if stop > self._n_done and x_tail is not None and len(x_tail) >= self.block // 2:
             for r in self._assess(np.asarray(x_tail), np.asarray(flags_tail, dtype=np.uint8)):
                 if r not in reasons:
                     reasons.append(r)
