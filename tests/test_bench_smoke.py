@@ -52,3 +52,26 @@ def test_module_entry_point_help():
     p = subprocess.run([sys.executable, "-m", "selfmis.benchmarks.run", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0 and "--quick" in p.stdout and "--board-watts" in p.stdout
+
+
+def test_edge_only_install_skips_torch_parts(tmp_path):
+    """A gateway without torch/onnxruntime/TensorFlow/matplotlib: TFLite and streaming still run, with notes."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "edge"
+    code = ("import sys\n"
+            "for m in ('torch', 'onnxruntime', 'tensorflow', 'onnx', 'matplotlib'):\n"
+            "    sys.modules[m] = None\n"
+            "from selfmis.benchmarks.run import main\n"
+            f"sys.exit(main(['--quick', '--out', {str(out)!r}, '--stream-minutes', '1', '--skip', 'coldstart']))\n")
+    env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / "mpl"))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((out / "bench.json").read_text())
+    ids = [r["id"] for r in res["latency"]["rows"]]
+    assert ids and all("tflite" in i for i in ids)
+    assert any("torch not installed" in n for n in res["notes"])
+    assert res["streaming"]["replay"]["beats"] > 0
+    assert (out / "bench.md").is_file()
