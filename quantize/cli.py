@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SelfMIS Lead-I checkpoint (a stand-in teacher is trained if it does not exist)")
     p.add_argument("--out", type=Path, default=Path("edge_runtime/models/default"), help="bundle directory")
     p.add_argument("--work", type=Path, default=Path("artifacts/quantize"), help="intermediate files")
-    p.add_argument("--results", type=Path, default=None, help="write the table (JSON + Markdown) here")
+    p.add_argument("--results", type=Path, default=None,
+                   help="write the table (JSON + Markdown) here (default: benchmarks/results/quantize when "
+                        "--out is the shipped bundle, else WORK/results)")
     p.add_argument("--data", default=None, help="PTB-XL folder (default: $SELFMIS_PTBXL or the shared subset)")
     g = p.add_argument_group("student")
     g.add_argument("--stem-channels", type=int, default=s.stem_channels)
@@ -69,8 +71,14 @@ def main(argv=None) -> int:
     from .pipeline import PipelineOptions, run_pipeline
     from .student import StudentConfig
 
+    results = a.results
+    if results is None:
+        from selfmis.edge_runtime.bundle import default_bundle_dir
+
+        if a.out.resolve() == default_bundle_dir().resolve():
+            results = default_bundle_dir().parents[2] / "benchmarks" / "results" / "quantize"
     opts = PipelineOptions(
-        out=a.out, teacher=a.teacher, work=a.work, data=a.data, results=a.results,
+        out=a.out, teacher=a.teacher, work=a.work, data=a.data, results=results,
         student=StudentConfig(stem_channels=a.stem_channels, blocks=a.blocks, kernel=a.kernel, dropout=a.dropout),
         distill=DistillConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, temperature=a.temperature,
                               w_label=a.w_label, w_logit=a.w_logit, w_embed=a.w_embed, seed=a.seed),

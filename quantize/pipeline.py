@@ -34,7 +34,7 @@ class PipelineOptions:
     teacher: Path | None = None                 # SelfMIS checkpoint; None -> train a stand-in
     work: Path = Path("artifacts/quantize")     # intermediates (ONNX, TFLite, logs)
     data: str | None = None                     # PTB-XL folder (default: the shared subset)
-    results: Path | None = None                 # where to write the table (JSON + Markdown)
+    results: Path | None = None                 # where to write the table (JSON + Markdown); None: <work>/results
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     n_calib: int = 400
@@ -104,6 +104,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
         teacher, tcfg, kind = load_teacher(opts.teacher)
         folds = Folds.from_teacher_config(tcfg)
         teacher_path = Path(opts.teacher)
+        teacher_sha = _sha256(teacher_path)  # now: the trainer may overwrite the file later
     else:
         kind, tcfg, folds = "stand-in", {}, Folds()
         teacher_path = work / "standin_teacher.pt"
@@ -131,7 +132,9 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                                              "seed": opts.seed})
         tcfg = dict(teacher.config)
     teacher.eval()
-    _say(f"teacher: {kind} ({teacher_path})")
+    if kind != "selfmis":
+        teacher_sha = _sha256(teacher_path)
+    _say(f"teacher: {kind} ({teacher_path}, sha256 {teacher_sha[:12]})")
 
     # ---------------------------------------------------------------- distillation
     t_logits, t_embed = teacher_outputs(teacher, w_train.X, progress=opts.progress)
@@ -239,7 +242,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                    teacher_auroc=_auroc_row(results["teacher"]),
                    int8_vs_fp32=cmp, latency_ms_quick=lat)
     training = {"teacher": str(teacher_path), "teacher_kind": kind,
-                "teacher_sha256": _sha256(teacher_path) if teacher_path.is_file() else None,
+                "teacher_sha256": teacher_sha,
                 "teacher_config": {k: v for k, v in tcfg.items() if isinstance(v, (int, float, str, bool, list))},
                 "data": str(ds_test_root(opts.data)), "folds": folds.to_dict(), "lead": "I",
                 "windows": f"5 s every {TRAIN_STRIDE_S} s, preprocess_window", "n_train_windows": int(len(w_train.X)),
@@ -271,10 +274,10 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                    "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets,
                    "thresholds_logit": thr_int8, "evaluation": test_desc, "training": training,
                    "bundle": str(out), "seconds": time.time() - t0, "command": opts.command})
-    if opts.results:
-        from .report import write_results
+    from .report import write_results
 
-        write_results(report, opts.results)
+    j, m = write_results(report, opts.results or work / "results")
+    _say(f"table: {m} and {j}")
     return report
 
 
