@@ -3,8 +3,8 @@
 ``method="pantompkins"`` (the only one so far): a numpy re-implementation of
 the Pan-Tompkins idea, re-run on a ring buffer each time samples arrive.
 
-1. band-pass 5-15 Hz (the project's zero-phase FFT filter, :func:`bandpass`)
-   on the buffered segment (``context_s`` of history + the new samples);
+1. band-pass 5-15 Hz (zero-phase FFT filter with the band shape of the
+   contract's :func:`bandpass`, its gains cached per length) on the buffered segment (``context_s`` of history + the new samples);
 2. derivative, squared, moving-window integration over 150 ms; the square
    root of that (an RMS-slope envelope, linear in amplitude, so a tall ectopic
    beat does not push normal beats below threshold);
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import bandpass
 
 __all__ = ["StreamingBeatDetector", "detect_beats"]
 
@@ -57,6 +56,7 @@ class StreamingBeatDetector:
         self._win = max(1, int(round(0.15 * fs)))
         self._search = max(1, int(round(0.10 * fs)))
         self.startup = int(round(startup_s * fs))
+        self._gains = {}
         self.reset()
 
     @property
@@ -101,7 +101,7 @@ class StreamingBeatDetector:
         s = self._buf
         if len(s) < 2 * self._win + 2:
             return []
-        y = bandpass(s, self.fs, 5.0, 15.0).astype(np.float64)
+        y = self._band(s)
         d = np.diff(y, prepend=y[0])
         k = np.ones(self._win) / self._win
         env = np.sqrt(np.convolve(d * d, k, mode="same"))
@@ -117,13 +117,37 @@ class StreamingBeatDetector:
             return []  # flat or near-flat: no beats (the quality gate reports why)
         thr = self.threshold * ref
         half = max(1, int(round(0.075 * self.fs)))
-        slope = np.array([np.abs(d[max(0, p - half): p + half + 1]).max() for p in peaks])
+        ad = np.abs(d)
+        slope = np.array([ad[max(0, p - half): p + half + 1].max() for p in peaks])
         qrs = _select(peaks, h, slope, thr, self.fs)
         r = []
         for p in qrs:
             a, b = max(0, p - self._search), min(len(y), p + self._search + 1)
             r.append(a + int(np.argmax(np.abs(y[a:b]))))
         return [self._buf_start + i for i in sorted(set(r))]
+
+
+    def _band(self, s: np.ndarray) -> np.ndarray:
+        """5-15 Hz zero-phase FFT band-pass (the contract's band shape), gains cached per length."""
+        pad = min(len(s) - 1, int(self.fs // 2))
+        x = s - s.mean()
+        xp = np.concatenate([x[pad:0:-1], x, x[-2:-pad - 2:-1]])
+        n = len(xp)
+        g = self._gains.get(n)
+        if g is None:
+            if len(self._gains) > 16:  # chunk sizes vary little; keep the cache small
+                self._gains.clear()
+            g = self._gains[n] = _band_gain(n, self.fs, 5.0, 15.0, 5.0)
+        return np.fft.irfft(np.fft.rfft(xp) * g, n=n)[pad:pad + len(s)]
+
+
+def _band_gain(n: int, fs: float, low_hz: float, high_hz: float, edge_hz: float) -> np.ndarray:
+    """Raised-cosine band edges (as :func:`preprocess.bandpass`): half gain at ``low_hz``
+    (rising from 0 Hz) and at ``high_hz`` (over +-``edge_hz``)."""
+    f = np.fft.rfftfreq(n, d=1.0 / fs)
+    lo = np.clip(f / (2 * low_hz), 0, 1)
+    hi = np.clip((f - (high_hz - edge_hz)) / (2 * edge_hz), 0, 1)
+    return (0.5 - 0.5 * np.cos(np.pi * lo)) * (0.5 + 0.5 * np.cos(np.pi * hi))
 
 
 def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:

@@ -44,7 +44,11 @@ class RollingDecision:
 
     def current(self) -> dict:
         h = np.stack(self._hist)
-        agg = np.median(h, axis=0) if self.method == "median" else h.mean(axis=0)
+        if self.method == "median":
+            s, k = np.sort(h, axis=0), len(h)
+            agg = 0.5 * (s[(k - 1) // 2] + s[k // 2])  # np.median, without its overhead
+        else:
+            agg = h.mean(axis=0)
         positive = [l for l, p, t in zip(self.labels, agg, self.thresholds) if p >= t]
         return {"probabilities": {l: round(float(p), 6) for l, p in zip(self.labels, agg)},
                 "labels": positive, "n_beats": len(self._hist)}

@@ -47,6 +47,12 @@ F_LEAD_OFF, F_GAP, F_SAT = 1, 2, 4
 _MAX_FILL_S = 10.0  # longer gaps restart the stream instead of being filled
 
 
+def _median(values) -> float:
+    v = sorted(values)  # a handful of RR intervals: plain Python beats np.median's overhead
+    m = len(v)
+    return 0.5 * (v[(m - 1) // 2] + v[m // 2])
+
+
 class Pipeline:
     """``handle(item)`` -> list of event dicts. ``model`` needs ``predict_proba`` and ``card``.
 
@@ -277,7 +283,7 @@ class Pipeline:
             else:
                 self._rr.clear()
         self._last_beat = r
-        hr = 60.0 / float(np.median(self._rr)) if self._rr else None
+        hr = 60.0 / _median(self._rr) if self._rr else None
         self.n_beats += 1
         beat = {"type": "beat", "t": round(t, 3), "rr": None if rr is None else round(rr, 3),
                 "hr": None if hr is None else round(hr, 1)}
@@ -325,10 +331,13 @@ class Pipeline:
 
     def _completed_at(self, n_needed: int):
         """t_mono of the chunk whose arrival made sample ``n_needed - 1`` available."""
-        for n_end, t_mono in self._arrivals:
-            if n_end >= n_needed:
-                return t_mono
-        return None
+        # newest chunks are at the right; the one we need is almost always among the last few
+        found = None
+        for n_end, t_mono in reversed(self._arrivals):
+            if n_end < n_needed:
+                break
+            found = t_mono
+        return found
 
     # ------------------------------------------------------------------ summary
 

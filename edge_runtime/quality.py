@@ -47,18 +47,35 @@ def assess_block(x: np.ndarray, lead_off=None, gap=None, saturated=None, flat_mv
     if reasons:
         return reasons  # flags from the device are definitive; skip the statistics
     x = np.asarray(x, dtype=np.float64)
-    if len(x) < 4:
+    n = len(x)
+    if n < 4:
         return reasons
-    amp = float(np.percentile(x, 99.5) - np.percentile(x, 0.5))
+    # one sort instead of np.percentile/np.median (5x cheaper on 100 samples)
+    xs = np.sort(x)
+    k = int(0.005 * (n - 1) + 0.5)
+    amp = float(xs[n - 1 - k] - xs[k])
     if amp < flat_mv:
         return ["flat"]
+    if amp > max_mv:
+        return ["noise"]
     d2 = x[2:] - 2 * x[1:-1] + x[:-2]
     # per half block: a median ignores noise covering less than half of what it sees
-    noise_sd = max(1.4826 * float(np.median(np.abs(h - np.median(h)))) for h in np.array_split(d2, 2))
-    noise_sd /= np.sqrt(6.0)
-    if noise_sd > noise_ratio * amp or amp > max_mv:
+    noise_sd = max(_mad(h) for h in (d2[: len(d2) // 2], d2[len(d2) // 2:])) * 1.4826 / np.sqrt(6.0)
+    if noise_sd > noise_ratio * amp:
         reasons.append("noise")
     return reasons
+
+
+def _median_sorted(v: np.ndarray) -> float:
+    m = len(v)
+    return 0.5 * float(v[(m - 1) // 2] + v[m // 2])
+
+
+def _mad(v: np.ndarray) -> float:
+    if not len(v):
+        return 0.0
+    med = _median_sorted(np.sort(v))
+    return _median_sorted(np.sort(np.abs(v - med)))
 
 
 class QualityGate:

@@ -29,7 +29,7 @@ class ReplaySource(Source):
     """
 
     def __init__(self, path, lead: str = "I", fast: bool = False, fs: float | None = None,
-                 chunk_s: float = 0.04, fast_chunk_s: float = 2.0, speed: float = 1.0):
+                 chunk_s: float = 0.04, fast_chunk_s: float = 5.0, speed: float = 1.0):
         super().__init__()
         self.path = os.fspath(path)
         self.lead, self.realtime, self.speed = lead, not fast, float(speed)
