@@ -58,9 +58,12 @@ def find_mi_auroc(obj, path: str = "") -> list:
                 found.append((p, _num(v), _ci(v) or _ci(obj)))
                 continue
             if kl == "mi" and isinstance(v, dict):
-                for ak in ("auroc", "AUROC", "auc", "roc_auc"):
+                # quantize/evaluate: {"auroc", "auroc_ci"}; train/experiments: {"fold10_mean", "fold10_seed0_ci"}
+                for ak, ck in (("auroc", "auroc_ci"), ("AUROC", "auroc_ci"), ("auc", "auc_ci"), ("roc_auc", "ci"),
+                               ("fold10_mean", "fold10_seed0_ci"), ("cv_pooled_auroc", "cv_pooled_ci")):
                     if ak in v and _num(v[ak]) is not None:
-                        found.append((f"{p}/{ak}", _num(v[ak]), _ci(v[ak]) or _ci(v)))
+                        ci = v.get(ck) if isinstance(v.get(ck), (list, tuple)) and len(v.get(ck)) == 2 else None
+                        found.append((f"{p}/{ak}", _num(v[ak]), ci or _ci(v[ak]) or _ci(v)))
                         break
                 else:
                     found.extend(find_mi_auroc(v, p))
@@ -76,9 +79,9 @@ def find_mi_auroc(obj, path: str = "") -> list:
 
 
 def categorise(text: str):
-    """Model category from words in a file name / JSON path, or None."""
+    """Model category from words in a JSON path (or a file name), or None."""
     t = text.lower().replace("-", "_")
-    if "student" in t or "tflite" in t or "int8" in t or "quant" in t:
+    if "student" in t or "tflite" in t or "int8" in t:
         if any(w in t for w in ("int8", "tflite_int8", "integer", "quant_int8", "/int8")):
             return "student-int8"
         if any(w in t for w in ("fp32", "float32", "torch", "float")):
@@ -86,7 +89,7 @@ def categorise(text: str):
         return "student-int8" if "tflite" in t else "student-fp32"
     if "selfmis" in t or "lead1" in t or "lead_i" in t:
         return "selfmis-lead1"
-    if "teacher" in t or "12lead" in t or "12_lead" in t:
+    if "teacher" in t or "12lead" in t or "12_lead" in t or "twelve" in t:
         return "teacher"
     return None
 
@@ -105,7 +108,7 @@ def collect_accuracy(args, models, costs, latency, notes) -> dict:
                 continue
             quant = d.name == "quantize" or "quantize" in f.stem
             for p, v, ci in find_mi_auroc(obj):
-                cat = categorise(f.stem + p)
+                cat = categorise(p) or categorise(f.stem)
                 if quant and cat == "teacher":
                     # the quantize pipeline's "teacher" is the SelfMIS Lead-I model it distils from
                     cat = "selfmis-lead1" if obj.get("teacher_kind", "selfmis") == "selfmis" else None

@@ -187,6 +187,11 @@ def test_find_mi_auroc_in_the_layouts_we_meet():
     assert find_mi_auroc(card_like) == [("/auroc/MI", 0.9, [0.8, 0.95])]
     assert find_mi_auroc({"runs": [{"mi_auroc": 0.7}]}) == [("/runs[0]/mi_auroc", 0.7, None)]
     assert find_mi_auroc({"MI": {"auroc": {"value": 0.8, "ci": [0.7, 0.9]}}}) == [("/MI/auroc", 0.8, [0.7, 0.9])]
+    experiments_like = {"methods": {"twelve_lead": {"MI": {"fold10_mean": 0.9, "fold10_seed0_ci": [0.85, 0.94]},
+                                                    "IMI": {"fold10_mean": 0.8}},
+                                    "selfmis": {"MI": {"fold10_mean": 0.86, "cv_pooled_auroc": 0.84}}}}
+    assert find_mi_auroc(experiments_like) == [("/methods/twelve_lead/MI/fold10_mean", 0.9, [0.85, 0.94]),
+                                                ("/methods/selfmis/MI/fold10_mean", 0.86, None)]
 
 
 def test_categorise():
@@ -195,6 +200,10 @@ def test_categorise():
     assert categorise("/results/student_torch/MI") == "student-fp32"
     assert categorise("selfmis_lead1/MI") == "selfmis-lead1"
     assert categorise("teacher_12lead/MI") == "teacher"
+    assert categorise("/methods/twelve_lead/MI/fold10_mean") == "teacher"
+    assert categorise("/methods/selfmis/MI/fold10_mean") == "selfmis-lead1"
+    assert categorise("/results/teacher/MI/auroc") == "teacher"
+    assert categorise("/methods/scratch/MI/fold10_mean") is None
     assert categorise("something") is None
 
 
