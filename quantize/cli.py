@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--standin-epochs", type=int, default=12)
+    p.add_argument("--last-epoch", action="store_true", help="keep the last epoch (default: best validation MI AUROC)")
     p.add_argument("--strict", action="store_true", help="fail when int8 loses > 0.005 MI AUROC (PTQ budget)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
         distill=DistillConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, temperature=a.temperature,
                               w_label=a.w_label, w_logit=a.w_logit, w_embed=a.w_embed, seed=a.seed),
         n_calib=a.n_calib, keep_ncw=a.keep_ncw, quant_type=a.quant_type, n_boot=a.n_boot, seed=a.seed,
-        standin_epochs=a.standin_epochs, progress=not a.no_progress, strict=a.strict)
+        standin_epochs=a.standin_epochs, progress=not a.no_progress, strict=a.strict,
+        select_on_val=not a.last_epoch)
     opts.command = "selfmis quantize " + " ".join(shlex.quote(x) for x in argv)
     try:
         report = run_pipeline(opts)

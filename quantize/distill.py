@@ -44,8 +44,9 @@ def distill(X: np.ndarray, Y: np.ndarray, teacher_logits: np.ndarray, teacher_em
             progress: bool = True, on_epoch=None) -> Student:
     """Train a :class:`Student` on windows X (n, W), labels Y (n, tasks) and the teacher's targets.
 
-    ``on_epoch(epoch, student)`` is called after each epoch (e.g. validation); the
-    student is returned in eval mode.
+    ``on_epoch(epoch, student) -> score or None`` is called after each epoch (e.g. MI
+    AUROC on the validation fold); when it returns scores, the weights of the best
+    epoch are kept (``student.selected_epoch`` says which). Returned in eval mode.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -65,6 +66,7 @@ def distill(X: np.ndarray, Y: np.ndarray, teacher_logits: np.ndarray, teacher_em
     soft = torch.sigmoid(torch.from_numpy(np.asarray(teacher_logits, np.float32)) / T)
     Et = torch.from_numpy(np.asarray(teacher_embed, np.float32)) if student.embed_head is not None else None
 
+    best_score, best_state, student.selected_epoch = -np.inf, None, config.epochs - 1
     bar = tqdm(range(config.epochs), desc="distilling student", disable=not progress)
     for epoch in bar:
         student.train()
@@ -83,8 +85,15 @@ def distill(X: np.ndarray, Y: np.ndarray, teacher_logits: np.ndarray, teacher_em
             total += loss.item() * len(idx)
         bar.set_postfix(loss=f"{total / len(X):.4f}")
         student.eval()
-        if on_epoch is not None:
-            on_epoch(epoch, student)
+        score = on_epoch(epoch, student) if on_epoch is not None else None
+        if score is not None and np.isfinite(score) and score > best_score:
+            best_score, student.selected_epoch = float(score), epoch
+            best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        if score is not None:
+            bar.set_postfix(loss=f"{total / len(X):.4f}", val=f"{score:.4f}", best=f"{best_score:.4f}")
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    student.selection_score = None if best_state is None else best_score
     return student.eval()
 
 

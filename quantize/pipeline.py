@@ -46,6 +46,7 @@ class PipelineOptions:
     progress: bool = True
     strict: bool = False                        # raise when the int8 PTQ budget is exceeded
     command: str = ""                           # how this run was started (recorded in the table)
+    select_on_val: bool = True                  # keep the epoch with the best validation MI AUROC
 
 
 def _sha256(path) -> str:
@@ -137,10 +138,28 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     _say(f"teacher: {kind} ({teacher_path}, sha256 {teacher_sha[:12]})")
 
     # ---------------------------------------------------------------- distillation
-    t_logits, t_embed = teacher_outputs(teacher, w_train.X, progress=opts.progress)
+    # the teacher is frozen: its targets are cached per checkpoint, folds and window stride
+    cache_dir = work.parent / "teacher_targets"  # shared by runs with other student options
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"teacher_{teacher_sha[:16]}_{'-'.join(map(str, folds.train))}_{TRAIN_STRIDE_S}.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        t_logits, t_embed = z["logits"], (z["embed"] if z["embed"].size else None)
+    else:
+        t_logits, t_embed = teacher_outputs(teacher, w_train.X, progress=opts.progress)
+        np.savez(cache, logits=t_logits, embed=t_embed if t_embed is not None else np.zeros(0))
     _say(f"teacher targets: logits {t_logits.shape}, embeddings {None if t_embed is None else t_embed.shape}")
+
+    from selfmis.train.evaluate import auroc
+
+    def val_mi_auroc(epoch, model):
+        """Model selection on the validation fold only (record-level MI AUROC); test is never looked at."""
+        lg = torch_predict(model)(w_val.X[:, None, :])
+        return auroc(w_val.Y[:, 0], record_mean(lg, w_val.record, w_val.n_records)[:, 0])
+
     student = distill(w_train.X, w_train.window_labels, t_logits, t_embed, opts.student, opts.distill,
-                      progress=opts.progress)
+                      progress=opts.progress, on_epoch=val_mi_auroc if opts.select_on_val else None)
+    _say(f"student: epoch {student.selected_epoch} kept (validation MI AUROC {student.selection_score})")
     params = count_params(student)
     torch.save({"config": student.config.to_dict(), "state_dict": student.state_dict()}, work / "student.pt")
     _say(f"student: {params} parameters deployed (BN folded, no embedding head)")
@@ -247,6 +266,8 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                 "data": str(ds_test_root(opts.data)), "folds": folds.to_dict(), "lead": "I",
                 "windows": f"5 s every {TRAIN_STRIDE_S} s, preprocess_window", "n_train_windows": int(len(w_train.X)),
                 "student": student.config.to_dict(), "distill": opts.distill.to_dict(),
+                "selected_epoch": int(student.selected_epoch),
+                "selection": "best validation-fold MI AUROC" if opts.select_on_val else "last epoch",
                 "calibration": {"n_windows": int(len(calib)), "from": f"training folds {list(folds.train)}",
                                 "seed": opts.seed},
                 "quant_type": opts.quant_type, "onnx_ops": onnx_op_types(onnx_path), "tflite_ops": ops["int8"]}
