@@ -94,6 +94,13 @@ def categorise(text: str):
     return None
 
 
+def _rel(p) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(p)
+
+
 def collect_accuracy(args, models, costs, latency, notes) -> dict:
     dirs = [HERE / "results" / "accuracy", HERE / "results" / "quantize"] + [Path(d) for d in
                                                                              getattr(args, "accuracy_dir", [])]
@@ -112,7 +119,7 @@ def collect_accuracy(args, models, costs, latency, notes) -> dict:
                 if quant and cat == "teacher":
                     # the quantize pipeline's "teacher" is the SelfMIS Lead-I model it distils from
                     cat = "selfmis-lead1" if obj.get("teacher_kind", "selfmis") == "selfmis" else None
-                rows.append({"file": str(f), "path": p, "mi_auroc": v, "ci95": ci, "category": cat})
+                rows.append({"file": _rel(f), "path": p, "mi_auroc": v, "ci95": ci, "category": cat})
     b = (models or {}).get("bundle")
     if b:
         try:
@@ -121,7 +128,7 @@ def collect_accuracy(args, models, costs, latency, notes) -> dict:
             for p, v, ci in find_mi_auroc(card.get("metrics", {}), "/metrics"):
                 cat = ("selfmis-lead1" if kind == "selfmis" else None) if "teacher" in p else \
                     ("student-fp32" if "fp32" in p else "student-int8")
-                rows.append({"file": str(Path(b["dir"]) / "card.json"), "path": p, "mi_auroc": v, "ci95": ci,
+                rows.append({"file": _rel(Path(b["dir"]) / "card.json"), "path": p, "mi_auroc": v, "ci95": ci,
                              "category": cat})
         except (OSError, ValueError):
             pass

@@ -217,12 +217,17 @@ def write_markdown(res: dict, path) -> Path:
         a("")
         a(f"{acc['method']}.")
         a("")
-        a("| model | MI AUROC | 95% CI | size | params | MACs | latency p50 ms (1t) | from |")
-        a("|---|---|---|---|---|---|---|---|")
+        a("| model | MI AUROC | 95% CI | size | params | MACs | latency p50 ms (1t) | cost measured on | AUROC from |")
+        a("|---|---|---|---|---|---|---|---|---|")
         for r in acc["table"]:
             ci = f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}" if r.get("ci95") else "n/a"
             a(f"| {r['category']} | {fmt(r['mi_auroc'])} | {ci} | {_size(r['file_size'])} | {fmt(r['params'])} | "
-              f"{fmt(r['macs'])} | {fmt(r['latency_p50_ms_1t'])} | {r['from'] or 'not found'} |")
+              f"{fmt(r['macs'])} | {fmt(r['latency_p50_ms_1t'])} | {_src(r.get('cost_source')) if r.get('cost_source') else '-'} | "
+              f"{r['from'] or 'not found'} |")
+        if any(_src(r.get("cost_source")) == "stand-in" for r in acc["table"] if r.get("mi_auroc") is not None):
+            a("")
+            a("Rows whose cost was measured on a stand-in pair a real AUROC with the stand-in's cost "
+              "(same architecture, so the same size and latency).")
     if res.get("plots"):
         a("")
         a("## Plots")
