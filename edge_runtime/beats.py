@@ -78,7 +78,7 @@ class StreamingBeatDetector:
             return []
         self._buf = np.concatenate([self._buf, x])
         self._n += len(x)
-        mature = self._n - self.guard
+        mature = self._n - self.guard + 1  # peaks g with g + guard <= n samples seen
         if mature <= self._done:
             return []
         out = []

@@ -1,6 +1,6 @@
 """``selfmis demo``: a virtual wearable streams a real PTB-XL MI record, the runtime listens.
 
-1. picks an MI record (PTB-XL ecg_id 8, inferior MI, 500 Hz) from the shared
+1. picks an MI record (PTB-XL ecg_id 271, anteroseptal MI, 500 Hz, test fold) from the shared
    subset if present, else the copy bundled in ``sample_data/ptbxl``;
 2. starts the firmware bridge's :class:`VirtualDevice` writing the SelfMIS
    binary protocol into a pseudo-terminal, at real-time speed (``--speed``);
@@ -23,8 +23,8 @@ __all__ = ["main", "find_demo_record"]
 
 SHARED_PTBXL = Path(os.environ.get("SELFMIS_PTBXL", "/work/shared/data/ptbxl-subset"))
 BUNDLED_PTBXL = Path(__file__).resolve().parent / "sample_data" / "ptbxl"
-#: PTB-XL records with an MI label, preferred first (8: IMI)
-MI_RECORDS = (8, 26, 28, 39, 44)
+#: PTB-XL records with an MI label, all from the test fold (strat_fold 10); 271 (ASMI) has 500 Hz
+MI_RECORDS = (271, 1853, 1737, 947, 723, 1391)
 
 
 def find_demo_record() -> str | None:

@@ -11,7 +11,7 @@ from selfmis.edge_runtime.quality import assess_block
 from selfmis.edge_runtime.sources.base import Chunk, LinkEvent
 from selfmis.edge_runtime.sources.simulated import SimulatedSource
 
-MI_500 = record_path(8, hr=True)
+MI_500 = record_path(271, hr=True)
 pytestmark = pytest.mark.skipif(MI_500 is None, reason="no PTB-XL record available")
 
 
