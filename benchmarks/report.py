@@ -146,6 +146,11 @@ def write_markdown(res: dict, path) -> Path:
               f"p99 **{fmt(rep.get('latency_p99_ms'))} ms**; peak RSS **{fmt(rep.get('rss_peak_mb'), 1)} MB**; "
               f"CPU {fmt(rep.get('cpu_s'))} s ({fmt(rep.get('cpu_per_beat_ms'))} ms per beat, start-up included)")
             a(f"- command: `{rep.get('command')}`")
+            r100 = st.get("replay_100hz") or {}
+            if r100.get("rtf") is not None:
+                a(f"- same record at the model rate (no resampling): {r100['record']}: real-time factor "
+                  f"{fmt(r100['rtf'], 0)}x, decision latency p99 {fmt(r100.get('latency_p99_ms'))} ms, "
+                  f"peak RSS {fmt(r100.get('rss_peak_mb'), 1)} MB")
             if rep.get("n_slow_decisions"):
                 a(f"- decisions later than 20 ms: {rep['n_slow_decisions']} (signal time s, ms): "
                   f"{rep.get('slow_decisions')}")

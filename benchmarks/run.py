@@ -142,6 +142,20 @@ def model_costs(models: dict, notes: list) -> dict:
 
 # --------------------------------------------------------------------------- latency
 
+def _same_file(a, b) -> bool:
+    """Same path or byte-identical content (the shipped bundle is a copy of the work folder's int8 file)."""
+    if not a or not b:
+        return False
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+        from selfmis.edge_runtime.bundle import sha256_file
+
+        return sha256_file(a) == sha256_file(b)
+    except OSError:
+        return False
+
+
 def latency_specs(models: dict, threads_all: int, quick: bool = False) -> list:
     from .artefacts import load_torch_model
 
@@ -168,7 +182,7 @@ def latency_specs(models: dict, threads_all: int, quick: bool = False) -> list:
                                   runtime="tflite", model="student", precision=prec, threads=n, xnnpack=xnn,
                                   path=st[key], source=st["source"], cost=f"student-tflite-{prec}"))
         b = models.get("bundle")
-        if b and Path(b["tflite_int8"]).resolve() != Path(st.get("tflite_int8") or "/").resolve():
+        if b and not _same_file(b["tflite_int8"], st.get("tflite_int8")):
             for xnn in (True, False):
                 specs.append(dict(id=f"bundle/tflite-int8/{'xnnpack' if xnn else 'builtin'}/{n}t", runtime="tflite",
                                   model="bundle", precision="int8", threads=n, xnnpack=xnn, path=b["tflite_int8"],

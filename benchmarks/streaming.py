@@ -405,6 +405,17 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
 
         if not quick:
             res["stage_breakdown"] = stage_breakdown(base, label, bundle, stem, args.cpu, notes)
+            # the same record at the model rate (100 Hz, no resampling), for comparison only
+            lr = Path(str(rec).replace("records500", "records100").replace("_hr", "_lr"))
+            if lr != rec and Path(str(lr) + ".hea").is_file():
+                stem100, fs100, secs100 = tile_record(lr, minutes, work / "long100")
+                r100 = _replay(base, label, bundle, stem100, args.cpu, timeout=600)
+                s100 = r100.get("summary") or {}
+                res["replay_100hz"] = {"record": f"{lr.name} lead I tiled to {minutes:g} min at {fs100:g} Hz",
+                                       "ecg_s": secs100, "rc": r100["rc"], "beats": r100["beats"],
+                                       "rtf": s100.get("realtime_factor"), "cpu_s": r100["cpu_s"],
+                                       "rss_peak_mb": r100["rss_peak_mb"],
+                                       "latency_p99_ms": (s100.get("latency_ms") or {}).get("p99")}
 
         # ---- duty cycle at 60 / 120 bpm (synthetic, exact rates)
         dmin = 0.5 if quick else 10.0
