@@ -24,7 +24,10 @@ from .standin import STANDIN_DIR, standin_files
 
 __all__ = ["ROOT", "find_models", "load_torch_model", "STUDENT_DIRS", "default_bundle"]
 
-ROOT = Path(__file__).resolve().parent.parent
+#: where ``artifacts/`` is looked for: the source checkout this file lives in, else the working directory
+#: (an installed wheel has no checkout around it)
+_HERE = Path(__file__).resolve().parent
+ROOT = _HERE.parent if (_HERE.parent / "pyproject.toml").is_file() else Path.cwd()
 STUDENT_DIRS = ("artifacts/quantize", "artifacts/student", "artifacts/quantized", "artifacts/bundle",
                 "artifacts")
 TEACHER_PATHS = ("artifacts/selfmis_lead1.pt",)
@@ -32,7 +35,9 @@ TEACHER_PATHS = ("artifacts/selfmis_lead1.pt",)
 
 def default_bundle():
     """The shipped bundle directory, or None."""
-    d = ROOT / "edge_runtime" / "models" / "default"
+    from selfmis.edge_runtime.bundle import default_bundle_dir
+
+    d = default_bundle_dir()
     return d if (d / "card.json").is_file() else None
 
 

@@ -88,6 +88,13 @@ def write_markdown(res: dict, path) -> Path:
           "; ".join(f"{k} {fmt((p.get('macs_per_s') or 0) / 1e9)} GMAC/s per core ({p.get('method')})"
                     for k, p in pk.items()))
         a("")
+        multi = sorted({r["threads"] for r in lat["rows"] if r["threads"] > 1})
+        if multi:
+            a("")
+            a(f"Rows at {multi} threads use every core of the machine; where other processes run too (load "
+              f"average {m.get('loadavg_at_start')} at start on {m['usable_cpus']} cores) they measure "
+              "contention as much as the runtime: a thread pool waits for its slowest thread.")
+        a("")
         a("| runtime | threads | load ms | first ms | p50 ms | p90 ms | p99 ms | n | GMAC/s @p50 | "
           "% theor. peak | % matmul peak | speed-up vs torch student | model |")
         a("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

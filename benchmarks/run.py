@@ -33,7 +33,10 @@ from .targets import evaluate_targets, format_verdict
 
 __all__ = ["main", "build_parser", "DEFAULT_OUT"]
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest"
+_HERE = Path(__file__).resolve().parent
+#: benchmarks/results/latest in a source checkout; ./selfmis-bench where the package is installed
+DEFAULT_OUT = (_HERE / "results" / "latest") if (_HERE.parent / "pyproject.toml").is_file() \
+    else Path.cwd() / "selfmis-bench"
 SECTIONS = ("latency", "coldstart", "imports", "streaming", "accuracy", "plots")
 
 

@@ -65,7 +65,9 @@ def calibration_windows(max_windows: int = 200):
     from selfmis.edge_runtime.records import read_record
 
     spec = PreprocessSpec()
-    root = Path(__file__).resolve().parent.parent / "edge_runtime" / "sample_data" / "ptbxl" / "records100"
+    import selfmis.edge_runtime as er
+
+    root = Path(er.__file__).resolve().parent / "sample_data" / "ptbxl" / "records100"
     wins = []
     for hea in sorted(root.rglob("*.hea")):
         x = read_record(str(hea)[:-4]).lead("I")

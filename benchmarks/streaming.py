@@ -38,7 +38,6 @@ from .stats import percentile, summarize
 __all__ = ["write_wfdb16", "synthetic_ecg", "tile_record", "edge_run_base", "run_measured", "parse_jsonl",
            "measure_imports", "run_streaming", "standin_bundle"]
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- records
@@ -91,7 +90,9 @@ def tile_record(record_path, minutes: float, out_stem, lead: str = "I") -> tuple
 
 
 def default_record() -> Path:
-    base = ROOT / "edge_runtime" / "sample_data" / "ptbxl"
+    import selfmis.edge_runtime as er
+
+    base = Path(er.__file__).resolve().parent / "sample_data" / "ptbxl"
     hits = sorted(base.glob("records500/*/*.hea")) or sorted(base.glob("records100/*/*.hea"))
     if not hits:
         raise FileNotFoundError(f"no bundled records under {base}")
