@@ -325,9 +325,9 @@ def _markdown(rep, methods):
               f"Splits: {ab['splits']} (test fold, seed) -> validation fold = test%10+1.", "",
               "| variant | overrides | " + " | ".join(f"val f{f}" for f, _ in ab["splits"]) + " | mean |",
               "|---|---|" + "---|" * (len(ab["splits"]) + 1)]
-        for n, v in sorted(ab["val"].items(), key=lambda kv: -np.mean(kv[1]["scores"])):
-            L.append(f"| {n} | `{json.dumps(v['overrides'])}` | " + " | ".join(f"{x:.3f}" for x in v["scores"])
-                     + f" | {np.mean(v['scores']):.3f} |")
+        for n, v in sorted(ab["val"].items(), key=lambda kv: -kv[1]["mean"]):
+            L.append(f"| {n} | `{json.dumps(v['overrides'])}` | " + " | ".join(_f(x) for x in v["scores"])
+                     + f" | {v['mean']:.3f} |")
         L += [""]
     L += ["![ROC MI](roc_MI.png)", "", "![ROC IMI](roc_IMI.png)", ""]
     return "\n".join(L)
@@ -338,13 +338,13 @@ def _markdown(rep, methods):
 def ablation_results(root: Path, names):
     val = {}
     for n in names:
-        scores = []
+        scores = []  # None where that split's run is missing (budget)
         for fold, seed in ABLATION_SPLITS:
             p = root / f"f{fold:02d}_s{seed}" / n / "metrics.json"
-            if p.is_file():
-                scores.append(json.loads(p.read_text())["val"]["MI"].get("auroc", float("nan")))
-        if len(scores) == len(ABLATION_SPLITS):
-            val[n] = {"scores": scores, "overrides": ABLATIONS.get(n, {"method": n})}
+            scores.append(json.loads(p.read_text())["val"]["MI"].get("auroc") if p.is_file() else None)
+        if any(x is not None for x in scores):
+            val[n] = {"scores": scores, "overrides": ABLATIONS.get(n, {"method": n}),
+                      "mean": float(np.mean([x for x in scores if x is not None]))}
     return val
 
 
@@ -376,7 +376,7 @@ def main(argv=None) -> int:
                       baselines=["twelve_lead", "scratch"]), common, a.workers)
     val = ablation_results(aroot, list(ABLATIONS) + ["scratch"])
     cands = {n: v for n, v in val.items() if n in ABLATIONS}
-    variant = a.variant or (max(cands, key=lambda n: np.mean(cands[n]["scores"])) if cands else "joint_cos")
+    variant = a.variant or (max(cands, key=lambda n: cands[n]["mean"]) if cands else "joint_cos")
     print(f"SelfMIS variant for the main grid: {variant}", flush=True)
     extra = [v for v in a.extra_variants if v != variant]
     if a.phase in ("main", "all"):
