@@ -223,6 +223,7 @@ def run(args, out, on_source=None) -> int:
     finally:
         if recorder is not None:
             recorder.close()
+    out.write_all(pipe.flush())  # the last beats still inside the resampler's delay
     summary = pipe.summary(source.stats, wall_s=time.perf_counter() - t_run)
     summary["source"] = source.name
     summary["model"] = model.card.name

@@ -50,5 +50,5 @@ class RollingDecision:
         else:
             agg = h.mean(axis=0)
         positive = [l for l, p, t in zip(self.labels, agg, self.thresholds) if p >= t]
-        return {"probabilities": {l: round(float(p), 6) for l, p in zip(self.labels, agg)},
+        return {"probabilities": dict(zip(self.labels, np.round(agg, 6).tolist())),
                 "labels": positive, "n_beats": len(self._hist)}

@@ -91,6 +91,7 @@ class Pipeline:
         self._t_offset = 0.0
         self._last_arrival = None
         self._pending_reset = False
+        self._flushed = False
         self._new_segment(None, 0.0)
 
     # ------------------------------------------------------------------ segments
@@ -148,8 +149,9 @@ class Pipeline:
         """End of a finite stream: push the resampler's delay out with the last value
         (as the offline :func:`resample` does), so the last beats get their windows."""
         rs = self.resampler
-        if rs is None or rs.identity or self._last_good is None:
+        if rs is None or rs.identity or self._last_good is None or self._flushed:
             return []
+        self._flushed = True
         pad = int(np.ceil(rs.delay_s * rs.fs_in)) + rs.down
         n_signal = int(round(self._n_in / rs.fs_in * self.fs))  # outputs the real input covers
         ev = self._chunk(Chunk(np.full(pad, self._last_good, np.float32), rs.fs_in, t_mono=time.perf_counter()),
@@ -174,6 +176,8 @@ class Pipeline:
             self._new_segment(fs_in, self._signal_s)
         self._pending_reset = False
         self._last_arrival = c.t_arrival
+        if count_time:
+            self._flushed = False
 
         # 1. hold & fill
         flags = np.zeros(len(x), dtype=np.uint8)
@@ -307,7 +311,7 @@ class Pipeline:
         window = self._buf[w0 - self._buf_start: w0 - self._buf_start + self.W]
         proba = self.model.predict_proba(preprocess_window(window, self.spec)[None])[0]
         self.n_scored += 1
-        beat["p"] = {l: round(float(p), 6) for l, p in zip(self.labels, proba)}
+        beat["p"] = dict(zip(self.labels, np.round(proba.astype(np.float64), 6).tolist()))
         if self.keep_signal:
             self.beat_log[-1]["p"] = beat["p"]
         d = self.decider.add(proba)
