@@ -277,10 +277,13 @@ def write_plots(res: dict, raw_ms: dict, out_dir) -> list:
         hi = max(np.percentile(raw_ms[i], 99.5) for i in one)
         bins = np.logspace(np.log10(lo), np.log10(hi), 80)
         for i in one:
-            ax.hist(raw_ms[i], bins=bins, histtype="step", linewidth=1.4, label=i.rsplit("/", 1)[0], density=True)
+            v = np.asarray(raw_ms[i])
+            p50, p99 = np.percentile(v, 50), np.percentile(v, 99)
+            ax.hist(v, bins=bins, histtype="step", linewidth=1.4, weights=np.full(len(v), 1.0 / len(v)),
+                    label=f"{i.rsplit('/', 1)[0]}  (p50 {p50:.3g}, p99 {p99:.3g} ms)")
         ax.set_xscale("log")
         ax.set_xlabel("latency per window (ms, log scale)")
-        ax.set_ylabel("density")
+        ax.set_ylabel("fraction of runs per (log-spaced) bin")
         ax.set_title(f"Per-window inference latency, 1 thread ({res['machine']['cpu_model']}, "
                      f"{res['machine']['date_utc'][:10]})")
         ax.legend(fontsize=7)
