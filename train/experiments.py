@@ -62,6 +62,11 @@ class Job:
     def done(self):
         return (self.out / "metrics.json").is_file()
 
+    def busy(self, stale_s: float = 120.0) -> bool:
+        """Not done but written to recently: another process is training it."""
+        files = [f for f in self.out.glob("*") if f.name != "train.log"] if self.out.is_dir() else []
+        return not self.done and bool(files) and time.time() - max(f.stat().st_mtime for f in files) < stale_s
+
     def cmd(self, common: dict):
         c = dict(common, method=self.method, test_fold=self.fold, seed=self.seed, out=str(self.out))
         c.update(self.extra)
@@ -86,10 +91,12 @@ def run_jobs(jobs, common, workers=2, log_dir: Path | None = None):
                 print(f"[{time.time() - t0:6.0f}s] {j.out.relative_to(j.out.parents[1])}: {state}", flush=True)
         ready = [j for j in pending if j.needs is None or j.needs.done or j.extra.get("teacher_tasks") == "MI"]
         blocked = [j for j in pending if j.needs is not None and not j.needs.done
-                   and all(j.needs is not r[0] for r in running) and j.needs not in pending]
+                   and all(j.needs is not r[0] for r in running) and j.needs not in pending
+                   and not j.needs.busy()]
         for j in blocked:  # its teacher failed: give up on it
             pending.remove(j)
             print(f"skipping {j.out}: teacher missing", flush=True)
+        ready = [j for j in ready if not j.busy()]  # e.g. still running under a previous runner
         while ready and len(running) < workers:
             j = ready.pop(0)
             pending.remove(j)
@@ -102,7 +109,7 @@ def run_jobs(jobs, common, workers=2, log_dir: Path | None = None):
 def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES, extra_variants=None, extra_splits=()):
     """Jobs in priority order: every method on each split (teacher first), then extra SelfMIS
     variants on ``extra_splits`` only (they run last, when the budget allows)."""
-    jobs = []
+    jobs, late = [], []
     for fold, seed in splits:
         d = root / f"f{fold:02d}_s{seed}"
         teacher = Job(d / "twelve_lead", "twelve_lead", fold, seed)
@@ -110,9 +117,12 @@ def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES, extra_
             jobs.append(teacher)
         for m in baselines:
             if m != "twelve_lead":
-                jobs.append(Job(d / m, m, fold, seed, needs=teacher if m == "generative" else None))
+                job = Job(d / m, m, fold, seed, needs=teacher if m == "generative" else None)
+                # the costly secondary baselines run after SelfMIS/scratch are done on every split
+                (late if m in ("simclr", "generative") else jobs).append(job)
         for name, ov in selfmis_variants.items():
             jobs.append(Job(d / name, "selfmis", fold, seed, ov, needs=teacher))
+    jobs += late
     for fold, seed in extra_splits:
         d = root / f"f{fold:02d}_s{seed}"
         teacher = next(j for j in jobs if j.out == d / "twelve_lead")
