@@ -457,10 +457,13 @@ def headline_values(result) -> tuple:
         sources["decision_latency_p99_ms"] = rep.get("latency_method", "")
     vd = st.get("virtual_device") or {}
     if vd.get("latency_p99_ms") is not None:
-        # the device path is the one a user meets: report the worse of the two
-        if values.get("decision_latency_p99_ms") is None or vd["latency_p99_ms"] > values["decision_latency_p99_ms"]:
-            values["decision_latency_p99_ms"] = vd["latency_p99_ms"]
-            sources["decision_latency_p99_ms"] = vd.get("latency_method", "")
+        # the device path is the one a user meets: judge the worse of the two, show both
+        rp = values.get("decision_latency_p99_ms")
+        both = (f"worse of: replay --fast (2 s chunks) p99 {rp if rp is not None else float('nan'):.2f} ms, "
+                f"virtual device in real time (100 ms frames) p99 {vd['latency_p99_ms']:.2f} ms; "
+                "edge-run's decision.latency_ms = arrival of the chunk completing the beat window -> decision")
+        values["decision_latency_p99_ms"] = max(v for v in (rp, vd["latency_p99_ms"]) if v is not None)
+        sources["decision_latency_p99_ms"] = both
     imp = result.get("imports") or {}
     mods = imp.get("modules") or {}
     # the figure a gateway pays before its first model load: CLI + interpreter module

@@ -486,12 +486,6 @@ def run_deferral(bundle, rec, quick, notes) -> dict:
                      "completed the window)", "cases": {}}
     for name, (x, fs) in cases.items():
         out["cases"][name] = simulate_deferral(model, x, fs)
-    # what-if: the beat detector's guard one model sample shorter than the window's tail
-    spec = model.card.spec
-    g = (spec.window_samples - spec.beat_offset_samples - 1) / spec.fs
-    x, fs = cases[f"synthetic 72 bpm, {secs:g} s"]
-    out["cases"][f"what-if: synthetic 72 bpm with detector guard_s={g:g} (one sample shorter)"] = \
-        simulate_deferral(model, x, fs, detector_kwargs={"guard_s": g})
     return out
 
 
