@@ -24,7 +24,7 @@ __all__ = ["DistillConfig", "distill"]
 
 @dataclass
 class DistillConfig:
-    epochs: int = 30
+    epochs: int = 40
     batch: int = 128
     lr: float = 4e-3
     weight_decay: float = 1e-3
