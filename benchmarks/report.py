@@ -111,7 +111,7 @@ def write_markdown(res: dict, path) -> Path:
     cs = res.get("coldstart")
     if cs:
         a("")
-        a("## Cold start (fresh process, one core, 1 thread; median)")
+        a("## Cold start (fresh process; 1-thread runs pinned to one core; median)")
         a("")
         a("| runtime | process wall s | import s | load s | first inference ms | peak RSS MB | reps |")
         a("|---|---|---|---|---|---|---|")

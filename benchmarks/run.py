@@ -270,18 +270,24 @@ def run_coldstart(models, args, quick, notes) -> list:
         cases.append(("student/onnxruntime-fp32", "onnxruntime", st["onnx"], False, st["source"]))
     if st.get("tflite_fp32"):
         cases.append(("student/tflite-fp32/xnnpack", "tflite", st["tflite_fp32"], True, st["source"]))
+        cases.append(("student/tflite-fp32/builtin", "tflite", st["tflite_fp32"], False, st["source"]))
     if st.get("tflite_int8"):
         cases.append(("student/tflite-int8/xnnpack", "tflite", st["tflite_int8"], True, st["source"]))
         cases.append(("student/tflite-int8/builtin", "tflite", st["tflite_int8"], False, st["source"]))
+    cases = [c + (1,) for c in cases]
+    n_all = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n_all > 1 and st.get("tflite_int8"):  # thread-pool start-up is part of a cold start too
+        cases.append(("student/tflite-int8/xnnpack", "tflite", st["tflite_int8"], True, st["source"], n_all))
     if quick:
         cases = [c for c in cases if c[1] == "tflite"][:1]
     reps = 1 if quick else 3
     rows = []
-    for cid, runtime, target, xnn, src in cases:
+    for cid, runtime, target, xnn, src, nthreads in cases:
         runs = []
         for _ in range(reps):
-            cmd = _taskset(args.cpu) + [sys.executable, "-m", "selfmis.benchmarks.coldstart", runtime, target, "1",
-                                        "1" if xnn else "0"]
+            pin = _taskset(args.cpu) if nthreads == 1 else []
+            cmd = pin + [sys.executable, "-m", "selfmis.benchmarks.coldstart", runtime, target, str(nthreads),
+                         "1" if xnn else "0"]
             t0 = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(), timeout=300)
             wall = time.perf_counter() - t0
@@ -296,7 +302,7 @@ def run_coldstart(models, args, quick, notes) -> list:
             continue
         med = {k: summarize([r[k] for r in runs if r.get(k) is not None])["p50"]
                for k in ("process_wall_s", "import_s", "load_s", "first_s", "rss_peak_mb")}
-        rows.append({"id": cid + "/1t", "runtime": runtime, "source": src, "reps": len(runs), "median": med,
+        rows.append({"id": f"{cid}/{nthreads}t", "runtime": runtime, "source": src, "reps": len(runs), "median": med,
                      "runs": runs})
     return rows
 
