@@ -153,3 +153,10 @@ def test_ddp_two_gloo_processes(tiny, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and (out / "model.pt").is_file()
+
+
+def test_resume_ignores_a_run_of_another_configuration(tiny, tmp_path):
+    out = tmp_path / "run"
+    trainer.train(cfg(tiny, out, method="scratch", epochs=1))
+    res = trainer.train(cfg(tiny, out, method="scratch", epochs=2, lr=1e-3))
+    assert [h["epoch"] for h in res["log"] if h.get("stage") == "scratch"] == [0, 1]  # retrained

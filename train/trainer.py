@@ -129,6 +129,18 @@ def cosine_lr(step, total, base, warmup=0.05):
     return base * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
 
 
+#: keys that may change between a run and its resumption
+RESUME_FREE = {"out", "resume", "progress", "threads", "n_boot", "data"}
+
+
+def same_run(saved: dict, cfg: dict) -> bool:
+    """Resume only a run of the same configuration; otherwise start the stage afresh."""
+    diff = sorted(k for k in set(saved) | set(cfg) if k not in RESUME_FREE and saved.get(k) != cfg.get(k))
+    if diff:
+        log.warning("not resuming from a run with another configuration (differs in %s)", diff)
+    return not diff
+
+
 def run_stage(name, model, params, n_items, batch_loss, epochs, cfg, state, val_fn=None):
     """Train ``params`` for ``epochs``; ``batch_loss(idx, rng) -> loss``; keep the best epoch on val.
 
@@ -138,13 +150,13 @@ def run_stage(name, model, params, n_items, batch_loss, epochs, cfg, state, val_
     out = Path(cfg["out"])
     done, last = out / f"{name}.pt", out / f"{name}.last.pt"
     rank, world = state["rank"], state["world"]
-    if cfg["resume"] and done.is_file():
+    if cfg["resume"] and done.is_file() and same_run(load_checkpoint(done)["config"], cfg):
         load_weights_into(model, done)
         state["log"].append({"stage": name, "resumed": "finished"})
         return model
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     start, best, best_state, history = 0, -np.inf, None, []
-    if cfg["resume"] and last.is_file():
+    if cfg["resume"] and last.is_file() and same_run(load_checkpoint(last)["config"], cfg):
         blob = load_weights_into(model, last, optimizer=opt)
         ex = blob["extra"]
         start, best, history = ex["epoch"] + 1, ex["best"], ex["history"]
