@@ -134,7 +134,8 @@ def machine_info(argv=None) -> dict:
         "env": {k: os.environ.get(k) for k in ENV_VARS if os.environ.get(k) is not None},
         "versions": versions(),
         "git_commit": _git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name] + list(sys.argv[1:] if argv is None else argv)),
+        "command": " ".join(list(sys.argv if argv is None else argv)),
+        "invoked_as": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "python_executable": sys.executable,
         "taskset": shutil.which("taskset"),
     }

@@ -247,13 +247,16 @@ def speedups(rows: list) -> dict:
         return (by.get(i) or {}).get("steady_ms", {}).get("p50")
 
     out = {}
+    # against the one-thread torch rows (the target's baseline; all-thread torch rows on a shared
+    # machine measure contention) and against torch at the same thread count
     for n in sorted({r["threads"] for r in rows}):
-        base_s, base_t = p50(f"student/torch-fp32/{n}t"), p50(f"teacher/torch-fp32/{n}t")
-        for r in rows:
-            if r["threads"] != n or r["runtime"] == "torch":
-                continue
-            out[f"{r['id']} vs student/torch-fp32/{n}t"] = ratio(base_s, r["steady_ms"]["p50"])
-            out[f"{r['id']} vs teacher/torch-fp32/{n}t"] = ratio(base_t, r["steady_ms"]["p50"])
+        for base_n in sorted({1, n}):
+            base_s, base_t = p50(f"student/torch-fp32/{base_n}t"), p50(f"teacher/torch-fp32/{base_n}t")
+            for r in rows:
+                if r["threads"] != n or r["runtime"] == "torch":
+                    continue
+                out[f"{r['id']} vs student/torch-fp32/{base_n}t"] = ratio(base_s, r["steady_ms"]["p50"])
+                out[f"{r['id']} vs teacher/torch-fp32/{base_n}t"] = ratio(base_t, r["steady_ms"]["p50"])
     return {k: v for k, v in out.items() if v is not None}
 
 
