@@ -229,3 +229,39 @@ def test_wfdb16_round_trip_and_synthetic_rate(tmp_path):
     assert p["beats"] == 1 and p["decisions"] == 2 and p["latencies_ms"] == [2.5]
     assert p["summary"] == {"type": "summary", "beats": 1}
     assert math.isfinite(p["latencies_ms"][0])
+
+
+# --------------------------------------------------------------------------- headline figures from a result
+
+def _row(id_, runtime, model, precision, threads, p50):
+    return {"id": id_, "runtime": runtime, "model": model, "precision": precision, "threads": threads,
+            "steady_ms": {"p50": p50}}
+
+
+def test_headline_values_pick_the_right_figures():
+    from selfmis.benchmarks.run import headline_values, speedups
+
+    rows = [_row("teacher/torch-fp32/1t", "torch", "teacher", "fp32", 1, 2.0),
+            _row("student/torch-fp32/1t", "torch", "student", "fp32", 1, 1.0),
+            _row("student/tflite-int8/xnnpack/1t", "tflite", "student", "int8", 1, 0.05),
+            _row("student/tflite-int8/builtin/1t", "tflite", "student", "int8", 1, 0.2),
+            _row("student/tflite-int8/xnnpack/2t", "tflite", "student", "int8", 2, 0.01)]
+    res = {"latency": {"rows": rows},
+           "streaming": {"replay": {"rtf": 2500.0, "latency_p99_ms": 4.0, "rss_peak_mb": 90.0, "ecg_s": 3600},
+                         "virtual_device": {"latency_p99_ms": 12.0, "rss_peak_mb": 50.0, "ecg_s": 60}},
+           "imports": {"modules": {"selfmis.edge_runtime": {"median_s": 0.01},
+                                   "edge-run ready": {"median_s": 0.2, "method": "m"}}}}
+    v, src = headline_values(res)
+    assert v["int8_speedup_vs_torch"] == pytest.approx(20.0)       # best 1-thread int8, same model
+    assert v["int8_speedup_vs_teacher_torch"] == pytest.approx(40.0)
+    assert v["streaming_rtf"] == 2500.0
+    assert v["decision_latency_p99_ms"] == 12.0                     # worse of replay and device
+    assert "4.00" in src["decision_latency_p99_ms"] and "12.00" in src["decision_latency_p99_ms"]
+    assert v["runtime_import_s"] == 0.2                             # CLI + interpreter, not the bare package
+    assert v["rss_peak_mb"] == 50.0 and "90.0" in src["rss_peak_mb"]  # device run judged, replay shown
+    sp = speedups(rows)
+    assert sp["student/tflite-int8/xnnpack/2t vs student/torch-fp32/1t"] == pytest.approx(100.0)
+    assert "student/tflite-int8/xnnpack/2t vs student/torch-fp32/2t" not in sp   # no 2-thread torch row
+    # nothing measured: nothing claimed
+    v, _ = headline_values({})
+    assert v == {}
