@@ -139,7 +139,7 @@ def find_models(args, notes: list) -> dict:
             notes.append(f"--teacher {tpath} not found; using the stand-in teacher")
         teacher = {"kind": "teacher-standin", "path": None,
                    "source": "stand-in: untrained ResNet1d (default single-lead config, seed 0); "
-                             "artifacts/selfmis_lead1.pt absent"}
+                             f"{tpath or 'artifacts/selfmis_lead1.pt'} absent"}
     out["teacher"] = teacher
     # ---- student
     sdir = getattr(args, "student_dir", None)
