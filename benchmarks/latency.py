@@ -163,6 +163,7 @@ def time_interleaved(runners: list, budget_s: float, block: int = 20, min_runs: 
         # model does not starve the fast ones of samples
         blocks[r.id] = max(1, min(block * 5, int(0.005 / max(est, 1e-6))))
     samples = {r.id: [] for r in runners}
+    rounds_of = {r.id: [] for r in runners}  # round index of every sample (for bootstrap over rounds)
     deadline = time.perf_counter() + budget_s
     rnd = 0
     pc = time.perf_counter
@@ -181,6 +182,7 @@ def time_interleaved(runners: list, budget_s: float, block: int = 20, min_runs: 
                     t0 = pc()
                     fn()
                     acc.append(pc() - t0)
+                rounds_of[r.id].extend([rnd] * blocks[r.id])
             rnd += 1
             done_min = all(len(v) >= min_runs for v in samples.values())
             if (done_min and pc() > deadline) or all(len(v) >= max_runs for v in samples.values()):
@@ -188,7 +190,43 @@ def time_interleaved(runners: list, budget_s: float, block: int = 20, min_runs: 
     finally:
         if gc_was:
             gc.enable()
+    time_interleaved.last_rounds = rounds_of
     return samples
+
+
+def _weighted_median_setup(x, rounds):
+    order = np.argsort(x, kind="stable")
+    return np.asarray(x, float)[order], np.asarray(rounds, int)[order]
+
+
+def bootstrap_ratio(a, a_rounds, b, b_rounds, n_boot: int = 500, seed: int = 0, alpha: float = 0.05):
+    """(median(a) / median(b), [lo, hi]): percentile CI from resampling the interleaved *rounds*.
+
+    Samples of one round were taken back to back, so background load is shared within a round:
+    resampling rounds (not single samples) keeps that correlation in the interval.
+    """
+    a_s, a_r = _weighted_median_setup(a, a_rounds)
+    b_s, b_r = _weighted_median_setup(b, b_rounds)
+    common = np.intersect1d(np.unique(a_r), np.unique(b_r))
+    point = float(np.median(a) / np.median(b))
+    if len(common) < 5:
+        return point, None
+    idx = {r: i for i, r in enumerate(common)}
+    a_i = np.array([idx.get(r, -1) for r in a_r])
+    b_i = np.array([idx.get(r, -1) for r in b_r])
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(common), len(common)), minlength=len(common))
+
+        def wmed(s, i):
+            w = np.where(i >= 0, counts[np.clip(i, 0, None)], 0)
+            cw = np.cumsum(w)
+            return s[np.searchsorted(cw, cw[-1] / 2.0)]
+
+        vals.append(wmed(a_s, a_i) / wmed(b_s, b_i))
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
+    return point, [float(lo), float(hi)]
 
 
 def summarize_runner(r: Runner, secs: list, macs: int | None) -> dict:

@@ -265,3 +265,18 @@ def test_headline_values_pick_the_right_figures():
     # nothing measured: nothing claimed
     v, _ = headline_values({})
     assert v == {}
+
+
+def test_bootstrap_ratio_over_rounds():
+    from selfmis.benchmarks.latency import bootstrap_ratio
+
+    rng = np.random.default_rng(0)
+    rounds = np.repeat(np.arange(50), 20)
+    load = np.repeat(rng.uniform(1.0, 1.5, 50), 20)          # shared background load per round
+    a = 10.0 * load * rng.uniform(0.95, 1.05, rounds.size)
+    b = 1.0 * load * rng.uniform(0.95, 1.05, rounds.size)
+    point, ci = bootstrap_ratio(a, rounds, b, rounds, n_boot=300)
+    assert point == pytest.approx(float(np.median(a) / np.median(b)))
+    assert ci[0] <= point <= ci[1] and ci[0] < 10.0 * 1.1 and ci[1] > 10.0 * 0.9
+    # too few common rounds: no interval
+    assert bootstrap_ratio(a[:20], rounds[:20], b[:20], rounds[:20])[1] is None
