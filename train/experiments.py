@@ -43,6 +43,8 @@ ABLATIONS = {
 #: Not ablated on validation (shares twostage_ft's alignment stage), only run in the main grid.
 EXTRA_VARIANTS = {"twostage_linear": dict(schedule="two_stage", probe="linear")}
 ABLATION_SPLITS = [(10, 0), (5, 0)]
+#: second ablation round at the main-grid budget, reusing the main grid's teachers
+ABLATION_MAIN_SPLITS = [(10, 0), (1, 0), (2, 0)]
 MAIN_SPLITS = [(10, 0), (10, 1), (10, 2)] + [(k, 0) for k in range(1, 10)]
 
 
@@ -350,18 +352,27 @@ def _markdown(rep, methods):
         for n, v in sorted(ab["val"].items(), key=lambda kv: -kv[1]["mean"]):
             L.append(f"| {n} | `{json.dumps(v['overrides'])}` | " + " | ".join(_f(x) for x in v["scores"])
                      + f" | {v['mean']:.3f} |")
-        L += [""]
+        L += ["", "These ran at the trainer defaults (20 epochs, 15 pretraining epochs), before the main grid.", ""]
+        mb = ab.get("main_budget")
+        if mb and mb["val"]:
+            L += ["### Second round: validation MI AUROC at the main-grid budget (main grid's teachers)", "",
+                  f"Splits: {mb['splits']}.", "",
+                  "| variant | " + " | ".join(f"val f{f % 10 + 1} (test f{f})" for f, _ in mb["splits"]) + " | mean |",
+                  "|---|" + "---|" * (len(mb["splits"]) + 1)]
+            for n, v in sorted(mb["val"].items(), key=lambda kv: -kv[1]["mean"]):
+                L.append(f"| {n} | " + " | ".join(_f(x) for x in v["scores"]) + f" | {v['mean']:.3f} |")
+            L += [""]
     L += ["![ROC MI](roc_MI.png)", "", "![ROC IMI](roc_IMI.png)", ""]
     return "\n".join(L)
 
 
 # --------------------------------------------------------------------------- main
 
-def ablation_results(root: Path, names):
+def ablation_results(root: Path, names, splits=ABLATION_SPLITS):
     val = {}
     for n in names:
         scores = []  # None where that split's run is missing (budget)
-        for fold, seed in ABLATION_SPLITS:
+        for fold, seed in splits:
             p = root / f"f{fold:02d}_s{seed}" / n / "metrics.json"
             scores.append(json.loads(p.read_text())["val"]["MI"].get("auroc") if p.is_file() else None)
         if any(x is not None for x in scores):
@@ -372,7 +383,7 @@ def ablation_results(root: Path, names):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", default="all", choices=["ablate", "main", "report", "all"])
+    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "report", "all"])
     p.add_argument("--root", default="runs/exp")
     p.add_argument("--results", default="benchmarks/results/accuracy")
     p.add_argument("--workers", type=int, default=2)
@@ -407,8 +418,14 @@ def main(argv=None) -> int:
         run_jobs(grid(root, MAIN_SPLITS, {variant: ABLATIONS[variant]},
                       extra_variants={v: allv[v] for v in extra}, extra_splits=[(10, 0), (10, 1), (10, 2)]),
                  main_common, a.workers)
-    if a.phase in ("report", "all", "main"):
-        ab = {"splits": ABLATION_SPLITS, "val": val, "chosen": variant, "main_variants": extra}
+    if a.phase == "ablate-main":  # after the main grid: variants at its budget, its teachers
+        run_jobs(grid(root, ABLATION_MAIN_SPLITS, {n: ABLATIONS[n] for n in a.ablations if n != variant},
+                      baselines=["twelve_lead"]), main_common, a.workers)
+    if a.phase in ("report", "all", "main", "ablate-main"):
+        ab = {"splits": ABLATION_SPLITS, "val": val, "chosen": variant, "main_variants": extra,
+              "main_budget": {"splits": ABLATION_MAIN_SPLITS,
+                              "val": ablation_results(root, [variant, "scratch"] + list(ABLATIONS) + extra,
+                                                      ABLATION_MAIN_SPLITS)}}
         rep = make_report(root, results, variant, ab, command,
                           budget=dict(epochs=a.epochs, pretrain_epochs=a.pretrain_epochs, batch_size=64,
                                       threads=1, model="ResNet1d widths 32-64-96-128, depth 1 (0.39M params)"))
