@@ -347,7 +347,7 @@ def _markdown(rep, methods):
     if ab:
         L += ["## SelfMIS ablations (validation MI AUROC only; never test)", "",
               f"Splits: {ab['splits']} (test fold, seed) -> validation fold = test%10+1.", "",
-              "| variant | overrides | " + " | ".join(f"val f{f}" for f, _ in ab["splits"]) + " | mean |",
+              "| variant | overrides | " + " | ".join(f"val f{f % 10 + 1} (test f{f})" for f, _ in ab["splits"]) + " | mean |",
               "|---|---|" + "---|" * (len(ab["splits"]) + 1)]
         for n, v in sorted(ab["val"].items(), key=lambda kv: -kv[1]["mean"]):
             L.append(f"| {n} | `{json.dumps(v['overrides'])}` | " + " | ".join(_f(x) for x in v["scores"])
