@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_edge_support import record_path, stand_in_bundle
+from test_edge_support import record_path, model_bundle
 
 from selfmis.edge_runtime.pipeline import Pipeline
 from selfmis.edge_runtime.quality import assess_block
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(MI_500 is None, reason="no PTB-XL record availab
 @pytest.fixture(scope="module")
 def model():
     from selfmis.edge_runtime.interpreter import TFLiteModel
-    return TFLiteModel(stand_in_bundle())
+    return TFLiteModel(model_bundle())
 
 
 def run(model, **faults):

@@ -1,8 +1,9 @@
 """Shared helpers for the edge-runtime tests (imported by the other test_edge_* files).
 
-``stand_in_bundle()`` builds, once per process, a tiny full-int8 TFLite model
-with TensorFlow (tests only; the runtime never imports TF) in the project's
-bundle format, until the real default bundle ships in edge_runtime/models/default.
+``model_bundle()`` is the shipped default bundle (edge_runtime/models/default)
+when present; otherwise ``stand_in_bundle()`` builds, once per process, a tiny
+full-int8 TFLite model with TensorFlow (tests only; the runtime never imports
+TF) in the project's bundle format.
 """
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ def quiet_env(tmp: Path | None = None) -> dict:
                 "MPLCONFIGDIR": str(tmp / "mpl"), "XDG_CACHE_HOME": str(tmp / "xdg"),
                 "PYTHONUNBUFFERED": "1"})
     return env
+
+
+@functools.lru_cache(maxsize=None)
+def model_bundle() -> str:
+    """The shipped default bundle when it is there and loads, else the TF-built stand-in."""
+    from selfmis.edge_runtime.bundle import BundleError, default_bundle_dir, load_bundle
+    try:
+        load_bundle(None)
+        return str(default_bundle_dir())
+    except BundleError:
+        return stand_in_bundle()
 
 
 @functools.lru_cache(maxsize=None)
