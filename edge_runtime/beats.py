@@ -42,7 +42,7 @@ __all__ = ["StreamingBeatDetector", "detect_beats"]
 class StreamingBeatDetector:
     """``push(samples)`` -> global indices (int, sample number since start) of new R peaks."""
 
-    def __init__(self, fs: float = 100.0, guard_s: float = 0.5, context_s: float = 5.0,
+    def __init__(self, fs: float = 100.0, guard_s: float = 0.5, context_s: float = 4.0,
                  refractory_s: float = 0.25, threshold: float = 0.3, min_amplitude_mv: float = 0.05,
                  startup_s: float = 0.5, method: str = "pantompkins"):
         if method != "pantompkins":

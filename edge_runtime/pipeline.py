@@ -271,9 +271,8 @@ class Pipeline:
     def _beat(self, r: int) -> list:
         events = []
         t = self._t(r)
-        lo = r - self._buf_start
-        a, b = max(0, lo - self.post), min(len(self._buf), lo + self.post)
-        reasons = self._window_quality(r - self.post, r + self.post)
+        tail = self._tail_reasons(r + self.post)  # the not yet assessed end, judged once per beat
+        reasons = self.quality.window_reasons(r - self.post, r + self.post, tail=tail)
         if reasons:
             # a "beat" found in a bad stretch is not reported; RR restarts after it
             self._last_beat = None
@@ -302,7 +301,7 @@ class Pipeline:
         self._eligible += 1
         if (self._eligible - 1) % self.every_k:
             return events
-        reasons = self._window_quality(w0, r + self.post)
+        reasons = self.quality.window_reasons(w0, r + self.post, tail=tail)
         if reasons:
             self.decider.reset()
             for q in reasons:
@@ -328,10 +327,14 @@ class Pipeline:
         events.append(dec)
         return events
 
-    def _window_quality(self, start: int, stop: int) -> list:
+    def _tail_reasons(self, stop: int):
+        """Verdict on the one block's worth of samples ending at ``stop`` when the gate has
+        not assessed up to ``stop`` yet (None when it has)."""
+        if stop <= self.quality.n_done:
+            return None
         i1 = min(len(self._buf), stop - self._buf_start)
         i0 = max(0, i1 - self.quality.block)
-        return self.quality.window_reasons(start, stop, self._buf[i0:i1], self._flags[i0:i1])
+        return self.quality.assess(self._buf[i0:i1], self._flags[i0:i1])
 
     def _completed_at(self, n_needed: int):
         """t_mono of the chunk whose arrival made sample ``n_needed - 1`` available."""

@@ -126,23 +126,31 @@ class QualityGate:
         self._pending = len(xs) - rest
         return changes
 
-    def _assess(self, x, flags) -> list:
+    @property
+    def n_done(self) -> int:
+        """Samples assessed so far (whole blocks)."""
+        return self._n_done
+
+    def assess(self, x, flags) -> list:
+        """Verdict on any stretch (a tail shorter than half a block is not judged)."""
+        if len(x) < self.block // 2:
+            return []
         return assess_block(x, flags & 1, flags & 2, flags & 4, **self.kwargs)
 
-    def window_reasons(self, start: int, stop: int, x_tail=None, flags_tail=None) -> list:
-        """Reasons over blocks overlapping samples [start, stop).
+    _assess = assess
 
-        The part after the last assessed block is judged from ``x_tail``/``flags_tail``:
-        the one block's worth of samples that ends at ``stop`` (statistics on a shorter
-        piece would call a stretch between two QRS complexes flat)."""
+    def window_reasons(self, start: int, stop: int, tail=None) -> list:
+        """Reasons over the assessed blocks overlapping samples [start, stop), plus ``tail``:
+        the verdict on the part after the last assessed block (see :meth:`assess`; judge
+        a whole block's worth ending at ``stop`` -- statistics on a shorter piece would
+        call the stretch between two QRS complexes flat)."""
         reasons = []
         first, last = start // self.block, (min(stop, self._n_done) - 1) // self.block
         for b in range(first, last + 1):
-            for r in self._verdicts.get(b, []):
+            for r in self._verdicts.get(b, ()):
                 if r not in reasons:
                     reasons.append(r)
-        if stop > self._n_done and x_tail is not None and len(x_tail) >= self.block // 2:
-            for r in self._assess(np.asarray(x_tail), np.asarray(flags_tail, dtype=np.uint8)):
-                if r not in reasons:
-                    reasons.append(r)
+        for r in tail or ():
+            if r not in reasons:
+                reasons.append(r)
         return reasons
