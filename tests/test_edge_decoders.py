@@ -239,3 +239,33 @@ def test_ble_device_that_never_answers_times_out_clearly():
     with pytest.raises(SourceNotFound, match="did not answer within"):
         list(src)
     assert time.monotonic() - t0 < 5
+
+
+@FUZZ
+@given(st.binary(max_size=400), st.integers(1, 64))
+def test_serial_ascii_parser_fuzz_never_raises(data, step):
+    from selfmis.edge_runtime.sources.serial import SerialSource
+    src = SerialSource("/dev/null-not-opened", ascii=True, fs=250.0)
+    parse = src._ascii_parser()
+    for i in range(0, len(data), step):
+        for it in parse(data[i:i + step]):
+            assert isinstance(it, (Chunk, LinkEvent))
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 300), st.sampled_from([100.0, 130.0, 250.0, 500.0]),
+                          st.booleans(), st.integers(0, 200), st.sampled_from([0.0, np.nan, np.inf, 1e6])),
+                max_size=25))
+def test_pipeline_never_raises_on_odd_chunks(spec):
+    """Empty chunks, rate changes, lead-off, gaps, NaN/inf/huge values: events, never exceptions."""
+    from selfmis.edge_runtime.pipeline import Pipeline
+    pipe = Pipeline(None)
+    rng = np.random.default_rng(0)
+    for n, fs, off, gap, odd in spec:
+        x = rng.normal(0, 0.3, n)
+        if n:
+            x[rng.integers(0, n)] = odd or x[0]
+        for e in pipe.handle(Chunk(x, fs, lead_off=off, gap_before=gap)):
+            assert e["type"] in ("beat", "quality", "link")
+    pipe.handle(LinkEvent("end"))
+    assert pipe.summary()["type"] == "summary"
