@@ -43,6 +43,12 @@ def find_demo_record() -> str | None:
     return None
 
 
+def _top(probs: dict, k: int = 3) -> str:
+    """The k most probable labels, e.g. 'MI 0.78  IMI 0.75  ASMI 0.64'."""
+    best = sorted(probs.items(), key=lambda kv: -kv[1])[:k]
+    return "  ".join(f"{lab} {p:.2f}" for lab, p in best)
+
+
 class _Printer:
     """Human-readable lines for a newcomer (the JSON stays available with --json)."""
 
@@ -53,10 +59,10 @@ class _Printer:
         kind, w = e.get("type"), self.stream.write
         if kind == "beat":
             hr = f"HR {e['hr']:5.1f} bpm" if e.get("hr") else "HR   ...  "
-            p = "  " + "  ".join(f"{k} {v:.2f}" for k, v in e["p"].items()) if "p" in e else ""
+            p = "   " + _top(e["p"]) if "p" in e else ""
             w(f"{e['t']:7.2f} s  beat     {hr}{p}\n")
         elif kind == "decision":
-            probs = "  ".join(f"{k} {v:.2f}" for k, v in e["probabilities"].items())
+            probs = _top(e["probabilities"])
             verdict = ", ".join(e["labels"]) if e["labels"] else "no MI label above threshold"
             w(f"{e['t']:7.2f} s  DECISION {verdict}   (median of {e['n_beats']} beats: {probs}; "
               f"{e['latency_ms']:.1f} ms after the window completed)\n")
@@ -73,7 +79,7 @@ class _Printer:
             if e.get("last_decision"):
                 d = e["last_decision"]
                 w(f"final decision: {', '.join(d['labels']) or 'no MI label above threshold'} "
-                  f"{d['probabilities']}\n")
+                  f"({_top(d['probabilities'], 5)})\n")
         self.stream.flush()
 
     def write_all(self, events):
@@ -109,6 +115,11 @@ def main(argv=None) -> int:
     holder = {}
 
     def stream():
+        # start once the runtime has opened the port: pyserial flushes input on open,
+        # which would swallow the first HELLO and samples
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5.0 and getattr(holder.get("source"), "_ser", None) is None:
+            time.sleep(0.01)
         try:
             dev.stream_to(_FdWriter(master), speed=args.speed)
         finally:

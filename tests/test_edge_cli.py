@@ -277,3 +277,14 @@ def test_ble_scan_lists_devices(monkeypatch, capsys):
     code, ev = run_cli(["--ble-scan"], capsys)
     assert code == 0 and ev == [{"type": "device", "address": "AA:BB", "name": "Polar H10 1234",
                                  "rssi": -60, "kind": "polar"}]
+
+
+@needs_data
+def test_demo_runs_end_to_end(capsys, bundle):
+    from selfmis.edge_runtime import demo
+    assert demo.find_demo_record() is not None
+    assert demo.main(["--speed", "20", "--json", "--model", bundle]) == 0
+    ev = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    s = ev[-1]
+    assert s["type"] == "summary" and s["beats"] >= 10 and s["decisions"] >= 3 and s["crc_errors"] == 0
+    assert any(e.get("kind") == "hello" for e in of(ev, "link"))  # nothing lost at port open
