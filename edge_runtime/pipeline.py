@@ -81,6 +81,7 @@ class Pipeline:
         self.keep_signal = keep_signal
         self.signal, self.signal_t0, self.beat_log = [], [], []
         self.n_beats = self.n_decisions = self.n_scored = 0
+        self.samples_filled = 0  # source samples lost on the link and filled in
         self.suppressed = {}
         self.latencies_ms = deque(maxlen=100_000)
         self.link_counts = {}
@@ -194,6 +195,7 @@ class Pipeline:
             tol = 1e-6 * max(abs(lo), abs(hi), 1.0)
             flags[(x <= lo + tol) | (x >= hi - tol)] |= F_SAT
         if gap > 0:
+            self.samples_filled += gap
             fill = self._last_good if self._last_good is not None else (x[0] if len(x) else 0.0)
             x = np.concatenate([np.full(gap, fill, np.float32), x])
             flags = np.concatenate([np.full(gap, F_GAP, np.uint8), flags])
@@ -357,7 +359,8 @@ class Pipeline:
                "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
                               "p99": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
                               "max": round(float(lat.max()), 3) if len(lat) else None},
-               "drops": int(st.get("drops", 0)), "crc_errors": int(st.get("crc_errors", 0)),
+               "drops": int(st.get("drops", 0)), "lost_samples": int(self.samples_filled),
+               "crc_errors": int(st.get("crc_errors", 0)),
                "decode_errors": int(st.get("decode_errors", 0)),
                "reconnects": int(st.get("reconnects", 0)),
                "quality_blocks": {k: v for k, v in self.quality.counts.items() if v},
