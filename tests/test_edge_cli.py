@@ -288,3 +288,15 @@ def test_demo_runs_end_to_end(capsys, bundle):
     s = ev[-1]
     assert s["type"] == "summary" and s["beats"] >= 10 and s["decisions"] >= 3 and s["crc_errors"] == 0
     assert any(e.get("kind") == "hello" for e in of(ev, "link"))  # nothing lost at port open
+
+
+@needs_data
+def test_any_bundle_written_by_write_bundle_runs(capsys):
+    """A different model (2 labels, TF-built stand-in) goes through the same runtime."""
+    pytest.importorskip("tensorflow")
+    from test_edge_support import stand_in_bundle
+    bundle = stand_in_bundle()
+    capsys.readouterr()  # TensorFlow talks on stdout while converting
+    code, ev = run_cli(["--replay", MI_100, "--fast", "--model", bundle], capsys)
+    assert code == 0
+    assert of(ev, "decision") and set(of(ev, "decision")[0]["probabilities"]) == {"MI", "IMI"}
