@@ -58,7 +58,8 @@ class FramedStream:
             if isinstance(msg, self.p.DataFrame):
                 out.extend(self._data(msg, t_arrival, t_mono))
             elif isinstance(msg, self.p.Hello):
-                out.append(self._hello(msg, t_arrival))
+                if msg != self.hello:  # firmware repeats its HELLO every few seconds
+                    out.append(self._hello(msg, t_arrival))
             elif isinstance(msg, self.p.DecodeError):
                 kind = "crc_error" if "CRC" in msg.reason else "decode_error"
                 if kind == "decode_error":
