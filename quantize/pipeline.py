@@ -103,10 +103,10 @@ def run_pipeline(opts: PipelineOptions) -> dict:
 
     # ---------------------------------------------------------------- teacher and data
     if opts.teacher is not None and Path(opts.teacher).is_file():
-        teacher, tcfg, kind = load_teacher(opts.teacher)
-        folds = opts.folds or Folds.from_teacher_config(tcfg)
         teacher_path = Path(opts.teacher)
-        teacher_sha = _sha256(teacher_path)  # now: the trainer may overwrite the file later
+        teacher_sha = _sha256(teacher_path)  # first: the trainer may replace the file later
+        teacher, tcfg, kind = load_teacher(teacher_path)
+        folds = opts.folds or Folds.from_teacher_config(tcfg)
     else:
         kind, tcfg, folds = "stand-in", {}, opts.folds or Folds()
         teacher_path = work / "standin_teacher.pt"
@@ -124,7 +124,8 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     if kind == "stand-in" and teacher_path.is_file():
         teacher, tcfg, _ = load_teacher(teacher_path)  # reuse: same folds, same seed
         if tcfg.get("provenance", {}).get("folds") != folds.to_dict() or \
-                tcfg.get("provenance", {}).get("epochs") != opts.standin_epochs:
+                tcfg.get("provenance", {}).get("epochs") != opts.standin_epochs or \
+                tcfg.get("provenance", {}).get("seed") != opts.seed:
             kind = "stand-in-retrain"
     if kind == "stand-in-retrain" or (kind == "stand-in" and not teacher_path.is_file()):
         kind = "stand-in"
@@ -142,7 +143,9 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     # the teacher is frozen: its targets are cached per checkpoint, folds and window stride
     cache_dir = work.parent / "teacher_targets"  # shared by runs with other student options
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"teacher_{teacher_sha[:16]}_{'-'.join(map(str, folds.train))}_{TRAIN_STRIDE_S}.npz"
+    data_key = hashlib.sha256(np.asarray(w_train.ecg_ids, np.int64).tobytes()
+                              + str(ds_test_root(opts.data)).encode()).hexdigest()[:12]
+    cache = cache_dir / f"teacher_{teacher_sha[:16]}_{data_key}_{TRAIN_STRIDE_S}.npz"
     if cache.is_file():
         z = np.load(cache)
         t_logits, t_embed = z["logits"], (z["embed"] if z["embed"].size else None)
@@ -275,10 +278,11 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                                 "seed": opts.seed},
                 "quant_type": opts.quant_type, "onnx_ops": onnx_op_types(onnx_path), "tflite_ops": ops["int8"]}
     from .metrics import sigmoid
+    from .report import _clean  # strict JSON in the card: NaN -> null, numpy -> Python
 
     card = cardmod.make_card(files.int8, files.layout, labels, spec=spec,
                              thresholds={t: float(sigmoid(v)) for t, v in thr_int8.items()},
-                             metrics=metrics, params=params, training=training,
+                             metrics=_clean(metrics), params=params, training=_clean(training),
                              description=("Distilled depthwise-separable 1-D CNN student of the "
                                           f"{'SelfMIS' if kind == 'selfmis' else 'STAND-IN (not SelfMIS)'} "
                                           "Lead-I teacher; full-integer int8 (int8 weights, activations, "
