@@ -211,7 +211,9 @@ class Pipeline:
             y, yflags = y[:max(0, limit - self._n)], yflags[:max(0, limit - self._n)]
         if self.keep_signal and len(y):
             self.signal.append(y.copy())
-            self.signal_t0.append(self._t(self._n))
+            # unclamped: the first outputs precede t=0 by the resampler's delay
+            self.signal_t0.append(self._t_offset + self._n / self.fs
+                                  - (self.resampler.delay_s if self.resampler is not None else 0.0))
         self._buf = np.concatenate([self._buf, y])
         self._flags = np.concatenate([self._flags, yflags])
         self._n += len(y)

@@ -35,7 +35,12 @@ def plot_run(path, pipeline, title: str = "") -> str:
     ax.set_title(title or "SelfMIS edge run")
     if has_p:
         ax2 = axes[1, 0]
+        # the five most probable labels keep the panel readable with 11-label models
+        peak = {lab: max(b["p"][lab] for b in pipeline.beat_log if "p" in b) for lab in labels}
+        shown = sorted(labels, key=lambda lab: -peak[lab])[:5]
         for i, lab in enumerate(labels):
+            if lab not in shown:
+                continue
             pts = [(b["t"], b["p"][lab]) for b in pipeline.beat_log if "p" in b]
             ax2.plot(*zip(*pts), "o-", ms=3, label=lab)
             thr = pipeline.decider.thresholds[i]
