@@ -300,3 +300,18 @@ def test_any_bundle_written_by_write_bundle_runs(capsys):
     code, ev = run_cli(["--replay", MI_100, "--fast", "--model", bundle], capsys)
     assert code == 0
     assert of(ev, "decision") and set(of(ev, "decision")[0]["probabilities"]) == {"MI", "IMI"}
+
+
+def test_recorder_flushes_at_least_once_a_second(tmp_path):
+    """A crash loses at most about a second: data reaches the file without close()."""
+    from selfmis.edge_runtime.recording import Recorder, read_recording
+    from selfmis.edge_runtime.sources.base import Chunk
+    rec = Recorder(tmp_path / "r", {"fs": 250.0}, flush_every_s=1.0)
+    rec.write(Chunk(np.arange(25, dtype=np.float32), 250.0, seq=0))
+    time.sleep(1.05)
+    rec.write(Chunk(np.arange(25, dtype=np.float32), 250.0, seq=1))  # triggers the flush
+    got = list(read_recording(tmp_path / "r"))  # read while still open, as after a crash
+    assert [c.seq for c in got] == [0, 1]
+    rec.close()
+    with pytest.raises(Exception, match="already there"):
+        Recorder(tmp_path / "r")

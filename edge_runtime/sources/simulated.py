@@ -31,7 +31,7 @@ class SimulatedSource(Source):
     n-th frame), ``corrupt_every`` (flip a byte in every n-th frame).
     """
 
-    def __init__(self, record, lead: str = "I", speed: float = 0.0, frame_samples: int = 10,
+    def __init__(self, record, lead: str = "I", speed: float = 0.0, frame_samples: int | None = None,
                  uv_per_lsb: float = 1.0, lead_off=(), flat=(), saturate=(), noise_mv: float = 0.0,
                  noise_spans=None, drop_every: int = 0, corrupt_every: int = 0, seed: int = 0,
                  repeat: int = 1):
@@ -44,7 +44,9 @@ class SimulatedSource(Source):
         self.lead, self.fs, self.speed = lead, float(rec.fs), float(speed)
         self.realtime = self.speed > 0
         self.name = f"simulated:{rec.name}"
-        self.frame_samples, self.uv_per_lsb = int(frame_samples), float(uv_per_lsb)
+        # default: 10 frames a second, like the reference firmware
+        self.frame_samples = int(frame_samples or max(1, round(self.fs / 10)))
+        self.uv_per_lsb = float(uv_per_lsb)
         x = np.tile(np.nan_to_num(x), int(repeat))
         rng = np.random.default_rng(seed)
         t = np.arange(len(x)) / self.fs
