@@ -4,7 +4,8 @@
 the Pan-Tompkins idea, re-run on a ring buffer each time samples arrive.
 
 1. band-pass 5-15 Hz (zero-phase FFT filter with the band shape of the
-   contract's :func:`bandpass`, its gains cached per length) on the buffered segment (``context_s`` of history + the new samples);
+   contract's :func:`bandpass`, gains cached per length) on the buffered
+   segment (``context_s`` = 4 s of history + the new samples);
 2. derivative, squared, moving-window integration over 150 ms; the square
    root of that (an RMS-slope envelope, linear in amplitude, so a tall ectopic
    beat does not push normal beats below threshold);
@@ -13,15 +14,18 @@ the Pan-Tompkins idea, re-run on a ring buffer each time samples arrive.
    largest candidate of the segment (the largest may be an artifact; in the
    first 3 s of a stream, the largest);
    a candidate within 360 ms after a QRS whose steepest slope is under 60% of
-   the QRS's is a T wave; RR gaps over 1.66 x the median RR are searched back at half threshold;
+   the QRS's is a T wave; RR gaps over 1.66 x the median RR are searched back
+   at half threshold;
 4. the R peak is the largest absolute band-passed sample within 100 ms of the
    envelope maximum.
 
 A peak is emitted once it is ``guard_s`` old (``guard_s`` of signal after it
 has been seen, so the FFT filter's edge and the integration window no longer
 change it) and never twice (``refractory_s`` de-duplication against the last
-emitted peak). The detection delay is therefore at most ``guard_s`` plus one
-chunk after the peak, in signal time; the pipeline sets ``guard_s`` to the part
+emitted peak; candidates up to ``refractory_s`` before the decided boundary are
+still considered, as a peak's refined position can move a sample or two between
+runs). The detection delay is therefore at most ``guard_s`` plus one chunk after
+the peak, in signal time; the pipeline sets ``guard_s`` to the part
 of the model window after the R peak (0.5 s), so detection adds no delay beyond
 what the window needs anyway. The first ``startup_s`` (0.5 s) after a start or a
 reset are not searched (the filter's edge invents peaks there).
@@ -30,11 +34,16 @@ References: J. Pan, W. J. Tompkins, "A real-time QRS detection algorithm",
 IEEE Trans. Biomed. Eng. 32(3):230-236, 1985; P. S. Hamilton, W. J. Tompkins,
 "Quantitative investigation of QRS detection rules using the MIT/BIH
 arrhythmia database", IEEE TBME 33(12), 1986 (search-back, T-wave rule).
+
+Validation (tests/test_edge_beats.py): against wfdb's XQRS on Lead I of clean
+PTB-XL records (no noise/electrode/extra-beat/pacemaker annotation, 500 Hz fed
+through the resampler in 0.1-s frames), tolerance 100 ms: sensitivity 100%,
+PPV 99.5% over 190 records (ecg_id <= 500; 10 records where XQRS itself failed
+excluded).
 """
 from __future__ import annotations
 
 import numpy as np
-
 
 __all__ = ["StreamingBeatDetector", "detect_beats"]
 
