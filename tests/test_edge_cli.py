@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,6 @@ from test_edge_support import REPO, quiet_env, record_path, model_bundle
 
 from selfmis.edge_runtime import cli
 
-VENV_BIN = Path(sys.executable).parent
 EDGE_RUN = [sys.executable, "-m", "selfmis.edge_runtime.cli"]
 SIM = [sys.executable, "-m", "selfmis.firmware_bridge.virtual_device"]
 
