@@ -269,3 +269,20 @@ def test_pipeline_never_raises_on_odd_chunks(spec):
             assert e["type"] in ("beat", "quality", "link")
     pipe.handle(LinkEvent("end"))
     assert pipe.summary()["type"] == "summary"
+
+
+def test_ble_silent_device_is_dropped_and_reconnected():
+    from selfmis.edge_runtime.sources.base import Backoff
+    frames = [pmd_frame(np.arange(73), int((i + 1) * 0.5615e9)) for i in range(3)]
+    made = []
+
+    def factory(a, cb):
+        made.append(FakeBleClient(a, cb, frames if made else []))  # the first one never talks
+        return made[-1]
+
+    src = BleSource("SI:LE", idle_timeout_s=0.3, backoff=Backoff(retries=2, first_s=0.01),
+                    client_factory=factory)
+    items = _collect(src, 3)
+    kinds = [i.kind for i in items if isinstance(i, LinkEvent)]
+    assert "disconnected" in kinds and "reconnected" in kinds
+    assert "disconnect" in made[0].calls  # the silent link was released before reconnecting

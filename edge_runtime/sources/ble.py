@@ -313,6 +313,10 @@ class BleSource(Source):
                 if self._closed:
                     return
                 self._put(LinkEvent("disconnected", {"address": self.address}, discontinuity=True))
+                try:  # a silent-but-connected device (idle timeout) must let go before we reconnect
+                    await asyncio.wait_for(self._client.disconnect(), 5.0)
+                except Exception:
+                    pass
                 reason, ok = "disconnected", False
                 for i, delay in enumerate(self.backoff.delays(), 1):
                     self._put(LinkEvent("reconnecting", {"address": self.address, "attempt": i,
