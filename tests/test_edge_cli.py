@@ -117,6 +117,7 @@ def test_truncated_recording_still_replays(bundle, capsys, tmp_path):
 
 @needs_data
 def test_plot_after_replay(bundle, capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     png = tmp_path / "run.png"
     code, _ = run_cli(["--replay", MI_100, "--fast", "--model", bundle, "--plot", str(png)], capsys)
