@@ -286,3 +286,15 @@ def test_ble_silent_device_is_dropped_and_reconnected():
     kinds = [i.kind for i in items if isinstance(i, LinkEvent)]
     assert "disconnected" in kinds and "reconnected" in kinds
     assert "disconnect" in made[0].calls  # the silent link was released before reconnecting
+
+
+def test_ascii_lead_off_lines_are_sample_slots():
+    from selfmis.edge_runtime.sources.serial import SerialSource
+    parse = SerialSource("/dev/x", ascii=True, fs=250.0, uv_per_lsb=2.0)._ascii_parser()
+    items = parse(b"# fs=250 lead=I uv_per_lsb=2\r\n10\r\n20\r\n!\r\n!\r\n30\r\nnoise\r\n40\r\n")
+    chunks = [i for i in items if isinstance(i, Chunk)]
+    assert [len(c.samples) for c in chunks] == [2, 2, 1, 1]
+    assert [c.lead_off for c in chunks] == [False, True, False, False]
+    assert chunks[0].samples.tolist() == pytest.approx([0.02, 0.04])
+    kinds = [i.kind for i in items if isinstance(i, LinkEvent)]
+    assert kinds == ["hello", "decode_error"]

@@ -195,12 +195,15 @@ class SerialSource(Source):
 
             def flush():
                 if vals and self.fs:
-                    x = np.asarray(vals, dtype=np.float64) * (uv[0] / 1000.0)
-                    lo = np.asarray(offs, dtype=bool)
-                    # a '!' slot keeps time; its value is held from the last good sample
-                    self._seq += 1
-                    out.append(Chunk(x.astype(np.float32), self.fs, t_arr, t_mono, seq=self._seq,
-                                     lead_off=bool(lo.any())))
+                    x = (np.asarray(vals, dtype=np.float64) * (uv[0] / 1000.0)).astype(np.float32)
+                    off = np.asarray(offs, dtype=bool)
+                    # one chunk per run of good / '!' samples: a '!' slot keeps time, and the
+                    # pipeline holds the last good value through it
+                    edges = np.flatnonzero(np.diff(off.astype(np.int8))) + 1
+                    for a, b in zip(np.r_[0, edges], np.r_[edges, len(x)]):
+                        self._seq += 1
+                        out.append(Chunk(x[a:b], self.fs, t_arr, t_mono, seq=self._seq,
+                                         lead_off=bool(off[a])))
                 elif vals:
                     self.stats["drops"] += len(vals)
                 vals.clear()
