@@ -30,7 +30,7 @@ sources (exactly one):
   --simulate REC                 in-process virtual device streaming a record
 
 examples:
-  edge-run --simulate edge_runtime/sample_data/ptbxl/records100/00000/00008_lr --fast
+  edge-run --simulate edge_runtime/sample_data/ptbxl/records500/00000/00271_hr --fast
   edge-run --port /dev/ttyUSB0 --record runs/2024-06-01
   edge-run --replay runs/2024-06-01 --fast --plot run.png
 
