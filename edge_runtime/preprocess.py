@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
@@ -170,6 +171,7 @@ def resample(x, fs_in: float, fs_out: float = MODEL_FS, axis: int = -1) -> np.nd
 
 # --------------------------------------------------------------------------- filtering
 
+@lru_cache(maxsize=32)  # one entry per window length in use: the runtime calls this per beat
 def _band_gain(n: int, fs: float, low_hz: float, high_hz: float) -> np.ndarray:
     f = np.fft.rfftfreq(n, d=1.0 / fs)
     g = np.ones_like(f)
@@ -180,7 +182,15 @@ def _band_gain(n: int, fs: float, low_hz: float, high_hz: float) -> np.ndarray:
         w = 5.0
         hi = np.clip((f - (high_hz - w)) / (2 * w), 0, 1)
         g *= 0.5 + 0.5 * np.cos(np.pi * hi)
+    g.setflags(write=False)  # shared by every caller through the cache
     return g
+
+
+@lru_cache(maxsize=32)
+def _detrend_ramp(n: int) -> tuple:
+    t = np.linspace(-1.0, 1.0, n)
+    t.setflags(write=False)
+    return t, float((t * t).sum())
 
 
 def bandpass(x, fs: float, low_hz: float = 0.5, high_hz: float = 40.0, axis: int = -1) -> np.ndarray:
@@ -194,12 +204,12 @@ def bandpass(x, fs: float, low_hz: float = 0.5, high_hz: float = 40.0, axis: int
     n = x.shape[-1]
     if n < 4:
         return np.moveaxis(x.astype(np.float32), -1, axis)
-    t = np.linspace(-1.0, 1.0, n)
-    slope = (x * t).sum(-1, keepdims=True) / (t * t).sum()
+    t, tt = _detrend_ramp(n)
+    slope = (x * t).sum(-1, keepdims=True) / tt
     x = x - x.mean(-1, keepdims=True) - slope * t
     pad = min(n - 1, int(fs))
     xp = np.concatenate([x[..., pad:0:-1], x, x[..., -2:-pad - 2:-1]], axis=-1)
-    spec = np.fft.rfft(xp, axis=-1) * _band_gain(xp.shape[-1], fs, low_hz, high_hz)
+    spec = np.fft.rfft(xp, axis=-1) * _band_gain(xp.shape[-1], float(fs), float(low_hz), float(high_hz))
     y = np.fft.irfft(spec, n=xp.shape[-1], axis=-1)[..., pad:pad + n]
     return np.moveaxis(y.astype(np.float32), -1, axis)
 
