@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--lead", default=None, help="lead to use (default: the model card's, usually I)")
     m = p.add_argument_group("model and decision")
     m.add_argument("--model", metavar="BUNDLE_DIR", help="model bundle (default: the shipped one)")
+    m.add_argument("--config", metavar="RUNTIME_JSON",
+                   help="runtime.json from `selfmis deploy` (bundle, lead, source); options given here win")
     m.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     m.add_argument("--every-k-beats", type=int, default=1, help="score every k-th beat (default 1)")
     m.add_argument("--decision-beats", type=int, default=8,
@@ -131,6 +133,14 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.config:  # the file fills in defaults, then the command line is read again
+            from .runtime_config import ConfigError, cli_defaults, load_runtime_config
+            try:
+                parser.set_defaults(**cli_defaults(load_runtime_config(args.config)))
+            except ConfigError as exc:
+                print(f"edge-run: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
     _setup_logging(args.quiet, args.verbose)

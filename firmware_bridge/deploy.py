@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from ..edge_runtime.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
+from ..edge_runtime.runtime_config import default_runtime_config
 from . import gateway_ops
 from .gateway_ops import DeployError, MANIFEST, RELEASE_FORMAT, RELEASE_FORMAT_VERSION, check_version
 
@@ -48,24 +50,12 @@ __all__ = ["DeployError", "pack_bundle", "verify_archive", "push", "rollback", "
 
 log = logging.getLogger("selfmis.firmware_bridge.deploy")
 
-RUNTIME_CONFIG_NAME = "runtime.json"
 SYSTEMD_UNIT = Path(__file__).resolve().parent / "systemd" / "selfmis-edge.service"
 
 
 # --------------------------------------------------------------------------
 # Packing
 # --------------------------------------------------------------------------
-
-def default_runtime_config(card) -> dict:
-    """What edge-run on the gateway needs besides the bundle: where the ECG comes from."""
-    return {
-        "format": "selfmis-runtime-config",
-        "format_version": 1,
-        "bundle": ".",                       # relative to the release directory
-        "lead": card.lead,
-        "source": {"kind": "serial", "port": "/dev/ttyUSB0", "baud": 115200},
-    }
-
 
 def _created() -> str:
     """Now, or SOURCE_DATE_EPOCH (reproducible builds) when set."""
@@ -603,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--root", default="/opt/selfmis", help="gateway root (holds current/)")
     u.add_argument("--user", default="selfmis")
     u.add_argument("--venv", help="virtualenv with edge-run (default ROOT/venv)")
-    u.add_argument("--edge-args", help="edge-run arguments (default: --model ROOT/current --port /dev/ttyUSB0)")
+    u.add_argument("--edge-args", help="edge-run arguments (default: --config ROOT/current/runtime.json)")
     e = sub.add_parser("export-c", help="write model_data.h/.cc for TensorFlow Lite Micro")
     e.add_argument("model", help=".tflite file or bundle directory")
     e.add_argument("out_dir")
