@@ -136,7 +136,9 @@ def main(argv=None) -> int:
         if args.config:  # the file fills in defaults, then the command line is read again
             from .runtime_config import ConfigError, cli_defaults, load_runtime_config
             try:
-                parser.set_defaults(**cli_defaults(load_runtime_config(args.config)))
+                given = any(getattr(args, a) for a in ("port", "ble", "replay", "simulate"))
+                parser.set_defaults(**cli_defaults(load_runtime_config(args.config),
+                                                   include_source=not given))
             except ConfigError as exc:
                 print(f"edge-run: {exc}", file=sys.stderr)
                 return EXIT_USAGE

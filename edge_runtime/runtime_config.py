@@ -59,15 +59,19 @@ def load_runtime_config(path) -> dict:
     return cfg
 
 
-def cli_defaults(cfg: dict) -> dict:
-    """The config as ``edge-run`` option defaults (paths relative to the config file)."""
+def cli_defaults(cfg: dict, include_source: bool = True) -> dict:
+    """The config as ``edge-run`` option defaults (paths relative to the config file).
+
+    ``include_source=False`` when the command line names a source itself: the
+    file's source is then replaced, not added to.
+    """
     base = Path(cfg["_path"]).parent
     out = {}
     if cfg.get("bundle") is not None:
         out["model"] = str((base / cfg["bundle"]).resolve())
     if cfg.get("lead"):
         out["lead"] = cfg["lead"]
-    src = dict(cfg.get("source") or {})
+    src = dict(cfg.get("source") or {}) if include_source else {}
     for key, dest in _SOURCE_KEYS.get(src.pop("kind", None), {}).items():
         if key in src:
             out[dest] = src[key]

@@ -36,3 +36,14 @@ def test_bad_config_is_a_usage_error(tmp_path):
     (tmp_path / "runtime.json").write_text('{"format": "something-else"}')
     r = _edge_run("--config", str(tmp_path / "runtime.json"))
     assert r.returncode == 2 and "not a SelfMIS runtime config" in r.stderr
+
+
+def test_a_source_on_the_command_line_replaces_the_configs(tmp_path, bundled_ptbxl):
+    cfg = {"format": "selfmis-runtime-config", "format_version": 1, "bundle": str(default_bundle_dir()),
+           "lead": "I", "source": {"kind": "serial", "port": "/dev/does-not-exist", "baud": 115200}}
+    (tmp_path / "runtime.json").write_text(json.dumps(cfg))
+    r = _edge_run("--config", str(tmp_path / "runtime.json"), "--quiet", "--fast",
+                  "--replay", str(bundled_ptbxl / "records100/01000/01737_lr"))
+    assert r.returncode == 0, r.stderr
+    r = _edge_run("--config", str(tmp_path / "runtime.json"), "--quiet")
+    assert r.returncode == 4 and "does-not-exist" in r.stderr
