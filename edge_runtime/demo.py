@@ -21,7 +21,9 @@ from pathlib import Path
 
 __all__ = ["main", "find_demo_record"]
 
-SHARED_PTBXL = Path(os.environ.get("SELFMIS_PTBXL", "/work/shared/data/ptbxl-subset"))
+# a checkout sits next to ../shared/data/ptbxl-subset; $SELFMIS_PTBXL points elsewhere
+SHARED_PTBXL = Path(os.environ.get(
+    "SELFMIS_PTBXL", Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-subset"))
 BUNDLED_PTBXL = Path(__file__).resolve().parent / "sample_data" / "ptbxl"
 #: PTB-XL records with an MI label, all from the test fold (strat_fold 10); 271 (ASMI) has 500 Hz
 MI_RECORDS = (271, 1853, 1737, 947, 723, 1391)
@@ -40,6 +42,25 @@ def find_demo_record() -> str | None:
             heas = sorted((root / sub).glob("*/*.hea"))
             if heas:
                 return str(heas[0].with_suffix(""))
+    return None
+
+
+def ptbxl_statements(record) -> str | None:
+    """The cardiologists' SCP statements of a PTB-XL record, e.g. 'ASMI 100, LVH 100', or None."""
+    import ast
+    import csv
+    import re
+
+    path = Path(record)
+    m = re.match(r"(\d+)_(lr|hr)$", path.name)
+    root = path.parents[2] if len(path.parents) > 2 else path.parent
+    if not m or not (root / "ptbxl_database.csv").is_file():
+        return None
+    with open(root / "ptbxl_database.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("ecg_id") == str(int(m.group(1))):
+                codes = ast.literal_eval(row["scp_codes"])
+                return ", ".join(f"{c} {v:g}" for c, v in codes.items() if v > 0) or None
     return None
 
 
@@ -111,6 +132,9 @@ def main(argv=None) -> int:
     master, slave, tty = open_pty()
     print(f"virtual wearable on {tty}: {Path(record).name}, lead I, {dev.fs:g} Hz, {duration:.0f} s, "
           f"{'ASCII' if args.ascii else 'binary protocol'}, speed x{args.speed:g}", file=sys.stderr)
+    truth = ptbxl_statements(record)
+    if truth:
+        print(f"PTB-XL statements of this record (likelihood %): {truth}", file=sys.stderr)
     done = threading.Event()
     holder = {}
 
