@@ -102,7 +102,9 @@ def _rel(p) -> str:
 
 
 def collect_accuracy(args, models, costs, latency, notes) -> dict:
-    dirs = [HERE / "results" / "accuracy", HERE / "results" / "quantize"] + [Path(d) for d in
+    # quantize first: its figures are of the exact artefacts measured here (teacher checkpoint, student
+    # files); the accuracy report (train/experiments) adds the 12-lead teacher and seed means
+    dirs = [HERE / "results" / "quantize", HERE / "results" / "accuracy"] + [Path(d) for d in
                                                                              getattr(args, "accuracy_dir", [])]
     rows = []
     for d in dirs:
@@ -135,7 +137,7 @@ def collect_accuracy(args, models, costs, latency, notes) -> dict:
     if not rows:
         notes.append("accuracy: no MI AUROC found in benchmarks/results/{accuracy,quantize} or the bundle's card; "
                      "the accuracy-vs-cost table and plot are empty")
-    # one figure per category for the plots: the first found (files sorted), all listed in rows
+    # one figure per category for the table and plots: the first found (quantize results first), all in rows
     best = {}
     for r in rows:
         c = r["category"]
