@@ -242,6 +242,15 @@ def write_markdown(res: dict, path) -> Path:
             a(f"| {r['category']} | {fmt(r['mi_auroc'])} | {ci} | {_size(r['file_size'])} | {fmt(r['params'])} | "
               f"{fmt(r['macs'])} | {fmt(r['latency_p50_ms_1t'])} | {_src(r.get('cost_source')) if r.get('cost_source') else '-'} | "
               f"{r['from'] or 'not found'} |")
+        if acc.get("rows"):
+            a("")
+            a("<details><summary>Every MI AUROC found (file : JSON path)</summary>")
+            a("")
+            for r in acc["rows"]:
+                ci = f" ({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})" if r.get("ci95") else ""
+                a(f"- {r['mi_auroc']:.4f}{ci} [{r.get('category') or 'other'}] `{r['file']}` : `{r['path']}`")
+            a("")
+            a("</details>")
         if any(_src(r.get("cost_source")) == "stand-in" for r in acc["table"] if r.get("mi_auroc") is not None):
             a("")
             a("Rows whose cost was measured on a stand-in pair a real AUROC with the stand-in's cost "
