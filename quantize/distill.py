@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
