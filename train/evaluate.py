@@ -235,7 +235,9 @@ def evaluate_checkpoint(checkpoint, data=None, split="test", folds=None, val_fol
 
     model, config = load_model(checkpoint)
     fs_out = None if fs == SPEC.fs else int(SPEC.fs)
-    test_folds = folds or ({"test": [config.get("test_fold", 10)], "val": [config.get("val_fold", 1)]}.get(split))
+    # the checkpoint's own split (test fold k, val fold k%10+1, train = the rest) unless folds are given
+    test_folds = folds or ({"test": [config.get("test_fold", 10)], "val": [config.get("val_fold", 1)],
+                            "train": config.get("train_folds")}.get(split))
     ds = load_split(data, split=split, folds=test_folds, fs=fs, fs_out=fs_out, progress=progress)
     if len(ds) == 0:
         raise SystemExit(f"no records in split {split!r} of {data}")
