@@ -46,6 +46,8 @@ ABLATION_SPLITS = [(10, 0), (5, 0)]
 #: second ablation round at the main-grid budget, reusing the main grid's teachers
 ABLATION_MAIN_SPLITS = [(10, 0), (1, 0), (2, 0)]
 MAIN_SPLITS = [(10, 0), (10, 1), (10, 2)] + [(k, 0) for k in range(1, 10)]
+#: a second CV seed for the key comparison only (12-lead teacher, scratch, SelfMIS) when budget allows
+CV_SEED1_SPLITS = [(k, 1) for k in range(1, 10)]
 
 
 def overrides_to_args(d: dict) -> list:
@@ -250,10 +252,39 @@ def make_report(root: Path, results: Path, selfmis_name: str, ablation: dict | N
                 ent["cv_pooled_diff"], ent["cv_pooled_diff_ci"] = paired_bootstrap_diff(ya, sa, sb, n_boot)
             comp[task] = ent
     report["selfmis_minus_scratch"] = comp
+    report["cv_two_seeds"] = cv_two_seeds(root, selfmis_name, n_boot)
     (results / "report.json").write_text(json.dumps(report, indent=1))
     _plots(runs, methods, results, col)
     (results / "README.md").write_text(_markdown(report, methods))
     return report
+
+
+def cv_two_seeds(root: Path, variant: str, n_boot: int = 1000) -> dict:
+    """10-fold CV repeated with seeds 0 and 1 for the key comparison (12-lead, scratch, SelfMIS)."""
+    from selfmis.train.evaluate import auroc
+    out = {}
+    names = {"twelve_lead": "twelve_lead", "scratch": "scratch", "selfmis": variant}
+    for task, j in (("MI", 0), ("IMI", 1)):
+        t = out[task] = {}
+        for label, n in names.items():
+            per_seed = {}
+            for seed in (0, 1):
+                runs = [root / f"f{k:02d}_s{seed}" / n / "scores.npz" for k in range(1, 11)]
+                if all(r.is_file() for r in runs):
+                    per_seed[seed] = [auroc(np.load(r)["Y_test"][:, j], np.load(r)["test"][:, j]) for r in runs]
+            if per_seed:
+                means = [float(np.mean(v)) for v in per_seed.values()]
+                t[label] = {"seeds": sorted(per_seed), "cv_mean_per_seed": means,
+                            "mean_over_seeds": float(np.mean(means)),
+                            "sd_over_seeds": float(np.std(means, ddof=1)) if len(means) > 1 else None,
+                            "per_fold": {int(sd): v for sd, v in per_seed.items()}}
+        if "selfmis" in t and "scratch" in t:
+            common = sorted(set(t["selfmis"]["seeds"]) & set(t["scratch"]["seeds"]))
+            d = [np.array(t["selfmis"]["per_fold"][sd]) - np.array(t["scratch"]["per_fold"][sd]) for sd in common]
+            t["diff"] = {"seeds": common, "cv_mean_diff_per_seed": [float(x.mean()) for x in d],
+                         "all_fold_seed_diffs_mean": float(np.concatenate(d).mean()),
+                         "all_fold_seed_diffs_sd": float(np.concatenate(d).std(ddof=1))}
+    return out
 
 
 def _plots(runs, methods, results, col):
@@ -345,6 +376,20 @@ def _markdown(rep, methods):
               + ("SelfMIS beats Lead I from scratch by more than the seed spread and the CI excludes 0."
                  if beats else "SelfMIS does **not** beat Lead I from scratch by more than the noise "
                  "(seed spread / CI includes 0).")]
+    c2 = rep.get("cv_two_seeds", {})
+    if c2.get("MI", {}).get("diff", {}).get("seeds") == [0, 1]:
+        L += ["", "## Cross-validation repeated with a second seed (key comparison only)", "",
+              "| task | method | CV mean seed 0 | CV mean seed 1 | mean ± sd over seeds |", "|---|---|---|---|---|"]
+        for task in ("MI", "IMI"):
+            for m in ("twelve_lead", "selfmis", "scratch"):
+                r = c2[task].get(m)
+                if r and len(r["cv_mean_per_seed"]) == 2:
+                    L.append(f"| {task} | {m} | {r['cv_mean_per_seed'][0]:.3f} | {r['cv_mean_per_seed'][1]:.3f} | "
+                             f"{r['mean_over_seeds']:.3f} ± {_f(r['sd_over_seeds'])} |")
+            dd = c2[task]["diff"]
+            L.append(f"| {task} | SelfMIS - scratch | {dd['cv_mean_diff_per_seed'][0]:+.3f} | "
+                     f"{dd['cv_mean_diff_per_seed'][1]:+.3f} | {dd['all_fold_seed_diffs_mean']:+.3f} ± "
+                     f"{dd['all_fold_seed_diffs_sd']:.3f} (20 fold-seed pairs) |")
     L += ["", "## Latent gap (Fréchet distance, single-lead vs 12-lead embeddings, test records)", "",
           "| method | Fréchet (raw) mean ± sd over runs | Fréchet of unit-normalised embeddings | "
           "mean cosine(single-lead, 12-lead), same record |", "|---|---|---|---|"]
@@ -398,7 +443,7 @@ def ablation_results(root: Path, names, splits=ABLATION_SPLITS):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "report", "all"])
+    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "report", "all"])
     p.add_argument("--root", default="runs/exp")
     p.add_argument("--results", default="benchmarks/results/accuracy")
     p.add_argument("--workers", type=int, default=2)
@@ -433,10 +478,13 @@ def main(argv=None) -> int:
         run_jobs(grid(root, MAIN_SPLITS, {variant: ABLATIONS[variant]},
                       extra_variants={v: allv[v] for v in extra}, extra_splits=[(10, 0), (10, 1), (10, 2)]),
                  main_common, a.workers)
+    if a.phase == "cv-seed1":  # second CV seed for scratch vs SelfMIS (and their teachers)
+        run_jobs(grid(root, CV_SEED1_SPLITS, {variant: ABLATIONS[variant]}, baselines=["twelve_lead", "scratch"]),
+                 main_common, a.workers)
     if a.phase == "ablate-main":  # after the main grid: variants at its budget, its teachers
         run_jobs(grid(root, ABLATION_MAIN_SPLITS, {n: ABLATIONS[n] for n in a.ablations if n != variant},
                       baselines=["twelve_lead"]), main_common, a.workers)
-    if a.phase in ("report", "all", "main", "ablate-main"):
+    if a.phase in ("report", "all", "main", "ablate-main", "cv-seed1"):
         ab = {"splits": ABLATION_SPLITS, "val": val, "chosen": variant, "main_variants": extra,
               "main_budget": {"splits": ABLATION_MAIN_SPLITS,
                               "val": ablation_results(root, [variant, "scratch"] + list(ABLATIONS) + extra,
