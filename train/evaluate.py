@@ -256,7 +256,10 @@ def evaluate_checkpoint(checkpoint, data=None, split="test", folds=None, val_fol
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="a torch checkpoint from selfmis train")
+    what.add_argument("--model", metavar="BUNDLE",
+                      help="a TFLite bundle (model.tflite + card.json), run through the gateway's interpreter")
     p.add_argument("--data", default=None, help="PTB-XL folder (default: $SELFMIS_PTBXL or the shared subset)")
     p.add_argument("--split", default="test", choices=["test", "val", "all", "train"])
     p.add_argument("--folds", type=int, nargs="*", default=None, help="override the test folds")
@@ -268,9 +271,16 @@ def main(argv=None) -> int:
     folds = a.folds
     if a.split == "all" and folds is None:
         folds = list(range(1, 11))
-    res = evaluate_checkpoint(a.checkpoint, a.data, a.split, folds, None, a.fs, a.n_boot, a.seed)
-    print(f"{res['method']} ({res['input']}, lead {res['lead']}) on {res['n_records']} records "
-          f"[{a.split}], {res['skipped_records']} skipped")
+    if a.model:  # the deployed model, scored exactly as the edge runtime runs it
+        from selfmis.quantize import evaluate_bundle
+        res = evaluate_bundle(a.model, a.data, a.split, folds, fs=a.fs, n_boot=a.n_boot, seed=a.seed)
+        res.pop("record_scores", None)
+        print(f"{res['name']} (TFLite bundle, lead {res['lead']}) on {res['n_records']} records "
+              f"[{a.split}], {res['skipped_records']} skipped")
+    else:
+        res = evaluate_checkpoint(a.checkpoint, a.data, a.split, folds, None, a.fs, a.n_boot, a.seed)
+        print(f"{res['method']} ({res['input']}, lead {res['lead']}) on {res['n_records']} records "
+              f"[{a.split}], {res['skipped_records']} skipped")
     for t, r in res["tasks"].items():
         print(f"  {t:11s} {_fmt(r)}")
     if a.json:
