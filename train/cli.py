@@ -39,7 +39,14 @@ def build_parser():
     p.add_argument("--config", help="JSON or TOML file with any of the keys below")
     for key, default in DEFAULTS.items():
         flag = "--" + key.replace("_", "-")
-        if isinstance(default, bool):
+        if key == "val_fold":  # default None: derived from the test fold
+            p.add_argument(flag, type=int, default=None,
+                           help="validation fold (default: test fold %% 10 + 1, so fold 10 -> 1)")
+        elif key == "train_folds":
+            p.add_argument(flag, type=int, nargs="+", default=None,
+                           help="training folds (default: all but test and validation); "
+                                "PTB-XL benchmark convention: --val-fold 9 --train-folds 1 2 3 4 5 6 7 8")
+        elif isinstance(default, bool):
             p.add_argument(flag, type=_bool, default=None)
         elif isinstance(default, list):
             p.add_argument(flag, type=type(default[0]), nargs="+", default=None)
