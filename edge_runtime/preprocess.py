@@ -200,26 +200,32 @@ def bandpass(x, fs: float, low_hz: float = 0.5, high_hz: float = 40.0, axis: int
     reflect-padded by up to one second, so the FFT's circular wrap does not
     leak the ends into each other.
     """
-    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    x = np.asarray(x, dtype=np.float64)
+    last = axis in (-1, x.ndim - 1)  # the common case skips two moveaxis calls (per-beat hot path)
+    if not last:
+        x = np.moveaxis(x, axis, -1)
     n = x.shape[-1]
     if n < 4:
-        return np.moveaxis(x.astype(np.float32), -1, axis)
+        y = x.astype(np.float32)
+        return y if last else np.moveaxis(y, -1, axis)
     t, tt = _detrend_ramp(n)
-    slope = (x * t).sum(-1, keepdims=True) / tt
-    x = x - x.mean(-1, keepdims=True) - slope * t
+    slope = (x @ t)[..., None] / tt
+    x = x - x.sum(-1, keepdims=True) / n - slope * t
     pad = min(n - 1, int(fs))
     xp = np.concatenate([x[..., pad:0:-1], x, x[..., -2:-pad - 2:-1]], axis=-1)
-    spec = np.fft.rfft(xp, axis=-1) * _band_gain(xp.shape[-1], float(fs), float(low_hz), float(high_hz))
-    y = np.fft.irfft(spec, n=xp.shape[-1], axis=-1)[..., pad:pad + n]
-    return np.moveaxis(y.astype(np.float32), -1, axis)
+    m = xp.shape[-1]
+    spec = np.fft.rfft(xp, axis=-1) * _band_gain(m, float(fs), float(low_hz), float(high_hz))
+    y = np.fft.irfft(spec, n=m, axis=-1)[..., pad:pad + n].astype(np.float32)
+    return y if last else np.moveaxis(y, -1, axis)
 
 
 def standardise(x, axis: int = -1, eps: float = 1e-6) -> np.ndarray:
     """Zero mean, unit variance along ``axis`` (per lead). A flat lead stays zero."""
     x = np.asarray(x, dtype=np.float32)
-    mu = x.mean(axis=axis, keepdims=True)
-    sd = x.std(axis=axis, keepdims=True)
-    return ((x - mu) / np.maximum(sd, eps)).astype(np.float32)
+    n = x.shape[axis]
+    d = x - x.sum(axis=axis, keepdims=True) / n
+    sd = np.sqrt((d * d).sum(axis=axis, keepdims=True) / n)  # np.std without its dispatch overhead
+    return (d / np.maximum(sd, eps)).astype(np.float32, copy=False)
 
 
 def preprocess_window(x, spec: PreprocessSpec = PreprocessSpec(), axis: int = -1) -> np.ndarray:
