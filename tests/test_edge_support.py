@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PTBXL = Path(os.environ.get("SELFMIS_PTBXL", "/work/shared/data/ptbxl-subset"))
+PTBXL = Path(os.environ.get("SELFMIS_PTBXL", Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-subset"))
 SAMPLE = REPO / "edge_runtime" / "sample_data" / "ptbxl"
 
 
