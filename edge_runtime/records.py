@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Record", "RecordError", "read_record", "read_header"]
+__all__ = ["Record", "RecordError", "read_record", "read_header", "stream_lead"]
 
 
 class RecordError(ValueError):
@@ -203,3 +203,56 @@ def read_record(path: str, fs: float | None = None) -> Record:
     if not os.path.exists(path + ".hea"):
         raise RecordError(f"{path}.hea: no such record")
     return _read_wfdb(path)
+
+
+def _whole(rec: Record, lead: str, chunk_s: float):
+    x = np.ascontiguousarray(rec.lead(lead), dtype=np.float32)
+    n = max(1, int(round(chunk_s * rec.fs)))
+    return rec.fs, rec.name, (x[i:i + n] for i in range(0, len(x), n))
+
+
+def stream_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = None):
+    """One lead of a record as ``(fs, name, chunks)``, ``chunks`` yielding float32 mV arrays
+    of ``chunk_s`` seconds each (the last one shorter).
+
+    A WFDB format-16 record is read one chunk of frames at a time, so an
+    hour-long replay keeps a few kilobytes in memory instead of every lead of
+    the whole file; other formats are read whole by :func:`read_record`.
+    Values equal ``read_record(path).lead(lead)`` exactly.
+    """
+    path = os.fspath(path)
+    base = path[:-4] if path.endswith((".hea", ".dat")) else path
+    if path.lower().endswith(".csv") or not os.path.exists(base + ".hea"):
+        return _whole(read_record(path, fs=fs), lead, chunk_s)
+    info, specs = read_header(base)
+    if len({sp.file for sp in specs}) != 1 or {sp.fmt for sp in specs} != {"16"}:
+        return _whole(read_record(base), lead, chunk_s)
+    chunk_samples = max(1, int(round(chunk_s * info["fs"])))
+    names = [sp.description.upper() for sp in specs]
+    if lead.upper() not in names:
+        raise RecordError(f"{info['name']}: no lead {lead!r}; leads are {[sp.description for sp in specs]}")
+    j, nsig = names.index(lead.upper()), info["nsig"]
+    sp = specs[j]
+    dat = os.path.join(os.path.dirname(base), sp.file)
+    try:
+        size = os.path.getsize(dat)
+    except OSError as exc:
+        raise RecordError(f"{dat}: cannot read signal file ({exc.strerror})") from None
+    n = size // (2 * nsig)
+    if info["nsamp"] is not None:
+        if n < info["nsamp"]:
+            raise RecordError(f"{dat}: truncated: {n} of {info['nsamp']} samples per signal ({size} bytes)")
+        n = info["nsamp"]
+    unit = 1e-3 if sp.units.lower() in ("uv", "µv") else 1.0
+
+    def chunks():
+        with open(dat, "rb") as fh:
+            for i in range(0, n, chunk_samples):
+                k = min(chunk_samples, n - i)
+                frames = np.fromfile(fh, dtype="<i2", count=k * nsig).reshape(k, nsig)[:, j]
+                # the same arithmetic as read_record, so both give identical floats
+                x = ((frames.astype(np.int32) - float(sp.baseline)) / sp.gain * unit).astype(np.float32)
+                x[frames == -32768] = np.nan
+                yield x
+
+    return info["fs"], info["name"], chunks()

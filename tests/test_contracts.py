@@ -142,3 +142,20 @@ def test_bundle_refuses_bad_cards_and_files(tmp_path):
     (tmp_path / "c" / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="lacks"):
         load_bundle(tmp_path / "c")
+
+
+def test_stream_lead_equals_read_record_in_any_chunking(bundled_ptbxl, tmp_path):
+    from selfmis.edge_runtime.records import stream_lead
+
+    for name in ("records500/00000/00271_hr", "records100/01000/01737_lr"):
+        ref = read_record(bundled_ptbxl / name).lead("I")
+        for chunk_s in (0.013, 1.0, 7.0, 100.0):
+            fs, rec_name, chunks = stream_lead(bundled_ptbxl / name, "I", chunk_s)
+            got = np.concatenate(list(chunks))
+            np.testing.assert_array_equal(got, ref)
+    csv = tmp_path / "x.csv"
+    csv.write_text("# fs=100\nI\n" + "\n".join(str(v / 10) for v in range(250)) + "\n")
+    fs, _, chunks = stream_lead(csv, "I", 1.0)
+    assert fs == 100 and [len(c) for c in chunks] == [100, 100, 50]
+    with pytest.raises(RecordError, match="no lead"):
+        stream_lead(bundled_ptbxl / "records100/01000/01737_lr", "X")

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 
-from ..records import RecordError, read_record
+from ..records import RecordError, stream_lead
 from ..recording import RecordingError, is_recording, read_meta, read_recording
 from .base import Chunk, LinkEvent, Source, SourceNotFound
 
@@ -35,7 +34,7 @@ class ReplaySource(Source):
         self.lead, self.realtime, self.speed = lead, not fast, float(speed)
         self.name = f"replay:{os.path.basename(self.path.rstrip('/'))}"
         self.recording = is_recording(self.path)
-        self.signal = None
+        self._lead_chunks = None
         if self.recording:
             try:
                 meta = read_meta(self.path)
@@ -48,13 +47,12 @@ class ReplaySource(Source):
                 raise SourceNotFound(f"{self.path}: a directory without recording.json is not a "
                                      "recording")
             try:
-                rec = read_record(self.path, fs=fs)
-                self.signal = np.ascontiguousarray(rec.lead(lead), dtype=np.float32)
+                # read chunk by chunk: an hour-long file never sits in memory whole
+                rec_fs, self.record_name, self._lead_chunks = stream_lead(
+                    self.path, lead, fast_chunk_s if fast else chunk_s, fs=fs)
             except RecordError as exc:
                 raise SourceNotFound(str(exc)) from None
-            self.fs = float(rec.fs)
-            self.record_name = rec.name
-        self.chunk_n = max(1, int(round((fast_chunk_s if fast else chunk_s) * self.fs))) if self.fs else 1
+            self.fs = float(rec_fs)
 
     def describe(self) -> dict:
         return {**super().describe(), "path": self.path}
@@ -84,8 +82,8 @@ class ReplaySource(Source):
         yield LinkEvent("end", {"path": self.path})
 
     def _chunks(self):
-        x, n, fs = self.signal, self.chunk_n, self.fs
-        t0 = time.time()
-        for seq, i in enumerate(range(0, len(x), n)):
+        fs, t0, done = self.fs, time.time(), 0
+        for seq, x in enumerate(self._lead_chunks):
+            done += len(x)
             # t_arrival here is the schedule: the moment the chunk's last sample exists
-            yield Chunk(x[i:i + n], fs, t0 + min(i + n, len(x)) / fs, seq=seq)
+            yield Chunk(x, fs, t0 + done / fs, seq=seq)
