@@ -64,6 +64,7 @@ class TFLiteModel:
             raise BundleError(f"{self.bundle.directory}: model input {shape} does not hold a "
                               f"{self.window}-sample window as the card says")
         self._in_shape = shape
+        self._in_q, self._out_q = self._qparams(self._in), self._qparams(self._out)
 
     def _match(self, details, spec, what):
         """Pick the tensor the card names (by name, else by shape) and check dtype/quantisation."""
@@ -85,19 +86,31 @@ class TFLiteModel:
                               f"({spec.scale}, {spec.zero_point}) != model's ({scale}, {zp})")
         return d
 
-    def _quantise(self, x):
-        d = self._in
-        if np.dtype(d["dtype"]) == np.float32:
-            return x.astype(np.float32)
+    @staticmethod
+    def _qparams(d):
+        """(dtype, scale, zero point, min, max), or None for a float tensor; looked up once
+        because the runtime calls _quantise once per beat."""
+        dtype = np.dtype(d["dtype"])
+        if dtype == np.float32:
+            return None
         scale, zp = d["quantization"]
-        info = np.iinfo(d["dtype"])
-        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(d["dtype"])
+        info = np.iinfo(dtype)
+        return dtype, scale, zp, float(info.min), float(info.max)
+
+    def _quantise(self, x):
+        q = self._in_q
+        if q is None:
+            return x.astype(np.float32)
+        dtype, scale, zp, lo, hi = q
+        y = np.rint(x / scale + zp)  # rint = np.round's half-to-even, without its wrapper
+        np.minimum(np.maximum(y, lo, out=y), hi, out=y)
+        return y.astype(dtype)
 
     def _dequantise(self, y):
-        d = self._out
-        if np.dtype(d["dtype"]) == np.float32:
+        q = self._out_q
+        if q is None:
             return y.astype(np.float32)
-        scale, zp = d["quantization"]
+        _, scale, zp, _, _ = q
         return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
 
     def predict_logits(self, windows) -> np.ndarray:
