@@ -249,7 +249,8 @@ def stream_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = 
         with open(dat, "rb") as fh:
             for i in range(0, n, chunk_samples):
                 k = min(chunk_samples, n - i)
-                frames = np.fromfile(fh, dtype="<i2", count=k * nsig).reshape(k, nsig)[:, j]
+                # read + frombuffer: np.fromfile on a file object dups the descriptor on every call
+                frames = np.frombuffer(fh.read(2 * k * nsig), dtype="<i2").reshape(k, nsig)[:, j]
                 # the same arithmetic as read_record, so both give identical floats
                 x = ((frames.astype(np.int32) - float(sp.baseline)) / sp.gain * unit).astype(np.float32)
                 x[frames == -32768] = np.nan
