@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfmis.edge_runtime.bundle import sha256_file
+
 from .distill import DistillConfig
 from .student import StudentConfig
 
@@ -48,14 +50,6 @@ class PipelineOptions:
     command: str = ""                           # how this run was started (recorded in the table)
     select_on_val: bool = True                  # keep the epoch with the best validation MI AUROC
     folds: object = None                        # windows.Folds override (default: the teacher's own split)
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _say(msg: str) -> None:
@@ -104,7 +98,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     # ---------------------------------------------------------------- teacher and data
     if opts.teacher is not None and Path(opts.teacher).is_file():
         teacher_path = Path(opts.teacher)
-        teacher_sha = _sha256(teacher_path)  # first: the trainer may replace the file later
+        teacher_sha = sha256_file(teacher_path)  # first: the trainer may replace the file later
         teacher, tcfg, kind = load_teacher(teacher_path)
         folds = opts.folds or Folds.from_teacher_config(tcfg)
     else:
@@ -136,7 +130,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
         tcfg = dict(teacher.config)
     teacher.eval()
     if kind != "selfmis":
-        teacher_sha = _sha256(teacher_path)
+        teacher_sha = sha256_file(teacher_path)
     _say(f"teacher: {kind} ({teacher_path}, sha256 {teacher_sha[:12]})")
 
     # ---------------------------------------------------------------- distillation

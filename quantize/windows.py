@@ -30,10 +30,11 @@ class Folds:
 
     @classmethod
     def from_teacher_config(cls, cfg: dict) -> "Folds":
+        from selfmis.train.trainer import split_folds  # the trainer's own rule, not a copy
+
         test = int(cfg.get("test_fold", 10))
-        val = int(cfg.get("val_fold") or test % 10 + 1)
-        train = cfg.get("train_folds") or [f for f in range(1, 11) if f not in (test, val)]
-        return cls(tuple(int(f) for f in train), (val,), (test,))
+        val, train = split_folds(test, cfg.get("val_fold"), cfg.get("train_folds"))
+        return cls(tuple(train), (val,), (test,))
 
     def to_dict(self) -> dict:
         return {"train": list(self.train), "val": list(self.val), "test": list(self.test)}

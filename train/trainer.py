@@ -68,6 +68,16 @@ DEFAULTS = dict(
 
 # --------------------------------------------------------------------------- setup
 
+def split_folds(test_fold: int, val_fold=None, train_folds=None) -> tuple:
+    """(val_fold, train_folds) for a test fold. CV convention: validation is the next fold
+    (10 -> 1), training is every other fold; either can be given explicitly."""
+    test_fold = int(test_fold)
+    val_fold = test_fold % 10 + 1 if val_fold is None else int(val_fold)
+    if train_folds is None:
+        train_folds = [f for f in range(1, 11) if f not in (test_fold, val_fold)]
+    return val_fold, [int(f) for f in train_folds]
+
+
 def resolve_config(config: dict) -> dict:
     cfg = dict(DEFAULTS)
     unknown = set(config) - set(DEFAULTS)
@@ -76,10 +86,7 @@ def resolve_config(config: dict) -> dict:
     cfg.update({k: v for k, v in config.items() if v is not None})
     if cfg["method"] not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {cfg['method']!r}")
-    if cfg["val_fold"] is None:  # CV convention: test fold k, validation fold k+1 (10 -> 1)
-        cfg["val_fold"] = cfg["test_fold"] % 10 + 1
-    if cfg["train_folds"] is None:
-        cfg["train_folds"] = [f for f in range(1, 11) if f not in (cfg["test_fold"], cfg["val_fold"])]
+    cfg["val_fold"], cfg["train_folds"] = split_folds(cfg["test_fold"], cfg["val_fold"], cfg["train_folds"])
     cfg["input"] = "12lead" if cfg["method"] == "twelve_lead" else "lead1"
     return cfg
 
