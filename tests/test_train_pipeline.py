@@ -160,3 +160,22 @@ def test_resume_ignores_a_run_of_another_configuration(tiny, tmp_path):
     trainer.train(cfg(tiny, out, method="scratch", epochs=1))
     res = trainer.train(cfg(tiny, out, method="scratch", epochs=2, lr=1e-3))
     assert [h["epoch"] for h in res["log"] if h.get("stage") == "scratch"] == [0, 1]  # retrained
+
+
+def test_crossfit_teachers_teach_only_records_they_did_not_train_on(tiny, tmp_path):
+    """Two 12-lead teachers on disjoint halves of the training folds; each record of the student's
+    training set gets its targets from the teacher that did not see it, and a teacher that saw
+    the test fold is refused."""
+    paths = []
+    for name, half in (("a", [2, 4, 6, 8]), ("b", [3, 5, 7, 9])):
+        trainer.train(cfg(tiny, tmp_path / name, method="twelve_lead", test_fold=10, train_folds=half))
+        paths.append(str(tmp_path / name / "model.pt"))
+    c = trainer.resolve_config(cfg(tiny, tmp_path / "s", method="selfmis", teacher=",".join(paths)))
+    teachers, assign = trainer.crossfit_assignment(paths, np.array([2, 3, 4, 9, 8]), c)
+    assert len(teachers) == 2 and assign.tolist() == [1, 0, 1, 0, 1]
+    r = trainer.train(cfg(tiny, tmp_path / "s", method="selfmis", teacher=",".join(paths), distill_weight=1.0))
+    assert (tmp_path / "s" / "model.pt").is_file() and r["test"]["MI"]["n"] == 4
+    assert [h["epoch"] for h in r["log"] if h.get("stage") == "joint"] == [0, 1]
+    # the same teachers for a run whose test fold is 2: teacher a trained on it
+    with pytest.raises(ValueError, match="fold"):
+        trainer.train(cfg(tiny, tmp_path / "bad", method="selfmis", test_fold=2, teacher=",".join(paths)))

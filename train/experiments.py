@@ -39,7 +39,13 @@ ABLATIONS = {
     "twostage_ft": dict(schedule="two_stage", probe="finetune"),
     "joint_cotrain": dict(schedule="joint", cotrain=True),
     "joint_teacherMI": dict(schedule="joint", teacher_tasks="MI"),
+    # session 2: cross-fitted teachers (two 12-lead teachers on disjoint halves of the training
+    # folds; every record is taught by the one that did not train on it), run over the whole CV
+    "crossfit_w3": dict(schedule="joint", align_weight=3.0, crossfit=True),
+    "crossfit_w3_kd": dict(schedule="joint", align_weight=3.0, distill_weight=1.0, crossfit=True),
 }
+#: variants judged on the validation folds of the whole cross-validation (seed 0)
+CROSSFIT_VARIANTS = ["crossfit_w3", "crossfit_w3_kd"]
 #: Not ablated on validation (shares twostage_ft's alignment stage), only run in the main grid.
 EXTRA_VARIANTS = {"twostage_linear": dict(schedule="two_stage", probe="linear")}
 ABLATION_SPLITS = [(10, 0), (5, 0)]
@@ -48,11 +54,15 @@ ABLATION_MAIN_SPLITS = [(10, 0), (1, 0), (2, 0)]
 MAIN_SPLITS = [(10, 0), (10, 1), (10, 2)] + [(k, 0) for k in range(1, 10)]
 #: a second CV seed for the key comparison only (12-lead teacher, scratch, SelfMIS) when budget allows
 CV_SEED1_SPLITS = [(k, 1) for k in range(1, 10)]
+#: the cross-validation with seed 0 (fold 10 first)
+CV_SPLITS = [(10, 0)] + [(k, 0) for k in range(1, 10)]
 
 
 def overrides_to_args(d: dict) -> list:
     args = []
     for k, v in d.items():
+        if k == "crossfit":  # a grid option (which teachers), not a trainer option
+            continue
         args += ["--" + k.replace("_", "-")] + ([str(x) for x in v] if isinstance(v, list) else [str(v)])
     return args
 
@@ -60,11 +70,17 @@ def overrides_to_args(d: dict) -> list:
 class Job:
     def __init__(self, out: Path, method: str, fold: int, seed: int, extra: dict | None = None, needs=None):
         self.out, self.method, self.fold, self.seed = out, method, fold, seed
-        self.extra, self.needs = dict(extra or {}), needs  # needs: a Job whose model.pt is the teacher
+        self.extra = dict(extra or {})
+        # needs: the Job(s) whose model.pt is the teacher (two for cross-fitting)
+        self.needs = [needs] if isinstance(needs, Job) else list(needs or [])
 
     @property
     def done(self):
         return (self.out / "metrics.json").is_file()
+
+    @property
+    def teachers_done(self):
+        return all(n.done for n in self.needs)
 
     def busy(self, stale_s: float = 120.0) -> bool:
         """Not done but written to recently: another process is training it."""
@@ -74,11 +90,11 @@ class Job:
     def cmd(self, common: dict):
         c = dict(common, method=self.method, test_fold=self.fold, seed=self.seed, out=str(self.out))
         c.update(self.extra)
-        if self.needs is not None:
+        if self.needs:
             if self.extra.get("teacher_tasks") == "MI":  # that ablation trains its own teacher
                 c.pop("teacher", None)
             else:
-                c["teacher"] = str(self.needs.out / "model.pt")
+                c["teacher"] = ",".join(str(n.out / "model.pt") for n in self.needs)
         return [PY, "-m", "selfmis.train.cli"] + overrides_to_args(c)
 
 
@@ -93,10 +109,10 @@ def run_jobs(jobs, common, workers=2, log_dir: Path | None = None):
                 f.close()
                 state = "ok" if p.returncode == 0 else f"FAILED rc={p.returncode} (see {f.name})"
                 print(f"[{time.time() - t0:6.0f}s] {j.out.relative_to(j.out.parents[1])}: {state}", flush=True)
-        ready = [j for j in pending if j.needs is None or j.needs.done or j.extra.get("teacher_tasks") == "MI"]
-        blocked = [j for j in pending if j.needs is not None and not j.needs.done
-                   and all(j.needs is not r[0] for r in running) and j.needs not in pending
-                   and not j.needs.busy()]
+        ready = [j for j in pending if j.teachers_done or j.extra.get("teacher_tasks") == "MI"]
+        active = [r[0] for r in running] + pending
+        blocked = [j for j in pending if j.extra.get("teacher_tasks") != "MI" and any(
+            not n.done and all(n is not a for a in active) and not n.busy() for n in j.needs)]
         for j in blocked:  # its teacher failed: give up on it
             pending.remove(j)
             print(f"skipping {j.out}: teacher missing", flush=True)
@@ -125,7 +141,8 @@ def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES, extra_
                 # the costly secondary baselines run after SelfMIS/scratch are done on every split
                 (late if m in ("simclr", "generative") else jobs).append(job)
         for name, ov in selfmis_variants.items():
-            jobs.append(Job(d / name, "selfmis", fold, seed, ov, needs=teacher))
+            jobs.append(Job(d / name, "selfmis", fold, seed, ov,
+                            needs=crossfit_teachers(jobs, d, fold, seed) if ov.get("crossfit") else teacher))
     jobs += late
     for fold, seed in extra_splits:
         d = root / f"f{fold:02d}_s{seed}"
@@ -133,6 +150,21 @@ def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES, extra_
         for name, ov in (extra_variants or {}).items():
             jobs.append(Job(d / name, "selfmis", fold, seed, ov, needs=teacher))
     return jobs
+
+
+def crossfit_teachers(jobs, d: Path, fold: int, seed: int):
+    """Two 12-lead teachers of one split, on alternate halves of its training folds (added to
+    ``jobs`` once, before the students that need them)."""
+    from selfmis.train.trainer import split_folds
+    _, train_folds = split_folds(fold)
+    out = []
+    for name, half in (("twelve_half_a", train_folds[0::2]), ("twelve_half_b", train_folds[1::2])):
+        job = next((j for j in jobs if j.out == d / name), None)
+        if job is None:
+            job = Job(d / name, "twelve_lead", fold, seed, {"train_folds": half})
+            jobs.append(job)
+        out.append(job)
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -443,7 +475,8 @@ def ablation_results(root: Path, names, splits=ABLATION_SPLITS):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "report", "all"])
+    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "crossfit", "crossfit-seeds",
+                                                  "report", "all"])
     p.add_argument("--root", default="runs/exp")
     p.add_argument("--results", default="benchmarks/results/accuracy")
     p.add_argument("--workers", type=int, default=2)
@@ -481,6 +514,12 @@ def main(argv=None) -> int:
     if a.phase == "cv-seed1":  # second CV seed for scratch vs SelfMIS (and their teachers)
         run_jobs(grid(root, CV_SEED1_SPLITS, {variant: ABLATIONS[variant]}, baselines=["twelve_lead", "scratch"]),
                  main_common, a.workers)
+    if a.phase == "crossfit":  # session 2: cross-fitted teachers, both variants over the whole CV
+        run_jobs(grid(root, CV_SPLITS, {v: ABLATIONS[v] for v in CROSSFIT_VARIANTS}, baselines=[]),
+                 main_common, a.workers)
+    if a.phase == "crossfit-seeds":  # the variant chosen on validation: CV seed 1 and fold-10 seed 2
+        run_jobs(grid(root, [(k, 1) for k in range(1, 11)] + [(10, 2)], {variant: ABLATIONS[variant]},
+                      baselines=[]), main_common, a.workers)
     if a.phase == "ablate-main":  # after the main grid: variants at its budget, its teachers
         run_jobs(grid(root, ABLATION_MAIN_SPLITS, {n: ABLATIONS[n] for n in a.ablations if n != variant},
                       baselines=["twelve_lead"]), main_common, a.workers)

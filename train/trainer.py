@@ -122,7 +122,7 @@ def load_data(cfg):
         idx = np.flatnonzero(np.isin(ds.folds, folds))
         if cfg["max_records"]:
             idx = idx[: cfg["max_records"]]
-        out[name] = dict(X=np.asarray(ds.X[idx]), Y=ds.Y[idx], ids=ds.ecg_ids[idx])
+        out[name] = dict(X=np.asarray(ds.X[idx]), Y=ds.Y[idx], ids=ds.ecg_ids[idx], folds=ds.folds[idx])
     out["skipped_at_load"] = {int(k): v for k, v in ds.skipped.items()}
     return out
 
@@ -334,28 +334,80 @@ def train_twelve_lead(data, cfg, state, name="twelve_lead"):
     return run_stage(name, model, model.parameters(), len(X12p), batch_loss, epochs, cfg, state, val)
 
 
+def teacher_paths(cfg) -> list:
+    t = cfg["teacher"]
+    return [p for p in (t.split(",") if isinstance(t, str) else t) if p]
+
+
+def load_teacher(path, cfg):
+    """A frozen 12-lead teacher; refuses one that trained on this run's test or validation fold
+    or chose its epoch on the test fold."""
+    teacher, tcfg = load_model(path, expect="ResNet1d")
+    if teacher.arch["in_leads"] != 12:
+        raise ValueError(f"teacher {path} is not a 12-lead model")
+    leak = (set(tcfg.get("train_folds") or []) & {cfg["test_fold"], cfg["val_fold"]}) | \
+        ({tcfg.get("val_fold")} & {cfg["test_fold"]})
+    if leak:
+        raise ValueError(f"teacher {path} trained or selected on fold(s) {sorted(leak)}, which this run "
+                         f"evaluates on (test {cfg['test_fold']}, validation {cfg['val_fold']})")
+    return teacher, set(tcfg.get("train_folds") or [])
+
+
 def get_teacher(data, cfg, state):
-    if cfg["teacher"]:
-        teacher, tcfg = load_model(cfg["teacher"], expect="ResNet1d")
-        if teacher.arch["in_leads"] != 12:
-            raise ValueError(f"teacher {cfg['teacher']} is not a 12-lead model")
-        state["teacher_from"] = str(cfg["teacher"])
-        return teacher
+    if teacher_paths(cfg):
+        state["teacher_from"] = teacher_paths(cfg)[0]
+        return load_teacher(teacher_paths(cfg)[0], cfg)[0]
     state["teacher_from"] = "trained here (teacher stage)"
     return train_twelve_lead(data, cfg, state, name="teacher")
 
 
+def crossfit_assignment(paths, folds, cfg):
+    """Cross-fitting: every training record is taught by a teacher that never trained on its fold.
+
+    A teacher trained on the same records it teaches gives targets that are nearly the labels
+    (its training-set AUROC is ~1); out-of-fold targets carry what 12 leads *generalise* to.
+    Returns the teachers and, per record, the index of its teacher.
+    """
+    teachers, seen = zip(*(load_teacher(p, cfg) for p in paths))
+    assign = np.full(len(folds), -1)
+    for i, f in enumerate(folds):
+        ok = [k for k, s in enumerate(seen) if f not in s]
+        if not ok:
+            raise ValueError(f"cross-fitting: every teacher trained on fold {f}; give teachers trained "
+                             f"on disjoint halves of the training folds {cfg['train_folds']}")
+        assign[i] = ok[i % len(ok)]
+    return list(teachers), assign
+
+
 def train_selfmis(data, cfg, state):
-    teacher = get_teacher(data, cfg, state)
+    X12p = preprocess_window(data["train"]["X"], SPEC)
+    crossfit = len(teacher_paths(cfg)) > 1
+    if crossfit:
+        if cfg["cotrain"] or cfg["align_target"] != "pooled":
+            raise ValueError("cross-fitted teachers support pooled alignment to frozen teachers only")
+        teachers, assign = crossfit_assignment(teacher_paths(cfg), data["train"]["folds"], cfg)
+        state["teacher_from"] = "cross-fitted: " + ", ".join(teacher_paths(cfg))
+        targets = [teacher_targets(t, X12p) for t in teachers]
+        pick = torch.from_numpy(assign)
+        # logits share one label space, so they mix; embeddings do not (one projector per teacher)
+        t_logits = torch.stack([t[2] for t in targets])[pick, torch.arange(len(pick))]
+        t_emb = torch.stack([t[0] for t in targets])[pick, torch.arange(len(pick))]
+        t_map, teacher = None, teachers[0]
+    else:
+        teacher = get_teacher(data, cfg, state)
+        t_emb, t_map, t_logits = teacher_targets(teacher, X12p)
+        assign = np.zeros(len(X12p), dtype=int)
     for p in teacher.parameters():
         p.requires_grad_(cfg["cotrain"])
-    X12p = preprocess_window(data["train"]["X"], SPEC)
-    t_emb, t_map, t_logits = teacher_targets(teacher, X12p)
     X_lead, Y, ids = lead_of(data["train"], cfg), torch.from_numpy(data["train"]["Y"]), data["train"]["ids"]
     n_total = X_lead.shape[-1]
     # featmap alignment: a per-time-step projector (1x1 conv) onto the teacher's map over the crop
     model = new_encoder(cfg, 1, proj_dim=teacher.dim,
                         proj_kind="conv" if cfg["align_target"] == "featmap" else "mlp")
+    # extra projectors, one per further cross-fitted teacher (not part of the saved student)
+    torch.manual_seed(cfg["seed"] + 1)
+    projs = torch.nn.ModuleList([model.proj] + [copy.deepcopy(model.proj).apply(_reset)
+                                                for _ in range(int(assign.max()))])
     val_fn = single_lead_val_fn(model, data, cfg)
     reps = cfg["crops_per_record"]  # several self-cut crops of every record per epoch
 
@@ -372,12 +424,16 @@ def train_selfmis(data, cfg, state):
             t_pool = tf.mean(-1)
             extra = F.binary_cross_entropy_with_logits(teacher.head(t_pool), Y[idx])
         else:
-            tf, t_pool, extra = t_map[idx], t_emb[idx], 0.0
+            tf, t_pool, extra = (None if t_map is None else t_map[idx]), t_emb[idx], 0.0
         if cfg["align_target"] == "featmap":
             target = losses.crop_teacher_map(tf, torch.from_numpy(starts).float(), L, n_total, f.shape[-1])
             la = losses.align_loss(model.proj(f), target, cfg["align_loss"], cfg["temperature"])
         else:
-            la = losses.align_loss(model.proj(f.mean(-1)), t_pool, cfg["align_loss"], cfg["temperature"])
+            z, who = f.mean(-1), assign[idx]
+            la = sum(losses.align_loss(projs[k](z[torch.from_numpy(who == k)]),
+                                       t_pool[torch.from_numpy(who == k)], cfg["align_loss"],
+                                       cfg["temperature"]) * float(np.mean(who == k))
+                     for k in np.unique(who))
         return la + extra, model.head(f.mean(-1)), idx
 
     def align_only(idx, rng):
@@ -395,7 +451,8 @@ def train_selfmis(data, cfg, state):
 
     n_items = len(X_lead) * reps
     wrap = lambda fn: (lambda idx, rng: fn(idx % len(X_lead), rng))
-    params = list(model.parameters()) + (list(teacher.parameters()) if cfg["cotrain"] else [])
+    params = list(model.parameters()) + list(projs[1:].parameters()) + \
+        (list(teacher.parameters()) if cfg["cotrain"] else [])
     if cfg["schedule"] == "two_stage":
         run_stage("align", model, params, n_items, wrap(align_only), cfg["pretrain_epochs"], cfg, state)
         if cfg["probe"] == "linear":
@@ -408,6 +465,11 @@ def train_selfmis(data, cfg, state):
         model = run_stage("joint", model, params, n_items, wrap(joint), cfg["epochs"], cfg, state, val_fn)
     state["teacher_model"] = teacher
     return model
+
+
+def _reset(m):
+    if hasattr(m, "reset_parameters"):
+        m.reset_parameters()
 
 
 def train_scratch(data, cfg, state):
