@@ -11,7 +11,7 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
 
-__all__ = ["interpreter_backend", "TFLiteModel"]
+__all__ = ["interpreter_backend", "TFLiteModel", "sigmoid"]
 
 
 def interpreter_backend():
@@ -29,8 +29,9 @@ def interpreter_backend():
     return mod.Interpreter, getattr(mod, "OpResolverType", None), name
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+def sigmoid(x):
+    """Logit -> probability (the card's thresholds are probabilities on this scale)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x)))
 
 
 class TFLiteModel:
@@ -128,4 +129,4 @@ class TFLiteModel:
         return out
 
     def predict_proba(self, windows) -> np.ndarray:
-        return _sigmoid(self.predict_logits(windows))
+        return sigmoid(self.predict_logits(windows))

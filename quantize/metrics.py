@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from selfmis.edge_runtime.interpreter import sigmoid  # one definition, on the edge side
+
 __all__ = ["sigmoid", "logit", "decision_agreement", "logit_differences"]
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def logit(p):

@@ -102,7 +102,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
         teacher, tcfg, kind = load_teacher(teacher_path)
         folds = opts.folds or Folds.from_teacher_config(tcfg)
     else:
-        kind, tcfg, folds = "stand-in", {}, opts.folds or Folds()
+        kind, tcfg, folds = "stand-in", {}, opts.folds or Folds.from_teacher_config({})
         teacher_path = work / "standin_teacher.pt"
         if opts.teacher is not None:
             _say(f"teacher {opts.teacher} not found: training a stand-in teacher (NOT SelfMIS)")

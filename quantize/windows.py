@@ -22,11 +22,14 @@ TRAIN_STRIDE_S = 0.5
 
 @dataclass
 class Folds:
-    """Which strat_folds train, validate and test (the teacher's own split, to avoid leakage)."""
+    """Which strat_folds train, validate and test (the teacher's own split, to avoid leakage).
 
-    train: tuple = tuple(range(2, 10))
-    val: tuple = (1,)
-    test: tuple = (10,)
+    ``Folds.from_teacher_config({})`` is the trainer's default split (test 10, validation 1).
+    """
+
+    train: tuple
+    val: tuple
+    test: tuple
 
     @classmethod
     def from_teacher_config(cls, cfg: dict) -> "Folds":
