@@ -32,11 +32,13 @@ def make_tiny_ptbxl(root: Path, n_per_fold: int = 4, corrupt: int | None = None)
         wfdb.wrsamp(name, fs=100, units=["mV"] * 12, sig_name=list(LEADS), p_signal=sig,
                     fmt=["16"] * 12, write_dir=str(sub))
         codes = {"IMI": 100.0} if mi else {"NORM": 100.0}
+        if i % 3 == 0:
+            codes["AFIB"] = 0.0  # a rhythm statement (likelihood 0, as PTB-XL writes them)
         rows.append(dict(ecg_id=eid, patient_id=1000 + eid, scp_codes=str(codes), strat_fold=fold,
                          filename_lr=f"records100/00000/{name}", filename_hr=f"records500/00000/{eid:05d}_hr"))
     pd.DataFrame(rows).set_index("ecg_id").to_csv(root / "ptbxl_database.csv")
     st = [dict(code=c, diagnostic_class="MI") for c in MI_STATEMENTS + ("INJAS",)]
-    st += [dict(code="NORM", diagnostic_class="NORM")]
+    st += [dict(code="NORM", diagnostic_class="NORM"), dict(code="AFIB", diagnostic_class=None)]
     pd.DataFrame(st).set_index("code").to_csv(root / "scp_statements.csv")
     if corrupt:
         dat = root / "records100" / "00000" / f"{corrupt:05d}_lr.dat"

@@ -179,3 +179,17 @@ def test_crossfit_teachers_teach_only_records_they_did_not_train_on(tiny, tmp_pa
     # the same teachers for a run whose test fold is 2: teacher a trained on it
     with pytest.raises(ValueError, match="fold"):
         trainer.train(cfg(tiny, tmp_path / "bad", method="selfmis", test_fold=2, teacher=",".join(paths)))
+
+
+def test_aux_statements_teacher_and_scratch_control(tiny, tmp_path):
+    """``aux_tasks="statements"``: the extra SCP statements come from scp_statements.csv, are learnt
+    through a head that is not saved, and the saved model keeps the standard outputs."""
+    data = trainer.load_data(trainer.resolve_config(cfg(tiny, tmp_path / "x", method="scratch",
+                                                        aux_tasks="statements", aux_min_positives=1)))
+    assert data["aux_codes"] and not set(data["aux_codes"]) & set(DEFAULT_TASKS)
+    assert data["train"]["Yaux"].shape == (len(data["train"]["ids"]), len(data["aux_codes"]))
+    r = trainer.train(cfg(tiny, tmp_path / "s", method="scratch", aux_tasks="statements", aux_min_positives=1))
+    m, _ = load_model(tmp_path / "s" / "model.pt")
+    assert m.head.out_features == len(DEFAULT_TASKS) and r["test"]["MI"]["n"] == 4
+    with pytest.raises(ValueError, match="aux_tasks"):
+        trainer.resolve_config(cfg(tiny, tmp_path / "y", method="selfmis", aux_tasks="statements"))

@@ -43,7 +43,11 @@ ABLATIONS = {
     # folds; every record is taught by the one that did not train on it), run over the whole CV
     "crossfit_w3": dict(schedule="joint", align_weight=3.0, crossfit=True),
     "crossfit_w3_kd": dict(schedule="joint", align_weight=3.0, distill_weight=1.0, crossfit=True),
+    # ... whose teachers also learnt every other SCP statement (a richer 12-lead embedding)
+    "crossfit_rich_w3": dict(schedule="joint", align_weight=3.0, crossfit="rich"),
 }
+#: the control for the rich teacher: Lead I from scratch with the same extra statements
+SCRATCH_AUX = {"aux_tasks": "statements"}
 #: variants judged on the validation folds of the whole cross-validation (seed 0)
 CROSSFIT_VARIANTS = ["crossfit_w3", "crossfit_w3_kd"]
 #: Not ablated on validation (shares twostage_ft's alignment stage), only run in the main grid.
@@ -142,7 +146,8 @@ def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES, extra_
                 (late if m in ("simclr", "generative") else jobs).append(job)
         for name, ov in selfmis_variants.items():
             jobs.append(Job(d / name, "selfmis", fold, seed, ov,
-                            needs=crossfit_teachers(jobs, d, fold, seed) if ov.get("crossfit") else teacher))
+                            needs=crossfit_teachers(jobs, d, fold, seed, ov["crossfit"] == "rich")
+                            if ov.get("crossfit") else teacher))
     jobs += late
     for fold, seed in extra_splits:
         d = root / f"f{fold:02d}_s{seed}"
@@ -152,16 +157,17 @@ def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES, extra_
     return jobs
 
 
-def crossfit_teachers(jobs, d: Path, fold: int, seed: int):
+def crossfit_teachers(jobs, d: Path, fold: int, seed: int, rich: bool = False):
     """Two 12-lead teachers of one split, on alternate halves of its training folds (added to
-    ``jobs`` once, before the students that need them)."""
+    ``jobs`` once, before the students that need them). ``rich``: they also learn the extra
+    SCP statements."""
     from selfmis.train.trainer import split_folds
     _, train_folds = split_folds(fold)
-    out = []
-    for name, half in (("twelve_half_a", train_folds[0::2]), ("twelve_half_b", train_folds[1::2])):
+    out, tag = [], "twelve_half_rich" if rich else "twelve_half"
+    for name, half in ((tag + "_a", train_folds[0::2]), (tag + "_b", train_folds[1::2])):
         job = next((j for j in jobs if j.out == d / name), None)
         if job is None:
-            job = Job(d / name, "twelve_lead", fold, seed, {"train_folds": half})
+            job = Job(d / name, "twelve_lead", fold, seed, dict({"train_folds": half}, **(SCRATCH_AUX if rich else {})))
             jobs.append(job)
         out.append(job)
     return out
@@ -520,7 +526,7 @@ def ablation_results(root: Path, names, splits=ABLATION_SPLITS):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "crossfit", "crossfit-seeds",
+    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "crossfit", "rich", "crossfit-seeds",
                                                   "report", "all"])
     p.add_argument("--root", default="runs/exp")
     p.add_argument("--results", default="benchmarks/results/accuracy")
@@ -562,6 +568,10 @@ def main(argv=None) -> int:
     if a.phase == "crossfit":  # session 2: cross-fitted teachers, both variants over the whole CV
         run_jobs(grid(root, CV_SPLITS, {v: ABLATIONS[v] for v in CROSSFIT_VARIANTS}, baselines=[]),
                  main_common, a.workers)
+    if a.phase == "rich":  # rich cross-fitted teachers, and the matching scratch control
+        jobs = grid(root, CV_SPLITS, {"crossfit_rich_w3": ABLATIONS["crossfit_rich_w3"]}, baselines=[])
+        jobs += [Job(root / f"f{k:02d}_s{sd}" / "scratch_aux", "scratch", k, sd, SCRATCH_AUX) for k, sd in CV_SPLITS]
+        run_jobs(jobs, main_common, a.workers)
     if a.phase == "crossfit-seeds":  # the variant chosen on validation: CV seed 1 and fold-10 seed 2
         run_jobs(grid(root, [(k, 1) for k in range(1, 11)] + [(10, 2)], {variant: ABLATIONS[variant]},
                       baselines=[]), main_common, a.workers)

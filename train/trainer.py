@@ -56,6 +56,9 @@ DEFAULTS = dict(
     batch_size=64, lr=3e-3, weight_decay=1e-2, epochs=20, pretrain_epochs=15,
     # teacher (12-lead)
     teacher="", teacher_epochs=20, teacher_tasks="all",
+    # extra SCP statements learnt through an auxiliary head ("none" | "statements"): a richer
+    # teacher embedding for SelfMIS, and the matching control for the single-lead baselines
+    aux_tasks="none", aux_min_positives=10,
     # SelfMIS
     schedule="joint", crop_min_s=2.5, crop_max_s=10.0, crops_per_record=1,
     align_loss="cosine", align_target="pooled", align_weight=1.0, distill_weight=0.0,
@@ -87,6 +90,8 @@ def resolve_config(config: dict) -> dict:
     if cfg["method"] not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {cfg['method']!r}")
     cfg["val_fold"], cfg["train_folds"] = split_folds(cfg["test_fold"], cfg["val_fold"], cfg["train_folds"])
+    if cfg["aux_tasks"] != "none" and cfg["method"] not in ("twelve_lead", "scratch"):
+        raise ValueError("aux_tasks applies to the twelve_lead teacher and the scratch control only")
     cfg["input"] = "12lead" if cfg["method"] == "twelve_lead" else "lead1"
     return cfg
 
@@ -124,7 +129,40 @@ def load_data(cfg):
             idx = idx[: cfg["max_records"]]
         out[name] = dict(X=np.asarray(ds.X[idx]), Y=ds.Y[idx], ids=ds.ecg_ids[idx], folds=ds.folds[idx])
     out["skipped_at_load"] = {int(k): v for k, v in ds.skipped.items()}
+    if cfg["aux_tasks"] == "statements":
+        add_statement_labels(out, cfg)
+    elif cfg["aux_tasks"] != "none":
+        raise ValueError(f"aux_tasks must be 'none' or 'statements', not {cfg['aux_tasks']!r}")
     return out
+
+
+def add_statement_labels(data, cfg):
+    """``data[split]["Yaux"]``: every other SCP statement of ``scp_statements.csv`` (form, rhythm,
+    diagnostic) with at least ``aux_min_positives`` positives in the training folds."""
+    from selfmis.train.data import PTBXL
+
+    db = PTBXL(cfg["data"])
+    codes = [c for c in db.statements.index if c not in DEFAULT_TASKS]
+    Ytr = db.labels(data["train"]["ids"], tasks=codes)
+    keep = np.flatnonzero(Ytr.sum(0) >= cfg["aux_min_positives"])
+    data["aux_codes"] = [codes[i] for i in keep]
+    for name in ("train", "val", "test"):
+        data[name]["Yaux"] = db.labels(data[name]["ids"], tasks=codes)[:, keep]
+    log.info("auxiliary statements (%d): %s", len(keep), " ".join(data["aux_codes"]))
+
+
+def aux_head_and_loss(model, data, cfg):
+    """An auxiliary linear head on the embedding (not saved with the model) and its BCE on
+    the extra statements; ``(None, None)`` when ``aux_tasks="none"``."""
+    if "aux_codes" not in data:
+        return None, None
+    torch.manual_seed(cfg["seed"] + 2)
+    head = torch.nn.Linear(model.dim, len(data["aux_codes"]))
+    Ya = torch.from_numpy(data["train"]["Yaux"])
+
+    def loss(z, idx):
+        return F.binary_cross_entropy_with_logits(head(z), Ya[idx])
+    return head, loss
 
 
 # --------------------------------------------------------------------------- the loop
@@ -265,7 +303,7 @@ def teacher_targets(teacher, X12p, batch=256):
     return torch.cat(emb), torch.cat(maps), torch.cat(logits)
 
 
-def supervised_loss_fn(model, X_lead, Y, cfg, state, ids, crop="fixed"):
+def supervised_loss_fn(model, X_lead, Y, cfg, state, ids, crop="fixed", aux_loss=None):
     Yt = torch.from_numpy(Y)
 
     def batch_loss(idx, rng):
@@ -275,7 +313,9 @@ def supervised_loss_fn(model, X_lead, Y, cfg, state, ids, crop="fixed"):
         if len(idx) < 2:
             return None
         x = self_cut(xb, rng, cfg["crop_min_s"], cfg["crop_max_s"])[0] if crop == "self" else fixed_crop(xb, rng)
-        return F.binary_cross_entropy_with_logits(model(torch.from_numpy(x)), Yt[idx])
+        z = model.embed(torch.from_numpy(x))
+        loss = F.binary_cross_entropy_with_logits(model.head(z), Yt[idx])
+        return loss if aux_loss is None else loss + aux_loss(z, idx)
     return batch_loss
 
 
@@ -314,6 +354,7 @@ def train_twelve_lead(data, cfg, state, name="twelve_lead"):
     if cfg["teacher_tasks"] == "MI":  # ablation: a teacher that only learns the MI superclass
         mask = torch.zeros(Y.shape[1])
         mask[0] = 1.0
+    aux_head, aux_loss = aux_head_and_loss(model, data, cfg)
 
     def batch_loss(idx, rng):
         xb = X12p[idx]
@@ -321,8 +362,10 @@ def train_twelve_lead(data, cfg, state, name="twelve_lead"):
         idx = idx[ok]
         if len(idx) < 2:
             return None
-        l = F.binary_cross_entropy_with_logits(model(torch.from_numpy(X12p[idx])), Y[idx], reduction="none")
-        return (l * mask).sum(1).mean() / mask.sum()
+        z = model.embed(torch.from_numpy(X12p[idx]))
+        l = F.binary_cross_entropy_with_logits(model.head(z), Y[idx], reduction="none")
+        l = (l * mask).sum(1).mean() / mask.sum()
+        return l if aux_loss is None else l + aux_loss(z, idx)
 
     def val():
         model.eval()
@@ -331,7 +374,8 @@ def train_twelve_lead(data, cfg, state, name="twelve_lead"):
         model.train()
         return auroc(data["val"]["Y"][:, 0], s)
     epochs = cfg["teacher_epochs"] if name == "teacher" else cfg["epochs"]
-    return run_stage(name, model, model.parameters(), len(X12p), batch_loss, epochs, cfg, state, val)
+    params = list(model.parameters()) + (list(aux_head.parameters()) if aux_head is not None else [])
+    return run_stage(name, model, params, len(X12p), batch_loss, epochs, cfg, state, val)
 
 
 def teacher_paths(cfg) -> list:
@@ -475,8 +519,11 @@ def _reset(m):
 def train_scratch(data, cfg, state):
     model = new_encoder(cfg, 1)
     X_lead = lead_of(data["train"], cfg)
-    loss_fn = supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, data["train"]["ids"])
-    return run_stage("scratch", model, model.parameters(), len(X_lead), loss_fn, cfg["epochs"], cfg, state,
+    aux_head, aux_loss = aux_head_and_loss(model, data, cfg)
+    loss_fn = supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, data["train"]["ids"],
+                                 aux_loss=aux_loss)
+    params = list(model.parameters()) + (list(aux_head.parameters()) if aux_head is not None else [])
+    return run_stage("scratch", model, params, len(X_lead), loss_fn, cfg["epochs"], cfg, state,
                      single_lead_val_fn(model, data, cfg))
 
 
