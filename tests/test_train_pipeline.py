@@ -193,3 +193,15 @@ def test_aux_statements_teacher_and_scratch_control(tiny, tmp_path):
     assert m.head.out_features == len(DEFAULT_TASKS) and r["test"]["MI"]["n"] == 4
     with pytest.raises(ValueError, match="aux_tasks"):
         trainer.resolve_config(cfg(tiny, tmp_path / "y", method="selfmis", aux_tasks="statements"))
+
+
+def test_label_fraction_same_nested_subset_and_selfmis_aligns_all(tiny, tmp_path):
+    ids = np.arange(1, 2001)
+    quarter, half = trainer.labeled_records(ids, 0.25), trainer.labeled_records(ids, 0.5)
+    assert 0.2 < quarter.mean() < 0.3 and not (quarter & ~half).any()  # nested
+    np.testing.assert_array_equal(quarter, trainer.labeled_records(ids[::-1], 0.25)[::-1])  # per record
+    r = trainer.train(cfg(tiny, tmp_path / "s", method="scratch", label_fraction=0.5))
+    assert r["n_train"] == r["n_train_labeled"] < 32
+    r = trainer.train(cfg(tiny, tmp_path / "j", method="selfmis", label_fraction=0.5))
+    assert r["n_train"] > r["n_train_labeled"] == int(trainer.labeled_records(
+        trainer.load_data(trainer.resolve_config(cfg(tiny, tmp_path / "x")))["train"]["ids"], 0.5).sum())

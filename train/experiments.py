@@ -46,6 +46,8 @@ ABLATIONS = {
     # ... whose teachers also learnt every other SCP statement (a richer 12-lead embedding)
     "crossfit_rich_w3": dict(schedule="joint", align_weight=3.0, crossfit="rich"),
 }
+#: the label-scarce study (phase scarce): this fraction of the training records keeps its labels
+SCARCE_FRACTION = 0.25
 #: the control for the rich teacher: Lead I from scratch with the same extra statements
 SCRATCH_AUX = {"aux_tasks": "statements"}
 #: variants judged on the validation folds of the whole cross-validation (seed 0)
@@ -526,7 +528,7 @@ def ablation_results(root: Path, names, splits=ABLATION_SPLITS):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "crossfit", "rich", "crossfit-seeds",
+    p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "crossfit", "rich", "scarce", "crossfit-seeds",
                                                   "report", "all"])
     p.add_argument("--root", default="runs/exp")
     p.add_argument("--results", default="benchmarks/results/accuracy")
@@ -571,6 +573,15 @@ def main(argv=None) -> int:
     if a.phase == "rich":  # rich cross-fitted teachers, and the matching scratch control
         jobs = grid(root, CV_SPLITS, {"crossfit_rich_w3": ABLATIONS["crossfit_rich_w3"]}, baselines=[])
         jobs += [Job(root / f"f{k:02d}_s{sd}" / "scratch_aux", "scratch", k, sd, SCRATCH_AUX) for k, sd in CV_SPLITS]
+        run_jobs(jobs, main_common, a.workers)
+    if a.phase == "scarce":  # a quarter of the training labels; SelfMIS aligns every training record
+        lf, tag = {"label_fraction": SCARCE_FRACTION}, f"_lf{round(100 * SCARCE_FRACTION)}"
+        jobs = []
+        for k, sd in CV_SPLITS:
+            d = root / f"f{k:02d}_s{sd}"
+            teacher = Job(d / ("twelve_lead" + tag), "twelve_lead", k, sd, lf)
+            jobs += [teacher, Job(d / ("scratch" + tag), "scratch", k, sd, lf),
+                     Job(d / ("joint_w3" + tag), "selfmis", k, sd, dict(ABLATIONS["joint_w3"], **lf), needs=teacher)]
         run_jobs(jobs, main_common, a.workers)
     if a.phase == "crossfit-seeds":  # the variant chosen on validation: CV seed 1 and fold-10 seed 2
         run_jobs(grid(root, [(k, 1) for k in range(1, 11)] + [(10, 2)], {variant: ABLATIONS[variant]},

@@ -59,6 +59,10 @@ DEFAULTS = dict(
     # extra SCP statements learnt through an auxiliary head ("none" | "statements"): a richer
     # teacher embedding for SelfMIS, and the matching control for the single-lead baselines
     aux_tasks="none", aux_min_positives=10,
+    # label-scarce study: only this fraction of the training records keeps its labels (the same
+    # records for every method and split: chosen by a hash of the ecg_id); SelfMIS still aligns
+    # every training record, the other methods train on the labelled ones only
+    label_fraction=1.0,
     # SelfMIS
     schedule="joint", crop_min_s=2.5, crop_max_s=10.0, crops_per_record=1,
     align_loss="cosine", align_target="pooled", align_weight=1.0, distill_weight=0.0,
@@ -129,11 +133,28 @@ def load_data(cfg):
             idx = idx[: cfg["max_records"]]
         out[name] = dict(X=np.asarray(ds.X[idx]), Y=ds.Y[idx], ids=ds.ecg_ids[idx], folds=ds.folds[idx])
     out["skipped_at_load"] = {int(k): v for k, v in ds.skipped.items()}
+    out["train"]["labeled"] = labeled_records(out["train"]["ids"], cfg["label_fraction"])
     if cfg["aux_tasks"] == "statements":
         add_statement_labels(out, cfg)
     elif cfg["aux_tasks"] != "none":
         raise ValueError(f"aux_tasks must be 'none' or 'statements', not {cfg['aux_tasks']!r}")
     return out
+
+
+def labeled_records(ids, fraction: float) -> np.ndarray:
+    """Which records keep their labels: ``crc32(ecg_id) < fraction`` of the range, so the subset is
+    nested across fractions and identical for every method, seed and split."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label_fraction must be in (0, 1], not {fraction}")
+    u = np.array([zlib.crc32(f"ecg{int(e)}".encode()) / 2 ** 32 for e in ids])
+    return u < fraction
+
+
+def keep_labeled_only(data):
+    """The training split reduced to its labelled records (methods that need a label per record)."""
+    lab = data["train"]["labeled"]
+    data["train"] = {k: (v[lab] if isinstance(v, np.ndarray) and len(v) == len(lab) else v)
+                     for k, v in data["train"].items()}
 
 
 def add_statement_labels(data, cfg):
@@ -394,6 +415,9 @@ def load_teacher(path, cfg):
     if leak:
         raise ValueError(f"teacher {path} trained or selected on fold(s) {sorted(leak)}, which this run "
                          f"evaluates on (test {cfg['test_fold']}, validation {cfg['val_fold']})")
+    if float(tcfg.get("label_fraction", 1.0)) > cfg["label_fraction"]:
+        raise ValueError(f"teacher {path} learnt from {tcfg.get('label_fraction', 1.0)} of the labels; this "
+                         f"run keeps only {cfg['label_fraction']} (it would leak the others)")
     return teacher, set(tcfg.get("train_folds") or [])
 
 
@@ -402,7 +426,9 @@ def get_teacher(data, cfg, state):
         state["teacher_from"] = teacher_paths(cfg)[0]
         return load_teacher(teacher_paths(cfg)[0], cfg)[0]
     state["teacher_from"] = "trained here (teacher stage)"
-    return train_twelve_lead(data, cfg, state, name="teacher")
+    labeled_only = dict(data)
+    keep_labeled_only(labeled_only)  # a teacher learns from labelled records only
+    return train_twelve_lead(labeled_only, cfg, state, name="teacher")
 
 
 def crossfit_assignment(paths, folds, cfg):
@@ -484,11 +510,15 @@ def train_selfmis(data, cfg, state):
         la, _, _ = align_terms(idx, rng)
         return la
 
+    labeled = torch.from_numpy(data["train"]["labeled"])
+
     def joint(idx, rng):
         la, logits, idx = align_terms(idx, rng)
         if la is None:
             return None
-        loss = F.binary_cross_entropy_with_logits(logits, Y[idx]) + cfg["align_weight"] * la
+        lab = labeled[idx]  # every record is aligned; only labelled ones enter the BCE
+        bce = F.binary_cross_entropy_with_logits(logits[lab], Y[idx][lab]) if lab.any() else 0.0
+        loss = bce + cfg["align_weight"] * la
         if cfg["distill_weight"]:
             loss = loss + cfg["distill_weight"] * losses.distill_loss(logits, t_logits[idx])
         return loss
@@ -603,6 +633,10 @@ def train(config: dict) -> dict:
     t0 = time.time()
     data = load_data(cfg)
     state = {"rank": rank, "world": world, "log": [], "skipped_in_training": set()}
+    if cfg["method"] != "selfmis" or cfg["schedule"] != "joint":
+        keep_labeled_only(data)  # (two-stage SelfMIS then aligns the labelled records only)
+    state["n_train_labeled"] = int(data["train"]["labeled"].sum())
+    log.info("training records: %d, labelled: %d", len(data["train"]["ids"]), state["n_train_labeled"])
     model = TRAINERS[cfg["method"]](data, cfg, state)
     model.eval()
     result = {"method": cfg["method"], "config": cfg, "world_size": world}
@@ -630,6 +664,7 @@ def train(config: dict) -> dict:
                                       seed=cfg["seed"]),
             "skipped_at_load": data["skipped_at_load"], "skipped_in_training": sorted(state["skipped_in_training"]),
             "seconds": time.time() - t0, "log": state["log"],
+            "n_train": len(data["train"]["ids"]), "n_train_labeled": state["n_train_labeled"],
         })
         if "emb_single" in npz:
             from selfmis.train.evaluate import frechet_distance
