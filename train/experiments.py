@@ -294,10 +294,49 @@ def make_report(root: Path, results: Path, selfmis_name: str, ablation: dict | N
     report["selfmis_minus_scratch"] = comp
     report["variants"] = variant_table(runs, ["selfmis"] + extra_selfmis, n_boot, col)
     report["cv_two_seeds"] = cv_two_seeds(root, selfmis_name, n_boot)
+    report["studies"] = {name: [paired_cv(root, a, b, n_boot) for a, b in pairs] for name, pairs in STUDIES.items()}
     (results / "report.json").write_text(json.dumps(report, indent=1))
     _plots(runs, methods, results, col)
     (results / "README.md").write_text(_markdown(report, methods))
     return report
+
+
+#: session-2 studies: (run name, reference run name) compared fold by fold over the seed-0 CV
+STUDIES = {
+    "cross-fitted teachers": [("crossfit_w3", "scratch"), ("crossfit_w3_kd", "scratch"), ("crossfit_w3", "joint_w3")],
+    "teachers that also learn 32 more SCP statements": [
+        ("crossfit_rich_w3", "scratch"), ("scratch_aux", "scratch"), ("crossfit_rich_w3", "scratch_aux")],
+    "a quarter of the training labels (SelfMIS aligns every training record)": [
+        ("joint_w3_lf25", "scratch_lf25"), ("scratch_lf25", "scratch"), ("twelve_lead_lf25", "twelve_lead")],
+    "a tenth of the training labels": [
+        ("joint_w3_lf10", "scratch_lf10"), ("scratch_lf10", "scratch"), ("twelve_lead_lf10", "twelve_lead")],
+}
+
+
+def paired_cv(root: Path, a: str, b: str, n_boot: int = 1000, seeds=(0,)) -> dict:
+    """Run ``a`` minus run ``b`` on the same CV splits: validation and test MI AUROC per fold,
+    and pooled out-of-fold test AUROC differences with a paired bootstrap CI (MI and IMI)."""
+    from selfmis.train.evaluate import auroc
+    keys = [(k, sd) for sd in seeds for k in range(1, 11)
+            if all((root / f"f{k:02d}_s{sd}" / n / "metrics.json").is_file() for n in (a, b))]
+    out = {"a": a, "b": b, "splits": keys}
+    if not keys:
+        return out
+    load = {n: [_load(root / f"f{k:02d}_s{sd}" / n) for k, sd in keys] for n in (a, b)}
+    for n in (a, b):
+        out[f"val_mi_{n}"] = float(np.mean([m["val"]["MI"]["auroc"] for m, _ in load[n]]))
+        out[f"test_mi_{n}"] = float(np.mean([auroc(s["Y_test"][:, 0], s["test"][:, 0]) for _, s in load[n]]))
+    dv = [ma["val"]["MI"]["auroc"] - mb["val"]["MI"]["auroc"] for (ma, _), (mb, _) in zip(load[a], load[b])]
+    out["val_mi_diff_mean"], out["val_mi_diff_sd"] = float(np.mean(dv)), float(np.std(dv, ddof=1)) if len(dv) > 1 else None
+    for task, j in (("MI", 0), ("IMI", 1)):
+        d = [auroc(sa["Y_test"][:, j], sa["test"][:, j]) - auroc(sb["Y_test"][:, j], sb["test"][:, j])
+             for (_, sa), (_, sb) in zip(load[a], load[b])]
+        y = np.concatenate([s["Y_test"][:, j] for _, s in load[a]])
+        diff, ci = paired_bootstrap_diff(y, np.concatenate([s["test"][:, j] for _, s in load[a]]),
+                                         np.concatenate([s["test"][:, j] for _, s in load[b]]), n_boot)
+        out[task] = {"fold_diff_mean": float(np.mean(d)), "fold_diff_sd": float(np.std(d, ddof=1)) if len(d) > 1 else None,
+                     "pooled_diff": diff, "pooled_diff_ci": ci}
+    return out
 
 
 def variant_table(runs, names, n_boot, col) -> dict:
@@ -330,7 +369,8 @@ def cv_two_seeds(root: Path, variant: str, n_boot: int = 1000) -> dict:
     """10-fold CV repeated with seeds 0 and 1 for the key comparison (12-lead, scratch, SelfMIS)."""
     from selfmis.train.evaluate import auroc
     out = {}
-    names = {"twelve_lead": "twelve_lead", "scratch": "scratch", "selfmis": variant}
+    names = {"twelve_lead": "twelve_lead", "scratch": "scratch", "selfmis": variant,
+             "simclr": "simclr", "generative": "generative", "random": "random"}
     for task, j in (("MI", 0), ("IMI", 1)):
         t = out[task] = {}
         for label, n in names.items():
@@ -448,7 +488,7 @@ def _markdown(rep, methods):
         L += ["", "## Cross-validation repeated with a second seed (key comparison only)", "",
               "| task | method | CV mean seed 0 | CV mean seed 1 | mean ± sd over seeds |", "|---|---|---|---|---|"]
         for task in ("MI", "IMI"):
-            for m in ("twelve_lead", "selfmis", "scratch"):
+            for m in ("twelve_lead", "selfmis", "scratch", "simclr", "generative", "random"):
                 r = c2[task].get(m)
                 if r and len(r["cv_mean_per_seed"]) == 2:
                     L.append(f"| {task} | {m} | {r['cv_mean_per_seed'][0]:.3f} | {r['cv_mean_per_seed'][1]:.3f} | "
@@ -475,6 +515,24 @@ def _markdown(rep, methods):
                      f"[{mi['cv_pooled_diff_ci'][0]:+.3f}, {mi['cv_pooled_diff_ci'][1]:+.3f}] | "
                      f"{imi['cv_pooled_diff']:+.3f} [{imi['cv_pooled_diff_ci'][0]:+.3f}, "
                      f"{imi['cv_pooled_diff_ci'][1]:+.3f}] |")
+    if any(r.get("splits") for rows in rep.get("studies", {}).values() for r in rows):
+        L += ["", "## Session-2 studies (paired over the 10-fold CV, seed 0)", "",
+              "Each row: run A minus run B on the same splits. Validation is what a choice may use; test is "
+              "reported for every row. Pooled: out-of-fold test predictions of all folds, paired bootstrap.", "",
+              "| study | A | B | folds | val MI: A / B | A - B val MI (mean ± sd) | test MI CV mean: A / B | "
+              "A - B test MI per fold (mean ± sd) | A - B test MI pooled [95% CI] | A - B test IMI pooled [95% CI] |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for study, rows in rep["studies"].items():
+            for r in rows:
+                if not r.get("splits"):
+                    continue
+                a, b, mi, imi = r["a"], r["b"], r["MI"], r["IMI"]
+                L.append(f"| {study} | {a} | {b} | {len(r['splits'])} | {r['val_mi_' + a]:.3f} / {r['val_mi_' + b]:.3f} | "
+                         f"{r['val_mi_diff_mean']:+.3f} ± {_f(r['val_mi_diff_sd'])} | "
+                         f"{r['test_mi_' + a]:.3f} / {r['test_mi_' + b]:.3f} | "
+                         f"{mi['fold_diff_mean']:+.3f} ± {_f(mi['fold_diff_sd'])} | {mi['pooled_diff']:+.3f} "
+                         f"[{mi['pooled_diff_ci'][0]:+.3f}, {mi['pooled_diff_ci'][1]:+.3f}] | {imi['pooled_diff']:+.3f} "
+                         f"[{imi['pooled_diff_ci'][0]:+.3f}, {imi['pooled_diff_ci'][1]:+.3f}] |")
     L += ["", "## Latent gap (Fréchet distance, single-lead vs 12-lead embeddings, test records)", "",
           "| method | Fréchet (raw) mean ± sd over runs | Fréchet of unit-normalised embeddings | "
           "mean cosine(single-lead, 12-lead), same record |", "|---|---|---|---|"]
@@ -529,6 +587,7 @@ def ablation_results(root: Path, names, splits=ABLATION_SPLITS):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
     p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "crossfit", "rich", "scarce", "crossfit-seeds",
+                                                  "baselines-seed1",
                                                   "report", "all"])
     p.add_argument("--root", default="runs/exp")
     p.add_argument("--results", default="benchmarks/results/accuracy")
@@ -538,6 +597,7 @@ def main(argv=None) -> int:
     p.add_argument("--extra-variants", nargs="*", default=["twostage_ft", "twostage_linear"],
                    help="more SelfMIS variants to run in the main grid (reported as extra rows)")
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
+    p.add_argument("--label-fraction", type=float, default=SCARCE_FRACTION, help="phase scarce: labels kept")
     p.add_argument("--ablate-root", default="runs/ablate", help="ablation runs (own budget: DEFAULTS epochs)")
     # one budget for every method of the main grid (sized for 2 shared CPU cores)
     p.add_argument("--epochs", type=int, default=12)
@@ -575,7 +635,7 @@ def main(argv=None) -> int:
         jobs += [Job(root / f"f{k:02d}_s{sd}" / "scratch_aux", "scratch", k, sd, SCRATCH_AUX) for k, sd in CV_SPLITS]
         run_jobs(jobs, main_common, a.workers)
     if a.phase == "scarce":  # a quarter of the training labels; SelfMIS aligns every training record
-        lf, tag = {"label_fraction": SCARCE_FRACTION}, f"_lf{round(100 * SCARCE_FRACTION)}"
+        lf, tag = {"label_fraction": a.label_fraction}, f"_lf{round(100 * a.label_fraction)}"
         jobs = []
         for k, sd in CV_SPLITS:
             d = root / f"f{k:02d}_s{sd}"
@@ -586,6 +646,9 @@ def main(argv=None) -> int:
     if a.phase == "crossfit-seeds":  # the variant chosen on validation: CV seed 1 and fold-10 seed 2
         run_jobs(grid(root, [(k, 1) for k in range(1, 11)] + [(10, 2)], {variant: ABLATIONS[variant]},
                       baselines=[]), main_common, a.workers)
+    if a.phase == "baselines-seed1":  # the secondary baselines' second CV seed
+        run_jobs(grid(root, [(10, 1)] + CV_SEED1_SPLITS, {}, baselines=["twelve_lead", "simclr", "generative", "random"]),
+                 main_common, a.workers)
     if a.phase == "ablate-main":  # after the main grid: variants at its budget, its teachers
         run_jobs(grid(root, ABLATION_MAIN_SPLITS, {n: ABLATIONS[n] for n in a.ablations if n != variant},
                       baselines=["twelve_lead"]), main_common, a.workers)
