@@ -205,3 +205,11 @@ def test_label_fraction_same_nested_subset_and_selfmis_aligns_all(tiny, tmp_path
     r = trainer.train(cfg(tiny, tmp_path / "j", method="selfmis", label_fraction=0.5))
     assert r["n_train"] > r["n_train_labeled"] == int(trainer.labeled_records(
         trainer.load_data(trainer.resolve_config(cfg(tiny, tmp_path / "x")))["train"]["ids"], 0.5).sum())
+
+
+def test_self_supervised_teacher_is_cotrained_without_labels(tiny, tmp_path):
+    r = trainer.train(cfg(tiny, tmp_path / "c", method="selfmis", teacher_init="random", cotrain=True,
+                          align_loss="infonce", schedule="two_stage"))
+    assert [h["stage"] for h in r["log"] if "epoch" in h][:1] == ["align"] and "frechet_single_vs_12lead" in r
+    with pytest.raises(ValueError, match="cotrain"):
+        trainer.resolve_config(cfg(tiny, tmp_path / "x", method="selfmis", teacher_init="random"))

@@ -45,6 +45,9 @@ ABLATIONS = {
     "crossfit_w3_kd": dict(schedule="joint", align_weight=3.0, distill_weight=1.0, crossfit=True),
     # ... whose teachers also learnt every other SCP statement (a richer 12-lead embedding)
     "crossfit_rich_w3": dict(schedule="joint", align_weight=3.0, crossfit="rich"),
+    # a self-supervised 12-lead teacher: both encoders from scratch, CLIP-like InfoNCE between the
+    # self-cut Lead-I window and its whole 12-lead record (no labels), then fine-tune
+    "clip_twostage": dict(schedule="two_stage", teacher_init="random", cotrain=True, align_loss="infonce"),
 }
 #: the label-scarce study (phase scarce): this fraction of the training records keeps its labels
 SCARCE_FRACTION = 0.25
@@ -147,9 +150,12 @@ def grid(root: Path, splits, selfmis_variants: dict, baselines=BASELINES, extra_
                 # the costly secondary baselines run after SelfMIS/scratch are done on every split
                 (late if m in ("simclr", "generative") else jobs).append(job)
         for name, ov in selfmis_variants.items():
-            jobs.append(Job(d / name, "selfmis", fold, seed, ov,
-                            needs=crossfit_teachers(jobs, d, fold, seed, ov["crossfit"] == "rich")
-                            if ov.get("crossfit") else teacher))
+            needs = teacher
+            if ov.get("crossfit"):
+                needs = crossfit_teachers(jobs, d, fold, seed, ov["crossfit"] == "rich")
+            elif ov.get("teacher_init") == "random":
+                needs = None  # learns its own teacher
+            jobs.append(Job(d / name, "selfmis", fold, seed, ov, needs=needs))
     jobs += late
     for fold, seed in extra_splits:
         d = root / f"f{fold:02d}_s{seed}"
@@ -306,6 +312,8 @@ STUDIES = {
     "cross-fitted teachers": [("crossfit_w3", "scratch"), ("crossfit_w3_kd", "scratch"), ("crossfit_w3", "joint_w3")],
     "teachers that also learn 32 more SCP statements": [
         ("crossfit_rich_w3", "scratch"), ("scratch_aux", "scratch"), ("crossfit_rich_w3", "scratch_aux")],
+    "self-supervised 12-lead teacher (CLIP-like, co-trained, no labels), then fine-tune": [
+        ("clip_twostage", "scratch"), ("clip_twostage", "simclr")],
     "a quarter of the training labels (SelfMIS aligns every training record)": [
         ("joint_w3_lf25", "scratch_lf25"), ("scratch_lf25", "scratch"), ("twelve_lead_lf25", "twelve_lead")],
     "a tenth of the training labels": [
@@ -587,7 +595,7 @@ def ablation_results(root: Path, names, splits=ABLATION_SPLITS):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis-experiments", description=__doc__.split("\n\n")[0])
     p.add_argument("--phase", default="all", choices=["ablate", "main", "ablate-main", "cv-seed1", "crossfit", "rich", "scarce", "crossfit-seeds",
-                                                  "baselines-seed1",
+                                                  "baselines-seed1", "clip",
                                                   "report", "all"])
     p.add_argument("--root", default="runs/exp")
     p.add_argument("--results", default="benchmarks/results/accuracy")
@@ -646,6 +654,9 @@ def main(argv=None) -> int:
     if a.phase == "crossfit-seeds":  # the variant chosen on validation: CV seed 1 and fold-10 seed 2
         run_jobs(grid(root, [(k, 1) for k in range(1, 11)] + [(10, 2)], {variant: ABLATIONS[variant]},
                       baselines=[]), main_common, a.workers)
+    if a.phase == "clip":  # the self-supervised teacher over the whole CV
+        run_jobs(grid(root, CV_SPLITS, {"clip_twostage": ABLATIONS["clip_twostage"]}, baselines=[]),
+                 main_common, a.workers)
     if a.phase == "baselines-seed1":  # the secondary baselines' second CV seed
         run_jobs(grid(root, [(10, 1)] + CV_SEED1_SPLITS, {}, baselines=["twelve_lead", "simclr", "generative", "random"]),
                  main_common, a.workers)

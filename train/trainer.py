@@ -67,6 +67,9 @@ DEFAULTS = dict(
     schedule="joint", crop_min_s=2.5, crop_max_s=10.0, crops_per_record=1,
     align_loss="cosine", align_target="pooled", align_weight=1.0, distill_weight=0.0,
     probe="finetune", cotrain=False, temperature=0.1,
+    # "random": a self-supervised 12-lead teacher, learnt from scratch together with the student
+    # by the alignment alone (CLIP-like, no labels; needs cotrain and the infonce loss)
+    teacher_init="trained",
     # evaluation
     window_s=5.0, stride_s=1.0, n_boot=1000,
     out="runs/default", resume=True, progress=True,
@@ -94,6 +97,13 @@ def resolve_config(config: dict) -> dict:
     if cfg["method"] not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {cfg['method']!r}")
     cfg["val_fold"], cfg["train_folds"] = split_folds(cfg["test_fold"], cfg["val_fold"], cfg["train_folds"])
+    if cfg["teacher_init"] not in ("trained", "random"):
+        raise ValueError(f"teacher_init must be 'trained' or 'random', not {cfg['teacher_init']!r}")
+    if cfg["teacher_init"] == "random" and not (cfg["cotrain"] and cfg["align_loss"] == "infonce"):
+        raise ValueError("teacher_init=random (self-supervised teacher) needs cotrain=True and align_loss=infonce: "
+                         "a frozen random teacher or a cosine pull onto a moving one collapses")
+    if cfg["teacher_init"] == "random" and cfg["distill_weight"]:
+        raise ValueError("teacher_init=random has no labelled teacher logits to distil (distill_weight=0)")
     if cfg["aux_tasks"] != "none" and cfg["method"] not in ("twelve_lead", "scratch"):
         raise ValueError("aux_tasks applies to the twelve_lead teacher and the scratch control only")
     cfg["input"] = "12lead" if cfg["method"] == "twelve_lead" else "lead1"
@@ -463,6 +473,11 @@ def train_selfmis(data, cfg, state):
         t_logits = torch.stack([t[2] for t in targets])[pick, torch.arange(len(pick))]
         t_emb = torch.stack([t[0] for t in targets])[pick, torch.arange(len(pick))]
         t_map, teacher = None, teachers[0]
+    elif cfg["teacher_init"] == "random":
+        teacher = new_encoder(cfg, 12)
+        state["teacher_from"] = "self-supervised here (co-trained by the alignment, no labels)"
+        t_emb = t_map = t_logits = None
+        assign = np.zeros(len(X12p), dtype=int)
     else:
         teacher = get_teacher(data, cfg, state)
         t_emb, t_map, t_logits = teacher_targets(teacher, X12p)
@@ -492,7 +507,9 @@ def train_selfmis(data, cfg, state):
         if cfg["cotrain"]:  # ablation: the teacher moves too (kept on task by its own BCE)
             tf = teacher.features(torch.from_numpy(X12p[idx]))
             t_pool = tf.mean(-1)
-            extra = F.binary_cross_entropy_with_logits(teacher.head(t_pool), Y[idx])
+            lab = labeled[idx]
+            extra = 0.0 if cfg["teacher_init"] == "random" or not lab.any() else \
+                F.binary_cross_entropy_with_logits(teacher.head(t_pool)[lab], Y[idx][lab])
         else:
             tf, t_pool, extra = (None if t_map is None else t_map[idx]), t_emb[idx], 0.0
         if cfg["align_target"] == "featmap":
