@@ -144,7 +144,7 @@ def test_train_cli_config_file_and_overrides(tiny, tmp_path):
 
 def test_ddp_two_gloo_processes(tiny, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "selfmis.train.cli", "--method", "scratch", "--data", str(tiny), "--out", str(out),
            "--widths", "8", "8", "8", "8", "--epochs", "2", "--batch-size", "8", "--progress", "false",
            "--n-boot", "20"]
