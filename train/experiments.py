@@ -327,29 +327,46 @@ STUDIES = {
 }
 
 
-def paired_cv(root: Path, a: str, b: str, n_boot: int = 1000, seeds=(0,)) -> dict:
-    """Run ``a`` minus run ``b`` on the same CV splits: validation and test MI AUROC per fold,
-    and pooled out-of-fold test AUROC differences with a paired bootstrap CI (MI and IMI)."""
+def paired_cv(root: Path, a: str, b: str, n_boot: int = 1000, seeds=(0, 1, 2)) -> dict:
+    """Run ``a`` minus run ``b`` over every seed with a complete 10-fold CV of both: validation and
+    test MI AUROC per (fold, seed), the CV-mean difference per seed, and the pooled out-of-fold test
+    AUROC difference (mean over seeds) with a paired bootstrap CI that resamples records (each
+    record once, with its score from every seed)."""
     from selfmis.train.evaluate import auroc
-    keys = [(k, sd) for sd in seeds for k in range(1, 11)
-            if all((root / f"f{k:02d}_s{sd}" / n / "metrics.json").is_file() for n in (a, b))]
-    out = {"a": a, "b": b, "splits": keys}
-    if not keys:
+    full = [sd for sd in seeds if all((root / f"f{k:02d}_s{sd}" / n / "metrics.json").is_file()
+                                      for k in range(1, 11) for n in (a, b))]
+    out = {"a": a, "b": b, "seeds": full, "splits": [(k, sd) for sd in full for k in range(1, 11)]}
+    if not full:
         return out
-    load = {n: [_load(root / f"f{k:02d}_s{sd}" / n) for k, sd in keys] for n in (a, b)}
+    load = {(n, sd): [_load(root / f"f{k:02d}_s{sd}" / n) for k in range(1, 11)] for n in (a, b) for sd in full}
     for n in (a, b):
-        out[f"val_mi_{n}"] = float(np.mean([m["val"]["MI"]["auroc"] for m, _ in load[n]]))
-        out[f"test_mi_{n}"] = float(np.mean([auroc(s["Y_test"][:, 0], s["test"][:, 0]) for _, s in load[n]]))
-    dv = [ma["val"]["MI"]["auroc"] - mb["val"]["MI"]["auroc"] for (ma, _), (mb, _) in zip(load[a], load[b])]
-    out["val_mi_diff_mean"], out["val_mi_diff_sd"] = float(np.mean(dv)), float(np.std(dv, ddof=1)) if len(dv) > 1 else None
+        out[f"val_mi_{n}"] = float(np.mean([m["val"]["MI"]["auroc"] for sd in full for m, _ in load[n, sd]]))
+        out[f"test_mi_{n}"] = float(np.mean([auroc(s["Y_test"][:, 0], s["test"][:, 0])
+                                             for sd in full for _, s in load[n, sd]]))
+    dv = [ma["val"]["MI"]["auroc"] - mb["val"]["MI"]["auroc"]
+          for sd in full for (ma, _), (mb, _) in zip(load[a, sd], load[b, sd])]
+    out["val_mi_diff_mean"], out["val_mi_diff_sd"] = float(np.mean(dv)), float(np.std(dv, ddof=1))
+    rng = np.random.default_rng(0)
     for task, j in (("MI", 0), ("IMI", 1)):
-        d = [auroc(sa["Y_test"][:, j], sa["test"][:, j]) - auroc(sb["Y_test"][:, j], sb["test"][:, j])
-             for (_, sa), (_, sb) in zip(load[a], load[b])]
-        y = np.concatenate([s["Y_test"][:, j] for _, s in load[a]])
-        diff, ci = paired_bootstrap_diff(y, np.concatenate([s["test"][:, j] for _, s in load[a]]),
-                                         np.concatenate([s["test"][:, j] for _, s in load[b]]), n_boot)
-        out[task] = {"fold_diff_mean": float(np.mean(d)), "fold_diff_sd": float(np.std(d, ddof=1)) if len(d) > 1 else None,
-                     "pooled_diff": diff, "pooled_diff_ci": ci}
+        per_seed, d = [], []
+        y = np.concatenate([s["Y_test"][:, j] for _, s in load[a, full[0]]])
+        S = {n: [np.concatenate([s["test"][:, j] for _, s in load[n, sd]]) for sd in full] for n in (a, b)}
+        for sd in full:
+            dd = [auroc(sa["Y_test"][:, j], sa["test"][:, j]) - auroc(sb["Y_test"][:, j], sb["test"][:, j])
+                  for (_, sa), (_, sb) in zip(load[a, sd], load[b, sd])]
+            per_seed.append(float(np.mean(dd)))
+            d += dd
+
+        def pooled(i):
+            return float(np.mean([auroc(y[i], sa[i]) - auroc(y[i], sb[i]) for sa, sb in zip(S[a], S[b])]))
+        boots = []
+        while len(boots) < n_boot:
+            i = rng.integers(0, len(y), len(y))
+            if y[i].min() != y[i].max():
+                boots.append(pooled(i))
+        out[task] = {"fold_diff_mean": float(np.mean(d)), "fold_diff_sd": float(np.std(d, ddof=1)),
+                     "cv_mean_diff_per_seed": per_seed, "pooled_diff": pooled(np.arange(len(y))),
+                     "pooled_diff_ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
     return out
 
 
@@ -540,21 +557,25 @@ def _markdown(rep, methods):
                   f"{var[b]['val_mi_auroc_cv_mean']:.3f}, vs {var['selfmis']['val_mi_auroc_cv_mean']:.3f} for the "
                   f"main row `{rep['selfmis_variant']}` and {var['scratch']['val_mi_auroc_cv_mean']:.3f} for scratch)."]
     if any(r.get("splits") for rows in rep.get("studies", {}).values() for r in rows):
-        L += ["", "## Session-2 studies (paired over the 10-fold CV, seed 0)", "",
-              "Each row: run A minus run B on the same splits. Validation is what a choice may use; test is "
-              "reported for every row. Pooled: out-of-fold test predictions of all folds, paired bootstrap.", "",
-              "| study | A | B | folds | val MI: A / B | A - B val MI (mean ± sd) | test MI CV mean: A / B | "
-              "A - B test MI per fold (mean ± sd) | A - B test MI pooled [95% CI] | A - B test IMI pooled [95% CI] |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        L += ["", "## Session-2 studies (paired over the 10-fold CV)", "",
+              "Each row: run A minus run B on the same splits, over every seed with a complete CV of both. "
+              "Validation is what a choice may use; test is reported for every row. Pooled: out-of-fold test "
+              "predictions of all folds, mean over seeds, paired bootstrap over records.", "",
+              "| study | A | B | CV seeds | val MI: A / B | A - B val MI (mean ± sd) | test MI CV mean: A / B | "
+              "A - B test MI per fold (mean ± sd) | A - B test MI CV mean per seed | A - B test MI pooled [95% CI] "
+              "| A - B test IMI pooled [95% CI] |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         for study, rows in rep["studies"].items():
             for r in rows:
                 if not r.get("splits"):
                     continue
                 a, b, mi, imi = r["a"], r["b"], r["MI"], r["IMI"]
-                L.append(f"| {study} | {a} | {b} | {len(r['splits'])} | {r['val_mi_' + a]:.3f} / {r['val_mi_' + b]:.3f} | "
+                L.append(f"| {study} | {a} | {b} | {', '.join(map(str, r['seeds']))} | "
+                         f"{r['val_mi_' + a]:.3f} / {r['val_mi_' + b]:.3f} | "
                          f"{r['val_mi_diff_mean']:+.3f} ± {_f(r['val_mi_diff_sd'])} | "
                          f"{r['test_mi_' + a]:.3f} / {r['test_mi_' + b]:.3f} | "
-                         f"{mi['fold_diff_mean']:+.3f} ± {_f(mi['fold_diff_sd'])} | {mi['pooled_diff']:+.3f} "
+                         f"{mi['fold_diff_mean']:+.3f} ± {_f(mi['fold_diff_sd'])} | "
+                         f"{', '.join(f'{x:+.3f}' for x in mi['cv_mean_diff_per_seed'])} | {mi['pooled_diff']:+.3f} "
                          f"[{mi['pooled_diff_ci'][0]:+.3f}, {mi['pooled_diff_ci'][1]:+.3f}] | {imi['pooled_diff']:+.3f} "
                          f"[{imi['pooled_diff_ci'][0]:+.3f}, {imi['pooled_diff_ci'][1]:+.3f}] |")
     L += ["", "## Latent gap (Fréchet distance, single-lead vs 12-lead embeddings, test records)", "",
@@ -622,6 +643,7 @@ def main(argv=None) -> int:
                    help="more SelfMIS variants to run in the main grid (reported as extra rows)")
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
     p.add_argument("--label-fraction", type=float, default=SCARCE_FRACTION, help="phase scarce: labels kept")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="phase scarce: CV seeds")
     p.add_argument("--ablate-root", default="runs/ablate", help="ablation runs (own budget: DEFAULTS epochs)")
     # one budget for every method of the main grid (sized for 2 shared CPU cores)
     p.add_argument("--epochs", type=int, default=12)
@@ -661,11 +683,13 @@ def main(argv=None) -> int:
     if a.phase == "scarce":  # a quarter of the training labels; SelfMIS aligns every training record
         lf, tag = {"label_fraction": a.label_fraction}, f"_lf{round(100 * a.label_fraction)}"
         jobs = []
-        for k, sd in CV_SPLITS:
-            d = root / f"f{k:02d}_s{sd}"
-            teacher = Job(d / ("twelve_lead" + tag), "twelve_lead", k, sd, lf)
-            jobs += [teacher, Job(d / ("scratch" + tag), "scratch", k, sd, lf),
-                     Job(d / ("joint_w3" + tag), "selfmis", k, sd, dict(ABLATIONS["joint_w3"], **lf), needs=teacher)]
+        for sd in a.seeds:
+            for k in [10] + list(range(1, 10)):
+                d = root / f"f{k:02d}_s{sd}"
+                teacher = Job(d / ("twelve_lead" + tag), "twelve_lead", k, sd, lf)
+                jobs += [teacher, Job(d / ("scratch" + tag), "scratch", k, sd, lf),
+                         Job(d / ("joint_w3" + tag), "selfmis", k, sd, dict(ABLATIONS["joint_w3"], **lf),
+                             needs=teacher)]
         run_jobs(jobs, main_common, a.workers)
     if a.phase == "crossfit-seeds":  # the variant chosen on validation: CV seed 1 and fold-10 seed 2
         run_jobs(grid(root, [(k, 1) for k in range(1, 11)] + [(10, 2)], {variant: ABLATIONS[variant]},
