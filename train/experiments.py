@@ -309,6 +309,7 @@ def make_report(root: Path, results: Path, selfmis_name: str, ablation: dict | N
     report["studies"] = {name: [paired_cv(root, a, b, n_boot) for a, b in pairs] for name, pairs in STUDIES.items()}
     (results / "report.json").write_text(json.dumps(report, indent=1))
     _plots(runs, methods, results, col)
+    _studies_plot(report["studies"], results / "studies.png")
     (results / "README.md").write_text(_markdown(report, methods))
     return report
 
@@ -457,6 +458,34 @@ def _plots(runs, methods, results, col):
         fig.tight_layout()
         fig.savefig(results / f"roc_{task}.png", dpi=110)
         plt.close(fig)
+
+
+def _studies_plot(studies: dict, path: Path):
+    """Forest plot: every paired study row, validation and test MI AUROC differences (mean over
+    fold-seed pairs ± 95% t-interval of that mean)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for rs in studies.values() for r in rs if r.get("splits")]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
+    for i, r in enumerate(rows):
+        n = len(r["splits"])
+        for dy, mean, sd, color, lab in ((-0.15, r["val_mi_diff_mean"], r["val_mi_diff_sd"], "tab:gray", "validation"),
+                                         (0.15, r["MI"]["fold_diff_mean"], r["MI"]["fold_diff_sd"], "tab:blue", "test")):
+            half = 1.96 * sd / np.sqrt(n)
+            ax.errorbar(mean, i + dy, xerr=half, fmt="o", color=color, capsize=3, label=lab if i == 0 else None)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r['a']} - {r['b']} (seeds {','.join(map(str, r['seeds']))})" for r in rows],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("MI AUROC difference, mean over CV folds x seeds (95% CI of the mean)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _f(x, nd=3):
@@ -610,7 +639,7 @@ def _markdown(rep, methods):
             for n, v in sorted(mb["val"].items(), key=lambda kv: -kv[1]["mean"]):
                 L.append(f"| {n} | " + " | ".join(_f(x) for x in v["scores"]) + f" | {v['mean']:.3f} |")
             L += [""]
-    L += ["![ROC MI](roc_MI.png)", "", "![ROC IMI](roc_IMI.png)", ""]
+    L += ["![ROC MI](roc_MI.png)", "", "![ROC IMI](roc_IMI.png)", "", "![paired studies](studies.png)", ""]
     return "\n".join(L)
 
 
