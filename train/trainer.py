@@ -104,6 +104,8 @@ def resolve_config(config: dict) -> dict:
                          "a frozen random teacher or a cosine pull onto a moving one collapses")
     if cfg["teacher_init"] == "random" and cfg["distill_weight"]:
         raise ValueError("teacher_init=random has no labelled teacher logits to distil (distill_weight=0)")
+    if cfg["aux_tasks"] not in ("none", "statements"):
+        raise ValueError(f"aux_tasks must be 'none' or 'statements', not {cfg['aux_tasks']!r}")
     if cfg["aux_tasks"] != "none" and cfg["method"] not in ("twelve_lead", "scratch"):
         raise ValueError("aux_tasks applies to the twelve_lead teacher and the scratch control only")
     cfg["input"] = "12lead" if cfg["method"] == "twelve_lead" else "lead1"
@@ -146,8 +148,6 @@ def load_data(cfg):
     out["train"]["labeled"] = labeled_records(out["train"]["ids"], cfg["label_fraction"])
     if cfg["aux_tasks"] == "statements":
         add_statement_labels(out, cfg)
-    elif cfg["aux_tasks"] != "none":
-        raise ValueError(f"aux_tasks must be 'none' or 'statements', not {cfg['aux_tasks']!r}")
     return out
 
 
@@ -183,17 +183,17 @@ def add_statement_labels(data, cfg):
 
 
 def aux_head_and_loss(model, data, cfg):
-    """An auxiliary linear head on the embedding (not saved with the model) and its BCE on
-    the extra statements; ``(None, None)`` when ``aux_tasks="none"``."""
+    """The parameters of an auxiliary linear head on the embedding (not saved with the model)
+    and its BCE on the extra statements; ``([], None)`` when ``aux_tasks="none"``."""
     if "aux_codes" not in data:
-        return None, None
+        return [], None
     torch.manual_seed(cfg["seed"] + 2)
     head = torch.nn.Linear(model.dim, len(data["aux_codes"]))
     Ya = torch.from_numpy(data["train"]["Yaux"])
 
     def loss(z, idx):
         return F.binary_cross_entropy_with_logits(head(z), Ya[idx])
-    return head, loss
+    return list(head.parameters()), loss
 
 
 # --------------------------------------------------------------------------- the loop
@@ -385,7 +385,7 @@ def train_twelve_lead(data, cfg, state, name="twelve_lead"):
     if cfg["teacher_tasks"] == "MI":  # ablation: a teacher that only learns the MI superclass
         mask = torch.zeros(Y.shape[1])
         mask[0] = 1.0
-    aux_head, aux_loss = aux_head_and_loss(model, data, cfg)
+    aux_params, aux_loss = aux_head_and_loss(model, data, cfg)
 
     def batch_loss(idx, rng):
         xb = X12p[idx]
@@ -405,8 +405,8 @@ def train_twelve_lead(data, cfg, state, name="twelve_lead"):
         model.train()
         return auroc(data["val"]["Y"][:, 0], s)
     epochs = cfg["teacher_epochs"] if name == "teacher" else cfg["epochs"]
-    params = list(model.parameters()) + (list(aux_head.parameters()) if aux_head is not None else [])
-    return run_stage(name, model, params, len(X12p), batch_loss, epochs, cfg, state, val)
+    return run_stage(name, model, list(model.parameters()) + aux_params, len(X12p), batch_loss, epochs, cfg,
+                     state, val)
 
 
 def teacher_paths(cfg) -> list:
@@ -461,8 +461,8 @@ def crossfit_assignment(paths, folds, cfg):
 
 def train_selfmis(data, cfg, state):
     X12p = preprocess_window(data["train"]["X"], SPEC)
-    crossfit = len(teacher_paths(cfg)) > 1
-    if crossfit:
+    assign = np.zeros(len(X12p), dtype=int)  # which teacher (and projector) each record aligns to
+    if len(teacher_paths(cfg)) > 1:  # cross-fitting
         if cfg["cotrain"] or cfg["align_target"] != "pooled":
             raise ValueError("cross-fitted teachers support pooled alignment to frozen teachers only")
         teachers, assign = crossfit_assignment(teacher_paths(cfg), data["train"]["folds"], cfg)
@@ -477,11 +477,9 @@ def train_selfmis(data, cfg, state):
         teacher = new_encoder(cfg, 12)
         state["teacher_from"] = "self-supervised here (co-trained by the alignment, no labels)"
         t_emb = t_map = t_logits = None
-        assign = np.zeros(len(X12p), dtype=int)
     else:
         teacher = get_teacher(data, cfg, state)
         t_emb, t_map, t_logits = teacher_targets(teacher, X12p)
-        assign = np.zeros(len(X12p), dtype=int)
     for p in teacher.parameters():
         p.requires_grad_(cfg["cotrain"])
     X_lead, Y, ids = lead_of(data["train"], cfg), torch.from_numpy(data["train"]["Y"]), data["train"]["ids"]
@@ -490,11 +488,13 @@ def train_selfmis(data, cfg, state):
     model = new_encoder(cfg, 1, proj_dim=teacher.dim,
                         proj_kind="conv" if cfg["align_target"] == "featmap" else "mlp")
     # extra projectors, one per further cross-fitted teacher (not part of the saved student)
-    torch.manual_seed(cfg["seed"] + 1)
-    projs = torch.nn.ModuleList([model.proj] + [copy.deepcopy(model.proj).apply(_reset)
-                                                for _ in range(int(assign.max()))])
+    projs = torch.nn.ModuleList([model.proj])
+    if assign.max() > 0:
+        torch.manual_seed(cfg["seed"] + 1)
+        projs.extend(copy.deepcopy(model.proj).apply(_reset) for _ in range(int(assign.max())))
     val_fn = single_lead_val_fn(model, data, cfg)
     reps = cfg["crops_per_record"]  # several self-cut crops of every record per epoch
+    labeled = torch.from_numpy(data["train"]["labeled"])
 
     def align_terms(idx, rng):
         xb = X_lead[idx]
@@ -516,18 +516,15 @@ def train_selfmis(data, cfg, state):
             target = losses.crop_teacher_map(tf, torch.from_numpy(starts).float(), L, n_total, f.shape[-1])
             la = losses.align_loss(model.proj(f), target, cfg["align_loss"], cfg["temperature"])
         else:
-            z, who = f.mean(-1), assign[idx]
-            la = sum(losses.align_loss(projs[k](z[torch.from_numpy(who == k)]),
-                                       t_pool[torch.from_numpy(who == k)], cfg["align_loss"],
-                                       cfg["temperature"]) * float(np.mean(who == k))
-                     for k in np.unique(who))
+            z, who = f.mean(-1), torch.from_numpy(assign[idx])
+            la = sum(losses.align_loss(projs[k](z[who == k]), t_pool[who == k], cfg["align_loss"],
+                                       cfg["temperature"]) * (who == k).float().mean()
+                     for k in who.unique().tolist())
         return la + extra, model.head(f.mean(-1)), idx
 
     def align_only(idx, rng):
         la, _, _ = align_terms(idx, rng)
         return la
-
-    labeled = torch.from_numpy(data["train"]["labeled"])
 
     def joint(idx, rng):
         la, logits, idx = align_terms(idx, rng)
@@ -566,11 +563,11 @@ def _reset(m):
 def train_scratch(data, cfg, state):
     model = new_encoder(cfg, 1)
     X_lead = lead_of(data["train"], cfg)
-    aux_head, aux_loss = aux_head_and_loss(model, data, cfg)
+    aux_params, aux_loss = aux_head_and_loss(model, data, cfg)
     loss_fn = supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, data["train"]["ids"],
                                  aux_loss=aux_loss)
-    params = list(model.parameters()) + (list(aux_head.parameters()) if aux_head is not None else [])
-    return run_stage("scratch", model, params, len(X_lead), loss_fn, cfg["epochs"], cfg, state,
+    return run_stage("scratch", model, list(model.parameters()) + aux_params, len(X_lead), loss_fn,
+                     cfg["epochs"], cfg, state,
                      single_lead_val_fn(model, data, cfg))
 
 
