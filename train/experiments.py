@@ -207,16 +207,23 @@ def collect(root: Path, splits, names):
 
 
 def paired_bootstrap_diff(y, s_a, s_b, n_boot=1000, seed=0):
-    """AUROC(a) - AUROC(b) on the same records, with a percentile bootstrap CI."""
+    """AUROC(a) - AUROC(b) on the same records, with a percentile bootstrap CI.
+
+    ``s_a``/``s_b`` may be lists of score arrays (one per seed, same records): the difference is
+    then the mean over seeds, and the bootstrap resamples records, each with all its seeds' scores.
+    """
     from selfmis.train.evaluate import auroc
+    pairs = list(zip(s_a, s_b)) if isinstance(s_a, list) else [(s_a, s_b)]
+
+    def diff(i):
+        return float(np.mean([auroc(y[i], a[i]) - auroc(y[i], b[i]) for a, b in pairs]))
     rng = np.random.default_rng(seed)
-    d = auroc(y, s_a) - auroc(y, s_b)
     vals = []
     while len(vals) < n_boot:
         i = rng.integers(0, len(y), len(y))
         if y[i].min() != y[i].max():
-            vals.append(auroc(y[i], s_a[i]) - auroc(y[i], s_b[i]))
-    return float(d), [float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))]
+            vals.append(diff(i))
+    return diff(np.arange(len(y))), [float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))]
 
 
 def make_report(root: Path, results: Path, selfmis_name: str, ablation: dict | None, command: str,
@@ -304,7 +311,7 @@ def make_report(root: Path, results: Path, selfmis_name: str, ablation: dict | N
                 ent["cv_pooled_diff"], ent["cv_pooled_diff_ci"] = paired_bootstrap_diff(ya, sa, sb, n_boot)
             comp[task] = ent
     report["selfmis_minus_scratch"] = comp
-    report["variants"] = variant_table(runs, ["selfmis"] + extra_selfmis, n_boot, col)
+    report["variants"] = variant_table(root, {"selfmis": selfmis_name, **{n: n for n in extra_selfmis}}, n_boot)
     report["cv_two_seeds"] = cv_two_seeds(root, selfmis_name, n_boot)
     report["studies"] = {name: [paired_cv(root, a, b, n_boot) for a, b in pairs] for name, pairs in STUDIES.items()}
     (results / "report.json").write_text(json.dumps(report, indent=1))
@@ -347,53 +354,39 @@ def paired_cv(root: Path, a: str, b: str, n_boot: int = 1000, seeds=(0, 1, 2)) -
     dv = [ma["val"]["MI"]["auroc"] - mb["val"]["MI"]["auroc"]
           for sd in full for (ma, _), (mb, _) in zip(load[a, sd], load[b, sd])]
     out["val_mi_diff_mean"], out["val_mi_diff_sd"] = float(np.mean(dv)), float(np.std(dv, ddof=1))
-    rng = np.random.default_rng(0)
     for task, j in (("MI", 0), ("IMI", 1)):
         per_seed, d = [], []
-        y = np.concatenate([s["Y_test"][:, j] for _, s in load[a, full[0]]])
-        S = {n: [np.concatenate([s["test"][:, j] for _, s in load[n, sd]]) for sd in full] for n in (a, b)}
         for sd in full:
             dd = [auroc(sa["Y_test"][:, j], sa["test"][:, j]) - auroc(sb["Y_test"][:, j], sb["test"][:, j])
                   for (_, sa), (_, sb) in zip(load[a, sd], load[b, sd])]
             per_seed.append(float(np.mean(dd)))
             d += dd
-
-        def pooled(i):
-            return float(np.mean([auroc(y[i], sa[i]) - auroc(y[i], sb[i]) for sa, sb in zip(S[a], S[b])]))
-        boots = []
-        while len(boots) < n_boot:
-            i = rng.integers(0, len(y), len(y))
-            if y[i].min() != y[i].max():
-                boots.append(pooled(i))
+        y = np.concatenate([s["Y_test"][:, j] for _, s in load[a, full[0]]])
+        S = {n: [np.concatenate([s["test"][:, j] for _, s in load[n, sd]]) for sd in full] for n in (a, b)}
+        diff, ci = paired_bootstrap_diff(y, S[a], S[b], n_boot)
         out[task] = {"fold_diff_mean": float(np.mean(d)), "fold_diff_sd": float(np.std(d, ddof=1)),
-                     "cv_mean_diff_per_seed": per_seed, "pooled_diff": pooled(np.arange(len(y))),
-                     "pooled_diff_ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
+                     "cv_mean_diff_per_seed": per_seed, "pooled_diff": diff, "pooled_diff_ci": ci,
+                     "test_auroc_" + a: float(np.mean([auroc(s["Y_test"][:, j], s["test"][:, j])
+                                                       for sd in full for _, s in load[a, sd]]))}
     return out
 
 
-def variant_table(runs, names, n_boot, col) -> dict:
-    """Every SelfMIS variant with a full seed-0 CV beside scratch: the validation MI AUROC the
-    choice is made on (mean over the 10 CV splits' validation folds) and, for information, the
-    paired test differences to scratch (MI and IMI)."""
-    from selfmis.train.evaluate import auroc
-    keys = [(k, 0) for k in range(1, 11)]
+def variant_table(root: Path, names: dict, n_boot: int) -> dict:
+    """Every SelfMIS variant (label -> run name) with a full seed-0 CV beside scratch: the
+    validation MI AUROC the choice is made on (mean over the 10 CV splits' validation folds) and,
+    for information, the paired test differences to scratch (MI and IMI)."""
     out = {}
-    for n in ["scratch"] + names:
-        if n not in runs or not all(k in runs[n] for k in keys):
+    for label, n in names.items():
+        r = paired_cv(root, n, "scratch", n_boot, seeds=(0,))
+        if not r["seeds"]:
             continue
-        e = out[n] = {"val_mi_auroc_cv_mean": float(np.mean([runs[n][k][0]["val"]["MI"]["auroc"] for k in keys]))}
-        if n == "scratch":
-            continue
+        out.setdefault("scratch", {"val_mi_auroc_cv_mean": r["val_mi_scratch"]})
+        out[label] = {"val_mi_auroc_cv_mean": r[f"val_mi_{n}"]}
         for task in ("MI", "IMI"):
-            d = [auroc(*col(runs[n][k][1], "test", task)) - auroc(*col(runs["scratch"][k][1], "test", task))
-                 for k in keys]
-            y = np.concatenate([col(runs[n][k][1], "test", task)[0] for k in keys])
-            sa = np.concatenate([col(runs[n][k][1], "test", task)[1] for k in keys])
-            sb = np.concatenate([col(runs["scratch"][k][1], "test", task)[1] for k in keys])
-            diff, ci = paired_bootstrap_diff(y, sa, sb, n_boot)
-            e[task] = {"cv_mean_diff": float(np.mean(d)), "cv_sd_diff": float(np.std(d, ddof=1)),
-                       "cv_pooled_diff": diff, "cv_pooled_diff_ci": ci,
-                       "cv_mean_auroc": float(np.mean([auroc(*col(runs[n][k][1], "test", task)) for k in keys]))}
+            t = r[task]
+            out[label][task] = {"cv_mean_diff": t["fold_diff_mean"], "cv_sd_diff": t["fold_diff_sd"],
+                                "cv_pooled_diff": t["pooled_diff"], "cv_pooled_diff_ci": t["pooled_diff_ci"],
+                                "cv_mean_auroc": t["test_auroc_" + n]}
     return out
 
 
