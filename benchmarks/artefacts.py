@@ -35,7 +35,7 @@ TEACHER_PATHS = ("artifacts/selfmis_lead1.pt",)
 
 def default_bundle():
     """The shipped bundle directory, or None."""
-    from selfmis.edge_runtime.bundle import default_bundle_dir
+    from selfmis.edge_runtime.models import default_bundle_dir
 
     d = default_bundle_dir()
     return d if (d / "card.json").is_file() else None
@@ -106,7 +106,7 @@ def _complete_student_dirs() -> list:
 
 def _dir_matching_bundle(bundle_dir) -> Path | None:
     """The artifacts/* work folder holding the shipped bundle's exact int8 model (by sha256), or None."""
-    from selfmis.edge_runtime.bundle import sha256_file
+    from selfmis.bundle import sha256_file
 
     try:
         card = json.loads((Path(bundle_dir) / "card.json").read_text())

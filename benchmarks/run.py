@@ -152,7 +152,7 @@ def _same_file(a, b) -> bool:
     try:
         if Path(a).resolve() == Path(b).resolve():
             return True
-        from selfmis.edge_runtime.bundle import sha256_file
+        from selfmis.bundle import sha256_file
 
         return sha256_file(a) == sha256_file(b)
     except OSError:

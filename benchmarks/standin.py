@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from selfmis.sample_data import BUNDLED_PTBXL
+
 __all__ = ["STANDIN_DIR", "standin_files", "build_student", "build_teacher", "calibration_windows", "main"]
 
 STANDIN_DIR = Path(__file__).resolve().parent / "standin"
@@ -61,13 +63,12 @@ def build_teacher():
 def calibration_windows(max_windows: int = 200):
     """Preprocessed 5 s Lead-I windows from the bundled PTB-XL records (100 Hz), hop 1 s."""
     import numpy as np
-    from selfmis.edge_runtime.preprocess import PreprocessSpec, preprocess_window
-    from selfmis.edge_runtime.records import read_record
+    from selfmis.preprocess import PreprocessSpec, preprocess_window
+    from selfmis.readers import read_record
 
     spec = PreprocessSpec()
-    import selfmis.edge_runtime as er
 
-    root = Path(er.__file__).resolve().parent / "sample_data" / "ptbxl" / "records100"
+    root = BUNDLED_PTBXL / "records100"
     wins = []
     for hea in sorted(root.rglob("*.hea")):
         x = read_record(str(hea)[:-4]).lead("I")

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from selfmis.sample_data import BUNDLED_PTBXL
+
 import numpy as np
 
 from . import energy as E
@@ -79,7 +81,7 @@ def synthetic_ecg(bpm: float, seconds: float, fs: float = 500.0, seed: int = 0, 
 
 def tile_record(record_path, minutes: float, out_stem, lead: str = "I") -> tuple:
     """Lead ``lead`` of a record repeated to ``minutes``; returns (stem, fs, seconds)."""
-    from selfmis.edge_runtime.records import read_record
+    from selfmis.readers import read_record
 
     rec = read_record(str(record_path))
     x = rec.lead(lead)
@@ -90,9 +92,8 @@ def tile_record(record_path, minutes: float, out_stem, lead: str = "I") -> tuple
 
 
 def default_record() -> Path:
-    import selfmis.edge_runtime as er
 
-    base = Path(er.__file__).resolve().parent / "sample_data" / "ptbxl"
+    base = BUNDLED_PTBXL
     hits = sorted(base.glob("records500/*/*.hea")) or sorted(base.glob("records100/*/*.hea"))
     if not hits:
         raise FileNotFoundError(f"no bundled records under {base}")
@@ -210,9 +211,9 @@ def parse_jsonl(text: str) -> dict:
 
 def standin_bundle(work: Path, tflite_path) -> Path:
     """A bundle (card + model) around a stand-in int8 TFLite file, so edge-run can load it."""
-    from selfmis.edge_runtime.bundle import ModelCard, TensorSpec, write_bundle
+    from selfmis.bundle import ModelCard, TensorSpec, write_bundle
     from selfmis.edge_runtime.interpreter import interpreter_backend
-    from selfmis.edge_runtime.preprocess import PreprocessSpec
+    from selfmis.preprocess import PreprocessSpec
 
     Interpreter, _, _ = interpreter_backend()
     it = Interpreter(model_path=str(tflite_path))
@@ -469,7 +470,7 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
 
 def run_deferral(bundle, rec, quick, notes) -> dict:
     from selfmis.edge_runtime.interpreter import TFLiteModel
-    from selfmis.edge_runtime.records import read_record
+    from selfmis.readers import read_record
 
     from .deferral import simulate_deferral
 

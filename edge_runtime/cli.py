@@ -30,7 +30,7 @@ sources (exactly one):
   --simulate REC                 in-process virtual device streaming a record
 
 examples:
-  edge-run --simulate edge_runtime/sample_data/ptbxl/records500/00000/00271_hr --fast
+  edge-run --simulate core/sample_data/ptbxl/records500/00000/00271_hr --fast
   edge-run --port /dev/ttyUSB0 --record runs/2024-06-01
   edge-run --replay runs/2024-06-01 --fast --plot run.png
 
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.config:  # the file fills in defaults, then the command line is read again
-            from .runtime_config import ConfigError, cli_defaults, load_runtime_config
+            from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
             try:
                 given = any(getattr(args, a) for a in ("port", "ble", "replay", "simulate"))
                 parser.set_defaults(**cli_defaults(load_runtime_config(args.config),
@@ -164,7 +164,8 @@ def main(argv=None) -> int:
 
 
 def load_model(path, threads: int):
-    from .bundle import BundleError, default_bundle_dir
+    from selfmis.bundle import BundleError
+    from .models import default_bundle_dir
     from .interpreter import TFLiteModel
     try:
         return TFLiteModel(path, num_threads=threads)
@@ -180,7 +181,7 @@ def load_model(path, threads: int):
 def run(args, out, on_source=None) -> int:
     """Run the parsed ``args``; ``on_source(source)`` is called once the source exists
     (the demo uses it to stop the stream when its virtual device is done)."""
-    from .bundle import BundleError
+    from selfmis.bundle import BundleError
     from .sources.base import DeviceLost, SourceError, SourceNotFound
     t0 = time.perf_counter()
     try:

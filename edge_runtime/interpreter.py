@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, load_bundle
+from selfmis.bundle import Bundle, BundleError, load_bundle
+
+from .models import default_bundle_dir
 
 __all__ = ["interpreter_backend", "TFLiteModel", "sigmoid"]
 
@@ -43,6 +45,8 @@ class TFLiteModel:
     """
 
     def __init__(self, bundle=None, num_threads: int = 1, use_xnnpack: bool = True):
+        if bundle is None:
+            bundle = default_bundle_dir()
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         card = self.bundle.card
         Interpreter, Resolver, self.backend = interpreter_backend()

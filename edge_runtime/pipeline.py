@@ -32,7 +32,7 @@ import numpy as np
 
 from .beats import StreamingBeatDetector
 from .decision import RollingDecision
-from .preprocess import MODEL_FS, PreprocessSpec, StreamResampler, preprocess_window
+from selfmis.preprocess import MODEL_FS, PreprocessSpec, StreamResampler, preprocess_window
 from .quality import QualityGate
 from .sources.base import Chunk, LinkEvent
 

@@ -9,7 +9,7 @@ Only numpy and the standard library are needed here (pyserial/bleak are used
 by the edge runtime); never import training or conversion toolchains.
 """
 
-from .protocol import (  # noqa: F401
+from selfmis.protocol import (  # noqa: F401
     PROTOCOL_VERSION, SYNC, FLAG_LEAD_OFF, FMT_INT16_LE, FMT_INT24_LE, FMT_INT32_LE,
     SERVICE_UUID, DATA_CHAR_UUID, CONTROL_CHAR_UUID,
     Hello, DataFrame, DecodeError, encode_hello, encode_frame,

@@ -3,7 +3,7 @@
 ``selfmis deploy`` subcommands (see ``selfmis deploy --help``):
 
 ``bundle``  pack a bundle directory (``model.tflite`` + ``card.json``, see
-            :mod:`selfmis.edge_runtime.bundle`) and a runtime config into a
+            :mod:`selfmis.bundle`) and a runtime config into a
             release archive ``.tar.gz`` with a ``MANIFEST.json`` (version,
             size and sha256 of every file).
 ``push``    verify the archive, install it as ``releases/<version>/`` on a
@@ -39,8 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..edge_runtime.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
-from ..edge_runtime.runtime_config import default_runtime_config
+from selfmis.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
+from selfmis.runtime_config import default_runtime_config
 from . import gateway_ops
 from .gateway_ops import DeployError, MANIFEST, RELEASE_FORMAT, RELEASE_FORMAT_VERSION, check_version
 
@@ -72,7 +72,7 @@ def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None) -> d
     :func:`default_runtime_config`).  The archive is reproducible: sorted
     members, fixed mtimes and owners, no gzip timestamp.
     """
-    from ..edge_runtime.bundle import CARD_NAME, load_bundle  # verifies card + model sha256
+    from selfmis.bundle import CARD_NAME, load_bundle  # verifies card + model sha256
     check_version(version)
     try:
         bundle = load_bundle(bundle_dir)
@@ -631,7 +631,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             model = Path(args.model)
             if model.is_dir():
-                from ..edge_runtime.bundle import load_bundle
+                from selfmis.bundle import load_bundle
                 model = load_bundle(model).model_path
             result = export_c_array(model, args.out_dir, args.name)
             log.info("wrote %s and %s: ops %s, arena estimate %d bytes", result["header"],

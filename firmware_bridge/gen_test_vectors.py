@@ -23,7 +23,7 @@ from typing import List
 
 import numpy as np
 
-from . import protocol as P
+from selfmis import protocol as P
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JSON_PATH = os.path.join(HERE, "c", "test_vectors.json")

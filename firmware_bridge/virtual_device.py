@@ -15,7 +15,7 @@ URL ``socket://127.0.0.1:PORT``).
 
 In-process use::
 
-    dev = VirtualDevice.from_path("edge_runtime/sample_data/ptbxl/records500/00000/00271_hr")
+    dev = VirtualDevice.from_path("core/sample_data/ptbxl/records500/00000/00271_hr")
     for chunk in dev.chunks():       # (t_seconds, bytes), no pacing
         decoder.feed(chunk.data)
     dev.stream_to(fileobj, speed=None)   # as fast as possible
@@ -39,7 +39,8 @@ from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import protocol as P
+from selfmis import protocol as P
+from selfmis.sample_data import BUNDLED_PTBXL
 
 __all__ = ["VirtualDevice", "Chunk", "StreamStats", "quantize", "main", "default_record_path"]
 
@@ -56,14 +57,7 @@ def quantize(signal_mv: np.ndarray, uv_per_lsb: float, lo: int, hi: int) -> np.n
 
 def default_record_path() -> Optional[str]:
     """A 500 Hz PTB-XL record shipped with the package (None if absent)."""
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "edge_runtime" / "sample_data" / "ptbxl"]
-    try:  # installed package: selfmis.edge_runtime lives elsewhere
-        from .. import edge_runtime
-        candidates.insert(0, Path(edge_runtime.__file__).resolve().parent / "sample_data" / "ptbxl")
-    except ImportError:
-        pass
-    for root in candidates:
+    for root in (BUNDLED_PTBXL,):
         for sub in ("records500", "records100"):
             heas = sorted((root / sub).glob("*/*.hea"))
             if heas:
@@ -162,13 +156,13 @@ class VirtualDevice:
 
     @classmethod
     def from_record(cls, record, lead: str = "I", **kw) -> "VirtualDevice":
-        """From a :class:`selfmis.edge_runtime.records.Record` (one lead by name)."""
+        """From a :class:`selfmis.readers.Record` (one lead by name)."""
         return cls(record.lead(lead), record.fs, lead=lead, **kw)
 
     @classmethod
     def from_path(cls, path, lead: str = "I", **kw) -> "VirtualDevice":
         """From a WFDB record path (no extension) or a CSV file."""
-        from ..edge_runtime.records import read_record
+        from selfmis.readers import read_record
         return cls.from_record(read_record(str(path)), lead=lead, **kw)
 
     # -- what goes on the wire --------------------------------------------------

@@ -1,12 +1,12 @@
-"""Model cards and bundles for converted students, written only through ``edge_runtime.bundle``."""
+"""Model cards and bundles for converted students, written only through ``selfmis.bundle``."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from selfmis.edge_runtime.bundle import ModelCard, TensorSpec, write_bundle
-from selfmis.edge_runtime.preprocess import PreprocessSpec
+from selfmis.bundle import ModelCard, TensorSpec, write_bundle
+from selfmis.preprocess import PreprocessSpec
 
 __all__ = ["tensor_specs", "make_card", "bundle_tflite", "toolchain_versions"]
 

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
     results = a.results
     if results is None:
-        from selfmis.edge_runtime.bundle import default_bundle_dir
+        from selfmis.edge_runtime.models import default_bundle_dir
 
         if a.out.resolve() == default_bundle_dir().resolve():
             results = default_bundle_dir().parents[2] / "benchmarks" / "results" / "quantize"

@@ -3,7 +3,7 @@
 :func:`run_pipeline` is what ``selfmis quantize`` runs. Every step checks its
 output (ONNX vs torch, fp32 TFLite vs torch, int8 vs fp32 on the test fold) and
 raises with the numbers when a check fails; the int8 bundle is written with
-``edge_runtime.bundle.write_bundle`` and validated through the runtime's own
+``selfmis.bundle.write_bundle`` and validated through the runtime's own
 ``TFLiteModel``.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfmis.edge_runtime.bundle import sha256_file
+from selfmis.bundle import sha256_file
 
 from .distill import DistillConfig
 from .student import StudentConfig
@@ -71,7 +71,7 @@ def _auroc_row(res: dict) -> dict:
 def run_pipeline(opts: PipelineOptions) -> dict:
     import torch
 
-    from selfmis.edge_runtime.preprocess import PreprocessSpec
+    from selfmis.preprocess import PreprocessSpec
     from selfmis.train.evaluate import score_predictions
 
     from . import card as cardmod

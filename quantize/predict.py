@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from selfmis.edge_runtime.interpreter import TFLiteModel
+from selfmis.train.evaluate import torch_predict_fn
+
 __all__ = ["tflite_predict", "torch_predict"]
 
 
 def tflite_predict(bundle, num_threads: int = 1, use_xnnpack: bool = True):
     """predict_fn for a bundle directory (or ``Bundle``); ``.model`` holds the ``TFLiteModel``."""
-    from selfmis.edge_runtime.interpreter import TFLiteModel
-
     model = TFLiteModel(bundle, num_threads=num_threads, use_xnnpack=use_xnnpack)
 
     def predict(windows):
@@ -29,18 +30,11 @@ def tflite_predict(bundle, num_threads: int = 1, use_xnnpack: bool = True):
 
 
 def torch_predict(model, batch_size: int = 512):
-    """predict_fn for a torch module taking (B, 1, W)."""
-    import torch
-
-    model.eval()
+    """predict_fn for a torch module taking (B, 1, W): the trainer's helper, fed (N, W) or (N, 1, W)."""
+    predict_lead = torch_predict_fn(model, batch_size)
 
     def predict(windows):
         x = np.asarray(windows, np.float32)
-        x = x.reshape(len(x), 1, -1)
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                outs.append(model(torch.from_numpy(x[i:i + batch_size])).float().numpy())
-        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+        return predict_lead(x.reshape(len(x), 1, -1))
 
     return predict

@@ -2,7 +2,7 @@
 
 Windows are cut with ``selfmis.train.crops.record_windows`` (the evaluator's
 own function, which applies
-:func:`selfmis.edge_runtime.preprocess.preprocess_window` to each window after
+:func:`selfmis.preprocess.preprocess_window` to each window after
 cutting it, as the runtime does on the stream), so distillation, calibration
 and scoring see the same inputs as ``selfmis evaluate`` and the gateway.
 """

@@ -14,7 +14,7 @@ os.environ.setdefault("SELFMIS_CACHE", os.path.join(_TMP, "selfmis-cache"))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_PTBXL = REPO.parent / "shared" / "data" / "ptbxl-subset"
-BUNDLED_PTBXL = REPO / "edge_runtime" / "sample_data" / "ptbxl"
+BUNDLED_PTBXL = REPO / "core" / "sample_data" / "ptbxl"
 
 
 @pytest.fixture(scope="session")

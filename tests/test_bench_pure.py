@@ -211,7 +211,7 @@ def test_categorise():
 
 def test_wfdb16_round_trip_and_synthetic_rate(tmp_path):
     from selfmis.benchmarks.streaming import parse_jsonl, synthetic_ecg, write_wfdb16
-    from selfmis.edge_runtime.records import read_record
+    from selfmis.readers import read_record
 
     x = synthetic_ecg(120, 10.0, fs=500.0)
     stem = write_wfdb16(tmp_path / "syn", x, 500.0)

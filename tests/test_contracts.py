@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from selfmis.edge_runtime import preprocess as pp
-from selfmis.edge_runtime.bundle import (BundleError, ModelCard, TensorSpec, load_bundle,
+from selfmis import preprocess as pp
+from selfmis.bundle import (BundleError, ModelCard, TensorSpec, load_bundle,
                                          write_bundle)
-from selfmis.edge_runtime.records import RecordError, read_record
+from selfmis.readers import RecordError, read_record
 
 
 @pytest.mark.parametrize("fs_in", [130, 250, 360, 500, 100])
@@ -145,7 +145,7 @@ def test_bundle_refuses_bad_cards_and_files(tmp_path):
 
 
 def test_stream_lead_equals_read_record_in_any_chunking(bundled_ptbxl, tmp_path):
-    from selfmis.edge_runtime.records import stream_lead
+    from selfmis.readers import stream_lead
 
     for name in ("records500/00000/00271_hr", "records100/01000/01737_lr"):
         ref = read_record(bundled_ptbxl / name).lead("I")

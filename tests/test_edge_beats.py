@@ -8,7 +8,7 @@ from test_edge_support import PTBXL, record_path
 
 from selfmis.edge_runtime.beats import StreamingBeatDetector, detect_beats
 from selfmis.edge_runtime.pipeline import Pipeline
-from selfmis.edge_runtime.records import read_record
+from selfmis.readers import read_record
 from selfmis.edge_runtime.sources.base import Chunk, LinkEvent
 
 TOL_S = 0.10

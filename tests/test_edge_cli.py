@@ -57,8 +57,8 @@ def test_replay_fast_emits_beats_decisions_and_summary(bundle, capsys):
 def test_offline_and_streaming_decisions_agree(bundle, capsys):
     """The stream's decisions equal the model run offline on the same beat-aligned windows."""
     from selfmis.edge_runtime.interpreter import TFLiteModel
-    from selfmis.edge_runtime.preprocess import preprocess_window
-    from selfmis.edge_runtime.records import read_record
+    from selfmis.preprocess import preprocess_window
+    from selfmis.readers import read_record
 
     code, ev = run_cli(["--replay", MI_100, "--fast", "--model", bundle], capsys)
     assert code == 0
@@ -85,7 +85,7 @@ def test_offline_and_streaming_decisions_agree(bundle, capsys):
 @needs_data
 def test_recording_round_trip_is_bit_for_bit(bundle, capsys, tmp_path):
     from selfmis.edge_runtime.recording import read_recording
-    from selfmis.edge_runtime.records import read_record
+    from selfmis.readers import read_record
     from selfmis.edge_runtime.sources.base import Chunk
 
     rec = tmp_path / "rec"
@@ -280,7 +280,7 @@ def test_ble_scan_lists_devices(monkeypatch, capsys):
 
 @needs_data
 def test_demo_runs_end_to_end(capsys, bundle):
-    from selfmis.edge_runtime import demo
+    from selfmis.firmware_bridge import demo
     assert demo.find_demo_record() is not None
     assert demo.main(["--speed", "20", "--json", "--model", bundle]) == 0
     ev = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]

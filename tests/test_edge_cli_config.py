@@ -3,8 +3,9 @@ import json
 import subprocess
 import sys
 
-from selfmis.edge_runtime.bundle import default_bundle_dir, load_bundle
-from selfmis.edge_runtime.runtime_config import cli_defaults, default_runtime_config, load_runtime_config
+from selfmis.bundle import load_bundle
+from selfmis.edge_runtime.models import default_bundle_dir
+from selfmis.runtime_config import cli_defaults, default_runtime_config, load_runtime_config
 
 
 def _edge_run(*args):
@@ -13,7 +14,7 @@ def _edge_run(*args):
 
 
 def test_config_defaults_and_relative_paths(tmp_path):
-    cfg = default_runtime_config(load_bundle().card)
+    cfg = default_runtime_config(load_bundle(default_bundle_dir()).card)
     cfg["bundle"] = str(default_bundle_dir())
     cfg["source"] = {"kind": "replay", "path": "rec.csv", "fast": True, "fs": 100}
     (tmp_path / "runtime.json").write_text(json.dumps(cfg))

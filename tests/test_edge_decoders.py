@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfmis.firmware_bridge import protocol as P
+from selfmis import protocol as P
 from selfmis.edge_runtime.sources.base import Chunk, LinkEvent, SourceNotFound
 from selfmis.edge_runtime.sources.ble import (PMD_CONTROL_UUID, PMD_DATA_UUID, PMD_SERVICE_UUID,
                                               POLAR_START_ECG, BleSource, PmdDecodeError,

@@ -16,7 +16,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PTBXL = Path(os.environ.get("SELFMIS_PTBXL", Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-subset"))
-SAMPLE = REPO / "edge_runtime" / "sample_data" / "ptbxl"
+SAMPLE = REPO / "core" / "sample_data" / "ptbxl"
 
 
 def ptbxl_root() -> Path | None:
@@ -47,9 +47,10 @@ def quiet_env(tmp: Path | None = None) -> dict:
 @functools.lru_cache(maxsize=None)
 def model_bundle() -> str:
     """The shipped default bundle when it is there and loads, else the TF-built stand-in."""
-    from selfmis.edge_runtime.bundle import BundleError, default_bundle_dir, load_bundle
+    from selfmis.bundle import BundleError, load_bundle
+    from selfmis.edge_runtime.models import default_bundle_dir
     try:
-        load_bundle(None)
+        load_bundle(default_bundle_dir())
         return str(default_bundle_dir())
     except BundleError:
         return stand_in_bundle()
@@ -63,9 +64,9 @@ def stand_in_bundle() -> str:
         if k in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
             os.environ.setdefault(k, v)
     import tensorflow as tf
-    from selfmis.edge_runtime.bundle import ModelCard, TensorSpec, write_bundle
+    from selfmis.bundle import ModelCard, TensorSpec, write_bundle
     from selfmis.edge_runtime.interpreter import interpreter_backend
-    from selfmis.edge_runtime.preprocess import PreprocessSpec
+    from selfmis.preprocess import PreprocessSpec
 
     tf.keras.utils.set_random_seed(7)
     inp = tf.keras.Input((500, 1), batch_size=1, name="ecg")

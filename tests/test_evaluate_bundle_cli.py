@@ -23,7 +23,7 @@ def test_evaluate_shipped_bundle_on_bundled_records(bundled_ptbxl, tmp_path):
 
 
 def test_evaluate_reproduces_the_cards_test_metric(shared_ptbxl, tmp_path):
-    from selfmis.edge_runtime.bundle import load_bundle
+    from selfmis.bundle import load_bundle
 
     card = load_bundle("edge_runtime/models/default").card
     res = evaluate_shipped_bundle(shared_ptbxl, "test", tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfmis.edge_runtime.bundle import ModelCard, TensorSpec, write_bundle
+from selfmis.bundle import ModelCard, TensorSpec, write_bundle
 from selfmis.firmware_bridge import deploy
 from selfmis.firmware_bridge.deploy import DeployError
 
@@ -243,7 +243,7 @@ def test_push_local_switch_and_rollback(tmp_path, archives):
     r2 = deploy.push(archives["1.1.0"], gw)
     assert (r2["current"], r2["previous"]) == ("1.1.0", "1.0.0")
     # the installed release is a valid bundle for the runtime
-    from selfmis.edge_runtime.bundle import load_bundle
+    from selfmis.bundle import load_bundle
     assert load_bundle(gw / "current").card.name == "tiny-2"
     rb = deploy.rollback(gw)
     assert (rb["current"], rb["previous"]) == ("1.0.0", "1.1.0")
@@ -412,7 +412,7 @@ def test_concurrent_deploys_are_refused(tmp_path, archives):
 
 def test_read_tflite_agrees_with_the_interpreter_on_the_shipped_model():
     """On a real converter-produced model (once one is shipped): same I/O and operators."""
-    from selfmis.edge_runtime.bundle import default_bundle_dir
+    from selfmis.edge_runtime.models import default_bundle_dir
     model = default_bundle_dir() / "model.tflite"
     if not model.is_file():
         pytest.skip(f"no shipped model at {model} yet")

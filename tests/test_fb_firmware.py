@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import selfmis.firmware_bridge as fb
-from selfmis.firmware_bridge import protocol as P
+from selfmis import protocol as P
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
 ROOT = Path(fb.__file__).resolve().parent
@@ -246,7 +246,7 @@ def _build(tmp_path, sketch, defines=()):
 @pytest.fixture(scope="module")
 def adc_input(tmp_path_factory):
     """6 s of lead I as 12-bit ADC readings around mid-scale, lead-off from 2.0 to 2.5 s."""
-    from selfmis.edge_runtime.records import read_record
+    from selfmis.readers import read_record
     path = default_record_path()
     if path is None:
         pytest.skip("no bundled sample record")

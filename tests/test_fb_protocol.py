@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from selfmis.firmware_bridge import gen_test_vectors as gtv
-from selfmis.firmware_bridge import protocol as P
+from selfmis import protocol as P
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

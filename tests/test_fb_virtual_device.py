@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from selfmis.edge_runtime.records import read_record
-from selfmis.firmware_bridge import protocol as P
+from selfmis.readers import read_record
+from selfmis import protocol as P
 from selfmis.firmware_bridge.virtual_device import (VirtualDevice, default_record_path, main,
                                                     open_pty, quantize, _FdWriter)
 

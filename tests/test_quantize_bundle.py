@@ -4,9 +4,10 @@ import pytest
 
 pytest.importorskip("ai_edge_litert")
 
-from selfmis.edge_runtime.bundle import default_bundle_dir, load_bundle  # noqa: E402
+from selfmis.bundle import load_bundle
+from selfmis.edge_runtime.models import default_bundle_dir  # noqa: E402
 from selfmis.edge_runtime.interpreter import TFLiteModel  # noqa: E402
-from selfmis.edge_runtime.preprocess import PreprocessSpec  # noqa: E402
+from selfmis.preprocess import PreprocessSpec  # noqa: E402
 from selfmis.quantize import evaluate_bundle, tflite_predict  # noqa: E402
 
 TASKS = ["MI", "IMI", "ASMI", "ILMI", "AMI", "ALMI", "LMI", "IPLMI", "IPMI", "PMI", "NORM"]

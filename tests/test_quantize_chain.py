@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx2tf")
 pytest.importorskip("ai_edge_litert")
 
-from selfmis.edge_runtime.bundle import load_bundle  # noqa: E402
+from selfmis.bundle import load_bundle  # noqa: E402
 from selfmis.edge_runtime.interpreter import TFLiteModel  # noqa: E402
-from selfmis.edge_runtime.preprocess import PreprocessSpec  # noqa: E402
+from selfmis.preprocess import PreprocessSpec  # noqa: E402
 from selfmis.quantize import tflite_predict  # noqa: E402
 from selfmis.quantize.card import bundle_tflite, make_card  # noqa: E402
 from selfmis.quantize.convert import convert_onnx, tflite_op_names  # noqa: E402

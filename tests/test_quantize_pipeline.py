@@ -10,7 +10,7 @@ pytest.importorskip("onnx2tf")
 
 
 def test_pipeline_with_standin_teacher_writes_a_valid_bundle(tmp_path, bundled_ptbxl):
-    from selfmis.edge_runtime.bundle import load_bundle
+    from selfmis.bundle import load_bundle
     from selfmis.edge_runtime.interpreter import TFLiteModel
     from selfmis.quantize.distill import DistillConfig
     from selfmis.quantize.pipeline import PipelineOptions, run_pipeline

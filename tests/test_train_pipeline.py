@@ -13,7 +13,7 @@ from selfmis.train.checkpoint import CheckpointError, load_model, load_weights_i
 from selfmis.train.crops import record_windows, self_cut
 from selfmis.train.data import DEFAULT_TASKS
 from selfmis.train.models import ResNet1d
-from selfmis.edge_runtime.preprocess import preprocess_window
+from selfmis.preprocess import preprocess_window
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_train_fixtures import TINY, make_tiny_ptbxl  # noqa: E402
@@ -123,7 +123,7 @@ def test_resume_continues_from_last_epoch(tiny, tmp_path, monkeypatch):
 
 def test_evaluate_cli_split_all(tiny, tmp_path):
     trainer.train(cfg(tiny, tmp_path / "run", method="scratch", epochs=1))
-    from selfmis.train.evaluate import main
+    from selfmis.quantize.evaluate_cli import main
     out = tmp_path / "eval.json"
     assert main(["--checkpoint", str(tmp_path / "run" / "model.pt"), "--data", str(tiny), "--split", "all",
                  "--json", str(out), "--n-boot", "20"]) == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfmis.edge_runtime.preprocess import PreprocessSpec, preprocess_window
+from selfmis.preprocess import PreprocessSpec, preprocess_window
 
 __all__ = ["self_cut", "fixed_crop", "simclr_view", "record_windows", "SPEC"]
 

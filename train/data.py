@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfmis.edge_runtime.preprocess import resample
+from selfmis.preprocess import resample
+from selfmis.sample_data import BUNDLED_PTBXL
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _repo_root() -> Path:
 def resolve_data_root(path=None) -> Path:
     """Where PTB-XL is: ``path``, else ``$SELFMIS_PTBXL``, else ``../shared/data/ptbxl-subset``
     next to the repository or the working directory, else the few records shipped
-    in the package (``edge_runtime/sample_data/ptbxl``)."""
+    in the package (``core/sample_data/ptbxl``)."""
     candidates = []
     if path:
         p = Path(path).expanduser()
@@ -68,7 +69,7 @@ def resolve_data_root(path=None) -> Path:
         return p
     for base in (_repo_root(), Path.cwd()):
         candidates.append(base.parent / "shared" / "data" / "ptbxl-subset")
-    candidates.append(_repo_root() / "edge_runtime" / "sample_data" / "ptbxl")
+    candidates.append(BUNDLED_PTBXL)
     for c in candidates:
         if (c / "ptbxl_database.csv").is_file():
             return c

@@ -9,24 +9,20 @@ windows taken every 1 s: :func:`score_records` takes any ``predict_fn`` over
 preprocessed Lead-I windows ``(N, 1, 500) float32 -> (N, T) logits``, so a TFLite
 interpreter plugs in the same way as a torch module (:func:`torch_predict_fn`).
 
-CLI: ``selfmis evaluate --checkpoint CKPT [--data PATH] [--split test|val|all] [--json OUT]``.
+The CLI ``selfmis evaluate`` (checkpoints and TFLite bundles) is :mod:`selfmis.quantize.evaluate_cli`.
 """
 from __future__ import annotations
-
-import argparse
-import json
-import sys
 
 import numpy as np
 
 from selfmis.train.data import DEFAULT_TASKS, LEADS, load_split
 from selfmis.train.crops import record_windows, SPEC
-from selfmis.edge_runtime.preprocess import preprocess_window
+from selfmis.preprocess import preprocess_window
 
 __all__ = [
     "auroc", "auprc", "bootstrap_ci", "choose_threshold", "threshold_metrics", "score_task",
     "score_predictions", "record_logits", "score_records", "torch_predict_fn", "frechet_distance",
-    "predict_records", "main", "MIN_POSITIVES",
+    "predict_records", "format_task", "evaluate_checkpoint", "MIN_POSITIVES",
 ]
 
 MIN_POSITIVES = 5
@@ -218,7 +214,8 @@ def frechet_distance(A, B) -> float:
 
 # --------------------------------------------------------------------------- CLI
 
-def _fmt(t: dict) -> str:
+def format_task(t: dict) -> str:
+    """One line per task, as `selfmis evaluate` prints it."""
     if t.get("status") != "ok":
         return f"n+={t['n_positives']:4d}  {t['status']}"
     s = (f"n+={t['n_positives']:4d}  AUROC {t['auroc']:.3f} [{t['auroc_ci'][0]:.3f}, {t['auroc_ci'][1]:.3f}]"
@@ -252,42 +249,3 @@ def evaluate_checkpoint(checkpoint, data=None, split="test", folds=None, val_fol
     return {"checkpoint": str(checkpoint), "method": config.get("method"), "input": config.get("input"),
             "lead": config.get("lead"), "data": str(data), "split": split, "fs": fs,
             "n_records": int(len(ds)), "skipped_records": len(ds.skipped), "tasks": res}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="selfmis evaluate", description=__doc__.split("\n\n")[0])
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", help="a torch checkpoint from selfmis train")
-    what.add_argument("--model", metavar="BUNDLE",
-                      help="a TFLite bundle (model.tflite + card.json), run through the gateway's interpreter")
-    p.add_argument("--data", default=None, help="PTB-XL folder (default: $SELFMIS_PTBXL or the shared subset)")
-    p.add_argument("--split", default="test", choices=["test", "val", "all", "train"])
-    p.add_argument("--folds", type=int, nargs="*", default=None, help="override the test folds")
-    p.add_argument("--fs", type=int, default=100, choices=[100, 500], help="which records folder to read")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the full result here")
-    a = p.parse_args(argv)
-    folds = a.folds
-    if a.split == "all" and folds is None:
-        folds = list(range(1, 11))
-    if a.model:  # the deployed model, scored exactly as the edge runtime runs it
-        from selfmis.quantize import evaluate_bundle
-        res = evaluate_bundle(a.model, a.data, a.split, folds, fs=a.fs, n_boot=a.n_boot, seed=a.seed)
-        res.pop("record_scores", None)
-        print(f"{res['name']} (TFLite bundle, lead {res['lead']}) on {res['n_records']} records "
-              f"[{a.split}], {res['skipped_records']} skipped")
-    else:
-        res = evaluate_checkpoint(a.checkpoint, a.data, a.split, folds, None, a.fs, a.n_boot, a.seed)
-        print(f"{res['method']} ({res['input']}, lead {res['lead']}) on {res['n_records']} records "
-              f"[{a.split}], {res['skipped_records']} skipped")
-    for t, r in res["tasks"].items():
-        print(f"  {t:11s} {_fmt(r)}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

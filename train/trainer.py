@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from selfmis.edge_runtime.preprocess import preprocess_window
+from selfmis.preprocess import preprocess_window
 from selfmis.train import losses
 from selfmis.train.checkpoint import load_checkpoint, load_model, load_weights_into, save_checkpoint
 from selfmis.train.crops import SPEC, fixed_crop, record_windows, self_cut, simclr_view

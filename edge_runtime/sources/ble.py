@@ -13,7 +13,7 @@ BLE SDK, ``technical_documentation/Polar_Measurement_Data_Specification.pdf``):
   timestamp (ns) of the *last* sample, frame-type byte ``0x00``, then signed
   24-bit little-endian samples in µV (73 per notification at 130 Hz).
 
-SelfMIS firmware (``SERVICE_UUID`` of :mod:`selfmis.firmware_bridge.protocol`):
+SelfMIS firmware (``SERVICE_UUID`` of :mod:`selfmis.protocol`):
 notifications on ``DATA_CHAR_UUID`` carry the same framed byte stream as the
 serial port; the host writes ``CTRL_SEND_HELLO`` and ``CTRL_START`` to
 ``CONTROL_CHAR_UUID``.
@@ -123,7 +123,7 @@ def _default_client_factory(address, disconnected_callback):
 async def _scan(timeout_s: float) -> list:
     from bleak import BleakScanner
     found = await BleakScanner.discover(timeout=timeout_s, return_adv=True)
-    from ...firmware_bridge.protocol import SERVICE_UUID
+    from selfmis.protocol import SERVICE_UUID
     out = []
     for address, (dev, adv) in found.items():
         uuids = [u.lower() for u in (adv.service_uuids or [])]
@@ -218,7 +218,7 @@ class BleSource(Source):
 
     @staticmethod
     def _detect_profile(client) -> str:
-        from ...firmware_bridge.protocol import SERVICE_UUID
+        from selfmis.protocol import SERVICE_UUID
         services = getattr(client, "services", None)
         uuids = set()
         try:
@@ -284,7 +284,7 @@ class BleSource(Source):
                         seq=self._pmd_n, gap_before=max(gap, 0), rails=_POLAR_RAILS_MV))
 
     async def _start_selfmis(self, client):
-        from ...firmware_bridge import protocol as p
+        from selfmis import protocol as p
         if self._framed is None:
             self._framed = FramedStream(self.lead, 1.0, self.stats)
         self._framed.reset()

@@ -2,7 +2,7 @@
 
 Shared by every transport that carries the project's framed protocol (serial
 port, the project's BLE GATT profile, the in-process simulator). The codec
-itself is the firmware bridge's (:mod:`selfmis.firmware_bridge.protocol`);
+itself is the firmware bridge's (:mod:`selfmis.protocol`);
 this module only maps its messages onto the runtime's :class:`Chunk` /
 :class:`LinkEvent` and keeps the sequence bookkeeping.
 """
@@ -31,7 +31,7 @@ class FramedStream:
     """
 
     def __init__(self, lead: str = "I", default_uv_per_lsb: float = 1.0, stats: dict | None = None):
-        from ...firmware_bridge import protocol  # the wire codec, one implementation
+        from selfmis import protocol  # the wire codec, one implementation
         self.p = protocol
         self.lead = lead
         self.decoder = protocol.StreamDecoder()

@@ -12,7 +12,7 @@ import os
 import time
 
 
-from ..records import RecordError, stream_lead
+from selfmis.readers import RecordError, stream_lead
 from ..recording import RecordingError, is_recording, read_meta, read_recording
 from .base import Chunk, LinkEvent, Source, SourceNotFound
 

@@ -184,7 +184,7 @@ class SerialSource(Source):
         return self._ascii_parser()
 
     def _ascii_parser(self):
-        from ...firmware_bridge.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, LeadOff
+        from selfmis.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, LeadOff
         dec = AsciiLineDecoder()
         monitor = [RateMonitor(self.fs) if self.fs else None]
         uv = [self.uv_per_lsb]

@@ -2,7 +2,7 @@
 
 For demos and tests without a serial port. The lead is quantised to ADC
 counts (``uv_per_lsb``), cut into DATA frames with a HELLO in front, exactly
-as firmware would send them (:func:`~selfmis.firmware_bridge.protocol.encode_frame`),
+as firmware would send them (:func:`~selfmis.protocol.encode_frame`),
 and decoded by the same path as the serial source (:class:`~.framed.FramedStream`).
 Faults can be injected to exercise the quality gate and the link handling:
 lead-off intervals, flat-line intervals, saturation, added noise, dropped frames
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..records import RecordError, read_record
+from selfmis.readers import RecordError, read_record
 from .base import LinkEvent, Source, SourceNotFound
 from .framed import FramedStream
 
@@ -72,7 +72,7 @@ class SimulatedSource(Source):
 
     def frames(self):
         """The byte stream a device would send: HELLO, then DATA frames (after faults)."""
-        from ...firmware_bridge import protocol as p
+        from selfmis import protocol as p
         yield 0, p.encode_hello(p.Hello(fs_hz=self.fs, lead=self.lead, uv_per_lsb=self.uv_per_lsb,
                                         sample_format=p.FMT_INT16_LE, firmware_version="sim",
                                         device_id="in-process"))

@@ -13,11 +13,11 @@ import sys
 COMMANDS = {
     "data": ("selfmis.train.data_cli", "main", "inspect a PTB-XL folder (data summary)"),
     "train": ("selfmis.train.cli", "main", "train SelfMIS and the baselines"),
-    "evaluate": ("selfmis.train.evaluate", "main", "score a checkpoint or a TFLite bundle on PTB-XL"),
+    "evaluate": ("selfmis.quantize.evaluate_cli", "main", "score a checkpoint or a TFLite bundle on PTB-XL"),
     "quantize": ("selfmis.quantize.cli", "main", "distil, int8-quantize and convert to TFLite"),
     "deploy": ("selfmis.firmware_bridge.deploy", "main", "pack/push a model bundle to a gateway"),
     "sim": ("selfmis.firmware_bridge.virtual_device", "main", "virtual ECG wearable (serial protocol)"),
-    "demo": ("selfmis.edge_runtime.demo", "main", "stream a real MI record through edge-run"),
+    "demo": ("selfmis.firmware_bridge.demo", "main", "stream a real MI record through edge-run"),
     "bench": ("selfmis.benchmarks.run", "main", "latency, throughput, memory, energy, accuracy"),
 }
 

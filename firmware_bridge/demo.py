@@ -19,12 +19,17 @@ import threading
 import time
 from pathlib import Path
 
+from selfmis.edge_runtime import cli
+from selfmis.edge_runtime.output import JsonlWriter
+from selfmis.sample_data import BUNDLED_PTBXL
+
+from .virtual_device import VirtualDevice, _FdWriter, open_pty
+
 __all__ = ["main", "find_demo_record"]
 
 # a checkout sits next to ../shared/data/ptbxl-subset; $SELFMIS_PTBXL points elsewhere
 SHARED_PTBXL = Path(os.environ.get(
     "SELFMIS_PTBXL", Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-subset"))
-BUNDLED_PTBXL = Path(__file__).resolve().parent / "sample_data" / "ptbxl"
 #: PTB-XL records with an MI label, all from the test fold (strat_fold 10); 271 (ASMI) has 500 Hz
 MI_RECORDS = (271, 1853, 1737, 947, 723, 1391)
 
@@ -118,9 +123,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.speed <= 0:
         ap.error("--speed must be positive")
-    from ..firmware_bridge.virtual_device import VirtualDevice, _FdWriter, open_pty
-    from . import cli
-    from .output import JsonlWriter
 
     record = args.record or find_demo_record()
     if record is None:

@@ -24,7 +24,7 @@ from .preprocess import PreprocessSpec
 
 __all__ = [
     "CARD_FORMAT", "CARD_VERSION", "TensorSpec", "ModelCard", "Bundle", "BundleError",
-    "write_bundle", "load_bundle", "default_bundle_dir", "sha256_file",
+    "write_bundle", "load_bundle", "sha256_file",
 ]
 
 CARD_FORMAT = "selfmis-model-card"
@@ -139,9 +139,14 @@ def write_bundle(directory, model, card: ModelCard) -> Bundle:
     return Bundle(directory, card)
 
 
-def load_bundle(path=None, verify: bool = True) -> Bundle:
-    """Read a bundle directory (or its ``card.json``); default: the shipped model."""
-    path = Path(path) if path is not None else default_bundle_dir()
+def load_bundle(path, verify: bool = True) -> Bundle:
+    """Read a bundle directory (or its ``card.json`` or ``model.tflite``).
+
+    The shipped bundles live with the runtime: :func:`selfmis.edge_runtime.models.default_bundle_dir`.
+    """
+    if path is None:
+        raise BundleError("no model bundle given")
+    path = Path(path)
     directory = path.parent if path.suffix == ".json" else path
     card_path = path if path.suffix == ".json" else path / CARD_NAME
     if path.suffix == ".tflite":
@@ -168,8 +173,3 @@ def load_bundle(path=None, verify: bool = True) -> Bundle:
             raise BundleError(f"{model}: sha256 {digest[:12]}... does not match the card's "
                               f"{card.sha256[:12]}...; the model and card do not belong together")
     return bundle
-
-
-def default_bundle_dir() -> Path:
-    """The bundle shipped inside the package (trained on the PTB-XL subset)."""
-    return Path(__file__).resolve().parent / "models" / "default"
