@@ -34,7 +34,7 @@ from .beats import StreamingBeatDetector
 from .decision import RollingDecision
 from selfmis.preprocess import MODEL_FS, PreprocessSpec, StreamResampler, preprocess_window
 from .quality import QualityGate
-from .sources.base import Chunk, LinkEvent
+from .stream import Chunk, LinkEvent
 
 __all__ = ["Pipeline", "LATENCY_NOTE"]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources.base import Chunk, LinkEvent
+from .stream import Chunk, LinkEvent
 
 __all__ = ["Recorder", "RecordingError", "read_recording", "is_recording", "FORMAT"]
 
