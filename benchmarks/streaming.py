@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from selfmis.sample_data import BUNDLED_PTBXL
+from selfmis.simulate import synthetic_ecg
 
 import numpy as np
 
@@ -55,28 +56,6 @@ def write_wfdb16(stem, signal_mv, fs: float, lead: str = "I", gain: float = 1000
     Path(str(stem) + ".hea").write_text(
         f"{stem.name} 1 {fs:g} {n}\n{stem.name}.dat 16 {gain:g}(0)/mV 16 0 {first} 0 0 {lead}\n")
     return stem
-
-
-def synthetic_ecg(bpm: float, seconds: float, fs: float = 500.0, seed: int = 0, noise_mv: float = 0.01):
-    """Lead-I-like ECG at an exact heart rate: P, Q, R, S, T Gaussians per beat (mV)."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * fs))
-    t = np.arange(n) / fs
-    x = np.zeros(n)
-    rr = 60.0 / bpm
-    # (offset from R in s, amplitude mV, width s); T and P move a little with RR (QT shortens)
-    waves = [(-0.2 * min(1.0, rr), 0.12, 0.025), (-0.03, -0.1, 0.008), (0.0, 1.1, 0.010),
-             (0.03, -0.25, 0.010), (0.28 * math.sqrt(rr), 0.3, 0.045)]
-    half = int(0.5 * fs)
-    for r in np.arange(0.4, seconds, rr):
-        c = int(round(r * fs))
-        lo, hi = max(0, c - half), min(n, c + half)
-        tt = t[lo:hi] - r
-        for off, amp, w in waves:
-            x[lo:hi] += amp * np.exp(-0.5 * ((tt - off) / w) ** 2)
-    x += 0.05 * np.sin(2 * np.pi * 0.25 * t)          # breathing baseline
-    x += rng.normal(0, noise_mv, n)
-    return x.astype(np.float32)
 
 
 def tile_record(record_path, minutes: float, out_stem, lead: str = "I") -> tuple:

@@ -23,7 +23,7 @@ from selfmis.edge_runtime import cli
 from selfmis.edge_runtime.output import JsonlWriter
 from selfmis.sample_data import BUNDLED_PTBXL
 
-from .virtual_device import VirtualDevice, _FdWriter, open_pty
+from .virtual_device import VirtualDevice, FdWriter, open_pty
 
 __all__ = ["main", "find_demo_record"]
 
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         while time.monotonic() - t0 < 5.0 and getattr(holder.get("source"), "_ser", None) is None:
             time.sleep(0.01)
         try:
-            dev.stream_to(_FdWriter(master), speed=args.speed)
+            dev.stream_to(FdWriter(master), speed=args.speed)
         finally:
             done.set()
             time.sleep(0.5 / args.speed + 0.2)  # let the reader drain the last frames

@@ -1,13 +1,7 @@
-"""A virtual ECG wearable: streams a real record in the SelfMIS protocol.
+"""``selfmis sim`` / ``selfmis-sim``: the virtual ECG wearable on a real transport.
 
-It behaves like the reference firmware (``firmware/ad8232_serial``): a HELLO
-at start and every few seconds, DATA frames of ``samples_per_frame`` ADC
-counts, the lead-off flag, a wrapping sequence number -- or, with
-``ascii=True``, one integer per line like the hobby AD8232 sketches.  The
-analogue side is emulated by quantising the record (mV) to counts at
-``uv_per_lsb`` (optionally with noise, mains hum and a narrower ADC), and
-link faults can be injected (dropped, corrupted, duplicated frames) with a
-seed, so a runtime can be tested against a misbehaving device.
+The device itself (signal, ADC, faults, frames or ASCII lines) is :class:`selfmis.simulate.VirtualDevice`,
+the one simulator of the project; this module only adds the transports and the command line.
 
 Outputs: a pseudo-terminal (``edge-run --port /dev/pts/N`` reads it like a
 USB serial device), stdout, a file, or one TCP client on 127.0.0.1 (pyserial
@@ -15,7 +9,8 @@ URL ``socket://127.0.0.1:PORT``).
 
 In-process use::
 
-    dev = VirtualDevice.from_path("core/sample_data/ptbxl/records500/00000/00271_hr")
+    from selfmis.simulate import VirtualDevice
+    dev = VirtualDevice.from_path("core/sample_data/ptbxl/records500/00000/00271_hr", drop_rate=0.01)
     for chunk in dev.chunks():       # (t_seconds, bytes), no pacing
         decoder.feed(chunk.data)
     dev.stream_to(fileobj, speed=None)   # as fast as possible
@@ -31,261 +26,31 @@ import os
 import signal
 import socket
 import sys
-import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple, Union
-
-import numpy as np
+from typing import Callable, List, Optional, Tuple
 
 from selfmis import protocol as P
 from selfmis.sample_data import BUNDLED_PTBXL
+from selfmis.simulate import VirtualDevice
 
-__all__ = ["VirtualDevice", "Chunk", "StreamStats", "quantize", "main", "default_record_path"]
+__all__ = ["VirtualDevice", "FdWriter", "open_pty", "main", "default_record_path", "build_parser"]
 
 log = logging.getLogger("selfmis.firmware_bridge.sim")
-
-FIRMWARE_VERSION = "selfmis-sim 1"
-
-
-def quantize(signal_mv: np.ndarray, uv_per_lsb: float, lo: int, hi: int) -> np.ndarray:
-    """mV -> integer ADC counts (round half to even), clipped like a saturating ADC."""
-    counts = np.rint(np.asarray(signal_mv, dtype=np.float64) * 1000.0 / uv_per_lsb)
-    return np.clip(counts, lo, hi).astype(np.int32)
 
 
 def default_record_path() -> Optional[str]:
     """A 500 Hz PTB-XL record shipped with the package (None if absent)."""
-    for root in (BUNDLED_PTBXL,):
-        for sub in ("records500", "records100"):
-            heas = sorted((root / sub).glob("*/*.hea"))
-            if heas:
-                return str(heas[0].with_suffix(""))
+    for sub in ("records500", "records100"):
+        heas = sorted((BUNDLED_PTBXL / sub).glob("*/*.hea"))
+        if heas:
+            return str(heas[0].with_suffix(""))
     return None
-
-
-@dataclass
-class Chunk:
-    """Bytes the device puts on the wire once the sample at ``t`` (s) is acquired."""
-
-    t: float
-    data: bytes
-    kind: str  # "hello", "data", "ascii"
-
-
-@dataclass
-class StreamStats:
-    frames: int = 0
-    bytes: int = 0
-    dropped: int = 0
-    corrupted: int = 0
-    duplicated: int = 0
-    passes: int = 0
-
-
-class VirtualDevice:
-    """Emulated AD8232 wearable fed from a recorded signal.
-
-    Parameters
-    ----------
-    signal_mv : 1-D array, the lead in millivolts (NaN = invalid -> lead-off)
-    fs : sampling rate in Hz
-    lead : lead name announced in HELLO / the ASCII header
-    uv_per_lsb : ADC resolution at the electrodes (µV per count).  The
-        default 1.0 reproduces PTB-XL's stored integers exactly.
-    sample_format : ``P.FMT_INT16_LE`` / ``FMT_INT24_LE`` / ``FMT_INT32_LE``
-    adc_bits : clip counts to a signed ``adc_bits`` range (a 12-bit ESP32 ADC
-        centred on mid-rail is ``adc_bits=12``); default: the format's range
-    samples_per_frame : default ``fs / 10`` (10 frames/s)
-    ascii : one integer per line (``!`` while lead-off) instead of frames
-    noise_uv, mains_uv, mains_hz : added white noise (std) and mains hum
-    lead_off : ``[(start_s, duration_s), ...]`` in record time, each pass
-    drop_rate, corrupt_rate, duplicate_rate : per-frame fault probabilities
-    seed : for noise and faults (reproducible)
-    loop : restart at the end of the record (sequence numbers continue)
-    hello_every_s : resend HELLO so a host that connects late learns the gain
-    """
-
-    def __init__(self, signal_mv, fs: float, lead: str = "I", *, uv_per_lsb: float = 1.0,
-                 sample_format: int = P.FMT_INT16_LE, adc_bits: Optional[int] = None,
-                 samples_per_frame: Optional[int] = None, ascii: bool = False,
-                 noise_uv: float = 0.0, mains_uv: float = 0.0, mains_hz: float = 50.0,
-                 lead_off: Sequence[Tuple[float, float]] = (), drop_rate: float = 0.0,
-                 corrupt_rate: float = 0.0, duplicate_rate: float = 0.0, seed: int = 0,
-                 loop: bool = False, hello_every_s: float = 5.0,
-                 device_id: str = "virtual-0001", firmware_version: str = FIRMWARE_VERSION):
-        sig = np.asarray(signal_mv, dtype=np.float64)
-        if sig.ndim != 1 or sig.size == 0:
-            raise ValueError(f"signal must be a non-empty 1-D array, got shape {sig.shape}")
-        if not fs > 0:
-            raise ValueError(f"fs must be positive, got {fs}")
-        if not uv_per_lsb > 0:
-            raise ValueError(f"uv_per_lsb must be positive, got {uv_per_lsb}")
-        for name, rate in (("drop_rate", drop_rate), ("corrupt_rate", corrupt_rate),
-                           ("duplicate_rate", duplicate_rate)):
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {rate}")
-        self.signal_mv = sig
-        self.fs = float(fs)
-        self.lead = lead
-        # what the host will see in HELLO is float32: quantise with that very value
-        self.uv_per_lsb = float(np.float32(uv_per_lsb))
-        self.sample_format = sample_format
-        lo, hi = P.sample_range(sample_format)
-        if adc_bits is not None:
-            if not 2 <= adc_bits <= 8 * P.sample_width(sample_format):
-                raise ValueError(f"adc_bits={adc_bits} does not fit sample format "
-                                 f"0x{sample_format:02X}")
-            lo, hi = -(1 << (adc_bits - 1)), (1 << (adc_bits - 1)) - 1
-        self.range = (lo, hi)
-        self.samples_per_frame = int(samples_per_frame or max(1, round(self.fs / 10)))
-        if not 1 <= self.samples_per_frame <= 255:
-            raise ValueError("samples_per_frame must be in 1..255")
-        self.ascii = ascii
-        self.noise_uv, self.mains_uv, self.mains_hz = float(noise_uv), float(mains_uv), float(mains_hz)
-        self.lead_off = [(float(a), float(b)) for a, b in lead_off]
-        self.drop_rate, self.corrupt_rate, self.duplicate_rate = drop_rate, corrupt_rate, duplicate_rate
-        self.seed = seed
-        self.loop = loop
-        self.hello_every_s = hello_every_s
-        self.device_id, self.firmware_version = device_id, firmware_version
-        self.stats = StreamStats()
-
-    # -- constructors --------------------------------------------------------
-
-    @classmethod
-    def from_record(cls, record, lead: str = "I", **kw) -> "VirtualDevice":
-        """From a :class:`selfmis.readers.Record` (one lead by name)."""
-        return cls(record.lead(lead), record.fs, lead=lead, **kw)
-
-    @classmethod
-    def from_path(cls, path, lead: str = "I", **kw) -> "VirtualDevice":
-        """From a WFDB record path (no extension) or a CSV file."""
-        from selfmis.readers import read_record
-        return cls.from_record(read_record(str(path)), lead=lead, **kw)
-
-    # -- what goes on the wire --------------------------------------------------
-
-    def hello(self) -> P.Hello:
-        return P.Hello(fs_hz=self.fs, lead=self.lead, uv_per_lsb=self.uv_per_lsb,
-                       sample_format=self.sample_format, firmware_version=self.firmware_version,
-                       device_id=self.device_id)
-
-    def lead_off_mask(self) -> np.ndarray:
-        """True where the electrodes are off: injected periods and NaN samples."""
-        mask = ~np.isfinite(self.signal_mv)
-        t = np.arange(self.signal_mv.size) / self.fs
-        for start, dur in self.lead_off:
-            mask |= (t >= start) & (t < start + dur)
-        return mask
-
-    def counts(self, rng: Optional[np.random.Generator] = None) -> np.ndarray:
-        """The ADC counts of one pass (0 while lead-off).  Deterministic without noise."""
-        uv = np.nan_to_num(self.signal_mv, nan=0.0) * 1000.0
-        if self.mains_uv:
-            uv = uv + self.mains_uv * np.sin(2 * np.pi * self.mains_hz * np.arange(uv.size) / self.fs)
-        if self.noise_uv:
-            rng = rng if rng is not None else np.random.default_rng(self.seed)
-            uv = uv + rng.normal(0.0, self.noise_uv, uv.size)
-        c = quantize(uv / 1000.0, self.uv_per_lsb, *self.range)
-        c[self.lead_off_mask()] = 0  # the runtime must honour the flag, not the values
-        return c
-
-    def chunks(self) -> Iterator[Chunk]:
-        """Everything the device sends, in order, with acquisition timestamps."""
-        rng = np.random.default_rng(self.seed)
-        n, spf = self.signal_mv.size, self.samples_per_frame
-        mask = self.lead_off_mask()
-        seq, t0, next_hello = 0, 0.0, 0.0
-        hello_bytes = P.encode_hello(self.hello())
-        while True:
-            counts = self.counts(rng)
-            self.stats.passes += 1
-            if self.ascii:
-                hdr = (f"# fs={self.fs:g} lead={self.lead} uv_per_lsb={self.uv_per_lsb!r} "
-                       f"device={self.device_id}\r\n").encode()
-                yield Chunk(t0, hdr, "ascii")
-            for i in range(0, n, spf):
-                t_first, t = t0 + i / self.fs, t0 + min(i + spf, n) / self.fs
-                if not self.ascii and t_first >= next_hello - 1e-9:
-                    yield Chunk(t_first, hello_bytes, "hello")
-                    next_hello += self.hello_every_s if self.hello_every_s > 0 else float("inf")
-                block, off = counts[i:i + spf], mask[i:i + spf]
-                if self.ascii:
-                    lines = [b"!" if o else str(int(v)).encode() for v, o in zip(block, off)]
-                    raw = b"\r\n".join(lines) + b"\r\n"
-                else:
-                    flags = P.FLAG_LEAD_OFF if off.any() else 0
-                    raw = P.encode_frame(P.DataFrame(seq=seq, samples=block, flags=flags,
-                                                     fs_hz=self.fs, sample_format=self.sample_format))
-                seq = (seq + 1) & 0xFFFF
-                self.stats.frames += 1
-                kind = "ascii" if self.ascii else "data"
-                if self.drop_rate and rng.random() < self.drop_rate:
-                    self.stats.dropped += 1
-                    continue
-                if self.corrupt_rate and rng.random() < self.corrupt_rate:
-                    raw = self._corrupt(raw, rng)
-                    self.stats.corrupted += 1
-                yield Chunk(t, raw, kind)
-                if self.duplicate_rate and rng.random() < self.duplicate_rate:
-                    self.stats.duplicated += 1
-                    yield Chunk(t, raw, kind)
-            t0 += n / self.fs
-            if not self.loop:
-                return
-
-    @staticmethod
-    def _corrupt(raw: bytes, rng: np.random.Generator) -> bytes:
-        """Flip one random bit past the SYNC (a UART/BLE bit error)."""
-        b = bytearray(raw)
-        pos = int(rng.integers(min(2, len(b) - 1), len(b)))
-        b[pos] ^= 1 << int(rng.integers(0, 8))
-        return bytes(b)
-
-    def frames(self) -> Iterator[bytes]:
-        """Just the bytes of :meth:`chunks`, unpaced."""
-        for c in self.chunks():
-            yield c.data
-
-    def stream_to(self, out: Union[BinaryIO, Callable[[bytes], object]], speed: Optional[float] = 1.0,
-                  stop: Optional[threading.Event] = None, max_seconds: Optional[float] = None) -> StreamStats:
-        """Write the stream to a binary file object (or a ``write(bytes)`` callable).
-
-        ``speed`` 1.0 is real time, 2.0 twice as fast, ``None`` no pacing.
-        Stops at the end of the record (unless looping), when ``stop`` is
-        set, or after ``max_seconds`` of stream time.
-        """
-        write = out if callable(out) and not hasattr(out, "write") else out.write
-        flush = getattr(out, "flush", None)
-        start = time.monotonic()
-        for chunk in self.chunks():
-            if stop is not None and stop.is_set():
-                break
-            if max_seconds is not None and chunk.t > max_seconds:
-                break
-            if speed:
-                delay = start + chunk.t / speed - time.monotonic()
-                if delay > 0:
-                    # sleeping on the event (not a busy loop) lets stop() interrupt pacing
-                    if stop is not None:
-                        if stop.wait(delay):
-                            break
-                    else:
-                        time.sleep(delay)
-            write(chunk.data)
-            if flush is not None:
-                flush()
-            self.stats.bytes += len(chunk.data)
-        return self.stats
 
 
 # --------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------
 
-class _FdWriter:
+class FdWriter:
     """write() that finishes partial writes on a raw fd (pty master, socket fd)."""
 
     def __init__(self, fd: int):
@@ -349,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     pace = ap.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, help="pacing factor (default 1.0 = real time)")
     pace.add_argument("--fast", action="store_true", help="no pacing, as fast as the reader takes it")
-    ap.add_argument("--loop", action="store_true", help="restart at the end of the record")
+    ap.add_argument("--loop", action="store_true", help="restart at the end of the record, forever")
+    ap.add_argument("--passes", type=int, default=1, metavar="N", help="play the record N times (default 1)")
     ap.add_argument("--seconds", type=float, help="stop after this much stream time")
     ap.add_argument("--uv-per-lsb", type=float, default=1.0,
                     help="ADC resolution at the electrodes in µV (default 1.0; AD8232 gain 1100 "
@@ -363,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mains-hz", type=float, default=50.0)
     ap.add_argument("--lead-off", type=_parse_period, action="append", default=[], metavar="START:DUR",
                     help="electrodes off from START for DUR seconds (repeatable)")
+    ap.add_argument("--flat", type=_parse_period, action="append", default=[], metavar="START:DUR",
+                    help="amplifier stuck at 0 counts, no lead-off flag (repeatable)")
+    ap.add_argument("--saturate", type=_parse_period, action="append", default=[], metavar="START:DUR",
+                    help="amplifier railed at the ADC limits (repeatable)")
+    ap.add_argument("--noise-span", type=_parse_period, action="append", default=[], metavar="START:DUR",
+                    help="add the --noise-uv noise only in these spans (repeatable; default everywhere)")
     ap.add_argument("--drop", type=float, default=0.0, metavar="P", help="drop each frame with probability P")
     ap.add_argument("--corrupt", type=float, default=0.0, metavar="P", help="flip a bit in a frame with probability P")
     ap.add_argument("--duplicate", type=float, default=0.0, metavar="P", help="send a frame twice with probability P")
@@ -385,9 +157,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         dev = VirtualDevice.from_path(
             path, lead=args.lead, uv_per_lsb=args.uv_per_lsb, sample_format=_FORMATS[args.format],
             adc_bits=args.adc_bits, samples_per_frame=args.samples_per_frame, ascii=args.ascii,
-            noise_uv=args.noise_uv, mains_uv=args.mains_uv, mains_hz=args.mains_hz,
-            lead_off=args.lead_off, drop_rate=args.drop, corrupt_rate=args.corrupt,
-            duplicate_rate=args.duplicate, seed=args.seed, loop=args.loop,
+            noise_uv=args.noise_uv, noise_spans=args.noise_span, mains_uv=args.mains_uv,
+            mains_hz=args.mains_hz, lead_off=args.lead_off, flat=args.flat, saturate=args.saturate,
+            drop_rate=args.drop, corrupt_rate=args.corrupt,
+            duplicate_rate=args.duplicate, seed=args.seed, loop=args.loop, passes=args.passes,
             hello_every_s=args.hello_every, device_id=args.device_id)
     except (OSError, ValueError) as e:  # RecordError is a ValueError
         log.error("%s", e)
@@ -416,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             conn, peer = srv.accept()
             closers.append(conn.close)
             log.info("client %s:%d connected", *peer[:2])
-            sink = _FdWriter(conn.fileno())
+            sink = FdWriter(conn.fileno())
         else:
             master, slave, tty_path = open_pty(args.link)
             closers += [lambda: os.close(master), lambda: os.close(slave)]
@@ -425,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(args.link or tty_path, flush=True)
             log.info("virtual serial port %s%s -- e.g. edge-run --port %s", tty_path,
                      f" (link {args.link})" if args.link else "", args.link or tty_path)
-            sink = _FdWriter(master)
+            sink = FdWriter(master)
         stats = dev.stream_to(sink, speed=speed, max_seconds=args.seconds)
         log.info("done: %d frames, %d bytes, %d dropped, %d corrupted, %d duplicated",
                  stats.frames, stats.bytes, stats.dropped, stats.corrupted, stats.duplicated)

@@ -210,7 +210,8 @@ def test_categorise():
 # --------------------------------------------------------------------------- streaming helpers
 
 def test_wfdb16_round_trip_and_synthetic_rate(tmp_path):
-    from selfmis.benchmarks.streaming import parse_jsonl, synthetic_ecg, write_wfdb16
+    from selfmis.benchmarks.streaming import parse_jsonl, write_wfdb16
+    from selfmis.simulate import synthetic_ecg
     from selfmis.readers import read_record
 
     x = synthetic_ecg(120, 10.0, fs=500.0)

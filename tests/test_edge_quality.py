@@ -22,7 +22,7 @@ def model():
 
 
 def run(model, **faults):
-    src = SimulatedSource(MI_500, repeat=3, frame_samples=50, **faults)  # 30 s
+    src = SimulatedSource(MI_500, passes=3, samples_per_frame=50, hello_every_s=0, **faults)  # 30 s
     pipe = Pipeline(model)
     ev = []
     for item in src:
@@ -41,10 +41,10 @@ def test_clean_stream_is_never_gated(model):
 
 
 @pytest.mark.parametrize("fault, reason", [
-    ({"lead_off": [(12.0, 15.0)]}, "lead_off"),
-    ({"flat": [(12.0, 15.0)]}, "flat"),
-    ({"saturate": [(12.0, 15.0)]}, "saturation"),
-    ({"noise_mv": 0.6, "noise_spans": [(12.0, 15.0)]}, "noise"),
+    ({"lead_off": [(12.0, 3.0)]}, "lead_off"),
+    ({"flat": [(12.0, 3.0)]}, "flat"),
+    ({"saturate": [(12.0, 3.0)]}, "saturation"),
+    ({"noise_uv": 600.0, "noise_spans": [(12.0, 3.0)]}, "noise"),
 ])
 def test_fault_suppresses_decisions_and_says_why(model, fault, reason):
     ev, s = run(model, **fault)
@@ -61,7 +61,7 @@ def test_fault_suppresses_decisions_and_says_why(model, fault, reason):
 
 
 def test_lost_and_corrupt_frames_are_counted_and_gated(model):
-    ev, s = run(model, drop_every=25, corrupt_every=40)
+    ev, s = run(model, drop_rate=0.04, corrupt_rate=0.025, seed=3)
     assert s["drops"] >= 10 and s["crc_errors"] >= 5
     kinds = {e["kind"] for e in of(ev, "link")}
     assert {"gap", "crc_error"} <= kinds

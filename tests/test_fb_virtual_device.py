@@ -12,8 +12,8 @@ import pytest
 
 from selfmis.readers import read_record
 from selfmis import protocol as P
-from selfmis.firmware_bridge.virtual_device import (VirtualDevice, default_record_path, main,
-                                                    open_pty, quantize, _FdWriter)
+from selfmis.simulate import VirtualDevice, quantize
+from selfmis.firmware_bridge.virtual_device import FdWriter, default_record_path, main, open_pty
 
 RECORD = default_record_path()
 pytestmark = pytest.mark.skipif(RECORD is None, reason="no bundled sample record")
@@ -48,7 +48,7 @@ def test_pty_round_trip_reproduces_record_exactly(record):
     master, slave, path = open_pty()
     assert path.startswith("/dev/")
     try:
-        t = threading.Thread(target=dev.stream_to, args=(_FdWriter(master),),
+        t = threading.Thread(target=dev.stream_to, args=(FdWriter(master),),
                              kwargs={"speed": None}, daemon=True)
         t.start()
         n = record.signal.shape[0]
@@ -133,7 +133,11 @@ def test_ascii_mode_with_lead_off(record):
         out += dec.feed(data)
     hdr = out[0]
     assert isinstance(hdr, P.AsciiHeader) and hdr.fs_hz == record.fs and hdr.lead == "I"
-    body = out[1:]
+    # the header is repeated like the HELLO (every 5 s), so a reader that opens the port late learns the rate
+    headers = [i for i, x in enumerate(out) if isinstance(x, P.AsciiHeader)]
+    assert len(headers) == 2
+    assert out[headers[1]].fs_hz == record.fs and headers[1] == 1 + int(5 * record.fs)
+    body = [x for x in out if not isinstance(x, P.AsciiHeader)]
     fs = int(record.fs)
     assert all(isinstance(x, P.LeadOff) for x in body[fs:fs + fs // 2])
     expected = dev.counts()
