@@ -20,7 +20,10 @@ import glob
 import json
 from pathlib import Path
 
-from .standin import STANDIN_DIR, standin_files
+from selfmis.bundle import sha256_file
+from selfmis.edge_runtime.models import default_bundle_dir
+
+from .standin import STANDIN_DIR, build_teacher, standin_files
 
 __all__ = ["ROOT", "find_models", "load_torch_model", "STUDENT_DIRS", "default_bundle"]
 
@@ -35,8 +38,6 @@ TEACHER_PATHS = ("artifacts/selfmis_lead1.pt",)
 
 def default_bundle():
     """The shipped bundle directory, or None."""
-    from selfmis.edge_runtime.models import default_bundle_dir
-
     d = default_bundle_dir()
     return d if (d / "card.json").is_file() else None
 
@@ -64,13 +65,11 @@ def _student_files(d: Path) -> dict:
 def load_torch_model(kind: str, path=None):
     """Eval-mode torch module for ``kind``: teacher-checkpoint, teacher-standin, student-file."""
     if kind == "teacher-checkpoint":
-        from selfmis.train.checkpoint import load_model
+        from selfmis.train.checkpoint import load_model  # torch-side: a gateway runs the benchmarks without it
 
         model, _ = load_model(path)
         return model.eval()
     if kind == "teacher-standin":
-        from .standin import build_teacher
-
         return build_teacher()
     if kind == "student-file":
         return _load_student(path)
@@ -80,7 +79,8 @@ def load_torch_model(kind: str, path=None):
 def _load_student(path):
     """A student saved as {"config", "state_dict"} (the stand-in's and quantize's format)."""
     import torch
-    from selfmis.quantize.student import ExportWrapper, Student, StudentConfig, fold_batchnorm
+
+    from selfmis.quantize.student import ExportWrapper, Student, StudentConfig, fold_batchnorm  # torch-side
 
     blob = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict):
@@ -106,8 +106,6 @@ def _complete_student_dirs() -> list:
 
 def _dir_matching_bundle(bundle_dir) -> Path | None:
     """The artifacts/* work folder holding the shipped bundle's exact int8 model (by sha256), or None."""
-    from selfmis.bundle import sha256_file
-
     try:
         card = json.loads((Path(bundle_dir) / "card.json").read_text())
         want = card.get("sha256") or sha256_file(Path(bundle_dir) / card.get("model_file", "model.tflite"))

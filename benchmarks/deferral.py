@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
+import selfmis.edge_runtime.pipeline as P
+from selfmis.edge_runtime.sources.base import Chunk
+
 from .stats import summarize
 
 __all__ = ["simulate_deferral"]
 
 
 def simulate_deferral(model, x, fs: float, frame_s: float = 0.1, detector_kwargs=None) -> dict:
-    import selfmis.edge_runtime.pipeline as P
-    from selfmis.edge_runtime.sources.base import Chunk
-
     clock = [0.0]
 
     class _Clock:

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from selfmis.edge_runtime.interpreter import interpreter_backend
+
 from .stats import summarize
 
 __all__ = ["Runner", "load_runner", "time_interleaved", "RUNTIMES"]
@@ -80,8 +82,6 @@ def _ort_runner(path, x, threads):
 
 
 def _tflite_interpreter(path, threads, xnnpack):
-    from selfmis.edge_runtime.interpreter import interpreter_backend
-
     Interpreter, Resolver, backend = interpreter_backend()
     kwargs = {"model_path": str(path), "num_threads": threads}
     if not xnnpack:

@@ -26,8 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-from . import energy as E
+from selfmis.bundle import sha256_file
+
+from . import energy as E, streaming as S
+from .accuracy import collect_accuracy
+from .artefacts import find_models, load_torch_model
+from .latency import bootstrap_ratio, load_runner, summarize_runner, time_interleaved
 from .machine import cpu_info, machine_info, measured_matmul_peak, peak_estimate
+from .macs import count_tflite, count_torch
+from .report import write_markdown, write_plots
+from .standin import calibration_windows
 from .stats import ratio, summarize
 from .targets import evaluate_targets, format_verdict
 
@@ -94,9 +102,6 @@ def _file_size(p):
 
 def model_costs(models: dict, notes: list) -> dict:
     """Params, MACs per window and file size of each model, counted from the model itself."""
-    from .macs import count_tflite, count_torch
-    from .artefacts import load_torch_model
-
     out = {}
     st = models["student"]
     if have("torch"):
@@ -152,7 +157,6 @@ def _same_file(a, b) -> bool:
     try:
         if Path(a).resolve() == Path(b).resolve():
             return True
-        from selfmis.bundle import sha256_file
 
         return sha256_file(a) == sha256_file(b)
     except OSError:
@@ -160,8 +164,6 @@ def _same_file(a, b) -> bool:
 
 
 def latency_specs(models: dict, threads_all: int, quick: bool = False) -> list:
-    from .artefacts import load_torch_model
-
     specs = []
     tcounts = [1] if quick else sorted({1, threads_all})
     st, t = models["student"], models["teacher"]
@@ -196,12 +198,9 @@ def latency_specs(models: dict, threads_all: int, quick: bool = False) -> list:
 def run_latency(models, costs, args, quick, notes, peaks) -> dict:
     import numpy as np
 
-    from .latency import load_runner, summarize_runner, time_interleaved
-
     threads_all = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     x = np.random.default_rng(0).standard_normal(500).astype(np.float32)
     try:  # a real preprocessed window when the records are there
-        from .standin import calibration_windows
 
         x = calibration_windows(1)[0]
     except Exception:  # noqa: BLE001
@@ -236,7 +235,6 @@ def run_latency(models, costs, args, quick, notes, peaks) -> dict:
                 row["max_abs_diff_vs_torch"] = float(np.abs(out[: ref.output.size] - ref.output.reshape(-1)).max())
     raw = {r.id: [s * 1e3 for s in samples[r.id]] for _, r in runners}
     # 95% CI of the headline speed-up (student torch fp32 vs the fastest int8, 1 thread), resampling rounds
-    from .latency import bootstrap_ratio
 
     rounds = getattr(time_interleaved, "last_rounds", {})
     by = {r.id: r for _, r in runners}
@@ -357,8 +355,6 @@ def main(argv=None) -> int:
     if not have("onnxruntime"):
         notes.append("onnxruntime not installed: onnxruntime rows skipped")
 
-    from .artefacts import find_models
-
     models = find_models(args, notes)
     result["models"] = {k: ({kk: vv for kk, vv in v.items() if kk != "standin_info"} if v else None)
                         for k, v in models.items()}
@@ -385,7 +381,6 @@ def main(argv=None) -> int:
             say(f"  {r['id']:<40} process {r['median']['process_wall_s']:.3f} s")
 
     if "imports" not in skip or "streaming" not in skip:
-        from . import streaming as S
 
         if "imports" not in skip:
             say("imports: fresh processes ...")
@@ -394,7 +389,6 @@ def main(argv=None) -> int:
             say("streaming: edge-run replay and virtual device ...")
             result["streaming"] = S.run_streaming(models, args, quick, notes, out_dir)
     if "accuracy" not in skip:
-        from .accuracy import collect_accuracy
 
         result["accuracy"] = collect_accuracy(args, models, costs, result.get("latency"), notes)
 
@@ -403,8 +397,6 @@ def main(argv=None) -> int:
     result["headline"] = values
     result["targets"] = evaluate_targets(values, sources)
     result["elapsed_s"] = time.perf_counter() - t_start
-
-    from .report import write_markdown, write_plots
 
     if "plots" not in skip:
         try:

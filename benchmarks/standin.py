@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from selfmis.preprocess import PreprocessSpec, preprocess_window
+from selfmis.readers import read_record
 from selfmis.sample_data import BUNDLED_PTBXL
 
 __all__ = ["STANDIN_DIR", "standin_files", "build_student", "build_teacher", "calibration_windows", "main"]
@@ -39,7 +41,8 @@ def standin_files() -> dict:
 def build_student(state_path=None):
     """The stand-in student (torch), with the committed weights when ``state_path`` exists."""
     import torch
-    from selfmis.quantize.student import Student, StudentConfig
+
+    from selfmis.quantize.student import Student, StudentConfig  # torch-side: lazily, like torch itself
 
     torch.manual_seed(SEED)
     if state_path and Path(state_path).is_file():
@@ -54,7 +57,8 @@ def build_student(state_path=None):
 def build_teacher():
     """The stand-in teacher: default single-lead ResNet1d, seeded, untrained."""
     import torch
-    from selfmis.train.models import ResNet1d
+
+    from selfmis.train.models import ResNet1d  # torch-side
 
     torch.manual_seed(SEED)
     return ResNet1d(in_leads=1).eval()
@@ -63,11 +67,8 @@ def build_teacher():
 def calibration_windows(max_windows: int = 200):
     """Preprocessed 5 s Lead-I windows from the bundled PTB-XL records (100 Hz), hop 1 s."""
     import numpy as np
-    from selfmis.preprocess import PreprocessSpec, preprocess_window
-    from selfmis.readers import read_record
 
     spec = PreprocessSpec()
-
     root = BUNDLED_PTBXL / "records100"
     wins = []
     for hea in sorted(root.rglob("*.hea")):
@@ -88,9 +89,9 @@ def main(argv=None) -> int:
     """Rebuild the committed stand-in student files."""
     import tempfile
 
-    import numpy as np
     import torch
-    from selfmis.quantize.convert import convert_onnx
+
+    from selfmis.quantize.convert import convert_onnx  # TensorFlow / onnx2tf
     from selfmis.quantize.export_onnx import export_onnx, onnx_parity
 
     files = standin_files()

@@ -1,17 +1,18 @@
-"""Firmware bridge: everything between an ECG wearable and the gateway.
+"""Firmware bridge: the device side of the wire and getting models onto gateways.
 
-* :mod:`.protocol` -- the wire codec (frames, CRC, stream decoder, ASCII lines)
-* :mod:`.virtual_device` -- a simulated wearable streaming a real record (``selfmis-sim``)
-* :mod:`.deploy` -- bundle packing, push/rollback to a gateway, TFLite Micro export
-* ``c/`` -- the same framing in C99 for firmware, ``firmware/`` -- reference sketches
+Public API::
 
-Only numpy and the standard library are needed here (pyserial/bleak are used
-by the edge runtime); never import training or conversion toolchains.
+    virtual_device.main            # ``selfmis sim`` / ``selfmis-sim``: the simulated wearable on a pty, TCP, file, stdout
+    virtual_device.open_pty        # a raw pseudo-terminal pair, as a USB serial device looks
+    deploy.pack_bundle / push / rollback / status     # ``selfmis deploy``: bundles onto a gateway (dir or ssh)
+    deploy.render_systemd_unit     # the gateway service
+    deploy.export_c_array          # a bundle as a C array for TFLite Micro
+    demo.main                      # ``selfmis demo``: a real MI record through edge-run
+
+``c/`` holds the wire framing in C99 (with shared test vectors), ``firmware/`` the reference sketches.
+The wire codec itself is :mod:`selfmis.protocol` and the simulated device :mod:`selfmis.simulate`
+(the base layer); never import training or conversion toolchains here.
 """
+from . import deploy, virtual_device
 
-from selfmis.protocol import (  # noqa: F401
-    PROTOCOL_VERSION, SYNC, FLAG_LEAD_OFF, FMT_INT16_LE, FMT_INT24_LE, FMT_INT32_LE,
-    SERVICE_UUID, DATA_CHAR_UUID, CONTROL_CHAR_UUID,
-    Hello, DataFrame, DecodeError, encode_hello, encode_frame,
-    StreamDecoder, SequenceTracker, AsciiLineDecoder,
-)
+__all__ = ["deploy", "virtual_device"]

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from selfmis.bundle import load_bundle
+from selfmis.train.data import LEADS, load_split
+from selfmis.train.evaluate import score_records
+
+from .metrics import logit
+from .predict import tflite_predict
+
 __all__ = ["evaluate_bundle"]
 
 
 def evaluate_bundle(bundle=None, data=None, split: str = "test", folds=None, val_folds=None, fs: int = 100,
                     n_boot: int = 1000, seed: int = 0, num_threads: int = 1) -> dict:
     """Result dict shaped like ``selfmis.train.evaluate.evaluate_checkpoint``'s (``tasks`` per label)."""
-    from selfmis.bundle import load_bundle
-    from selfmis.train.data import LEADS, load_split
-    from selfmis.train.evaluate import score_records
-
-    from .metrics import logit
-    from .predict import tflite_predict
 
     b = load_bundle(bundle)
     card = b.card

@@ -8,6 +8,8 @@ import numpy as np
 from selfmis.bundle import ModelCard, TensorSpec, write_bundle
 from selfmis.preprocess import PreprocessSpec
 
+from .convert import tflite_io
+
 __all__ = ["tensor_specs", "make_card", "bundle_tflite", "toolchain_versions"]
 
 
@@ -22,7 +24,6 @@ def tensor_specs(tflite_path, layout: str, n_labels: int) -> tuple:
 
     onnx2tf may rename outputs, so the output is chosen by shape (1, n_labels).
     """
-    from .convert import tflite_io
 
     ins, outs = tflite_io(tflite_path)
     if len(ins) != 1:

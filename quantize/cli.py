@@ -13,6 +13,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from selfmis.edge_runtime.models import default_bundle_dir
+
+from .distill import DistillConfig
+from .export_onnx import ExportError
+from .pipeline import PipelineOptions, run_pipeline
+from .student import StudentConfig
+
 __all__ = ["main", "build_parser"]
 
 
@@ -25,9 +32,6 @@ def _blocks(text: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .distill import DistillConfig
-    from .student import StudentConfig
-
     s, d = StudentConfig(), DistillConfig()
     p = argparse.ArgumentParser(prog="selfmis quantize", description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", type=Path, default=Path("artifacts/selfmis_lead1.pt"),
@@ -67,14 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(argv)
-    from .distill import DistillConfig
-    from .export_onnx import ExportError
-    from .pipeline import PipelineOptions, run_pipeline
-    from .student import StudentConfig
 
     results = a.results
     if results is None:
-        from selfmis.edge_runtime.models import default_bundle_dir
 
         if a.out.resolve() == default_bundle_dir().resolve():
             results = default_bundle_dir().parents[2] / "benchmarks" / "results" / "quantize"

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from selfmis.edge_runtime.interpreter import interpreter_backend
+
 __all__ = ["torch_latency_ms", "tflite_latency_ms"]
 
 
@@ -40,8 +42,6 @@ def torch_latency_ms(model, window: int = 500, n: int = 300, warmup: int = 30) -
 
 def tflite_latency_ms(tflite_path, n: int = 2000, warmup: int = 100, use_xnnpack: bool = True) -> float:
     """``set_tensor`` + ``invoke`` of one window, one thread (what the gateway pays per window)."""
-    from selfmis.edge_runtime.interpreter import interpreter_backend
-
     Interpreter, Resolver, _ = interpreter_backend()
     kwargs = {"model_path": str(tflite_path), "num_threads": 1}
     if not use_xnnpack:

@@ -18,9 +18,22 @@ from pathlib import Path
 import numpy as np
 
 from selfmis.bundle import sha256_file
+from selfmis.preprocess import PreprocessSpec
+from selfmis.train.data import resolve_data_root
+from selfmis.train.evaluate import auroc, score_predictions
 
-from .distill import DistillConfig
-from .student import StudentConfig
+from . import card as cardmod
+from .convert import convert_onnx, tflite_op_names
+from .distill import DistillConfig, distill
+from .export_onnx import export_onnx, onnx_op_types, onnx_parity
+from .latency import tflite_latency_ms, torch_latency_ms
+from .metrics import sigmoid
+from .predict import tflite_predict, torch_predict
+from .report import _clean, write_results  # _clean: strict JSON in the card (NaN -> null)
+from .student import StudentConfig, count_params
+from .teacher import load_teacher, save_standin, teacher_outputs, train_standin_teacher
+from .validate import INT8_MI_AUROC_TOL, ValidationError, check_fp32_parity, compare_int8
+from .windows import Folds, TRAIN_STRIDE_S, load_lead1, record_mean, windows_of
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +83,6 @@ def _auroc_row(res: dict) -> dict:
 
 def run_pipeline(opts: PipelineOptions) -> dict:
     import torch
-
-    from selfmis.preprocess import PreprocessSpec
-    from selfmis.train.evaluate import score_predictions
-
-    from . import card as cardmod
-    from .convert import convert_onnx, tflite_op_names
-    from .distill import distill
-    from .export_onnx import export_onnx, onnx_op_types, onnx_parity
-    from .latency import tflite_latency_ms, torch_latency_ms
-    from .predict import tflite_predict, torch_predict
-    from .student import count_params
-    from .teacher import load_teacher, save_standin, teacher_outputs, train_standin_teacher
-    from .validate import INT8_MI_AUROC_TOL, ValidationError, check_fp32_parity, compare_int8
-    from .windows import TRAIN_STRIDE_S, Folds, load_lead1, record_mean, windows_of
 
     t0 = time.time()
     torch.set_num_threads(1)  # shared 2-core machine
@@ -147,8 +146,6 @@ def run_pipeline(opts: PipelineOptions) -> dict:
         t_logits, t_embed = teacher_outputs(teacher, w_train.X, progress=opts.progress)
         np.savez(cache, logits=t_logits, embed=t_embed if t_embed is not None else np.zeros(0))
     _say(f"teacher targets: logits {t_logits.shape}, embeddings {None if t_embed is None else t_embed.shape}")
-
-    from selfmis.train.evaluate import auroc
 
     def val_mi_auroc(epoch, model):
         """Model selection on the validation fold only (record-level MI AUROC); test is never looked at."""
@@ -271,8 +268,6 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                 "calibration": {"n_windows": int(len(calib)), "from": f"training folds {list(folds.train)}",
                                 "seed": opts.seed},
                 "quant_type": opts.quant_type, "onnx_ops": onnx_op_types(onnx_path), "tflite_ops": ops["int8"]}
-    from .metrics import sigmoid
-    from .report import _clean  # strict JSON in the card: NaN -> null, numpy -> Python
 
     card = cardmod.make_card(files.int8, files.layout, labels, spec=spec,
                              thresholds={t: float(sigmoid(v)) for t, v in thr_int8.items()},
@@ -296,7 +291,6 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                    "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets,
                    "thresholds_logit": thr_int8, "evaluation": test_desc, "training": training,
                    "bundle": str(out), "seconds": time.time() - t0, "command": opts.command})
-    from .report import write_results
 
     j, m = write_results(report, opts.results or work / "results")
     _say(f"table: {m} and {j}")
@@ -304,8 +298,6 @@ def run_pipeline(opts: PipelineOptions) -> dict:
 
 
 def ds_test_root(data) -> Path:
-    from selfmis.train.data import resolve_data_root
-
     return resolve_data_root(data)
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from selfmis.train.checkpoint import load_model  # the training engineer's loader
+
 __all__ = ["StandInTeacher", "train_standin_teacher", "save_standin", "load_teacher", "teacher_outputs",
            "STANDIN_KIND"]
 
@@ -24,7 +26,6 @@ STANDIN_KIND = "selfmis-quantize-standin"
 
 class StandInTeacher(nn.Module):
     """Conv-BN-ReLU x 5 with max pooling, global pooling, 128-d embedding, linear head."""
-
     def __init__(self, n_outputs: int = 11, width: int = 32, embed_dim: int = 128):
         super().__init__()
         c = [1, width, width, 2 * width, 2 * width, 4 * width]
@@ -86,7 +87,6 @@ def load_teacher(path):
         model = StandInTeacher(**raw["config"])
         model.load_state_dict(raw["state_dict"])
         return model.eval(), dict(raw["config"], provenance=raw.get("provenance", {})), "stand-in"
-    from selfmis.train.checkpoint import load_model  # the training engineer's loader
 
     model, config = load_model(path)
     cfg = config if isinstance(config, dict) else getattr(config, "__dict__", {"repr": repr(config)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .export_onnx import ExportError
+from .metrics import decision_agreement, logit_differences
 
 __all__ = ["FP32_TOL", "INT8_MI_AUROC_TOL", "ValidationError", "check_fp32_parity", "compare_int8"]
 
@@ -33,8 +34,6 @@ def check_fp32_parity(torch_logits: np.ndarray, tflite_logits: np.ndarray, tol: 
 def compare_int8(res_fp32: dict, res_int8: dict, s_fp32: np.ndarray, s_int8: np.ndarray, thresholds: dict,
                  tasks) -> dict:
     """Per-task AUROC difference (int8 - fp32) and decision agreement at the card's thresholds."""
-    from .metrics import decision_agreement, logit_differences
-
     agree = decision_agreement(s_fp32, s_int8, thresholds, tasks)
     out = {"per_task": {}, "record_logits": logit_differences(s_fp32, s_int8)}
     for t in tasks:

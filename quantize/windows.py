@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from selfmis.train.crops import SPEC, record_windows
+from selfmis.train.data import load_split
+from selfmis.train.trainer import split_folds  # the trainer's own fold rule, not a copy
+
 __all__ = ["EVAL_STRIDE_S", "TRAIN_STRIDE_S", "Folds", "Windows", "load_lead1", "windows_of", "record_mean"]
 
 #: Scoring: 5 s windows every 1 s (6 per record), as selfmis.train.evaluate does.
@@ -33,8 +37,6 @@ class Folds:
 
     @classmethod
     def from_teacher_config(cls, cfg: dict) -> "Folds":
-        from selfmis.train.trainer import split_folds  # the trainer's own rule, not a copy
-
         test = int(cfg.get("test_fold", 10))
         val, train = split_folds(test, cfg.get("val_fold"), cfg.get("train_folds"))
         return cls(tuple(train), (val,), (test,))
@@ -63,15 +65,11 @@ class Windows:
 
 def load_lead1(folds, data_root=None, progress: bool = False):
     """Raw Lead-I records of ``folds`` (a ``selfmis.train.data.Dataset``, X (n, 1, 1000) mV)."""
-    from selfmis.train.data import load_split
-
     return load_split(data_root, folds=list(folds), leads=("I",), progress=progress)
 
 
 def windows_of(ds, stride_s: float = EVAL_STRIDE_S, limit: int | None = None) -> Windows:
     """Preprocessed 5 s windows of every record of ``ds`` (record order kept)."""
-    from selfmis.train.crops import SPEC, record_windows
-
     X, Y, ids = np.asarray(ds.X), np.asarray(ds.Y), np.asarray(ds.ecg_ids)
     if limit is not None:
         X, Y, ids = X[:limit], Y[:limit], ids[:limit]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfmis.train.data import DEFAULT_TASKS, LEADS, load_split
-from selfmis.train.crops import record_windows, SPEC
 from selfmis.preprocess import preprocess_window
+from selfmis.train.crops import record_windows, SPEC
+from selfmis.train.data import DEFAULT_TASKS, LEADS, load_split
 
 __all__ = [
     "auroc", "auprc", "bootstrap_ci", "choose_threshold", "threshold_metrics", "score_task",
@@ -228,8 +228,7 @@ def format_task(t: dict) -> str:
 def evaluate_checkpoint(checkpoint, data=None, split="test", folds=None, val_folds=None, fs=100,
                         n_boot=1000, seed=0, progress=False) -> dict:
     """Load a checkpoint, score it on a PTB-XL folder (100 or 500 Hz records, resampled to 100)."""
-    from selfmis.train.checkpoint import load_model
-
+    from selfmis.train.checkpoint import load_model  # torch: only the training side pays for it
     model, config = load_model(checkpoint)
     fs_out = None if fs == SPEC.fs else int(SPEC.fs)
     # the checkpoint's own split (test fold k, val fold k%10+1, train = the rest) unless folds are given
