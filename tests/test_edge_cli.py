@@ -172,7 +172,8 @@ def test_import_and_help_are_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=quiet_env(),
                          check=True).stdout.split(maxsplit=1)
     assert out[1].strip() == "[]"
-    assert float(out[0]) < 1.0  # the 0.3 s target is measured by the benchmark on a quiet machine
+    # how long the import takes is a benchmark figure (selfmis bench: import time side by side), not a
+    # unit-test assertion: a loaded CI machine would make it flaky
 
 
 # ---------------------------------------------------------------- pty end to end
