@@ -7,13 +7,15 @@ one multiply plus one add (2 FLOPs).
 * :func:`conv_macs` / :func:`linear_macs`: the formulas (pure, unit-tested).
 * :func:`count_torch`: runs one forward pass with hooks on ``Conv1d``/``Conv2d``/``Linear``
   and applies the formulas to the observed output shapes.
-* :func:`count_tflite`: the same from a ``.tflite`` file's op list and tensor shapes
-  (``CONV_2D``, ``DEPTHWISE_CONV_2D``, ``FULLY_CONNECTED``), so a gateway without
-  torch can count too.
+* :func:`count_tflite`: the same from a ``.tflite`` file's operators and tensor shapes
+  (``CONV_2D``, ``DEPTHWISE_CONV_2D``, ``FULLY_CONNECTED``), read from the flatbuffer
+  by :func:`selfmis.bundle.read_tflite_graph`, so a machine without torch can count too.
 """
 from __future__ import annotations
 
 from math import prod
+
+from selfmis.bundle import read_tflite_graph
 
 __all__ = ["conv_macs", "linear_macs", "count_torch", "count_tflite"]
 
@@ -76,33 +78,19 @@ def count_torch(model, input_shape) -> dict:
 
 
 def count_tflite(path) -> dict:
-    """{"macs", "params", "ops", "layers"} of a ``.tflite`` file (batch 1), via LiteRT's op list.
+    """{"macs", "params", "ops", "layers"} of a ``.tflite`` file (batch 1), from its flatbuffer.
 
+    Operators and tensor shapes come from :func:`selfmis.bundle.read_tflite_graph`
+    (the model's own graph, no interpreter and no delegate rewriting it).
     ``params`` counts the elements of the weight and bias tensors of the counted ops.
-    Returns ``{"macs": None, "error": ...}`` when the interpreter cannot list its ops.
     """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - older gateways
-        from tflite_runtime.interpreter import Interpreter  # type: ignore
-    try:  # without XNNPACK, so the op list is the model's own (not one DELEGATE node)
-        from ai_edge_litert.interpreter import OpResolverType
-        interp = Interpreter(model_path=str(path), num_threads=1,
-                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    except (ImportError, TypeError, AttributeError):
-        interp = Interpreter(model_path=str(path), num_threads=1)
-    interp.allocate_tensors()
-    try:
-        ops = interp._get_ops_details()  # noqa: SLF001 - the only op listing without flatbuffers
-    except AttributeError:
-        return {"macs": None, "params": None, "error": "interpreter cannot list ops"}
-    shapes = {t["index"]: [int(s) for s in t["shape"]] for t in interp.get_tensor_details()}
-    layers, total, params, op_names = [], 0, 0, set()
-    for op in ops:
-        name = op["op_name"]
-        op_names.add(name)
-        ins = [i for i in op["inputs"] if i >= 0]
-        outs = list(op["outputs"])
+    g = read_tflite_graph(path)
+    shapes = {t.index: list(t.shape) for t in g.tensors}
+    layers, total, params = [], 0, 0
+    for op in g.operators:
+        name = op.name
+        ins = [i for i in op.inputs if i >= 0]
+        outs = list(op.outputs)
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(ins) >= 2 and outs:
             out = shapes.get(outs[0], [])
             w = shapes.get(ins[1], [])
@@ -114,8 +102,8 @@ def count_tflite(path) -> dict:
                 m = prod(out) * w[1] * w[2]
             else:                             # weights (out, in)
                 m = prod(out[:-1]) * w[0] * w[1]
-            layers.append((f"{name}#{op['index']}", name, int(m)))
+            layers.append((f"{name}#{op.index}", name, int(m)))
             total += int(m)
             params += prod(w) + (prod(shapes.get(ins[2], [0])) if len(ins) > 2 else 0)
-    return {"macs": int(total), "params": int(params), "ops": sorted(op_names), "layers": layers,
-            "method": "tflite op list: CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED shapes"}
+    return {"macs": int(total), "params": int(params), "ops": g.operator_names, "layers": layers,
+            "method": "tflite flatbuffer: CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED shapes"}

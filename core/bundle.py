@@ -9,22 +9,33 @@ The training side (``selfmis.quantize``) writes bundles with :func:`write_bundle
 the runtime, the evaluator and the deployment tools read them with
 :func:`load_bundle`, which verifies the file's sha256 against the card and
 refuses a card that does not describe this runtime's contract.
+
+:func:`read_tflite_graph` / :func:`model_operators` are the one reader of a
+``.tflite`` file's operators and tensors (for the TFLite Micro export, the MAC
+count and the converter's checks), built on the ``tflite`` package: the
+flatbuffer classes generated from TensorFlow Lite's ``schema.fbs``. It is
+imported only when called (``pip install 'selfmis-edge[deploy]'``), so this
+module stays numpy-only at import time.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from .preprocess import PreprocessSpec
 
 __all__ = [
     "CARD_FORMAT", "CARD_VERSION", "TensorSpec", "ModelCard", "Bundle", "BundleError",
     "write_bundle", "load_bundle", "sha256_file",
+    "TFLiteTensor", "TFLiteOperator", "TFLiteGraph", "read_tflite_graph", "model_operators",
 ]
 
 CARD_FORMAT = "selfmis-model-card"
@@ -173,3 +184,131 @@ def load_bundle(path, verify: bool = True) -> Bundle:
             raise BundleError(f"{model}: sha256 {digest[:12]}... does not match the card's "
                               f"{card.sha256[:12]}...; the model and card do not belong together")
     return bundle
+
+
+# --------------------------------------------------------------------------
+# What is inside a .tflite: operators and tensors (schema.fbs via `tflite`)
+# --------------------------------------------------------------------------
+
+# bytes per element of the TensorType names numpy does not know; int4 packs two per byte
+_ODD_ITEMSIZE = {"string": 0, "resource": 0, "variant": 0, "bfloat16": 2}
+
+
+@dataclass(frozen=True)
+class TFLiteTensor:
+    index: int
+    name: str
+    shape: tuple        # as stored; -1 marks a dynamic dimension
+    dtype: str          # TensorType name in lower case: "int8", "float32", ...
+    nbytes: int         # dynamic dimensions counted as 1
+    constant: bool      # backed by a non-empty buffer (weights, biases)
+    variable: bool
+
+
+@dataclass(frozen=True)
+class TFLiteOperator:
+    index: int          # execution order in its subgraph
+    name: str           # BuiltinOperator name ("CONV_2D"), or a custom op's own name
+    custom: bool
+    version: int
+    inputs: tuple       # tensor indices; -1 is an omitted optional input
+    outputs: tuple
+
+
+@dataclass
+class TFLiteGraph:
+    """The primary subgraph of a .tflite (what the interpreter runs) and the model's op names."""
+
+    operators: list
+    tensors: list
+    inputs: list        # tensor indices
+    outputs: list
+    operator_names: list  # sorted, unique, over *all* subgraphs (WHILE/IF bodies need registering too)
+    n_subgraphs: int
+    description: str
+
+
+def _tflite_schema():
+    try:
+        import tflite  # the flatbuffer classes of TensorFlow Lite's schema.fbs
+    except ImportError:
+        raise ImportError("reading a .tflite's operators needs the `tflite` package: "
+                          "pip install 'selfmis-edge[deploy]' (or pip install tflite)") from None
+    return tflite
+
+
+def _enum_names(enum_class) -> dict:
+    return {v: k for k, v in vars(enum_class).items() if k.isupper() and isinstance(v, int)}
+
+
+def read_tflite_graph(model) -> TFLiteGraph:
+    """Operators and tensors of ``model`` (a path or the file's bytes), as stored in the flatbuffer.
+
+    Raises :class:`BundleError` (naming the file) for something that is not a
+    readable TFLite flatbuffer.
+    """
+    where = "model" if isinstance(model, (bytes, bytearray, memoryview)) else str(model)
+    data = bytes(model) if where == "model" else Path(model).read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise BundleError(f"{where}: not a TFLite flatbuffer (no 'TFL3' identifier)")
+    tfl = _tflite_schema()
+    op_names, type_names = _enum_names(tfl.BuiltinOperator), _enum_names(tfl.TensorType)
+    try:
+        m = tfl.Model.GetRootAs(data, 0)
+
+        def op_code(i):
+            oc = m.OperatorCodes(i)
+            code = oc.BuiltinCode()  # resolves the deprecated int8 field of old files
+            if code == tfl.BuiltinOperator.CUSTOM:
+                return (oc.CustomCode() or b"?").decode("utf-8", "replace"), True, oc.Version()
+            return op_names.get(code, f"BUILTIN_{code}"), False, oc.Version()
+
+        codes = [op_code(i) for i in range(m.OperatorCodesLength())]
+        if m.SubgraphsLength() == 0:
+            raise BundleError(f"{where}: the model has no subgraph")
+        all_names = set()
+        for g in range(m.SubgraphsLength()):
+            sg = m.Subgraphs(g)
+            all_names.update(codes[sg.Operators(k).OpcodeIndex()][0] for k in range(sg.OperatorsLength()))
+        sg = m.Subgraphs(0)
+
+        def has_data(b):  # buffer 0 is the empty sentinel; offset > 1: data stored after the flatbuffer
+            buf = m.Buffers(b) if 0 < b < m.BuffersLength() else None
+            return buf is not None and (buf.DataLength() > 0 or buf.Offset() > 1)
+
+        tensors = []
+        for i in range(sg.TensorsLength()):
+            t = sg.Tensors(i)
+            shape = tuple(int(t.Shape(j)) for j in range(t.ShapeLength()))
+            dtype = type_names.get(t.Type(), f"type{t.Type()}").lower()
+            n = math.prod(max(1, d) for d in shape)
+            if dtype == "int4":
+                nbytes = (n + 1) // 2
+            elif dtype in _ODD_ITEMSIZE or dtype.startswith("type"):  # "typeN": newer than the schema
+                nbytes = n * _ODD_ITEMSIZE.get(dtype, 0)
+            else:
+                nbytes = n * np.dtype(dtype).itemsize
+            tensors.append(TFLiteTensor(i, (t.Name() or b"").decode("utf-8", "replace"), shape, dtype,
+                                        int(nbytes), has_data(t.Buffer()), bool(t.IsVariable())))
+        operators = []
+        for k in range(sg.OperatorsLength()):
+            op = sg.Operators(k)
+            name, custom, version = codes[op.OpcodeIndex()]
+            operators.append(TFLiteOperator(
+                k, name, custom, version, tuple(int(op.Inputs(j)) for j in range(op.InputsLength())),
+                tuple(int(op.Outputs(j)) for j in range(op.OutputsLength()))))
+        return TFLiteGraph(
+            operators=operators, tensors=tensors,
+            inputs=[int(sg.Inputs(j)) for j in range(sg.InputsLength())],
+            outputs=[int(sg.Outputs(j)) for j in range(sg.OutputsLength())],
+            operator_names=sorted(all_names), n_subgraphs=m.SubgraphsLength(),
+            description=(m.Description() or b"").decode("utf-8", "replace"))
+    except BundleError:
+        raise
+    except Exception as exc:  # a damaged flatbuffer fails anywhere inside the generated readers
+        raise BundleError(f"{where}: unreadable TFLite flatbuffer ({exc.__class__.__name__}: {exc})") from None
+
+
+def model_operators(model) -> list:
+    """Sorted operator names a ``.tflite`` uses (builtin names as LiteRT reports them, custom ops by name)."""
+    return read_tflite_graph(model).operator_names

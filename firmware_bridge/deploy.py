@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import shlex
-import struct
 import subprocess
 import sys
 import tarfile
@@ -39,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from selfmis.bundle import BundleError, read_tflite_graph
 from selfmis.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
 from selfmis.runtime_config import default_runtime_config
 from . import gateway_ops
@@ -238,195 +238,97 @@ def status(to, ssh_options: Sequence[str] = (), ssh: str = "ssh") -> dict:
     return _remote(host, "status", [path], ssh_options, ssh)
 
 
+#: systemd 254 added RestartSteps= / RestartMaxDelaySec= (restart backoff)
+SYSTEMD_BACKOFF_VERSION = 254
+# ProtectHome=yes makes these invisible to the service; a root or venv inside them needs read-only
+_HOME_DIRS = ("/home", "/root", "/run/user")
+
+
+def _under(path: str, parents) -> bool:
+    path = os.path.normpath(path)
+    return any(path == p or path.startswith(p + "/") for p in parents)
+
+
 def render_systemd_unit(root: str = "/opt/selfmis", user: str = "selfmis",
-                        venv: Optional[str] = None, edge_args: Optional[str] = None) -> str:
-    """The unit template ``systemd/selfmis-edge.service`` with other paths/user/arguments."""
-    text = SYSTEMD_UNIT.read_text(encoding="utf-8")
-    root = root.rstrip("/") or "/"
-    if venv:
-        text = text.replace("/opt/selfmis/venv", venv.rstrip("/"))
-    text = text.replace("/opt/selfmis", root)
-    text = text.replace("User=selfmis", f"User={user}").replace("Group=selfmis", f"Group={user}")
-    if edge_args is not None:
-        lines = [f'Environment="SELFMIS_EDGE_ARGS={edge_args}"' if ln.startswith(
-            'Environment="SELFMIS_EDGE_ARGS=') else ln for ln in text.splitlines()]
-        text = "\n".join(lines) + "\n"
-    return text
+                        venv: Optional[str] = None, edge_args: Optional[str] = None,
+                        systemd_version: Optional[int] = None) -> str:
+    """The unit template ``systemd/selfmis-edge.service`` with other paths/user/arguments.
 
-
-# --------------------------------------------------------------------------
-# TFLite flatbuffer (read-only, minimal) and the TFLite Micro export
-# --------------------------------------------------------------------------
-
-# tensorflow/lite/schema/schema.fbs, enum BuiltinOperator, codes 0..161
-_BUILTIN_OPS = (
-    "ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE "
-    "EMBEDDING_LOOKUP FLOOR FULLY_CONNECTED HASHTABLE_LOOKUP L2_NORMALIZATION L2_POOL_2D "
-    "LOCAL_RESPONSE_NORMALIZATION LOGISTIC LSH_PROJECTION LSTM MAX_POOL_2D MUL RELU RELU_N1_TO_1 "
-    "RELU6 RESHAPE RESIZE_BILINEAR RNN SOFTMAX SPACE_TO_DEPTH SVDF TANH CONCAT_EMBEDDINGS SKIP_GRAM "
-    "CALL CUSTOM EMBEDDING_LOOKUP_SPARSE PAD UNIDIRECTIONAL_SEQUENCE_RNN GATHER BATCH_TO_SPACE_ND "
-    "SPACE_TO_BATCH_ND TRANSPOSE MEAN SUB DIV SQUEEZE UNIDIRECTIONAL_SEQUENCE_LSTM STRIDED_SLICE "
-    "BIDIRECTIONAL_SEQUENCE_RNN EXP TOPK_V2 SPLIT LOG_SOFTMAX DELEGATE BIDIRECTIONAL_SEQUENCE_LSTM "
-    "CAST PRELU MAXIMUM ARG_MAX MINIMUM LESS NEG PADV2 GREATER GREATER_EQUAL LESS_EQUAL SELECT "
-    "SLICE SIN TRANSPOSE_CONV SPARSE_TO_DENSE TILE EXPAND_DIMS EQUAL NOT_EQUAL LOG SUM SQRT RSQRT "
-    "SHAPE POW ARG_MIN FAKE_QUANT REDUCE_PROD REDUCE_MAX PACK LOGICAL_OR ONE_HOT LOGICAL_AND "
-    "LOGICAL_NOT UNPACK REDUCE_MIN FLOOR_DIV REDUCE_ANY SQUARE ZEROS_LIKE FILL FLOOR_MOD RANGE "
-    "RESIZE_NEAREST_NEIGHBOR LEAKY_RELU SQUARED_DIFFERENCE MIRROR_PAD ABS SPLIT_V UNIQUE CEIL "
-    "REVERSE_V2 ADD_N GATHER_ND COS WHERE RANK ELU REVERSE_SEQUENCE MATRIX_DIAG QUANTIZE "
-    "MATRIX_SET_DIAG ROUND HARD_SWISH IF WHILE NON_MAX_SUPPRESSION_V4 NON_MAX_SUPPRESSION_V5 "
-    "SCATTER_ND SELECT_V2 DENSIFY SEGMENT_SUM BATCH_MATMUL PLACEHOLDER_FOR_GREATER_OP_CODES CUMSUM "
-    "CALL_ONCE BROADCAST_TO RFFT2D CONV_3D IMAG REAL COMPLEX_ABS HASHTABLE HASHTABLE_FIND "
-    "HASHTABLE_IMPORT HASHTABLE_SIZE REDUCE_ALL CONV_3D_TRANSPOSE VAR_HANDLE READ_VARIABLE "
-    "ASSIGN_VARIABLE BROADCAST_ARGS RANDOM_STANDARD_NORMAL BUCKETIZE RANDOM_UNIFORM MULTINOMIAL "
-    "GELU DYNAMIC_UPDATE_SLICE RELU_0_TO_1 UNSORTED_SEGMENT_PROD UNSORTED_SEGMENT_MAX "
-    "UNSORTED_SEGMENT_SUM ATAN2 UNSORTED_SEGMENT_MIN SIGN BITCAST BITWISE_XOR RIGHT_SHIFT"
-).split()
-
-# TensorType -> bytes per element (schema.fbs enum TensorType); STRING/RESOURCE/VARIANT: 0
-_TYPE_SIZES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 0, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16,
-               12: 8, 13: 0, 14: 0, 15: 4, 16: 2, 17: 1}
-_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string",
-               6: "bool", 7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128",
-               12: "uint64", 13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4"}
-
-
-def builtin_op_name(code: int) -> str:
-    return _BUILTIN_OPS[code] if 0 <= code < len(_BUILTIN_OPS) else f"BUILTIN_{code}"
-
-
-class _FB:
-    """Just enough FlatBuffers to walk a .tflite file (little-endian, read-only).
-
-    Reference: https://flatbuffers.dev/internals/ -- a table starts with a
-    signed offset back to its vtable; the vtable lists each field's offset
-    inside the table (0 = absent, use the default); references are unsigned
-    offsets relative to where they are stored.
+    ``root``/``venv`` must be absolute (systemd rejects relative paths).  A root
+    or venv under ``/home``, ``/root`` or ``/run/user`` gets
+    ``ProtectHome=read-only`` (``yes`` would hide it from the service).
+    ``systemd_version`` (``systemctl --version`` on the gateway): below 254 the
+    restart-backoff keys it does not know are left out.
     """
+    root = os.path.normpath(root) if root else "/"
+    venv = os.path.normpath(venv) if venv else f"{root.rstrip('/')}/venv"
+    for what, path in (("--root", root), ("--venv", venv)):
+        if not os.path.isabs(path):
+            raise DeployError(f"{what} {path!r}: systemd needs an absolute path")
+        if any(c.isspace() or c in "\"'\\%$" for c in path):
+            raise DeployError(f"{what} {path!r}: use a path without spaces, quotes, % or $ "
+                              "(systemd would split or expand it)")
+    if not user or any(c.isspace() for c in user):
+        raise DeployError(f"--user {user!r}: not a user name")
+    text = SYSTEMD_UNIT.read_text(encoding="utf-8")
+    text = text.replace("/opt/selfmis/venv", venv).replace("/opt/selfmis/", root.rstrip("/") + "/")
+    text = text.replace("/opt/selfmis", root)
+    out = []
+    for ln in text.splitlines():
+        if ln.startswith("User="):
+            ln = f"User={user}"
+        elif ln.startswith('Environment="SELFMIS_EDGE_ARGS=') and edge_args is not None:
+            ln = f'Environment="SELFMIS_EDGE_ARGS={edge_args}"'
+        elif ln.startswith("ProtectHome=") and (_under(root, _HOME_DIRS) or _under(venv, _HOME_DIRS)):
+            ln = "ProtectHome=read-only"
+        elif ln.startswith(("RestartSteps=", "RestartMaxDelaySec=")) and systemd_version is not None \
+                and systemd_version < SYSTEMD_BACKOFF_VERSION:
+            continue
+        out.append(ln)
+    return "\n".join(out) + "\n"
 
-    def __init__(self, buf: bytes):
-        self.b = buf
 
-    def _u(self, fmt, pos):
-        try:
-            return struct.unpack_from(fmt, self.b, pos)[0]
-        except struct.error:
-            raise DeployError(f"truncated flatbuffer (read at byte {pos})") from None
-
-    def root(self) -> int:
-        return self._u("<I", 0)
-
-    def field(self, table: int, index: int) -> Optional[int]:
-        vtable = table - self._u("<i", table)
-        vsize = self._u("<H", vtable)
-        slot = 4 + 2 * index
-        if slot >= vsize:
-            return None
-        off = self._u("<H", vtable + slot)
-        return table + off if off else None
-
-    def scalar(self, table, index, fmt, default=0):
-        pos = self.field(table, index)
-        return default if pos is None else self._u(fmt, pos)
-
-    def ref(self, table, index) -> Optional[int]:
-        pos = self.field(table, index)
-        return None if pos is None else pos + self._u("<I", pos)
-
-    def vector(self, table, index):
-        """(start of elements, length) or (None, 0)."""
-        pos = self.ref(table, index)
-        if pos is None:
-            return None, 0
-        return pos + 4, self._u("<I", pos)
-
-    def tables(self, table, index) -> List[int]:
-        start, n = self.vector(table, index)
-        return [start + 4 * i + self._u("<I", start + 4 * i) for i in range(n)]
-
-    def ints(self, table, index, fmt="<i", size=4) -> List[int]:
-        start, n = self.vector(table, index)
-        return [self._u(fmt, start + size * i) for i in range(n)]
-
-    def string(self, table, index) -> Optional[str]:
-        start, n = self.vector(table, index)
-        if start is None:
-            return None
-        return self.b[start:start + n].decode("utf-8", "replace")
-
+# --------------------------------------------------------------------------
+# The TFLite Micro export (the model is read by selfmis.bundle.read_tflite_graph)
+# --------------------------------------------------------------------------
 
 class TFLiteSummary(dict):
     """Plain-dict summary of a .tflite: ops, tensors, arena estimate."""
 
 
 def read_tflite(data: bytes) -> TFLiteSummary:
-    """Parse what TFLite Micro needs to know from a model (first subgraph).
+    """What TFLite Micro needs to know from a model, read by :func:`selfmis.bundle.read_tflite_graph`.
 
-    Returns a dict with ``ops`` (sorted operator names; custom ops as
-    ``CUSTOM:<name>``), ``op_versions``, ``inputs``/``outputs`` (name,
-    shape, dtype), ``n_tensors``, ``n_operators``, ``weights_bytes`` and
+    Returns a dict with ``ops`` (sorted operator names, custom ops by their
+    name, also listed in ``custom_ops``), ``op_versions``, ``inputs``/``outputs``
+    (name, shape, dtype), ``n_tensors``, ``n_operators``, ``weights_bytes`` and
     ``arena`` (see :func:`estimate_arena`).
     """
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise DeployError("not a TFLite flatbuffer (no 'TFL3' file identifier)")
-    fb = _FB(data)
-    model = fb.root()
-    opcodes = []
-    for oc in fb.tables(model, 1):
-        deprecated = fb.scalar(oc, 0, "<b", 0)
-        builtin = fb.scalar(oc, 3, "<i", 0)
-        # schema >= 2.3 stores codes > 127 in builtin_code; older files only in the int8 field
-        code = max(deprecated, builtin)
-        name = builtin_op_name(code)
-        if name == "CUSTOM":
-            name = f"CUSTOM:{fb.string(oc, 1) or '?'}"
-        opcodes.append((name, fb.scalar(oc, 2, "<i", 1)))
-    subgraphs = fb.tables(model, 2)
-    if not subgraphs:
-        raise DeployError("model has no subgraph")
-    sg = subgraphs[0]
-    buffers = fb.tables(model, 4)
-
-    def buffer_has_data(i):
-        if i <= 0 or i >= len(buffers):
-            return False  # buffer 0 is the empty sentinel
-        _, n = fb.vector(buffers[i], 0)
-        return n > 0 or fb.scalar(buffers[i], 1, "<Q", 0) > 1  # offset > 1: data after the flatbuffer
-
-    tensors = []
-    for t in fb.tables(sg, 0):
-        shape = fb.ints(t, 0)
-        ttype = fb.scalar(t, 1, "<b", 0)
-        buf = fb.scalar(t, 2, "<I", 0)
-        n = 1
-        for d in shape:
-            n *= max(1, d)  # -1 (dynamic) counted as 1: the estimate says so
-        tensors.append({"name": fb.string(t, 3) or "", "shape": shape,
-                        "dtype": _TYPE_NAMES.get(ttype, f"type{ttype}"),
-                        "bytes": (n * _TYPE_SIZES.get(ttype, 4) if ttype != 17 else (n + 1) // 2),
-                        "constant": buffer_has_data(buf),
-                        "variable": bool(fb.scalar(t, 5, "<B", 0)),
-                        "dynamic": any(d < 0 for d in shape)})
-    operators = [(fb.scalar(op, 0, "<I", 0), fb.ints(op, 1), fb.ints(op, 2)) for op in fb.tables(sg, 3)]
-    used = sorted({opcodes[i][0] for i, _, _ in operators if i < len(opcodes)})
-    versions = {}
-    for i, _, _ in operators:
-        if i < len(opcodes):
-            name, ver = opcodes[i]
-            versions[name] = max(ver, versions.get(name, 0))
-    inputs, outputs = fb.ints(sg, 1), fb.ints(sg, 2)
+    try:
+        g = read_tflite_graph(data)
+    except BundleError as e:
+        raise DeployError(str(e)) from None
+    versions: Dict[str, int] = {}
+    for op in g.operators:
+        versions[op.name] = max(op.version, versions.get(op.name, 0))
+    tensors = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes,
+                "constant": t.constant, "variable": t.variable, "dynamic": any(d < 0 for d in t.shape)}
+               for t in g.tensors]
 
     def io_spec(i):
         t = tensors[i]
         return {"name": t["name"], "shape": t["shape"], "dtype": t["dtype"]}
 
     summary = TFLiteSummary(
-        ops=used, op_versions=versions,
-        inputs=[io_spec(i) for i in inputs if 0 <= i < len(tensors)],
-        outputs=[io_spec(i) for i in outputs if 0 <= i < len(tensors)],
-        n_tensors=len(tensors), n_operators=len(operators), n_subgraphs=len(subgraphs),
+        ops=g.operator_names, custom_ops=sorted({op.name for op in g.operators if op.custom}),
+        op_versions=versions,
+        inputs=[io_spec(i) for i in g.inputs if 0 <= i < len(tensors)],
+        outputs=[io_spec(i) for i in g.outputs if 0 <= i < len(tensors)],
+        n_tensors=len(tensors), n_operators=len(g.operators), n_subgraphs=g.n_subgraphs,
         weights_bytes=sum(t["bytes"] for t in tensors if t["constant"]),
-        description=fb.string(model, 3) or "")
-    summary["arena"] = estimate_arena(tensors, operators, inputs, outputs)
+        description=g.description)
+    summary["arena"] = estimate_arena(tensors, [(0, op.inputs, op.outputs) for op in g.operators],
+                                      g.inputs, g.outputs)
     return summary
 
 
@@ -505,8 +407,8 @@ def export_c_array(tflite_path, out_dir, name: str = "g_model", header_name: str
     out_dir.mkdir(parents=True, exist_ok=True)
     arena = info["arena"]
     guard = "SELFMIS_" + header_name.upper().replace(".", "_").replace("-", "_")
-    builtin = [op for op in info["ops"] if not op.startswith("CUSTOM:")]
-    custom = [op for op in info["ops"] if op.startswith("CUSTOM:")]
+    custom = info["custom_ops"]
+    builtin = [op for op in info["ops"] if op not in custom]
     resolver = "\n".join(f"//   resolver.Add{_camel(op)}();" for op in builtin)
     h = f"""// Generated by `selfmis deploy export-c` from {Path(tflite_path).name}
 // ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}...). Do not edit.
@@ -515,7 +417,7 @@ def export_c_array(tflite_path, out_dir, name: str = "g_model", header_name: str
 // Register them with a resolver sized to that count, e.g.
 //   static tflite::MicroMutableOpResolver<{max(1, len(info['ops']))}> resolver;
 {resolver}
-{''.join(f'//   (custom op {c[7:]!r}: register your own kernel)' + chr(10) for c in custom)}//
+{''.join(f'//   (custom op {c!r}: register your own kernel with resolver.AddCustom)' + chr(10) for c in custom)}//
 // Inputs:  {'; '.join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info['inputs'])}
 // Outputs: {'; '.join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info['outputs'])}
 //
@@ -594,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--user", default="selfmis")
     u.add_argument("--venv", help="virtualenv with edge-run (default ROOT/venv)")
     u.add_argument("--edge-args", help="edge-run arguments (default: --config ROOT/current/runtime.json)")
+    u.add_argument("--systemd-version", type=int, metavar="N",
+                   help="the gateway's systemd version (`systemctl --version`); below 254 the "
+                        "restart-backoff keys it does not know are left out")
     e = sub.add_parser("export-c", help="write model_data.h/.cc for TensorFlow Lite Micro")
     e.add_argument("model", help=".tflite file or bundle directory")
     e.add_argument("out_dir")
@@ -626,7 +531,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.cmd == "status":
             result = status(args.to, args.ssh_option, args.ssh)
         elif args.cmd == "systemd-unit":
-            sys.stdout.write(render_systemd_unit(args.root, args.user, args.venv, args.edge_args))
+            sys.stdout.write(render_systemd_unit(args.root, args.user, args.venv, args.edge_args,
+                                                 args.systemd_version))
             return 0
         else:
             model = Path(args.model)

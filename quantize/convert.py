@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfmis.bundle import model_operators
+
 from .export_onnx import INPUT_NAME, ExportError
 
 __all__ = ["TFLiteFiles", "convert_onnx", "tflite_io", "tflite_op_names", "tool_env"]
@@ -98,13 +100,5 @@ def tflite_io(path):
     return interp.get_input_details(), interp.get_output_details()
 
 
-def tflite_op_names(path) -> list:
-    """Builtin op names of a .tflite file (to check what the gateway will run)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=1)
-    try:
-        ops = interp._get_ops_details()  # noqa: SLF001 - only way without flatbuffers
-    except AttributeError:
-        return []
-    return sorted({o["op_name"] for o in ops})
+#: builtin op names of a .tflite (what the gateway will run): the one reader, in selfmis.bundle
+tflite_op_names = model_operators

@@ -422,6 +422,4 @@ def test_read_tflite_agrees_with_the_interpreter_on_the_shipped_model():
     it.allocate_tensors()
     assert [list(d["shape"]) for d in it.get_input_details()] == [t["shape"] for t in info["inputs"]]
     assert [list(d["shape"]) for d in it.get_output_details()] == [t["shape"] for t in info["outputs"]]
-    if hasattr(it, "_get_ops_details"):  # private API; DELEGATE is added by XNNPACK at load time
-        ops = {o["op_name"] for o in it._get_ops_details()} - {"DELEGATE"}
-        assert ops == set(info["ops"])
+    # the operator list itself is checked against LiteRT in test_tflite_reader.py
