@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-seconds", type=float, help="stop after this many seconds of signal")
     src.add_argument("--retries", type=int, default=6,
                      help="reconnect attempts (backoff 0.5, 1, 2, 4, 8 s...) before giving up (default 6)")
+    src.add_argument("--wait-for-device", nargs="?", type=float, const=float("inf"), metavar="SECONDS",
+                     help="--port: if the port is absent at start, wait for it to appear (for SECONDS; "
+                          "default forever) with a log line instead of exiting 4 (what the systemd unit does)")
     src.add_argument("--connect-timeout", type=float, default=15.0,
                      help="seconds to wait for a BLE device to answer (default 15)")
     return p
@@ -117,7 +120,8 @@ def make_source(args, lead: str):
     if args.port:
         from .sources.serial import SerialSource
         return SerialSource(args.port, args.baud, ascii=args.ascii, fs=args.fs, lead=lead,
-                            uv_per_lsb=args.uv_per_lsb, backoff=Backoff(args.retries))
+                            uv_per_lsb=args.uv_per_lsb, backoff=Backoff(args.retries),
+                            wait_for_device_s=args.wait_for_device)
     if args.ble:
         from .sources.ble import BleSource
         return BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),

@@ -136,6 +136,47 @@ def _release_dir_matches(directory, manifest):
         return False
 
 
+def _user_name(uid):
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):  # not POSIX, or a uid without a passwd entry
+        return "uid %d" % uid
+
+
+def _permission_error(root, exc):
+    """A DeployError saying which folder to hand to which user (for a PermissionError under root).
+
+    The usual cause: the gateway root was created by ``sudo`` (e.g. while
+    making the venv), so the deploy user may not write ``.lock``,
+    ``releases/`` or the ``current`` link in it.
+    """
+    me = _user_name(os.geteuid()) if hasattr(os, "geteuid") else "this user"
+    path = exc.filename or root
+    where = path
+    while where and not os.path.isdir(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)  # the nearest existing folder: the one not writable
+    try:
+        owner = _user_name(os.stat(where).st_uid)
+    except OSError:
+        owner = "another user"
+    if os.path.isdir(root):
+        fix = "sudo chown -R %s: %s" % (me, root)
+    else:  # the root itself is missing and its parent is not ours: create it for us
+        fix = "sudo install -d -o %s -g $(id -gn %s) %s" % (me, me, root)
+    return DeployError("%s: permission denied (%s is owned by %s, and this deploy runs as %s). "
+                       "Give the gateway root to the deploy user: `%s` on the gateway "
+                       "(or push as %s)" % (path, where, owner, me, fix, owner))
+
+
+@contextlib.contextmanager
+def _explain_permissions(root):
+    try:
+        yield
+    except PermissionError as exc:
+        raise _permission_error(root, exc) from None
+
+
 @contextlib.contextmanager
 def _locked(root):
     """One deploy operation at a time per gateway root (flock on ROOT/.lock)."""
@@ -186,7 +227,7 @@ def install(root, archive, activate=True, force=False, post_cmd=None, keep=None)
     ``current`` or ``previous``).
     """
     root = os.path.abspath(os.path.expanduser(root))
-    with _locked(root):
+    with _explain_permissions(root), _locked(root):
         result = _install(root, archive, activate, force, post_cmd)
         if keep is not None:
             result["pruned"] = prune(root, keep)
@@ -246,7 +287,7 @@ def rollback(root, post_cmd=None):
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         raise DeployError("%s: no such gateway directory" % root)
-    with _locked(root):
+    with _explain_permissions(root), _locked(root):
         return _rollback(root, post_cmd)
 
 
@@ -291,7 +332,8 @@ def prepare(root):
     """Create the root and its incoming/ directory; return its absolute path."""
     root = os.path.abspath(os.path.expanduser(root))
     incoming = os.path.join(root, "incoming")
-    os.makedirs(incoming, exist_ok=True)
+    with _explain_permissions(root):
+        os.makedirs(incoming, exist_ok=True)
     return {"root": root, "incoming": incoming}
 
 
@@ -310,8 +352,10 @@ def _main(argv):
             try:
                 out = install(root, archive, post_cmd=post, keep=keep)
             finally:  # the uploaded copy: the release dir holds the files (or it was refused)
-                if os.path.exists(archive):
+                try:
                     os.unlink(archive)
+                except OSError:  # gone, or not ours: never mask the install's own error
+                    pass
         elif op == "rollback":
             out = rollback(root, post_cmd=rest[0] if rest and rest[0] else None)
         elif op == "status":

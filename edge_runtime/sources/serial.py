@@ -13,7 +13,10 @@ disagrees with the declared one by more than 10% over 3 s.
 
 A lost port (USB unplugged, pty closed) is reopened with exponential backoff;
 after the retries :class:`~.base.DeviceLost` is raised. A port that is absent or
-not permitted at start raises :class:`~.base.SourceNotFound` at once.
+not permitted at start raises :class:`~.base.SourceNotFound` at once, unless
+``wait_for_device_s`` is set (``edge-run --wait-for-device``, what the systemd
+unit uses): then an absent port (or a refused ``socket://``) is waited for,
+with one log line, for that many seconds (``inf``: forever).
 pyserial is imported when the source opens, never at module import.
 """
 from __future__ import annotations
@@ -59,11 +62,23 @@ class RateMonitor:
         return None
 
 
+class _PortPermission(SourceNotFound):
+    """The port exists but may not be opened: waiting does not fix it (beyond udev's moment)."""
+
+
 class SerialSource(Source):
+    #: seconds between checks while waiting for a port to appear
+    WAIT_POLL_S = 0.25
+    #: a node udev has just created may stay root-only for a moment before its rules apply
+    UDEV_GRACE_S = 2.0
+
     def __init__(self, port: str, baud: int = 115200, ascii: bool = False, fs: float | None = None,
                  lead: str = "I", uv_per_lsb: float = 1.0, backoff: Backoff | None = None,
-                 read_timeout_s: float = 0.02, idle_timeout_s: float = 10.0):
+                 read_timeout_s: float = 0.02, idle_timeout_s: float = 10.0,
+                 wait_for_device_s: float | None = None):
         super().__init__()
+        #: None: an absent port fails at once; else wait this long (inf: forever) for it
+        self.wait_for_device_s = wait_for_device_s
         self.port, self.baud, self.ascii = port, int(baud), ascii
         self.lead, self.fs = lead, (float(fs) if fs else None)
         self.uv_per_lsb = float(uv_per_lsb)
@@ -91,13 +106,44 @@ class SerialSource(Source):
         except serial.SerialException as exc:
             err = getattr(exc, "errno", None)
             if err in (errno.EACCES, errno.EPERM):
-                raise SourceNotFound(f"{self.port}: permission denied (add yourself to the "
+                raise _PortPermission(f"{self.port}: permission denied (add yourself to the "
                                      "'dialout' group, then log in again)") from None
             if err in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
                 raise SourceNotFound(f"{self.port}: no such serial port") from None
             raise SourceNotFound(f"{self.port}: cannot open ({exc})") from None
         self._ser = ser
         return ser
+
+    def _wait_and_open(self):
+        """Open the port; with ``wait_for_device_s``, wait for it to appear first."""
+        if self.wait_for_device_s is None:
+            return self._open()
+        deadline = time.monotonic() + self.wait_for_device_s
+        waiting_since = denied_since = None
+        while True:
+            try:
+                ser = self._open()
+            except _PortPermission:
+                now = time.monotonic()
+                denied_since = denied_since or now
+                if now - denied_since >= self.UDEV_GRACE_S or now >= deadline:
+                    raise
+            except SourceNotFound as exc:
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    limit = ("" if self.wait_for_device_s == float("inf")
+                             else f" (for up to {self.wait_for_device_s:g} s)")
+                    log.info("%s; waiting for it to appear%s", exc, limit)
+                if time.monotonic() >= deadline:
+                    raise SourceNotFound(f"{exc}: not there after waiting "
+                                         f"{self.wait_for_device_s:g} s") from None
+            else:
+                if waiting_since is not None:
+                    log.info("%s appeared after %.1f s", self.port, time.monotonic() - waiting_since)
+                return ser
+            if self._closed:
+                raise SourceNotFound(f"{self.port}: closed while waiting for the device")
+            time.sleep(self.WAIT_POLL_S)
 
     def close(self) -> None:
         super().close()
@@ -115,7 +161,7 @@ class SerialSource(Source):
 
     def _iter(self):
         import serial
-        self._open()
+        self._wait_and_open()
         yield LinkEvent("connected", {"port": self.port, "baud": self.baud})
         parser = self._make_parser()
         while not self._closed:
