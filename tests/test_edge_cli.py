@@ -198,7 +198,7 @@ def _edge_run(args, tmp_path, timeout=60):
 @needs_data
 @pytest.mark.parametrize("ascii", [False, True], ids=["binary", "ascii"])
 def test_pty_end_to_end(bundle, tmp_path, ascii):
-    sim_args = [MI_500, "--pty", "--loop", "--speed", "8", "--seconds", "40"] + (["--ascii"] if ascii else [])
+    sim_args = [MI_500, "--pty", "--loop", "--speed", "4", "--seconds", "40"]  # 10 s wall: edge-run may start slowly on a loaded machine + (["--ascii"] if ascii else [])
     sim, tty = _start_sim(sim_args, tmp_path)
     try:
         args = ["--port", tty, "--model", bundle, "--max-seconds", "30", "--retries", "0"]
@@ -222,7 +222,7 @@ def test_pty_end_to_end(bundle, tmp_path, ascii):
 
 @needs_data
 def test_device_lost_exits_5_and_keeps_the_recording(bundle, tmp_path):
-    sim, tty = _start_sim([MI_100, "--pty", "--speed", "10"], tmp_path)
+    sim, tty = _start_sim([MI_100, "--pty", "--speed", "2"], tmp_path)  # 5 s wall, longer than edge-run takes to open the port
     rec = tmp_path / "rec"
     try:
         r, ev = _edge_run(["--port", tty, "--model", bundle, "--retries", "1", "--record", str(rec)],
