@@ -9,7 +9,9 @@ Sections (``--skip`` any of them): ``latency`` (per-window inference, in process
 runtimes interleaved), ``coldstart`` (fresh process: import + load + first
 inference), ``imports`` (runtime/CLI import time and RSS), ``streaming`` (the real
 ``edge-run`` pipeline: replay at full speed and the virtual device), ``accuracy``
-(MI AUROC from the project's result files), ``plots``.
+(MI AUROC from the project's result files), ``beats`` (the online beat detector and
+quality gate beside NeuroKit2's detectors, WFDB's XQRS and ``ecg_quality``, on MIT-BIH
+record 100 and PTB-XL; only where neurokit2 and wfdb are installed), ``plots``.
 
 torch / onnxruntime parts are skipped with a note where those packages are not
 installed (a Raspberry Pi with only the ``edge`` extra).
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from selfmis.bundle import sha256_file
 
+from . import beat_reference as BR
 from . import energy as E, streaming as S
 from .accuracy import collect_accuracy
 from .artefacts import find_models, load_torch_model
@@ -45,7 +48,7 @@ _HERE = Path(__file__).resolve().parent
 #: benchmarks/results/latest in a source checkout; ./selfmis-bench where the package is installed
 DEFAULT_OUT = (_HERE / "results" / "latest") if (_HERE.parent / "pyproject.toml").is_file() \
     else Path.cwd() / "selfmis-bench"
-SECTIONS = ("latency", "coldstart", "imports", "streaming", "accuracy", "plots")
+SECTIONS = ("latency", "coldstart", "imports", "streaming", "accuracy", "beats", "plots")
 
 
 def have(mod: str) -> bool:
@@ -392,6 +395,9 @@ def main(argv=None) -> int:
 
         result["accuracy"] = collect_accuracy(args, models, costs, result.get("latency"), notes)
 
+    if "beats" not in skip:
+        result["beats"] = run_beats(out_dir, quick, notes, say)
+
     result["energy"] = energy_section(result, args, notes)
     values, sources = headline_values(result)
     result["headline"] = values
@@ -406,11 +412,34 @@ def main(argv=None) -> int:
             result["plots"] = []
     (out_dir / "bench.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     write_markdown(result, out_dir / "bench.md")
+    if result.get("beats"):
+        with open(out_dir / "bench.md", "a") as f:
+            f.write("\n" + BR.markdown(result["beats"], level=2).replace("](beats.png)", "](beats/beats.png)")
+                    + "\n")
     say("targets:")
     for row in result["targets"]:
         say(f"  {row['target']}: {format_verdict(row)}")
     say(f"wrote {out_dir / 'bench.json'}, {out_dir / 'bench.md'} in {result['elapsed_s']:.1f} s")
     return 0
+
+
+def run_beats(out_dir: Path, quick: bool, notes: list, say) -> dict | None:
+    """The beat detector and quality gate beside NeuroKit2 and WFDB's XQRS (``beat_reference``), when
+    both are installed (the ``train`` extra); its files go to ``OUT/beats/``."""
+    missing = [m for m in ("neurokit2", "wfdb") if not have(m)]
+    if missing:
+        notes.append(f"{' and '.join(missing)} not installed: beat detector reference section skipped")
+        return None
+    say("beats: runtime detector and quality gate vs NeuroKit2 / XQRS ...")
+    res = BR.run(quick=quick, out_dir=out_dir / "beats", command="selfmis bench"
+                             + (" --quick" if quick else ""), log=lambda s: say("  " + s))
+    notes.extend(res["notes"])
+    m = res.get("mitdb")
+    if m:
+        for k in ("runtime pipeline", "runtime detector", "xqrs", "nk:neurokit"):
+            r = m["detectors"][k]
+            say(f"  record {m['record']}: {k:<17} Se {100 * r['se']:.2f}%  PPV {100 * r['ppv']:.2f}%")
+    return res if (m or res.get("ptbxl")) else None
 
 
 def _json_default(o):
