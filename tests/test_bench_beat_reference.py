@@ -85,5 +85,7 @@ def test_report_files(tmp_path):
     assert "| runtime detector |" in md and "zhao2018" in md
     if (ptbxl / "ptbxl_database.csv").is_file():
         assert res["ptbxl"]["records"] == 2
-        q = res["ptbxl"]["quality_vs_zhao2018"]
-        assert sum(sum(row.values()) for row in q.values()) == 2
+        for q in res["ptbxl"]["quality_vs_zhao2018"].values():  # as recorded, and with each fault
+            assert sum(sum(row.values()) for row in q.values()) == 2
+        flat = res["ptbxl"]["quality_vs_zhao2018"]["amplifier stuck (flat), 3-6 s"]
+        assert not sum(flat["all blocks ok"].values())  # the gate sees 3 s of a stuck amplifier
