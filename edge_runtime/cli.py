@@ -26,13 +26,17 @@ sources (exactly one):
   --port /dev/ttyUSB0            SelfMIS framed binary protocol (HELLO gives rate/gain)
   --port /dev/ttyACM0 --ascii --fs 250   one integer per line (AD8232 sketches)
   --ble AA:BB:..                 Polar H10 (PMD ECG, 130 Hz) or SelfMIS GATT firmware
-  --replay REC [--fast]          WFDB record, CSV, or an --record directory
+  --replay FILE [--fast]         WFDB record, EDF/BDF, CSV/TSV/semicolon text, Polar Sensor
+                                 Logger export, or an --record directory (format from content)
   --simulate REC                 in-process virtual device streaming a record
 
 examples:
   edge-run --simulate core/sample_data/ptbxl/records500/00000/00271_hr --fast
   edge-run --port /dev/ttyUSB0 --record runs/2024-06-01
   edge-run --replay runs/2024-06-01 --fast --plot run.png
+  edge-run --replay s0010_re --lead i --fast                 # PTB Diagnostic, 1 kHz, .dat + .xyz
+  edge-run --replay holter.edf --lead "ECG I" --fast
+  edge-run --replay adc.csv --fs 250 --units counts --uv-per-lsb 3.22
 
 exit codes: 0 ok, 2 usage, 3 model/bundle error, 4 source not found/permission,
 5 device lost after retries.
@@ -49,11 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
     src.add_argument("--ascii", action="store_true", help="ASCII one-sample-per-line instead of binary frames")
     src.add_argument("--fs", type=float, help="sample rate of an ASCII stream or a CSV file (Hz)")
-    src.add_argument("--uv-per-lsb", type=float, default=1.0,
-                     help="ASCII/no-HELLO gain in microvolts per count (default 1.0)")
+    src.add_argument("--uv-per-lsb", type=float, default=None,
+                     help="microvolts per ADC count: ASCII/no-HELLO gain (default 1.0), and a "
+                          "--replay text file with --units counts (required there)")
     src.add_argument("--ble", metavar="ADDRESS", help="BLE device address (Polar H10 or SelfMIS firmware)")
     src.add_argument("--ble-scan", action="store_true", help="list nearby BLE devices and exit")
-    src.add_argument("--replay", metavar="FILE", help="WFDB record, CSV, or a --record directory")
+    src.add_argument("--replay", metavar="FILE",
+                     help="WFDB record, EDF/BDF, CSV/TSV/semicolon text, Polar Sensor Logger export, "
+                          "or a --record directory")
+    src.add_argument("--format", choices=("recording", "wfdb", "edf", "csv", "tsv", "semicolon",
+                                          "polar", "text"),
+                     help="--replay file format where the content cannot tell (default: detected)")
+    src.add_argument("--units", choices=("mV", "uV", "counts"),
+                     help="units of a --replay text file's values (default: as its header says, "
+                          "else mV; counts need --uv-per-lsb)")
     src.add_argument("--fast", action="store_true", help="replay/simulate as fast as possible")
     src.add_argument("--speed", type=float, default=1.0, help="replay/simulate speed factor (default 1)")
     src.add_argument("--simulate", metavar="RECORD", help="stream RECORD from an in-process virtual device")
@@ -120,15 +133,16 @@ def make_source(args, lead: str):
     if args.port:
         from .sources.serial import SerialSource
         return SerialSource(args.port, args.baud, ascii=args.ascii, fs=args.fs, lead=lead,
-                            uv_per_lsb=args.uv_per_lsb, backoff=Backoff(args.retries),
-                            wait_for_device_s=args.wait_for_device)
+                            uv_per_lsb=1.0 if args.uv_per_lsb is None else args.uv_per_lsb,
+                            backoff=Backoff(args.retries), wait_for_device_s=args.wait_for_device)
     if args.ble:
         from .sources.ble import BleSource
         return BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),
                          connect_timeout_s=args.connect_timeout)
     if args.replay:
         from .sources.replay import ReplaySource
-        return ReplaySource(args.replay, lead=lead, fast=args.fast, fs=args.fs, speed=args.speed)
+        return ReplaySource(args.replay, lead=lead, fast=args.fast, fs=args.fs, speed=args.speed,
+                            format=args.format, units=args.units, uv_per_lsb=args.uv_per_lsb)
     from .sources.simulated import SimulatedSource
     return SimulatedSource(args.simulate, lead=lead, speed=0.0 if args.fast else args.speed)
 
@@ -162,6 +176,8 @@ def main(argv=None) -> int:
         return _usage(parser, "--ascii applies to --port only")
     if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1 or args.retries < 0:
         return _usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
+    if (args.format or args.units) and not args.replay:
+        return _usage(parser, "--format and --units apply to --replay only")
     if args.fast and not (args.replay or args.simulate):
         return _usage(parser, "--fast applies to --replay and --simulate")
     return run(args, out)

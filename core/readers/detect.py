@@ -1,0 +1,90 @@
+"""Which reader a file needs, from its content (``format=`` where content cannot tell), and the
+two entry points every caller uses: :func:`read_record` (whole) and :func:`open_lead` (streamed).
+"""
+from __future__ import annotations
+
+import os
+
+from .edf import is_edf, open_edf_lead, read_edf
+from .record import LeadStream, Record, RecordError
+from .text import DELIMITERS, open_text_lead, read_text
+from .wfdb_record import open_wfdb_lead, read_wfdb, wfdb_base
+
+__all__ = ["FORMATS", "detect_format", "read_record", "open_lead", "stream_lead"]
+
+# What ``format=`` (edge-run --format) accepts; "text" lets the delimiter be sniffed.
+FORMATS = ("wfdb", "edf", "csv", "tsv", "semicolon", "polar", "text")
+
+
+def detect_format(path, format: str | None = None) -> tuple[str, str]:
+    """``(family, path)``: family ``wfdb`` (path without extension), ``edf`` or ``text``."""
+    path = os.fspath(path)
+    if format and format not in FORMATS:
+        raise RecordError(f"{path}: unknown format {format!r}; one of {', '.join(FORMATS)}")
+    base = wfdb_base(path)
+    if format == "wfdb" or (format is None and base is not None):
+        if base is None:
+            raise RecordError(f"{path}: no WFDB header ({path}.hea) next to it")
+        return "wfdb", base
+    if not os.path.exists(path):
+        raise RecordError(f"{path}: no such file or record")
+    if os.path.isdir(path):
+        raise RecordError(f"{path}: a directory, not a record file")
+    if format == "edf":
+        return "edf", path
+    if format is not None:
+        return "text", path
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+    if is_edf(head):
+        return "edf", path
+    if b"\x00" in head:
+        raise RecordError(f"{path}: a binary file of no known format (WFDB needs its .hea next to "
+                          "it; EDF/BDF start with their signature); name it with --format")
+    return "text", path
+
+
+def _text_kw(format):
+    return {"delimiter": DELIMITERS.get(format), "polar": True if format == "polar" else None}
+
+
+def read_record(path, fs: float | None = None, leads=None, format: str | None = None,
+                units: str | None = None, uv_per_lsb: float | None = None) -> Record:
+    """A whole record in memory: WFDB (path with or without extension), EDF/BDF, or text.
+
+    ``fs``, ``units`` and ``uv_per_lsb`` apply to text files (which may not say);
+    ``leads`` selects leads (needed when a record's signals have different rates).
+    """
+    family, p = detect_format(path, format)
+    if family == "wfdb":
+        return read_wfdb(p, leads)
+    if family == "edf":
+        return read_edf(p, leads)
+    rec = read_text(p, fs=fs, units=units, uv_per_lsb=uv_per_lsb, **_text_kw(format))
+    if leads:
+        import numpy as np
+        cols = [rec.lead_names.index(rec.lead_names[[n.upper() for n in rec.lead_names]
+                                                    .index(ld.upper())]) if ld.upper() in
+                [n.upper() for n in rec.lead_names] else rec.lead(ld) for ld in leads]
+        rec.signal = np.ascontiguousarray(rec.signal[:, cols])
+        rec.lead_names = [rec.lead_names[c] for c in cols]
+    return rec
+
+
+def open_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = None,
+              format: str | None = None, units: str | None = None,
+              uv_per_lsb: float | None = None) -> LeadStream:
+    """One lead, streamed in ``chunk_s``-second float32 mV arrays, in bounded memory."""
+    family, p = detect_format(path, format)
+    if family == "wfdb":
+        return open_wfdb_lead(p, lead, chunk_s)
+    if family == "edf":
+        return open_edf_lead(p, lead, chunk_s)
+    return open_text_lead(p, lead, chunk_s, fs=fs, units=units, uv_per_lsb=uv_per_lsb,
+                          **_text_kw(format))
+
+
+def stream_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = None):
+    """``(fs, name, chunks)`` of :func:`open_lead` (the shape existing callers use)."""
+    s = open_lead(path, lead, chunk_s, fs=fs)
+    return s.fs, s.name, s.chunks
