@@ -153,10 +153,14 @@ def _checksum(hdr, sig, total: int, lead: str):
     return True
 
 
-def _signal_pieces(hdr: WfdbHeader, i: int, nframes: int, meta: dict, block=None):
-    """Digital samples of signal ``i`` at its own rate, skew applied, NaN-able as float later."""
+def _open_file(hdr: WfdbHeader, i: int, nframes: int) -> _File:
+    """The signal file of signal ``i``, checked now (size, format) rather than mid-stream."""
+    return _File(hdr, hdr.signals[i].file, _files(hdr)[hdr.signals[i].file], nframes)
+
+
+def _signal_pieces(hdr: WfdbHeader, i: int, f: _File, nframes: int, meta: dict, block=None):
+    """Digital samples of signal ``i`` at its own rate, skew applied (invalid past the end)."""
     sig = hdr.signals[i]
-    f = _File(hdr, sig.file, _files(hdr)[sig.file], nframes)
     j = f.idx.index(i)
     skip = sig.skew * sig.spf
     total = 0
@@ -206,7 +210,8 @@ def open_wfdb_lead(base: str, lead: str, chunk_s: float = 1.0) -> LeadStream:
     fs = hdr.fs * sig.spf
     invalid = SPECS[sig.fmt].invalid
     meta = {"path": base, "format": f"wfdb-{sig.fmt}", "units": sig.units, **hdr.meta()}
-    pieces = (_physical(d, sig, invalid) for d in _signal_pieces(hdr, i, nframes, meta))
+    f = _open_file(hdr, i, nframes)
+    pieces = (_physical(d, sig, invalid) for d in _signal_pieces(hdr, i, f, nframes, meta))
     n = max(1, int(round(chunk_s * fs)))
     return LeadStream(fs, hdr.name, sig.description, f"wfdb-{sig.fmt}", rechunk(pieces, n), meta)
 
@@ -231,7 +236,8 @@ def read_wfdb(base: str, leads=None) -> Record:
     cols = []
     for i in idx:
         sig = hdr.signals[i]
-        d = list(_signal_pieces(hdr, i, nframes, meta, block=max(nframes, 1)))
+        d = list(_signal_pieces(hdr, i, _open_file(hdr, i, nframes), nframes, meta,
+                                block=max(nframes, 1)))
         d = np.concatenate(d) if d else np.zeros(0, np.int64)
         cols.append(_physical(d, sig, SPECS[sig.fmt].invalid))
     signal = np.stack(cols, axis=1) if cols else np.zeros((0, 0), np.float32)
@@ -263,7 +269,8 @@ def _wfdb_lib_record(base, leads, wfdb) -> Record:
 
 
 def _wfdb_lib_lead(base, lead, chunk_s, wfdb) -> LeadStream:
-    h = wfdb.rdheader(base)
+    h = wfdb.rdrecord(base, sampto=1, physical=True, smooth_frames=False)  # names, units, rates
+    h.sig_len = wfdb.rdheader(base).sig_len
     names = [n.upper() for n in h.sig_name]
     if lead.upper() not in names:
         raise RecordError(f"{base}: no lead {lead!r}; leads are {h.sig_name}")
