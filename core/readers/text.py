@@ -41,7 +41,7 @@ MAX_MV = 30.0  # |ECG| in mV beyond this is not mV (a 10-bit ADC count or µV is
 _UNIT_RE = re.compile(r"\s*[\[(]\s*(mv|uv|µv|μv|v|ns|us|µs|ms|s|counts?|adu|lsb)\s*[\])]\s*$", re.I)
 _SUFFIX_RE = re.compile(r"[_ ](mv|uv|ms|ns|us|s)$", re.I)
 _TIME_NAMES = {"time", "t", "timestamp", "sec", "secs", "seconds", "elapsed", "time_s",
-               "sensor timestamp", "phone timestamp", "ts"}
+               "sensor timestamp", "phone timestamp", "ts", "zeit", "tiempo", "temps", "tempo"}
 _TIME_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _COUNT_UNITS = {"count", "counts", "adu", "lsb"}
 _GENERIC = {"ecg", "ekg", "signal", "value", "values", "sample", "samples", "lead", "adc",
@@ -93,6 +93,7 @@ class TextTable:
     comment_fs: float | None = None
     comment_units: str | None = None
     polar: bool = False
+    single: bool = False  # one column: a header cell may contain spaces ("I [uV]")
     meta: dict = field(default_factory=dict)
 
     # ---- sniffing ----
@@ -141,7 +142,9 @@ class TextTable:
                 if len(counts) == 1 and counts != {0}:
                     delimiter = d
                     break
-        split = (lambda ln: ln.split(delimiter)) if delimiter else (lambda ln: ln.split())
+        single = delimiter is None and all(len(ln.split()) == 1 for ln in sample[1:] or sample)
+        split = ((lambda ln: ln.split(delimiter)) if delimiter else
+                 (lambda ln: [ln.strip()]) if single else (lambda ln: ln.split()))
         first = [c.strip().strip('"').strip("'") for c in split(body[0][2])]
         rest = [[c.strip().strip('"') for c in split(ln)] for ln in sample[1:]]
         decimal_comma = delimiter != "," and any(
@@ -168,7 +171,7 @@ class TextTable:
                               "'sensor timestamp [ns]' and 'ecg [uV]'; got "
                               f"{[c.raw for c in cols]})")
         return cls(path, delimiter, cols, header, data[0][0], data[0][1], decimal_comma,
-                   comment_fs, comment_units, is_polar)
+                   comment_fs, comment_units, is_polar, single=single)
 
     # ---- columns ----
     @property
@@ -277,7 +280,7 @@ class TextTable:
             s = raw.strip()
             if not s or s.startswith("#"):
                 continue
-            cells = s.split(self.delimiter) if self.delimiter else s.split()
+            cells = s.split(self.delimiter) if self.delimiter else [s] if self.single else s.split()
             if len(cells) != ncols:
                 raise RecordError(f"{self.path}:{line + i}: {len(cells)} fields, expected {ncols}"
                                   f": {s[:80]!r}")
@@ -323,10 +326,15 @@ def _signal(table: TextTable, col, fs, scale, how, clock_needed: bool):
     """Pieces of one column in mV (NaN across gaps in the time column), and the rate."""
     use = [col.index] + ([table.clock.index] if clock_needed else [])
     it = table.blocks(use)
-    try:
-        line0, first = next(it)
-    except StopIteration:
-        raise RecordError(f"{table.path}: no data rows") from None
+    head = []  # enough rows to measure the rate on (and to judge the units)
+    for blk in it:
+        head.append(blk)
+        if sum(len(v) for _, v in head) >= 2000:
+            break
+    if not head or not sum(len(v) for _, v in head):
+        raise RecordError(f"{table.path}: no data rows")
+    line0 = head[0][0]
+    first = np.concatenate([v for _, v in head])
     rate, rate_how = _rate(table, fs, first[:, 1] if clock_needed else None, line0)
     if how == "assumed":
         x = first[:, 0]
@@ -339,7 +347,7 @@ def _signal(table: TextTable, col, fs, scale, how, clock_needed: bool):
     def pieces():
         last_t = None
         period = 1.0 / rate
-        for line, v in ((line0, first), *it):
+        for line, v in _chain(head, it):
             x = v[:, 0] * scale
             if clock_needed and len(v):
                 t = v[:, 1] * table.clock.time_scale
@@ -357,6 +365,11 @@ def _signal(table: TextTable, col, fs, scale, how, clock_needed: bool):
             yield x.astype(np.float32)
 
     return rate, rate_how, pieces()
+
+
+def _chain(head, it):
+    yield from head
+    yield from it
 
 
 def _prepare(path, delimiter, polar, units, uv_per_lsb, lead):
