@@ -128,7 +128,7 @@ def test_a_binary_file_without_header_asks_for_a_format(tmp_path):
     p.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(RecordError, match="name it with --format"):
         open_lead(p, "I")
-    with pytest.raises(RecordError, match="no such file"):
+    with pytest.raises(RecordError, match="no such record or file"):
         open_lead(tmp_path / "nope.csv", "I")
 
 

@@ -27,7 +27,7 @@ def detect_format(path, format: str | None = None) -> tuple[str, str]:
             raise RecordError(f"{path}: no WFDB header ({path}.hea) next to it")
         return "wfdb", base
     if not os.path.exists(path):
-        raise RecordError(f"{path}: no such file or record")
+        raise RecordError(f"{path}: no such record or file")
     if os.path.isdir(path):
         raise RecordError(f"{path}: a directory, not a record file")
     if format == "edf":
