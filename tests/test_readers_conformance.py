@@ -168,3 +168,19 @@ def test_edf_annotations_only_is_refused():
         read_record(DATA / "test_edfann.edf")
     with pytest.raises(RecordError, match="no signals"):
         open_lead(DATA / "test_edfann.edf", "I")
+
+
+def test_checksums_are_verified(tmp_path, caplog):
+    """Every conformance record's header checksums match (no warning); a changed byte is reported."""
+    import logging
+    caplog.set_level(logging.WARNING, logger="selfmis.readers")
+    for name in RECORDS:
+        read_record(DATA / name, leads=[wfdb.rdheader(str(DATA / name)).sig_name[0]])
+    assert "checksum" not in caplog.text
+    shutil.copy(DATA / "100.hea", tmp_path / "100.hea")
+    b = bytearray((DATA / "100.dat").read_bytes())
+    b[3000] ^= 0x01
+    (tmp_path / "100.dat").write_bytes(bytes(b))
+    rec = read_record(tmp_path / "100")
+    assert "checksum" in caplog.text and "may be damaged" in caplog.text
+    assert rec.meta["checksum_ok"] is False

@@ -76,10 +76,15 @@ def open_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = No
               uv_per_lsb: float | None = None) -> LeadStream:
     """One lead, streamed in ``chunk_s``-second float32 mV arrays, in bounded memory."""
     family, p = detect_format(path, format)
-    if family == "wfdb":
-        return open_wfdb_lead(p, lead, chunk_s)
-    if family == "edf":
-        return open_edf_lead(p, lead, chunk_s)
+    if family != "text":
+        if units is not None:
+            raise RecordError(f"{p}: a {family.upper()} file declares its own units; --units "
+                              "applies to text files")
+        s = open_wfdb_lead(p, lead, chunk_s) if family == "wfdb" else open_edf_lead(p, lead, chunk_s)
+        if fs is not None and abs(fs - s.fs) > 1e-9 * s.fs:
+            raise RecordError(f"{p}: lead {s.lead} is sampled at {s.fs:g} Hz, not {fs:g} Hz; "
+                              "--fs applies to text files that do not say their rate")
+        return s
     return open_text_lead(p, lead, chunk_s, fs=fs, units=units, uv_per_lsb=uv_per_lsb,
                           **_text_kw(format))
 

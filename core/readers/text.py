@@ -107,12 +107,16 @@ class TextTable:
         if b"\x00" in head:
             raise RecordError(f"{path}: not a text file (NUL bytes); for a binary format name it "
                               "with --format")
-        text = head.decode("utf-8", errors="replace")
         bom = 3 if head.startswith(b"\xef\xbb\xbf") else 0
         lines, offset = [], bom
-        for i, ln in enumerate(text[1 if bom else 0:].split("\n")):
+        for i, raw in enumerate(head[bom:].split(b"\n")):
+            # offsets count bytes of the file (a latin-1 'µ' is one byte, not U+FFFD's three)
+            try:
+                ln = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                ln = raw.decode("latin-1")
             lines.append((i + 1, offset, ln.rstrip("\r")))
-            offset += len(ln.encode("utf-8", errors="replace")) + 1
+            offset += len(raw) + 1
         if len(head) == 1 << 16:
             lines = lines[:-1]  # the last one may be cut
         comment_fs = comment_units = None

@@ -5,6 +5,15 @@ Header syntax (record line, then one line per signal, ``#`` lines are info strin
     name[/nseg] nsig [fs[/counterfreq[(basecounter)]] [nsamp [basetime [basedate]]]]
     file fmt[xspf][:skew][+offset] [gain[(baseline)][/units] [adcres [adczero [initval [checksum [blocksize [desc]]]]]]]
 
+What each field does here: rate, sample count, format, samples per frame,
+skew, byte offset, gain, baseline, units, initial value (format 8) and the
+description (lead name) shape the samples; the checksum is verified (a mismatch
+is logged and kept as ``meta['checksum_ok']``); base time/date, counter
+frequency and info lines go to ``meta``; ADC resolution and ADC zero are
+informational (the baseline defaults to ADC zero, as in WFDB); block size only
+matters for reading devices, not files. A record line or signal line with
+anything else is refused.
+
 Reference: PhysioNet WFDB header format, https://physionet.org/physiotools/wag/header-5.htm
 """
 from __future__ import annotations
@@ -154,6 +163,8 @@ def _parse_signal(hea: str, i: int, ln: str) -> WfdbSignal:
     if fmt not in FORMATS:
         raise Unsupported(f"{hea}: {where}: WFDB format {fmt} (the gateway reader decodes "
                           f"formats {', '.join(FORMATS)})")
+    if fmt == "8" and s.skew:
+        raise Unsupported(f"{hea}: {where}: a skew on a format-8 (difference) signal")
     baseline_given = False
     if len(parts) > 2:
         g = _GAIN.match(parts[2])
