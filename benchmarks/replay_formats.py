@@ -99,31 +99,42 @@ def replay(path: Path, folder: Path, model: str | None) -> dict:
             # the pipeline's own clock: reading + processing, without interpreter and model start-up
             "realtime_factor": round(summary["signal_s"] / summary["wall_s"], 1),
             "realtime_factor_process": round(summary["signal_s"] / use["wall_s"], 1),
+            # signal seconds per CPU second of the whole command: what a busy machine cannot blur
+            "realtime_factor_cpu": round(summary["signal_s"] / use["cpu_s"], 1),
             "beats": summary.get("beats"), "decisions": summary.get("decisions"),
             "file_mb": round(sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20, 1)}
 
 
 def markdown(res: dict) -> str:
     rows = res["results"]
-    base = rows["wfdb-16"]["realtime_factor"]
+    for r in rows.values():  # older result files lack it
+        r.setdefault("realtime_factor_cpu", round(r["signal_s"] / r["cpu_s"], 1))
+    base, base_cpu = rows["wfdb-16"]["realtime_factor"], rows["wfdb-16"]["realtime_factor_cpu"]
+    m = res["machine"]
     lines = [f"# Replay of a {res['hours']:g}-hour 500 Hz recording in each format",
-             "", f"`{res['command']}` on {res['machine']['cpu_model']} "
-             f"({res['machine']['usable_cpus']} usable CPUs, load {res['machine']['loadavg_at_start']}),"
-             f" {res['machine']['date_utc']}, commit {res['machine']['git_commit']}.",
-             "", f"Signal: PTB-XL {RECORD} lead I tiled; `edge-run --replay FILE --fast --quiet`, "
-             "one run per format in turn; RSS = the command's peak resident memory (os.wait4).", "",
-             "Real-time factor = signal seconds / the run's own wall clock (edge-run's summary: "
-             "reading and processing, model loading excluded); `process wall s` includes start-up.", "",
-             "| format | file MB | signal h | process wall s | real-time factor | vs WFDB-16 | peak RSS MB | beats |"
-             " decisions | RSS <= 100 MB | RTF >= 0.8 x WFDB-16 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "", f"`{res['command']}` on {m['cpu_model']} ({m['usable_cpus']} usable CPUs, load average "
+             f"{m['loadavg_at_start']} at the start), {m['date_utc']}, commit {m['git_commit']}.",
+             "", f"Signal: PTB-XL {RECORD} lead I (an MI patient, 10 s) tiled; `edge-run --replay FILE "
+             "--fast --quiet` (shipped model, whole pipeline), one run per format in turn. Peak RSS: the "
+             "command's own (os.wait4). Real-time factor (RTF) = signal seconds / wall seconds of the "
+             "run (edge-run's summary, start-up excluded); CPU RTF = signal seconds / CPU seconds of the "
+             "whole command, the fair comparison when other jobs share the cores.", "",
+             "| format | file MB | signal h | wall s | CPU s | RTF | CPU RTF | CPU RTF vs WFDB-16 |"
+             " peak RSS MB | beats | decisions | RSS <= 100 MB | within 20% of WFDB-16 (CPU RTF) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in FORMATS:
+        if f not in rows:
+            continue
         r = rows[f]
-        ratio = r["realtime_factor"] / base
-        lines.append(f"| {f} | {r['file_mb']} | {r['signal_s'] / 3600:.2f} | {r['wall_s']:.1f} | "
-                     f"{r['realtime_factor']:.0f} | {ratio:.2f} | {r['rss_peak_mb']:.1f} | {r['beats']} | "
-                     f"{r['decisions']} | {'MET' if r['rss_peak_mb'] <= RSS_TARGET_MB else 'NOT MET'} | "
+        ratio = r["realtime_factor_cpu"] / base_cpu
+        lines.append(f"| {f} | {r['file_mb']} | {r['signal_s'] / 3600:.2f} | {r['wall_s']:.0f} | "
+                     f"{r['cpu_s']:.1f} | {r['realtime_factor']:.0f} | {r['realtime_factor_cpu']:.0f} | "
+                     f"{ratio:.2f} | {r['rss_peak_mb']:.1f} | {r['beats']} | {r['decisions']} | "
+                     f"{'MET' if r['rss_peak_mb'] <= RSS_TARGET_MB else 'NOT MET'} | "
                      f"{'MET' if ratio >= RTF_RATIO_TARGET else 'NOT MET'} |")
+    lines += ["", f"Wall-clock RTF vs WFDB-16 ({base:.0f}): " + ", ".join(
+        f"{f} {rows[f]['realtime_factor'] / base:.2f}" for f in FORMATS if f in rows)
+        + " (moves with the other jobs' load during each run)."]
     return "\n".join(lines) + "\n"
 
 
@@ -134,7 +145,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT})")
     p.add_argument("--model", help="model bundle (default: the shipped one)")
     p.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset")
+    p.add_argument("--report", type=Path, metavar="JSON",
+                   help="only rewrite the Markdown from an earlier replay_formats.json")
     args = p.parse_args(argv)
+    if args.report:
+        res = json.loads(args.report.read_text())
+        args.report.with_suffix(".md").write_text(markdown(res))
+        return 0
     res = {"hours": args.hours, "record": RECORD, "fs": FS,
            "command": " ".join(["python -m selfmis.benchmarks.replay_formats"] + list(argv or sys.argv[1:])),
            "machine": machine_info(argv), "targets": {"rss_peak_mb": RSS_TARGET_MB,
@@ -152,7 +169,7 @@ def main(argv=None) -> int:
                 print(f"{f}: edge-run exited {r['rc']}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "replay_formats.json").write_text(json.dumps(res, indent=2) + "\n")
-    if set(FORMATS) <= set(res["results"]):
+    if "wfdb-16" in res["results"]:
         (args.out / "replay_formats.md").write_text(markdown(res))
     bad = [f for f, r in res["results"].items() if r["rc"] != 0]
     return 1 if bad else 0
