@@ -62,12 +62,13 @@ def read_record(path, fs: float | None = None, leads=None, format: str | None = 
         return read_edf(p, leads)
     rec = read_text(p, fs=fs, units=units, uv_per_lsb=uv_per_lsb, **_text_kw(format))
     if leads:
-        import numpy as np
-        cols = [rec.lead_names.index(rec.lead_names[[n.upper() for n in rec.lead_names]
-                                                    .index(ld.upper())]) if ld.upper() in
-                [n.upper() for n in rec.lead_names] else rec.lead(ld) for ld in leads]
-        rec.signal = np.ascontiguousarray(rec.signal[:, cols])
+        up = [n.upper() for n in rec.lead_names]
+        for ld in leads:
+            rec.lead(ld)  # names the file and the leads it has when one is missing
+        cols = [up.index(ld.upper()) for ld in leads]
+        rec.signal = rec.signal[:, cols].copy()
         rec.lead_names = [rec.lead_names[c] for c in cols]
+        rec.units = [rec.units[c] for c in cols]
     return rec
 
 
