@@ -174,25 +174,3 @@ def test_discontinuous_edf_is_refused(tmp_path):
     with pytest.raises(RecordError, match=r"d.edf: a discontinuous EDF\+D file"):
         open_lead(p, "I")
 
-
-def test_array_decimal_parser_equals_float_bit_for_bit():
-    """The vectorised parser of plain decimals returns exactly what float() does, else defers (None)."""
-    from hypothesis import given, settings, strategies as st
-
-    @settings(max_examples=300, deadline=None)
-    @given(st.lists(st.tuples(st.integers(-10**9, 10**9), st.integers(0, 6)), min_size=1, max_size=60),
-           st.sampled_from([",", ";", "\t", "\n"]))
-    def check(vals, delim):
-        cells = [f"{m / 10**f:.{f}f}" for m, f in vals]
-        ncols = 1 if delim == "\n" else 3
-        cells += ["0"] * (-len(cells) % ncols)
-        rows = [delim.join(cells[i:i + ncols]) for i in range(0, len(cells), ncols)]
-        buf = ("\n".join(rows) + "\n").encode()
-        got = text_mod._parse_decimals(buf, ord(delim), len(cells))
-        want = np.array([float(c) for c in cells])
-        if sum(ch.isdigit() for ch in max(cells, key=len)) <= 15:
-            assert got is not None and np.array_equal(got, want) and \
-                np.array_equal(np.signbit(got), np.signbit(want))
-    check()
-    for odd in (b"1e3\n", b"nan\n", b"+1\n", b".5\n", b"5.\n", b"1 \n", b"--1\n", b"1-\n", b"1.2.3\n"):
-        assert text_mod._parse_decimals(odd, 10, 1) is None, odd

@@ -36,7 +36,7 @@ log = logging.getLogger("selfmis.readers")
 
 DELIMITERS = {"csv": ",", "tsv": "\t", "semicolon": ";", "polar": ";"}
 UNITS = ("mV", "uV", "counts")
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 18  # 256 KiB per parse: ~40,000 values, a few MB of temporaries
 MAX_MV = 30.0  # |ECG| in mV beyond this is not mV (a 10-bit ADC count or µV is)
 _UNIT_RE = re.compile(r"\s*[\[(]\s*(mv|uv|µv|μv|v|ns|us|µs|ms|s|counts?|adu|lsb)\s*[\])]\s*$", re.I)
 _SUFFIX_RE = re.compile(r"[_ ](mv|uv|ms|ns|us|s)$", re.I)
@@ -62,58 +62,6 @@ class _Column:
         if self.name.lower() not in _TIME_NAMES and not self.name.lower().startswith("time"):
             return None
         return _TIME_SCALE.get(self.unit or "s", None) if self.unit not in ("mv", "uv") else None
-
-
-_POW10 = 10.0 ** np.arange(23)
-
-
-def _parse_decimals(buf: bytes, delim: int, nvalues: int):
-    """Plain decimals (``-12.345``) separated by ``delim`` or newlines, parsed with array arithmetic.
-
-    The digits of a field form an integer N (exact in float64 up to 15 digits) and
-    the value is N / 10**f for f digits after the point: one correctly rounded
-    division, i.e. exactly what ``float()`` returns. None when the block holds
-    anything else (exponents, nan, '+', spaces, more than 15 digits): the caller's
-    general parser handles it.
-    """
-    a = np.frombuffer(buf, dtype=np.uint8)
-    digit = (a - 48) < 10
-    sep = (a == 10) | (a == delim)
-    dot, minus = a == 46, a == 45
-    if not (digit | sep | dot | minus).all():
-        return None
-    ends = np.flatnonzero(sep)
-    if len(ends) != nvalues:
-        return None
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    pd = np.cumsum(digit, dtype=np.int64)
-    pdot = np.cumsum(dot, dtype=np.int64)
-    pmin = np.cumsum(minus, dtype=np.int64)
-    before = lambda p: np.where(starts > 0, p[starts - 1], 0)
-    nd = pd[ends] - before(pd)
-    ndot = pdot[ends] - before(pdot)
-    nmin = pmin[ends] - before(pmin)
-    neg = minus[starts]
-    if (nd < 1).any() or (nd > 15).any() or (ndot > 1).any() or (nmin != neg).any():
-        return None
-    # digits after the point: those after the field's dot
-    fid = np.cumsum(sep, dtype=np.int64) - sep  # field of every byte
-    frac = np.zeros(nvalues, dtype=np.int64)
-    dpos = np.flatnonzero(dot)
-    if len(dpos):
-        f = fid[dpos]
-        if (dpos == starts[f]).any() or (dpos + 1 == ends[f]).any():  # '.5' or '5.': leave to strtod
-            return None
-        frac[f] = pd[ends[f]] - pd[dpos]
-    di = np.flatnonzero(digit)
-    f = fid[di]
-    expo = pd[ends[f]] - pd[di]
-    n = np.bincount(f, weights=(a[di] - 48) * _POW10[expo], minlength=nvalues)
-    v = n / _POW10[frac]
-    v[neg] = -v[neg]
-    return v
 
 
 def _split_unit(raw: str):
@@ -319,15 +267,12 @@ class TextTable:
             per_line = np.diff(np.searchsorted(dl, nl), prepend=0)
             if (per_line != ncols - 1).any():
                 return None
-        if not self.decimal_comma and self.delimiter != " ":
-            v = _parse_decimals(buf.replace(b"\r", b"") if b"\r" in buf else buf,
-                                ord(self.delimiter or "\n"), rows * ncols)
-            if v is not None:
-                return v.reshape(rows, ncols)
+        if ncols > 1 or self.decimal_comma or b"\r" in buf:
+            buf = buf.translate(table)  # delimiters (and CR) to spaces: one separator for numpy
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             try:
-                v = np.fromstring(buf.translate(table), dtype=np.float64, sep=" ")
+                v = np.fromstring(buf, dtype=np.float64, sep=" ")
             except (DeprecationWarning, ValueError):
                 return None
         if v.size != rows * ncols:
