@@ -198,7 +198,8 @@ def _edge_run(args, tmp_path, timeout=60):
 @needs_data
 @pytest.mark.parametrize("ascii", [False, True], ids=["binary", "ascii"])
 def test_pty_end_to_end(bundle, tmp_path, ascii):
-    sim_args = [MI_500, "--pty", "--loop", "--speed", "4", "--seconds", "40"]  # 10 s wall: edge-run may start slowly on a loaded machine + (["--ascii"] if ascii else [])
+    # 10 s of wall time: edge-run may start slowly on a loaded machine
+    sim_args = [MI_500, "--pty", "--loop", "--speed", "4", "--seconds", "40"] + (["--ascii"] if ascii else [])
     sim, tty = _start_sim(sim_args, tmp_path)
     try:
         args = ["--port", tty, "--model", bundle, "--max-seconds", "30", "--retries", "0"]
@@ -214,7 +215,7 @@ def test_pty_end_to_end(bundle, tmp_path, ascii):
     assert decisions, r.stderr
     s = ev[-1]
     assert s["type"] == "summary" and s["crc_errors"] == 0 and s["decisions"] == len(decisions)
-    if ascii:  # 8x real time: the arrival rate disagrees with --fs 500
+    if ascii:  # 4x real time: the arrival rate disagrees with --fs 500
         assert any(e["kind"] == "rate_mismatch" for e in of(ev, "link")) , r.stderr
     else:
         assert any(e["kind"] == "hello" for e in of(ev, "link"))
