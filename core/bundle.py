@@ -181,8 +181,16 @@ def load_bundle(path, verify: bool = True) -> Bundle:
             raise BundleError(f"{model}: not a TFLite flatbuffer (no 'TFL3' identifier)")
         digest = sha256_file(model)
         if card.sha256 and digest != card.sha256:
+            size = os.path.getsize(model)
+            if card.file_size and size != card.file_size:
+                why = (f"the file has {size} bytes, the card records {card.file_size}: a truncated or "
+                       "damaged copy, or a model from another bundle")
+            else:
+                why = ("same size as the card records, different content: the file was damaged or edited "
+                       "after the bundle was written")
             raise BundleError(f"{model}: sha256 {digest[:12]}... does not match the card's "
-                              f"{card.sha256[:12]}...; the model and card do not belong together")
+                              f"{card.sha256[:12]}...: {why}; copy the bundle folder again from its source "
+                              "(or re-export it)")
     return bundle
 
 

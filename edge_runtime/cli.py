@@ -24,7 +24,9 @@ log = logging.getLogger("selfmis.edge_runtime")
 EPILOG = """\
 sources (exactly one):
   --port /dev/ttyUSB0            SelfMIS framed binary protocol (HELLO gives rate/gain)
-  --port /dev/ttyACM0 --ascii --fs 250   one integer per line (AD8232 sketches)
+  --port /dev/ttyACM0 --ascii    text lines from a sketch (AD8232 println, Serial Plotter
+                                 columns / label:value, '!' lead-off); the rate is measured
+  --port socket://192.168.1.50:3333     the same over TCP (an ESP32 on Wi-Fi)
   --ble AA:BB:..                 Polar H10 (PMD ECG, 130 Hz) or SelfMIS GATT firmware
   --replay FILE [--fast]         WFDB record, EDF/BDF, CSV/TSV/semicolon text, Polar Sensor
                                  Logger export, or an --record directory (format from content)
@@ -52,7 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--port", help="serial port (or pyserial URL)")
     src.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
     src.add_argument("--ascii", action="store_true", help="ASCII one-sample-per-line instead of binary frames")
-    src.add_argument("--fs", type=float, help="sample rate of an ASCII stream or a CSV file (Hz)")
+    src.add_argument("--fs", type=float,
+                     help="sample rate of an ASCII stream or a CSV file (Hz); overrides a header. Live streams "
+                          "are checked against their arrival rate: a wrong --fs withholds decisions")
+    src.add_argument("--column", type=int, metavar="N",
+                     help="ASCII lines with several values (Arduino Serial Plotter): the ECG is value N (0-based)")
+    src.add_argument("--label", metavar="NAME",
+                     help="ASCII 'label:value' lines: the ECG is the value labelled NAME (e.g. ecg)")
+    src.add_argument("--trust-rate", action="store_true",
+                     help="do not check the declared rate against arrival times (a stream sent faster than "
+                          "real time, e.g. `selfmis sim --fast`); needs a declared rate")
     src.add_argument("--uv-per-lsb", type=float, default=None,
                      help="microvolts per ADC count: ASCII/no-HELLO gain (default 1.0), and a "
                           "--replay text file with --units counts (required there)")
@@ -134,11 +145,12 @@ def make_source(args, lead: str):
         from .sources.serial import SerialSource
         return SerialSource(args.port, args.baud, ascii=args.ascii, fs=args.fs, lead=lead,
                             uv_per_lsb=1.0 if args.uv_per_lsb is None else args.uv_per_lsb,
-                            backoff=Backoff(args.retries), wait_for_device_s=args.wait_for_device)
+                            backoff=Backoff(args.retries), wait_for_device_s=args.wait_for_device,
+                            column=args.column, label=args.label, check_rate=not args.trust_rate)
     if args.ble:
         from .sources.ble import BleSource
         return BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),
-                         connect_timeout_s=args.connect_timeout)
+                         connect_timeout_s=args.connect_timeout, check_rate=not args.trust_rate)
     if args.replay:
         from .sources.replay import ReplaySource
         return ReplaySource(args.replay, lead=lead, fast=args.fast, fs=args.fs, speed=args.speed,
@@ -174,6 +186,12 @@ def main(argv=None) -> int:
                       + (f" (got {', '.join('--' + s for s in sources)})" if sources else ""))
     if args.ascii and not args.port:
         return _usage(parser, "--ascii applies to --port only")
+    if (args.column is not None or args.label) and not args.ascii:
+        return _usage(parser, "--column and --label apply to --ascii streams")
+    if args.column is not None and args.label:
+        return _usage(parser, "give --column or --label, not both")
+    if args.trust_rate and args.ascii and not args.fs:
+        return _usage(parser, "--trust-rate needs --fs for an ASCII stream (nothing else declares its rate)")
     if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1 or args.retries < 0:
         return _usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
     if (args.format or args.units) and not args.replay:
@@ -181,6 +199,30 @@ def main(argv=None) -> int:
     if args.fast and not (args.replay or args.simulate):
         return _usage(parser, "--fast applies to --replay and --simulate")
     return run(args, out)
+
+
+class _native_stderr_silenced:
+    """Point file descriptor 2 at /dev/null while native code prints INFO lines (``--quiet``)."""
+
+    def __init__(self, active: bool):
+        self.active, self.saved = active, None
+
+    def __enter__(self):
+        if self.active:
+            import os
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            import os
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
 
 
 def load_model(path, threads: int):
@@ -205,7 +247,8 @@ def run(args, out, on_source=None) -> int:
     from .sources.base import DeviceLost, SourceError, SourceNotFound
     t0 = time.perf_counter()
     try:
-        model = load_model(args.model, args.threads)
+        with _native_stderr_silenced(args.quiet):  # TFLite's "INFO: Created ... XNNPACK" line
+            model = load_model(args.model, args.threads)
     except (BundleError, OSError) as exc:
         log.error("model: %s", exc)
         return EXIT_MODEL
@@ -234,6 +277,13 @@ def run(args, out, on_source=None) -> int:
              len(model.card.labels), source.name)
     code = EXIT_OK
     t_run = time.perf_counter()
+    timer = None
+    if args.max_seconds and source.realtime:
+        # a stream that yields no sample never advances signal time: stop by the wall clock too
+        import threading
+        timer = threading.Timer(args.max_seconds + 5.0, source.stop)
+        timer.daemon = True
+        timer.start()
     try:
         with source:
             for item in source:
@@ -254,11 +304,15 @@ def run(args, out, on_source=None) -> int:
         log.error("%s", exc)
         code = EXIT_LOST
     finally:
+        if timer is not None:
+            timer.cancel()
         if recorder is not None:
             recorder.close()
     out.write_all(pipe.flush())  # the last beats still inside the resampler's delay
     summary = pipe.summary(source.stats, wall_s=time.perf_counter() - t_run)
     summary["source"] = source.name
+    if source.rate_summary() is not None:
+        summary["rate"] = {**(summary.get("rate") or {}), **source.rate_summary()}
     summary["model"] = model.card.name
     summary["startup_s"] = round(t_run - t0, 3)
     if recorder is not None:

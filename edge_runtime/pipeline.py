@@ -14,12 +14,17 @@ Per chunk of source samples (any rate):
 5. **beat-aligned window** (R at ``beat_offset_samples``), preprocessed with the
    contract's :func:`preprocess_window`, scored by the model (every k-th beat);
 6. **rolling decision** (:mod:`.decision`) -- suppressed, and its history cleared,
-   while the quality gate objects to any second of the window.
+   while the quality gate objects to any second of the window, while more than
+   ``max_gap_s`` of the window was lost on the link and filled (the gap policy,
+   :data:`.quality.MAX_FILLED_GAP_S`), and while the source's time base is not
+   trusted (``rate_unverified`` / ``rate_mismatch`` link events, :mod:`.sources.rate`):
+   a wrong sample rate makes every heart rate and every window wrong, so no
+   beat and no decision is reported until the rate is confirmed.
 
 Events are plain dicts with a ``type``: ``beat``, ``decision``, ``quality``,
 ``link``; :meth:`Pipeline.summary` gives the final ``summary``. Times ``t`` are
 seconds of signal since the start of the run (the source's sample clock, gaps
-included). Memory is bounded: only the last window plus the detector's context
+included, reconnect time excluded from ``signal_s``). Memory is bounded: only the last window plus the detector's context
 is kept (unless ``keep_signal`` is set for ``--plot``).
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 from .beats import StreamingBeatDetector
 from .decision import RollingDecision
 from selfmis.preprocess import MODEL_FS, PreprocessSpec, StreamResampler, preprocess_window
-from .quality import QualityGate
+from .quality import MAX_FILLED_GAP_S, QualityGate
 from .stream import Chunk, LinkEvent
 
 __all__ = ["Pipeline", "LATENCY_NOTE"]
@@ -62,7 +67,7 @@ class Pipeline:
 
     def __init__(self, model=None, every_k_beats: int = 1, n_beats: int = 8, min_beats: int = 3,
                  keep_signal: bool = False, detector_kwargs: dict | None = None,
-                 quality_kwargs: dict | None = None):
+                 quality_kwargs: dict | None = None, max_gap_s: float = MAX_FILLED_GAP_S):
         self.model = model
         card = getattr(model, "card", None)
         self.spec = card.spec if card is not None else PreprocessSpec()
@@ -79,6 +84,11 @@ class Pipeline:
         self.detector_kwargs = {"guard_s": max(0.3, self.post / self.fs), **(detector_kwargs or {})}
         self.quality_kwargs = quality_kwargs or {}
         self.keep_signal = keep_signal
+        #: filled (lost) model-rate samples tolerated inside one decision window
+        self.max_gap = int(round(max_gap_s * self.fs)) if np.isfinite(max_gap_s) else None
+        #: time base: "ok" unless the source says otherwise (rate_* link events)
+        self.rate_state = "ok"
+        self.rate_detail = {}
         self.signal, self.signal_t0, self.beat_log = [], [], []
         self.n_beats = self.n_decisions = self.n_scored = 0
         self.samples_filled = 0  # source samples lost on the link and filled in
@@ -87,7 +97,8 @@ class Pipeline:
         self.link_counts = {}
         self.last_decision = None
         self._t_start_wall = time.perf_counter()
-        self._signal_s = 0.0
+        self._signal_s = 0.0           # seconds of signal received (filled gaps included)
+        self._timeline_s = 0.0         # event clock: signal plus time spent disconnected
         self._segment_fs = None
         self._t_offset = 0.0
         self._last_arrival = None
@@ -137,14 +148,33 @@ class Pipeline:
             return self._chunk(item)
         return []
 
+    _RATE_STATES = {"rate_unverified": "unverified", "rate_mismatch": "mismatch",
+                    "rate_ok": "ok", "rate_locked": "ok"}
+
     def _link(self, ev: LinkEvent) -> list:
         self.link_counts[ev.kind] = self.link_counts.get(ev.kind, 0) + 1
         if ev.discontinuity:
             self._pending_reset = True
-        out = {"type": "link", "kind": ev.kind, "t": round(self._signal_s, 3)}
+        out = {"type": "link", "kind": ev.kind, "t": round(self._timeline_s, 3)}
         out.update({k: v for k, v in ev.detail.items() if k not in out})
         events = self.flush() if ev.kind == "end" else []
+        state = self._RATE_STATES.get(ev.kind)
+        if state is not None:
+            events += self._rate(state, ev.detail)
         return events + [out]
+
+    def _rate(self, state: str, detail: dict) -> list:
+        """The source's verdict on its time base; decisions only while it is "ok"."""
+        was, self.rate_state = self.rate_state, state
+        self.rate_detail = dict(detail, state=state)
+        if state == was:
+            return []
+        if state != "ok":
+            self.decider.reset()  # nothing scored on a doubtful clock may count later
+            self._last_beat = None
+            self._rr.clear()
+        return [{"type": "quality", "t": round(self._timeline_s, 3), "ok": state == "ok" and not self._bad,
+                 "reasons": [] if state == "ok" else [f"rate_{state}"], **{k: v for k, v in detail.items()}}]
 
     def flush(self) -> list:
         """End of a finite stream: push the resampler's delay out with the last value
@@ -164,17 +194,23 @@ class Pipeline:
         fs_in = float(c.fs)
         x = np.asarray(c.samples, dtype=np.float32)
         gap = int(c.gap_before)
+        if fs_in <= 0:
+            return events  # no rate yet (a source holds such chunks until it knows one)
         if gap / fs_in > _MAX_FILL_S or (self._pending_reset and self._segment_fs):
             lost = gap / fs_in
             if self._pending_reset and self._last_arrival is not None:
+                # the wall time spent reconnecting moves the event clock, not the signal seconds
                 lost = max(lost, c.t_arrival - self._last_arrival - len(x) / fs_in)
-            self._signal_s += max(0.0, lost)
-            self._new_segment(fs_in, self._signal_s)
+            self._timeline_s += max(0.0, lost)
+            if gap:
+                self._signal_s += gap / fs_in
+                self.samples_filled += gap
+            self._new_segment(fs_in, self._timeline_s)
             gap = 0
         elif self._segment_fs is None or abs(fs_in - self._segment_fs) > 1e-6:
             if self._segment_fs is not None:
                 log.warning("sample rate changed %.1f -> %.1f Hz: restarting the stream", self._segment_fs, fs_in)
-            self._new_segment(fs_in, self._signal_s)
+            self._new_segment(fs_in, self._timeline_s)
         self._pending_reset = False
         self._last_arrival = c.t_arrival
         if count_time:
@@ -204,6 +240,7 @@ class Pipeline:
         if count_time:
             self._n_in += len(x)
             self._signal_s += len(x) / fs_in
+            self._timeline_s += len(x) / fs_in
 
         # 2. resample (primed with the first value so the filter starts settled)
         y, yflags = self._resample(x, flags)
@@ -274,6 +311,13 @@ class Pipeline:
 
     def _beat(self, r: int) -> list:
         events = []
+        if self.rate_state != "ok":
+            # heart rate and windows are wrong by the rate's error: report nothing
+            reason = f"rate_{self.rate_state}"
+            self.suppressed[reason] = self.suppressed.get(reason, 0) + 1
+            self._last_beat = None
+            self._rr.clear()
+            return events
         t = self._t(r)
         tail = self._tail_reasons(r + self.post)  # the not yet assessed end, judged once per beat
         reasons = self.quality.window_reasons(r - self.post, r + self.post, tail=tail)
@@ -306,6 +350,11 @@ class Pipeline:
         if (self._eligible - 1) % self.every_k:
             return events
         reasons = self.quality.window_reasons(w0, r + self.post, tail=tail)
+        if self.max_gap is not None:
+            i0 = w0 - self._buf_start
+            filled = int(np.count_nonzero(self._flags[i0:i0 + self.W] & F_GAP))
+            if filled > self.max_gap:
+                reasons = reasons + ["gap"]
         if reasons:
             self.decider.reset()
             for q in reasons:
@@ -362,9 +411,12 @@ class Pipeline:
                               "p99": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
                               "max": round(float(lat.max()), 3) if len(lat) else None},
                "drops": int(st.get("drops", 0)), "lost_samples": int(self.samples_filled),
-               "crc_errors": int(st.get("crc_errors", 0)),
+               "duplicates": int(st.get("duplicates", 0)), "stale": int(st.get("stale", 0)),
+               "crc_errors": int(st.get("crc_errors", 0)), "resyncs": int(st.get("resyncs", 0)),
                "decode_errors": int(st.get("decode_errors", 0)),
                "reconnects": int(st.get("reconnects", 0)),
+               "offline_s": round(float(st.get("offline_s", 0.0)), 3),
+               "rate": dict(self.rate_detail) if self.rate_detail else None,
                "quality_blocks": {k: v for k, v in self.quality.counts.items() if v},
                "signal_s": round(self._signal_s, 3), "wall_s": round(wall, 3),
                "realtime_factor": round(self._signal_s / wall, 1) if wall > 0 else None,

@@ -97,10 +97,21 @@ def test_framed_stream_gain_gap_and_crc():
     kinds = [i.kind for i in items if isinstance(i, LinkEvent)]
     assert kinds.count("hello") == 1 and "gap" in kinds and "crc_error" in kinds
     assert fs.stats["crc_errors"] == 1 and fs.stats["drops"] == 2
+    assert fs.stats["lost_samples"] == 20 and fs.stats["duplicates"] == 0
     first = P.StreamDecoder().feed(frames[1])[0]
-    assert np.allclose(chunks[0].samples, first.samples * 2.5 / 1000.0)
+    # frames that continue each other in one read become one chunk (frames 1-2 here)
+    assert np.allclose(chunks[0].samples[:10], first.samples * 2.5 / 1000.0)
+    assert [len(c.samples) for c in chunks] == [20, 10, 50]
     gapped = [c for c in chunks if c.gap_before]
     assert [c.gap_before for c in gapped] == [10, 10]  # frame 3, then frame 5 (corrupt), lost
+
+
+def test_framed_stream_counts_duplicates_apart_from_drops():
+    frames = _frames(6)
+    fs = FramedStream("I")
+    fs.feed(b"".join(frames[:3]) + frames[2] + frames[2] + frames[4] + frames[3])
+    assert fs.stats["duplicates"] == 2 and fs.stats["stale"] == 1
+    assert fs.stats["drops"] == 1 and fs.stats["lost_samples"] == 10
 
 
 @FUZZ

@@ -25,11 +25,55 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 from ..stream import Chunk, Item, LinkEvent
+from .rate import RateWatch
 
 __all__ = [
     "Chunk", "LinkEvent", "Item", "Source", "SourceError", "SourceNotFound", "DeviceLost",
-    "Backoff",
+    "Backoff", "coalesce", "STAT_KEYS",
 ]
+
+#: Counters every source keeps (the run summary reports them):
+#: ``drops`` frames/notifications lost on the link (sequence or timestamp gaps),
+#: ``lost_samples`` the samples they held, ``duplicates`` / ``stale`` frames received
+#: twice / out of order (discarded, not lost), ``crc_errors`` frames whose CRC failed,
+#: ``resyncs`` stretches of bytes skipped to find the next frame or line,
+#: ``decode_errors`` lines or frames that could not be read, ``reconnects``,
+#: ``offline_s`` seconds spent disconnected (not signal).
+STAT_KEYS = ("chunks", "samples", "drops", "lost_samples", "duplicates", "stale", "crc_errors", "resyncs",
+             "decode_errors", "reconnects", "offline_s")
+
+
+def coalesce(items: list) -> list:
+    """Merge consecutive chunks that continue each other (same rate, flags, rails, no gap).
+
+    A read that drained many frames at once (a backlog, a fast link) then costs the
+    pipeline one chunk instead of hundreds; a read holding one frame is passed as is,
+    so nothing waits: latency is unchanged.
+    """
+    out: list = []
+    run: list = []
+
+    def close():
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            a, z = run[0], run[-1]
+            out.append(Chunk(np.concatenate([c.samples for c in run]), a.fs, z.t_arrival, z.t_mono,
+                             seq=z.seq, lead_off=a.lead_off, gap_before=a.gap_before, rails=a.rails))
+        run.clear()
+
+    for it in items:
+        if isinstance(it, Chunk):
+            if run:
+                p = run[-1]
+                if it.gap_before or it.fs != p.fs or it.lead_off != p.lead_off or it.rails != p.rails:
+                    close()
+            run.append(it)
+        else:
+            close()
+            out.append(it)
+    close()
+    return out
 
 
 class SourceError(RuntimeError):
@@ -72,21 +116,28 @@ class Source(abc.ABC):
     fs: Optional[float] = None
     realtime: bool = True
 
-    def __init__(self):
-        self.stats = {"chunks": 0, "samples": 0, "drops": 0, "crc_errors": 0,
-                      "decode_errors": 0, "reconnects": 0}
+    def __init__(self, check_rate: bool = False):
+        self.stats = {k: 0 for k in STAT_KEYS}
         self._closed = False
+        #: live sources measure the rate they receive (see :mod:`.rate`); None: no check
+        self.rate_watch = RateWatch(self.name) if check_rate else None
 
     @abc.abstractmethod
     def _iter(self) -> Iterator[Item]:
         """Yield chunks and events until the source ends (or raise SourceError)."""
 
     def __iter__(self) -> Iterator[Item]:
+        watch = self.rate_watch
+        if watch is not None:
+            watch.name = self.name
         for item in self._iter():
-            if isinstance(item, Chunk):
-                self.stats["chunks"] += 1
-                self.stats["samples"] += len(item.samples)
-            yield item
+            for it in (watch.process(item) if watch is not None else (item,)):
+                if isinstance(it, Chunk):
+                    self.stats["chunks"] += 1
+                    self.stats["samples"] += len(it.samples)
+                    if watch is not None and watch.locked and not self.fs:
+                        self.fs = watch.locked
+                yield it
             if self._closed:
                 return
 
@@ -107,3 +158,11 @@ class Source(abc.ABC):
     def describe(self) -> dict:
         """What the recording header and the summary say about this source."""
         return {"source": self.name, "lead": self.lead, "fs": self.fs}
+
+    def rate_summary(self) -> Optional[dict]:
+        """What the run summary says about the time base (None when it is not checked)."""
+        w = self.rate_watch
+        if w is None:
+            return None
+        return {"state": w.state, "declared_hz": w._declared, "locked_hz": w.locked,
+                "measured_hz": None if w.measured is None else round(w.measured, 2)}

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound
+from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
 
 __all__ = [
@@ -157,8 +157,9 @@ class BleSource(Source):
 
     def __init__(self, address: str, lead: str = "I", profile: str | None = None,
                  connect_timeout_s: float = 15.0, idle_timeout_s: float = 10.0,
-                 backoff: Backoff | None = None, client_factory=None, queue_size: int = 512):
-        super().__init__()
+                 backoff: Backoff | None = None, client_factory=None, queue_size: int = 512,
+                 check_rate: bool = True):
+        super().__init__(check_rate=check_rate)
         self.address, self.lead, self.profile = address, lead, profile
         self.connect_timeout_s, self.idle_timeout_s = connect_timeout_s, idle_timeout_s
         self.backoff = backoff or Backoff()
@@ -188,6 +189,7 @@ class BleSource(Source):
                     old = self._q.get_nowait()
                     if isinstance(old, Chunk):
                         self.stats["drops"] += 1
+                        self.stats["lost_samples"] += len(old.samples)
                         self._q.put_nowait(LinkEvent("gap", {"reason": "consumer too slow",
                                                              "missing_samples": len(old.samples)}))
                 except (queue.Empty, queue.Full):
@@ -276,7 +278,8 @@ class BleSource(Source):
             dt = frame.timestamp_ns - self._pmd_last_ts
             if dt > 1.5 * expected_ns:
                 gap = int(round(dt * POLAR_ECG_FS / 1e9)) - n
-                self.stats["drops"] += 1
+                self.stats["drops"] += max(1, int(round(gap / n)))
+                self.stats["lost_samples"] += max(gap, 0)
                 self._put(LinkEvent("gap", {"missing_samples": gap}, t_arr))
         self._pmd_last_ts = frame.timestamp_ns
         self._pmd_n += 1
@@ -312,7 +315,9 @@ class BleSource(Source):
                 await self._disconnected.wait()
                 if self._closed:
                     return
+                t_lost = time.monotonic()
                 self._put(LinkEvent("disconnected", {"address": self.address}, discontinuity=True))
+                log.warning("BLE %s disconnected; reconnecting", self.address)
                 try:  # a silent-but-connected device (idle timeout) must let go before we reconnect
                     await asyncio.wait_for(self._client.disconnect(), 5.0)
                 except Exception:
@@ -330,6 +335,8 @@ class BleSource(Source):
                         reason = str(exc)
                         continue
                     self.stats["reconnects"] += 1
+                    self.stats["offline_s"] = round(self.stats["offline_s"] + time.monotonic() - t_lost, 3)
+                    log.warning("BLE %s reconnected (attempt %d)", self.address, i)
                     self._put(LinkEvent("reconnected", {"address": self.address, "attempt": i}))
                     ok = True
                     break
@@ -370,11 +377,21 @@ class BleSource(Source):
                     self._on_disconnect(self._client)
                 continue
             last = time.monotonic()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            # take what else is already queued, so a burst of notifications (a backlog, or a
+            # consumer that was busy) is one chunk for the pipeline; nothing waits for it
+            batch = [item]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            for k, it in enumerate(batch):
+                if it is _END or isinstance(it, BaseException):
+                    yield from coalesce(batch[:k])
+                    if it is _END:
+                        return
+                    raise it
+            yield from coalesce(batch)
 
     def close(self) -> None:
         super().close()

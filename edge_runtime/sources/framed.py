@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .base import Chunk, LinkEvent
+from .base import Chunk, LinkEvent, coalesce
 
 __all__ = ["FramedStream"]
 
@@ -40,7 +40,8 @@ class FramedStream:
         self.uv_per_lsb = float(default_uv_per_lsb)
         self.fs = None
         self.stats = stats if stats is not None else {}
-        for k in ("drops", "crc_errors", "decode_errors", "frames"):
+        for k in ("drops", "lost_samples", "duplicates", "stale", "crc_errors", "resyncs",
+                  "decode_errors", "frames"):
             self.stats.setdefault(k, 0)
         self._warned_no_hello = False
 
@@ -61,12 +62,17 @@ class FramedStream:
                 if msg != self.hello:  # firmware repeats its HELLO every few seconds
                     out.append(self._hello(msg, t_arrival))
             elif isinstance(msg, self.p.DecodeError):
-                kind = "crc_error" if "CRC" in msg.reason else "decode_error"
-                if kind == "decode_error":
+                if "CRC" in msg.reason:
+                    kind = "crc_error"
+                elif msg.reason.startswith("malformed"):
+                    kind = "decode_error"
                     self.stats["decode_errors"] += 1
+                else:  # junk or an impossible header: bytes skipped up to the next SYNC
+                    kind = "resync"
+                    self.stats["resyncs"] += 1
                 out.append(LinkEvent(kind, {"offset": msg.offset, "reason": msg.reason}, t_arrival))
         self.stats["crc_errors"] += self.decoder.crc_errors - crc_before
-        return out
+        return coalesce(out)
 
     def _hello(self, h, t_arrival) -> LinkEvent:
         first = self.hello is None
@@ -89,8 +95,8 @@ class FramedStream:
         out = []
         self.stats["frames"] += 1
         upd = self.tracker.update(f.seq)
-        if upd.duplicate or upd.stale:
-            self.stats["drops"] += 1
+        if upd.duplicate or upd.stale:  # received twice or late: discarded, nothing lost
+            self.stats["duplicates" if upd.duplicate else "stale"] += 1
             return [LinkEvent("stale_frame" if upd.stale else "duplicate_frame",
                               {"seq": int(f.seq)}, t_arrival)]
         if self.hello is None and not self._warned_no_hello:
@@ -103,6 +109,7 @@ class FramedStream:
         gap = upd.missing * n
         if upd.missing:
             self.stats["drops"] += upd.missing
+            self.stats["lost_samples"] += gap
             out.append(LinkEvent("gap", {"seq": int(f.seq), "missing_frames": int(upd.missing),
                                          "missing_samples": int(gap)}, t_arrival))
         self.fs = float(f.fs_hz)

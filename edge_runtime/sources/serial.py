@@ -1,15 +1,25 @@
-"""Serial-port source (pyserial): the framed binary protocol, or ASCII one-sample-per-line.
+"""Serial-port source (pyserial): the framed binary protocol, or text lines (hobby sketches).
 
-Binary (default): the SelfMIS framed protocol, decoded by the firmware
-bridge's codec (:class:`~.framed.FramedStream`); rate, lead and gain come from
-the device's HELLO.
+Also TCP (``socket://host:port``, an ESP32 over Wi-Fi) and any other pyserial URL.
 
-ASCII (``ascii=True``): what ``Serial.println(analogRead(A0))`` sketches send
-(SparkFun AD8232 example). Rate from ``fs`` or a ``# fs=250 lead=I
-uv_per_lsb=3.22`` header line; a ``!`` line (LO+/LO- high) is one lead-off
-sample slot. Nothing in an ASCII stream proves its rate, so the arrival rate is
-measured and a ``rate_mismatch`` event (and a log warning) is raised when it
-disagrees with the declared one by more than 10% over 3 s.
+Binary (default): the SelfMIS framed protocol, decoded by the wire codec
+(:class:`~.framed.FramedStream`); rate, lead and gain come from the device's HELLO.
+
+ASCII (``ascii=True``): what hobby sketches print (:class:`selfmis.protocol.AsciiLineDecoder`):
+``Serial.println(analogRead(A0))`` (SparkFun AD8232 example), Arduino Serial
+Plotter columns and ``label:value`` pairs (``column`` / ``label`` pick the ECG),
+``!``/``LO`` lead-off lines, an optional ``# fs=250 lead=I uv_per_lsb=3.22`` header.
+``fs`` (``--fs``) overrides the header.
+
+Every stream's rate is checked against the arrival times (:mod:`.rate`): without
+a declared rate the source locks to the measured one; a declared rate that is
+wrong withholds decisions. A stream that yields no sample, or mostly
+undecodable lines, says so once on stderr with a hint; decode errors reach
+stdout at most once a second (with a count).
+
+Reads take whatever the OS has (``os.read``/``recv`` of up to 64 KiB after
+``select``): one system call per burst, never one per byte, and never a wait for
+more bytes than have arrived.
 
 A lost port (USB unplugged, pty closed) is reopened with exponential backoff;
 after the retries :class:`~.base.DeviceLost` is raised. A port that is absent or
@@ -24,42 +34,59 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import time
 
 import numpy as np
 
-from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound
+from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
 
-__all__ = ["SerialSource", "RateMonitor"]
+__all__ = ["SerialSource", "raw_reader"]
 
 log = logging.getLogger("selfmis.edge_runtime")
 
+_READ_MAX = 1 << 16
 
-class RateMonitor:
-    """Compares the measured arrival rate with a declared one (ASCII streams have no clock)."""
 
-    def __init__(self, fs: float, span_s: float = 3.0, tolerance: float = 0.10):
-        self.fs, self.span_s, self.tolerance = float(fs), span_s, tolerance
-        self._t0 = None
-        self._n = 0
-        self.warned = False
+def raw_reader(ser, timeout_s: float):
+    """``read() -> bytes`` returning whatever has arrived (b"" after ``timeout_s`` of silence).
 
-    def update(self, n: int, t: float):
-        """Count ``n`` samples arrived at ``t``; return the measured rate once it disagrees."""
-        if self._t0 is None:
-            self._t0, self._n = t, 0  # the first read may hold a backlog: start the clock after it
-            return None
-        self._n += n
-        dt = t - self._t0
-        if dt < self.span_s or self.warned:
-            return None
-        rate = self._n / dt
-        self._t0, self._n = t, 0
-        if abs(rate - self.fs) > self.tolerance * self.fs:
-            self.warned = True
-            return rate
-        return None
+    pyserial's ``read(n)`` waits for ``n`` bytes or the timeout, and ``in_waiting``
+    is 1 for sockets, so ``read(in_waiting or 1)`` costs one call per byte on TCP.
+    A pty or tty has a file descriptor, a ``socket://`` port a socket: select on it
+    and take everything in one call. Other ports (Windows COM, rfc2217) fall back
+    to ``in_waiting``.
+    """
+    sock = getattr(ser, "_socket", None)
+    if sock is not None:
+        def read_sock():
+            r, _, _ = select.select([sock], [], [], timeout_s)
+            if not r:
+                return b""
+            data = sock.recv(_READ_MAX)
+            if not data:
+                raise OSError("connection closed by the device")
+            return data
+        return read_sock
+    try:
+        fd = ser.fileno()
+    except Exception:  # not a POSIX port
+        fd = None
+    if fd is not None:
+        def read_fd():
+            r, _, _ = select.select([fd], [], [], timeout_s)
+            if not r:
+                return b""
+            data = os.read(fd, _READ_MAX)
+            if not data:  # readable but empty: the other end is gone (pty closed, USB unplugged)
+                raise OSError("device reports readiness to read but returned no data")
+            return data
+        return read_fd
+
+    def read_pyserial():
+        return ser.read(ser.in_waiting or 1)
+    return read_pyserial
 
 
 class _PortPermission(SourceNotFound):
@@ -71,26 +98,37 @@ class SerialSource(Source):
     WAIT_POLL_S = 0.25
     #: a node udev has just created may stay root-only for a moment before its rules apply
     UDEV_GRACE_S = 2.0
+    #: seconds without a decoded sample before the stream is called silent (once, with a hint)
+    NO_SAMPLE_WARN_S = 5.0
 
     def __init__(self, port: str, baud: int = 115200, ascii: bool = False, fs: float | None = None,
                  lead: str = "I", uv_per_lsb: float = 1.0, backoff: Backoff | None = None,
                  read_timeout_s: float = 0.02, idle_timeout_s: float = 10.0,
-                 wait_for_device_s: float | None = None):
-        super().__init__()
+                 wait_for_device_s: float | None = None,
+                 column: int | None = None, label: str | None = None, check_rate: bool = True):
+        self.name = f"serial:{port}" + (" (ascii)" if ascii else "")
+        super().__init__(check_rate=check_rate)
         #: None: an absent port fails at once; else wait this long (inf: forever) for it
         self.wait_for_device_s = wait_for_device_s
         self.port, self.baud, self.ascii = port, int(baud), ascii
         self.lead, self.fs = lead, (float(fs) if fs else None)
+        self.fs_override = self.fs
         self.uv_per_lsb = float(uv_per_lsb)
+        self.column, self.label = column, label
         self.backoff = backoff or Backoff()
         self.read_timeout_s = read_timeout_s
         #: no byte for this long on an open port counts as a lost device
         self.idle_timeout_s = idle_timeout_s
-        self.name = f"serial:{port}" + (" (ascii)" if ascii else "")
         self._ser = None
         self._seq = 0
-        if ascii and not self.fs:
-            log.info("ASCII stream without --fs: waiting for a '# fs=...' header line")
+        self._opened_at = None
+        self._samples_seen = 0
+        self._lines_bad = 0
+        self._warned_silent = self._warned_errors = False
+        self._last_bytes = b""
+        self._err_next_t, self._err_pending = 0.0, 0
+        if not check_rate and not self.fs and ascii:
+            raise SourceError("a stream without a declared rate needs the rate check: give --fs")
 
     # -- port handling -------------------------------------------------------
 
@@ -112,6 +150,7 @@ class SerialSource(Source):
                 raise SourceNotFound(f"{self.port}: no such serial port") from None
             raise SourceNotFound(f"{self.port}: cannot open ({exc})") from None
         self._ser = ser
+        self._opened_at = time.monotonic()
         return ser
 
     def _wait_and_open(self):
@@ -155,7 +194,8 @@ class SerialSource(Source):
             self._ser = None
 
     def describe(self) -> dict:
-        return {**super().describe(), "port": self.port, "baud": self.baud, "ascii": self.ascii}
+        return {**super().describe(), "port": self.port, "baud": self.baud, "ascii": self.ascii,
+                "column": self.column, "label": self.label}
 
     # -- reading -------------------------------------------------------------
 
@@ -172,12 +212,14 @@ class SerialSource(Source):
                 reason = str(exc) or exc.__class__.__name__
             if self._closed:
                 return
+            t_lost = time.monotonic()
             yield LinkEvent("disconnected", {"port": self.port, "reason": reason}, discontinuity=True)
             log.warning("%s lost (%s); reconnecting", self.port, reason)
             if not (yield from self._reconnect()):
                 yield LinkEvent("lost", {"port": self.port, "retries": self.backoff.retries})
                 raise DeviceLost(f"{self.port}: device lost and not back after "
                                  f"{self.backoff.retries} retries ({reason})")
+            self.stats["offline_s"] = round(self.stats["offline_s"] + time.monotonic() - t_lost, 3)
             parser = self._make_parser(keep=parser)
 
     def _reconnect(self):
@@ -197,23 +239,74 @@ class SerialSource(Source):
             except SourceError:
                 continue
             self.stats["reconnects"] += 1
+            log.warning("%s reconnected (attempt %d)", self.port, i)
             yield LinkEvent("reconnected", {"port": self.port, "attempt": i})
             return True
         return False
 
     def _read_until_lost(self, parser):
-        ser = self._ser
+        read = raw_reader(self._ser, self.read_timeout_s)
         last_byte = time.monotonic()
         while not self._closed:
-            n_wait = ser.in_waiting
-            data = ser.read(n_wait if n_wait else 1)
+            data = read()
             now = time.monotonic()
             if not data:
+                self._check_silence(now)
                 if now - last_byte > self.idle_timeout_s:
                     raise OSError(f"no data for {self.idle_timeout_s:.0f} s")
                 continue
             last_byte = now
-            yield from parser(data)
+            self._last_bytes = data[-256:]
+            items = parser(data)
+            if items:
+                yield from items
+            self._check_silence(now)
+
+    # -- telling the user what is wrong, once --------------------------------------
+
+    def _check_silence(self, now: float) -> None:
+        if self._warned_silent or self._samples_seen or self._opened_at is None:
+            return
+        if now - self._opened_at < self.NO_SAMPLE_WARN_S:
+            return
+        self._warned_silent = True
+        log.warning("%s: no sample in %.0f s. %s", self.port, now - self._opened_at, self._hint())
+
+    def _hint(self) -> str:
+        b = self._last_bytes
+        if not b:
+            return ("No bytes at all: is the sketch running and printing, and is this the right port? "
+                    "(close the Arduino IDE's Serial Monitor/Plotter: only one program can read a port)")
+        printable = sum(32 <= c < 127 or c in (9, 10, 13) for c in b) / len(b)
+        if not self.ascii and printable > 0.9:
+            return (f"The bytes look like text ({b[-40:]!r}): add --ascii for a sketch that prints numbers")
+        if self.ascii and b"\xa5\x5a" in b:
+            return "The bytes look like SelfMIS binary frames: drop --ascii"
+        if printable < 0.6:
+            return (f"The bytes are not text: check --baud (now {self.baud}; the sketch's Serial.begin() "
+                    "value)")
+        return ("Lines arrive but none holds a sample: a Serial Plotter sketch printing several values "
+                "needs --column N or --label NAME")
+
+    def _decode_error(self, offset: int, reason: str, t_arr: float, out: list) -> None:
+        """Count; tell stdout at most once a second; stderr once if most lines fail."""
+        self.stats["decode_errors"] += 1
+        self._lines_bad += 1
+        self._err_pending += 1
+        if t_arr >= self._err_next_t:
+            detail = {"offset": offset, "reason": reason}
+            if self._err_pending > 1:
+                detail["count"] = self._err_pending  # errors since the last line, this one included
+            out.append(LinkEvent("decode_error", detail, t_arr))
+            self._err_pending = 0
+            self._err_next_t = t_arr + 1.0
+        total = self._lines_bad + self._samples_seen
+        if not self._warned_errors and total >= 50 and self._lines_bad > 0.5 * total:
+            self._warned_errors = True
+            log.warning("%s: %d of the last %d lines could not be read (e.g. %s). %s", self.port,
+                        self._lines_bad, total, reason,
+                        "Check --baud (the sketch's Serial.begin() value); a Serial Plotter sketch "
+                        "printing several values needs --column N or --label NAME")
 
     def _make_parser(self, keep=None):
         if not self.ascii:
@@ -224,69 +317,53 @@ class SerialSource(Source):
                 items = framed.feed(data)
                 if framed.fs:
                     self.fs = framed.fs
+                for it in items:
+                    if isinstance(it, Chunk):
+                        self._samples_seen += len(it.samples)
                 return items
             parse.framed = framed
             return parse
         return self._ascii_parser()
 
     def _ascii_parser(self):
-        from selfmis.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, LeadOff
-        dec = AsciiLineDecoder()
-        monitor = [RateMonitor(self.fs) if self.fs else None]
-        uv = [self.uv_per_lsb]
+        from selfmis.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, SampleRun
+        dec = AsciiLineDecoder(column=self.column, label=self.label)
+        state = {"fs": self.fs_override, "uv": self.uv_per_lsb}
 
         def parse(data):
             t_arr, t_mono = time.time(), time.perf_counter()
-            out, vals, offs = [], [], []
-
-            def flush():
-                if vals and self.fs:
-                    x = (np.asarray(vals, dtype=np.float64) * (uv[0] / 1000.0)).astype(np.float32)
-                    off = np.asarray(offs, dtype=bool)
-                    # one chunk per run of good / '!' samples: a '!' slot keeps time, and the
-                    # pipeline holds the last good value through it
+            out = []
+            for m in dec.feed_runs(data):
+                if isinstance(m, SampleRun):
+                    k = state["uv"] / 1000.0
+                    x = np.asarray(m.values, dtype=np.float64) * k
+                    fs = state["fs"] or 0.0  # 0: not declared, the rate watch locks it
+                    self._samples_seen += len(x)
+                    if m.lead_off is None:
+                        self._seq += 1
+                        out.append(Chunk(x, fs, t_arr, t_mono, seq=self._seq))
+                        continue
+                    off = np.asarray(m.lead_off, dtype=bool)
+                    # one chunk per run of good / lead-off slots: a lead-off slot keeps time,
+                    # and the pipeline holds the last good value through it
                     edges = np.flatnonzero(np.diff(off.astype(np.int8))) + 1
                     for a, b in zip(np.r_[0, edges], np.r_[edges, len(x)]):
                         self._seq += 1
-                        out.append(Chunk(x[a:b], self.fs, t_arr, t_mono, seq=self._seq,
-                                         lead_off=bool(off[a])))
-                elif vals:
-                    self.stats["drops"] += len(vals)
-                vals.clear()
-                offs.clear()
-
-            for m in dec.feed(data):
-                if isinstance(m, int):
-                    vals.append(m)
-                    offs.append(False)
-                elif isinstance(m, LeadOff):
-                    vals.append(vals[-1] if vals else 0)
-                    offs.append(True)
+                        out.append(Chunk(x[a:b], fs, t_arr, t_mono, seq=self._seq, lead_off=bool(off[a])))
                 elif isinstance(m, AsciiHeader):
-                    flush()
                     if m.fs_hz:
-                        if self.fs and abs(m.fs_hz - self.fs) > 1e-6:
-                            log.warning("header says fs=%g, --fs says %g: using the header", m.fs_hz, self.fs)
-                        if monitor[0] is None or abs(monitor[0].fs - m.fs_hz) > 1e-6:
-                            monitor[0] = RateMonitor(m.fs_hz)  # a repeated header keeps the clock
-                        self.fs = float(m.fs_hz)
+                        if self.fs_override and abs(m.fs_hz - self.fs_override) > 1e-6:
+                            log.warning("header says fs=%g, --fs says %g: using --fs", m.fs_hz, self.fs_override)
+                        else:
+                            state["fs"] = float(m.fs_hz)
+                            self.fs = state["fs"]
                     if m.uv_per_lsb:
-                        uv[0] = float(m.uv_per_lsb)
-                    out.append(LinkEvent("hello", {"fs": self.fs, "lead": m.lead, "uv_per_lsb": uv[0],
+                        state["uv"] = float(m.uv_per_lsb)
+                    if m.lead and m.lead.upper() != self.lead.upper():
+                        log.warning("the sketch streams lead %s, the model expects %s", m.lead, self.lead)
+                    out.append(LinkEvent("hello", {"fs": state["fs"], "lead": m.lead, "uv_per_lsb": state["uv"],
                                                    **m.extra}, t_arr))
                 elif isinstance(m, DecodeError):
-                    flush()
-                    self.stats["decode_errors"] += 1
-                    out.append(LinkEvent("decode_error", {"offset": m.offset, "reason": m.reason}, t_arr))
-            n = len(vals)
-            flush()
-            if monitor[0] is not None and n:
-                rate = monitor[0].update(n, t_mono)
-                if rate is not None:
-                    msg = (f"{self.port}: samples arrive at {rate:.1f} Hz but the stream is declared "
-                           f"{self.fs:g} Hz; check --fs / the sketch's delay()")
-                    log.warning(msg)
-                    out.append(LinkEvent("rate_mismatch", {"declared_hz": self.fs,
-                                                           "measured_hz": round(rate, 2)}, t_arr))
-            return out
+                    self._decode_error(m.offset, m.reason, t_arr, out)
+            return coalesce(out)
         return parse
