@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from .energy import format_energy
+from .live_paths import markdown as live_markdown
 from .targets import format_verdict
 
 __all__ = ["write_markdown", "write_plots", "fmt"]
@@ -210,12 +211,10 @@ def write_markdown(res: dict, path) -> Path:
                 a(f"- decisions later than 20 ms: {vd['n_slow_decisions']} of {vd.get('decisions')} "
                   f"(signal time s, ms): {vd.get('slow_decisions_t_s_latency_ms')}")
             a(f"- commands: `{vd.get('simulator')}` | `{vd.get('command')}`")
-        vf = st.get("virtual_device_fast") or {}
-        if vf and not vf.get("skipped"):
-            a(f"- virtual device unpaced (`selfmis-sim --fast` over the pty; the serial path's throughput): "
-              f"{(vf.get('summary') or {}).get('signal_s')} s of ECG, real-time factor {fmt(vf.get('rtf'), 0)}x, "
-              f"latency p99 {fmt(vf.get('latency_p99_ms'))} ms (frames queue up: not a latency figure), "
-              f"peak RSS {fmt(vf.get('rss_peak_mb'), 1)} MB")
+        lp = st.get("live_paths")
+        if lp:
+            a("")
+            a(live_markdown(lp).rstrip())
     en = res.get("energy")
     if en:
         a("")

@@ -391,6 +391,15 @@ def main(argv=None) -> int:
         if "streaming" not in skip:
             say("streaming: edge-run replay and virtual device ...")
             result["streaming"] = S.run_streaming(models, args, quick, notes, out_dir)
+            bdir = (result["streaming"].get("bundle") or {}).get("dir")
+            if bdir:
+                from .live_paths import markdown as live_md, run_live_paths
+                say("streaming: every live path unpaced, side by side with replay ...")
+                lp = run_live_paths(bdir, args.record, quick, args.cpu, notes,
+                                    seconds=max(60.0, 60.0 * args.stream_minutes) if args.stream_minutes else None)
+                result["streaming"]["live_paths"] = lp
+                for line in live_md(lp).splitlines():
+                    say("  " + line)
     if "accuracy" not in skip:
 
         result["accuracy"] = collect_accuracy(args, models, costs, result.get("latency"), notes)

@@ -14,6 +14,8 @@
 * **virtual device**: ``selfmis-sim`` streams a record over a pseudo-terminal in the
   binary protocol, paced in real time; ``edge-run --port`` reads it. Latency there
   includes the serial framing path.
+* the live paths unpaced (pty binary, pty ASCII, TCP, BLE) side by side with replay are
+  :mod:`.live_paths` (``selfmis bench`` runs both in its streaming section).
 * **imports**: fresh interpreters importing the runtime, the CLI, and the CLI plus the
   TFLite interpreter, on one core; median of several runs; ``-X importtime`` top entries.
 """
@@ -38,7 +40,7 @@ import numpy as np
 from . import energy as E
 from .stats import percentile, summarize
 
-__all__ = ["write_wfdb16", "synthetic_ecg", "tile_record", "edge_run_base", "run_measured", "parse_jsonl",
+__all__ = ["write_wfdb16", "synthetic_ecg", "tile_record", "EDGE_RUN", "run_measured", "parse_jsonl",
            "measure_imports", "run_streaming", "standin_bundle"]
 
 
@@ -81,39 +83,12 @@ def default_record() -> Path:
 
 # --------------------------------------------------------------------------- processes
 
-def edge_run_base() -> tuple:
-    """(command list, label): the real ``edge-run`` when installed, else the fallback driver."""
-    import importlib.util
-
-    if importlib.util.find_spec("selfmis.edge_runtime.cli") is not None:
-        return [sys.executable, "-m", "selfmis.edge_runtime.cli"], "edge-run (selfmis.edge_runtime.cli)"
-    return ([sys.executable, "-m", "selfmis.benchmarks.stream_worker"],
-            "FALLBACK benchmarks/stream_worker.py driving edge_runtime.pipeline (edge-run CLI not installed)")
+#: the real ``edge-run``, in a fresh interpreter (``python -m`` so that the venv's Python is the one measured)
+EDGE_RUN = [sys.executable, "-m", "selfmis.edge_runtime.cli"]
 
 
-_HELP_CACHE = {}
-
-
-def edge_run_options(base: list) -> str:
-    key = tuple(base)
-    if key not in _HELP_CACHE:
-        try:
-            p = subprocess.run(base + ["--help"], capture_output=True, text=True, timeout=60, env=_env())
-            _HELP_CACHE[key] = p.stdout + p.stderr
-        except (OSError, subprocess.SubprocessError):
-            _HELP_CACHE[key] = ""
-    return _HELP_CACHE[key]
-
-
-def model_args(base: list, bundle) -> list:
-    """How this edge-run takes a bundle (``--model`` or ``--bundle``), read from its --help."""
-    if bundle is None:
-        return []
-    helptext = edge_run_options(base)
-    for opt in ("--bundle", "--model"):
-        if re.search(rf"(^|\s){opt}[\s=]", helptext):
-            return [opt, str(bundle)]
-    return ["--bundle", str(bundle)]
+def model_args(bundle) -> list:
+    return ["--model", str(bundle)] if bundle is not None else []
 
 
 def _env() -> dict:
@@ -244,20 +219,12 @@ print(json.dumps({'s': dt, 'rss_mb': hwm,
 
 
 def measure_imports(args, quick: bool, notes: list) -> dict:
-    import importlib.util
-
     reps = 2 if quick else 7
-    cases = {"selfmis.edge_runtime": ("selfmis.edge_runtime", False,
-                                      "import selfmis.edge_runtime (package)")}
     cli = "selfmis.edge_runtime.cli"
-    if importlib.util.find_spec(cli) is not None:
-        cases[cli] = (cli, False, "import selfmis.edge_runtime.cli (what edge-run imports at start)")
-        cases["edge-run ready"] = (cli, True, "import the CLI + load the TFLite interpreter module "
-                                              "(everything before the first model load)")
-    else:
-        notes.append("imports: selfmis.edge_runtime.cli not installed yet; measured the pipeline modules instead")
-        mods = "selfmis.edge_runtime.pipeline,selfmis.edge_runtime.interpreter,selfmis.edge_runtime.sources.replay"
-        cases["pipeline modules"] = (mods, True, "import pipeline + interpreter + replay source + TFLite backend")
+    cases = {"selfmis.edge_runtime": ("selfmis.edge_runtime", False, "import selfmis.edge_runtime (package)"),
+             cli: (cli, False, "import selfmis.edge_runtime.cli (what edge-run imports at start)"),
+             "edge-run ready": (cli, True, "import the CLI + load the TFLite interpreter module "
+                                           "(everything before the first model load)")}
     out = {"modules": {}, "reps": reps, "cpu": args.cpu}
     for key, (mods, backend, what) in cases.items():
         runs = []
@@ -289,11 +256,9 @@ def measure_imports(args, quick: bool, notes: list) -> dict:
         rows = _importtime_lines(cmd)
         out["importtime_top"] = {"case": key, "top_cumulative_us": rows}
     # edge-run --help, a whole process
-    base, label = edge_run_base()
-    if "FALLBACK" not in label:
-        runs = [run_measured(taskset(args.cpu) + base + ["--help"], timeout=120)["wall_s"] for _ in range(reps)]
-        out["edge_run_help_process_s"] = {"median_s": percentile(runs, 50),
-                                          "method": "wall time of `edge-run --help` (interpreter start included)"}
+    runs = [run_measured(taskset(args.cpu) + EDGE_RUN + ["--help"], timeout=120)["wall_s"] for _ in range(reps)]
+    out["edge_run_help_process_s"] = {"median_s": percentile(runs, 50),
+                                      "method": "wall time of `edge-run --help` (interpreter start included)"}
     return out
 
 
@@ -311,22 +276,17 @@ def _importtime_lines(cmd, top: int = 12) -> list:
 
 # --------------------------------------------------------------------------- streaming
 
-def _replay(base, label, bundle, record_stem, cpu, timeout, extra=()) -> dict:
-    cmd = taskset(cpu) + base + ["--replay", str(record_stem), "--fast"] + model_args(base, bundle) + list(extra)
+def _replay(bundle, record_stem, cpu, timeout, extra=()) -> dict:
+    cmd = taskset(cpu) + EDGE_RUN + ["--replay", str(record_stem), "--fast"] + model_args(bundle) + list(extra)
     r = run_measured(cmd, timeout=timeout)
     parsed = parse_jsonl(r["stdout"])
     r.update(parsed)
     r["command"] = " ".join(cmd)
-    r["driver"] = label
     return r
 
 
 def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
-    base, label = edge_run_base()
-    res = {"driver": label, "cpu": args.cpu, "taskset": bool(taskset(args.cpu))}
-    if "FALLBACK" in label:
-        notes.append("streaming: edge-run CLI not installed; measured the same pipeline through "
-                     "benchmarks/stream_worker.py")
+    res = {"driver": "edge-run (selfmis.edge_runtime.cli)", "cpu": args.cpu, "taskset": bool(taskset(args.cpu))}
     work = Path(tempfile.mkdtemp(prefix="selfmis-bench-"))
     try:
         b = models.get("bundle")
@@ -350,7 +310,7 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
         before = rapl.read() if rapl.available else None
         if ina:
             ina.start()
-        r = _replay(base, label, bundle, stem, args.cpu, timeout=600)
+        r = _replay(bundle, stem, args.cpu, timeout=600)
         ina_fig = ina.stop() if ina else None
         after = rapl.read() if rapl.available else None
         s = r.get("summary") or {}
@@ -385,12 +345,12 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
         res["replay"] = rep
 
         if not quick:
-            res["stage_breakdown"] = stage_breakdown(base, label, bundle, stem, args.cpu, notes)
+            res["stage_breakdown"] = stage_breakdown(bundle, stem, args.cpu, notes)
             # the same record at the model rate (100 Hz, no resampling), for comparison only
             lr = Path(str(rec).replace("records500", "records100").replace("_hr", "_lr"))
             if lr != rec and Path(str(lr) + ".hea").is_file():
                 stem100, fs100, secs100 = tile_record(lr, minutes, work / "long100")
-                r100 = _replay(base, label, bundle, stem100, args.cpu, timeout=600)
+                r100 = _replay(bundle, stem100, args.cpu, timeout=600)
                 s100 = r100.get("summary") or {}
                 res["replay_100hz"] = {"record": f"{lr.name} lead I tiled to {minutes:g} min at {fs100:g} Hz",
                                        "ecg_s": secs100, "rc": r100["rc"], "beats": r100["beats"],
@@ -403,14 +363,14 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
         duty = {"ecg_minutes": dmin, "fs": 500.0,
                 "method": "synthetic ECG at an exact rate replayed --fast on one core; CPU from os.wait4; "
                           "start-up CPU from a 10 s run subtracted; duty = CPU s per ECG s"}
-        short = _replay(base, label, bundle, write_wfdb16(work / "syn_short", synthetic_ecg(60, 10.0), 500.0),
+        short = _replay(bundle, write_wfdb16(work / "syn_short", synthetic_ecg(60, 10.0), 500.0),
                         args.cpu, timeout=300)
         duty["startup_cpu_s"] = short["cpu_s"]
         duty["startup_beats"] = short["beats"]
         per_bpm = {}
         for bpm in (60, 120):
             x = synthetic_ecg(bpm, dmin * 60)
-            rr = _replay(base, label, bundle, write_wfdb16(work / f"syn_{bpm}", x, 500.0), args.cpu, timeout=600)
+            rr = _replay(bundle, write_wfdb16(work / f"syn_{bpm}", x, 500.0), args.cpu, timeout=600)
             cpu = max(0.0, rr["cpu_s"] - short["cpu_s"])
             ecg_s = dmin * 60 - 10.0
             nb = max(1, rr["beats"] - short["beats"])
@@ -438,10 +398,7 @@ def run_streaming(models, args, quick, notes, out_dir: Path) -> dict:
         res["deferral"] = run_deferral(bundle, rec, quick, notes)
 
         # ---- virtual device over a pty
-        res["virtual_device"] = run_virtual_device(base, label, bundle, rec, args, quick, notes, work)
-        if not quick:
-            res["virtual_device_fast"] = run_virtual_device(base, label, bundle, rec, args, quick, notes, work,
-                                                            fast_seconds=300.0)
+        res["virtual_device"] = run_virtual_device(bundle, rec, args, quick, notes, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return res
@@ -480,17 +437,14 @@ STAGES = (("resample + hold/fill", "pipeline.py", "_resample"),
           ("source (read/decode)", "replay.py", "_iter"))
 
 
-def stage_breakdown(base, label, bundle, stem, cpu, notes) -> dict:
+def stage_breakdown(bundle, stem, cpu, notes) -> dict:
     """Where a replay's time goes, by stage: cProfile of one edge-run replay (shares, profiler overhead included)."""
     import pstats
 
     with tempfile.TemporaryDirectory() as tmp:
         prof = os.path.join(tmp, "p.out")
-        if "-m" not in base:
-            return {"skipped": "cannot profile this driver"}
-        mod = base[base.index("-m") + 1]
-        cmd = taskset(cpu) + [sys.executable, "-m", "cProfile", "-o", prof, "-m", mod, "--replay", str(stem),
-                              "--fast"] + model_args(base, bundle)
+        cmd = taskset(cpu) + [sys.executable, "-m", "cProfile", "-o", prof, "-m", EDGE_RUN[-1], "--replay",
+                              str(stem), "--fast"] + model_args(bundle)
         r = run_measured(cmd, timeout=600)
         if r["rc"] != 0 or not os.path.exists(prof):
             notes.append(f"stage breakdown: profiling failed rc={r['rc']}")
@@ -515,23 +469,12 @@ def stage_breakdown(base, label, bundle, stem, cpu, notes) -> dict:
     return out
 
 
-def run_virtual_device(base, label, bundle, rec, args, quick, notes, work, fast_seconds=None) -> dict:
-    """Real time (``fast_seconds=None``: latency as a user meets it) or unpaced (throughput of the serial path)."""
-    import importlib.util
-
-    if "FALLBACK" in label:
-        return {"skipped": "edge-run CLI not installed"}
-    if importlib.util.find_spec("selfmis.firmware_bridge.virtual_device") is None:
-        return {"skipped": "selfmis.firmware_bridge.virtual_device not installed"}
-    helptext = edge_run_options(base)
-    port_opt = next((o for o in ("--port", "--serial", "--device") if re.search(rf"(^|\s){o}[\s=]", helptext)), None)
-    if port_opt is None:
-        notes.append("virtual device: edge-run --help shows no --port option; skipped")
-        return {"skipped": "edge-run has no --port option"}
-    seconds = fast_seconds or (12.0 if quick else 60.0)
-    link = work / ("vdev_fast" if fast_seconds else "vdev")
+def run_virtual_device(bundle, rec, args, quick, notes, work) -> dict:
+    """The binary pty path paced in real time: the decision latency a user meets."""
+    seconds = 12.0 if quick else 60.0
+    link = work / "vdev"
     sim_cmd = [sys.executable, "-m", "selfmis.firmware_bridge.virtual_device", str(rec), "--pty", "--link", str(link),
-               "--loop", "--seconds", str(seconds)] + (["--fast"] if fast_seconds else [])
+               "--loop", "--seconds", str(seconds + 5.0)]
     other_cpu = next((c for c in sorted(os.sched_getaffinity(0)) if c != args.cpu), None) \
         if hasattr(os, "sched_getaffinity") else None
     if other_cpu is not None:
@@ -543,12 +486,9 @@ def run_virtual_device(base, label, bundle, rec, args, quick, notes, work, fast_
             time.sleep(0.05)
         if not link.exists():
             return {"skipped": f"virtual device did not create {link}: {sim.stderr.read(2000) if sim.poll() is not None else ''}"}
-        cmd = taskset(args.cpu) + base + [port_opt, str(link)] + model_args(base, bundle)
-        if re.search(r"(^|\s)--max-seconds[\s=]", helptext):
-            cmd += ["--max-seconds", str(seconds - 1.0)]
-        if re.search(r"(^|\s)--retries[\s=]", helptext):
-            cmd += ["--retries", "0"]
-        r = run_measured(cmd, timeout=(120 if fast_seconds else seconds + 60))
+        cmd = taskset(args.cpu) + EDGE_RUN + ["--port", str(link), "--max-seconds", str(seconds),
+                                              "--retries", "0"] + model_args(bundle)
+        r = run_measured(cmd, timeout=seconds + 60)
     finally:
         if sim.poll() is None:
             sim.terminate()
@@ -557,7 +497,7 @@ def run_virtual_device(base, label, bundle, rec, args, quick, notes, work, fast_
             except subprocess.TimeoutExpired:
                 sim.kill()
     parsed = parse_jsonl(r["stdout"])
-    out = {"paced": "unpaced (--fast): throughput of the serial path" if fast_seconds else "real time",
+    out = {"paced": "real time",
            "rtf": (parsed["summary"] or {}).get("realtime_factor"),
            "command": " ".join(cmd), "simulator": " ".join(sim_cmd), "ecg_s": seconds, "rc": r["rc"],
            "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "rss_peak_mb": r["rss_peak_mb"],
@@ -568,11 +508,7 @@ def run_virtual_device(base, label, bundle, rec, args, quick, notes, work, fast_
         out["latency_ms"] = summarize(parsed["latencies_ms"])
         out["latency_p50_ms"], out["latency_p99_ms"] = out["latency_ms"]["p50"], out["latency_ms"]["p99"]
         out["latency_method"] = ("decision.latency_ms from edge-run reading the virtual device over a pty "
-                                 + ("unpaced (frames queue in the pty: throughput, not latency)" if fast_seconds
-                                    else "in real time (serial framing path)"))
-    if fast_seconds and r["rc"] not in (0, None):
-        out["rc_note"] = ("edge-run exits 5 (device lost) when the simulator closes the pty at its end; the "
-                          "pty drops what was still buffered, so signal_s < the simulator's seconds")
+                                 "in real time (serial framing path, rate checked against arrivals)")
     if not parsed["decisions"]:
         notes.append(f"virtual device: no decisions (rc={r['rc']}): {r['stderr'][-400:]}")
     return out

@@ -634,7 +634,7 @@ _LEAD_OFF_LINES = frozenset({b"!", b"lo", b"lo!", b"leadoff", b"lead off", b"lea
 #: ``label:value`` fields that carry a lead-off flag (non-zero = off)
 _LEAD_OFF_LABELS = frozenset({"lo", "lo+", "lo-", "leadoff", "lead_off", "lead-off", "off"})
 _FIELD_SEPARATORS = re.compile(rb"[,\t ;]+")
-_ONLY_INTEGER_LINES = b"0123456789-\r\n"
+_NOT_INTEGER_LINE = re.compile(rb"[^0-9\-\r\n]")
 
 
 class AsciiLineDecoder:
@@ -735,18 +735,42 @@ class AsciiLineDecoder:
         start, block = self._take(data, out)
         if not block:
             return out
-        if self.label is None and not self.column and not block.translate(None, _ONLY_INTEGER_LINES):
-            # bare integers, the common case: one C-level split and int() per line
-            try:
-                vals = [int(v) for v in block.split()]
-            except ValueError:  # a lone "-" or "1-2": let the line parser name it
-                vals = None
-            if vals is not None and (not vals or (-(1 << 31) <= min(vals) and max(vals) < (1 << 31))):
-                if vals:
-                    self.samples += len(vals)
-                    out.append(SampleRun(start, vals))
-                return out
-        run = None
+        if self.label is not None or self.column:
+            self._runs_slow(start, block, out)
+            return out
+        # bare integers, the common case: one C-level split and int() per line; a header,
+        # a '!' or a bad line in between goes through the line parser on its own
+        pos = 0
+        while pos < len(block):
+            m = _NOT_INTEGER_LINE.search(block, pos)
+            cut = len(block) if m is None else max(pos, block.rfind(b"\n", pos, m.start()) + 1)
+            if cut > pos and not self._runs_fast(start + pos, block[pos:cut], out):
+                self._runs_slow(start + pos, block[pos:cut], out)
+            if m is None:
+                break
+            end = block.find(b"\n", m.start()) + 1
+            self._runs_slow(start + cut, block[cut:end], out)
+            pos = end
+        return out
+
+    def _runs_fast(self, start: int, block: bytes, out: list) -> bool:
+        try:
+            vals = [int(v) for v in block.split()]
+        except ValueError:  # a lone "-" or "1-2": let the line parser name it
+            return False
+        if vals and not (-(1 << 31) <= min(vals) and max(vals) < (1 << 31)):
+            return False
+        if vals:
+            self.samples += len(vals)
+            prev = out[-1] if out else None
+            if isinstance(prev, SampleRun) and prev.lead_off is None:
+                prev.values.extend(vals)
+            else:
+                out.append(SampleRun(start, vals))
+        return True
+
+    def _runs_slow(self, start: int, block: bytes, out: list) -> None:
+        run = out[-1] if out and isinstance(out[-1], SampleRun) else None
         for at, m in self._lines(start, block, out):
             if isinstance(m, (int, float)) or isinstance(m, LeadOff):
                 if run is None:
@@ -763,7 +787,6 @@ class AsciiLineDecoder:
             if isinstance(m, DecodeError):
                 self.errors += 1
             out.append(m)
-        return out
 
     def flush(self) -> list:
         """End of stream: parse a last line without its newline."""

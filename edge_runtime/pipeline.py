@@ -3,7 +3,8 @@
 Per chunk of source samples (any rate):
 
 1. **hold & fill** -- lead-off samples are replaced by the last good value and
-   samples lost on the link (``gap_before``) are filled with it, both flagged,
+   samples lost on the link (``gap_before``) are bridged by a straight line from the
+   last good value to the first new one (a step would add a fake edge), both flagged,
    so the sample clock stays continuous and the filters see no rail-to-rail jumps;
 2. **resample** to the model rate (:class:`StreamResampler`, primed with the
    first sample so a DC offset does not ring at start-up); its group delay is
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from time import process_time  # not through `time`: the deferral study swaps that module's clock
 from collections import deque
 
 import numpy as np
@@ -97,6 +99,7 @@ class Pipeline:
         self.link_counts = {}
         self.last_decision = None
         self._t_start_wall = time.perf_counter()
+        self._t_start_cpu = process_time()
         self._signal_s = 0.0           # seconds of signal received (filled gaps included)
         self._timeline_s = 0.0         # event clock: signal plus time spent disconnected
         self._segment_fs = None
@@ -232,8 +235,10 @@ class Pipeline:
             flags[(x <= lo + tol) | (x >= hi - tol)] |= F_SAT
         if gap > 0:
             self.samples_filled += gap
-            fill = self._last_good if self._last_good is not None else (x[0] if len(x) else 0.0)
-            x = np.concatenate([np.full(gap, fill, np.float32), x])
+            a = self._last_good if self._last_good is not None else (x[0] if len(x) else 0.0)
+            b = x[0] if len(x) and not c.lead_off else a
+            fill = np.linspace(a, b, gap + 2, dtype=np.float32)[1:-1]
+            x = np.concatenate([fill, x])
             flags = np.concatenate([np.full(gap, F_GAP, np.uint8), flags])
         if len(x) and not c.lead_off:
             self._last_good = float(x[-1])
@@ -420,6 +425,9 @@ class Pipeline:
                "quality_blocks": {k: v for k, v in self.quality.counts.items() if v},
                "signal_s": round(self._signal_s, 3), "wall_s": round(wall, 3),
                "realtime_factor": round(self._signal_s / wall, 1) if wall > 0 else None,
+               # CPU seconds of the process since the pipeline started (all threads): on a busy
+               # machine signal_s / cpu_s is the real-time factor one free core would give
+               "cpu_s": round(process_time() - self._t_start_cpu, 3),
                "last_decision": None}
         if self.last_decision is not None:
             out["last_decision"] = {k: self.last_decision[k] for k in ("t", "probabilities", "labels")}

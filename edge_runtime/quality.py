@@ -26,7 +26,7 @@ reasons go into the ``quality`` events and the suppressed decision.
 Why a filled gap is tolerated up to :data:`MAX_FILLED_GAP_S` per 5-s window:
 ``benchmarks/results/gap_policy/`` measures, on PTB-XL folds 1 and 10 (held out
 from training), how the streamed MI AUROC of the shipped model changes when
-0.02-0.5 s gaps are filled (last value held) inside every window; the tolerance
+0.02-0.5 s gaps are filled (bridged linearly, as the pipeline does) inside every window; the tolerance
 is the largest filled time per window whose AUROC change stays within the
 paired-bootstrap noise (``python -m selfmis.benchmarks.gap_policy``).
 

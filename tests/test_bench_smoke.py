@@ -37,6 +37,12 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     st = res["streaming"]
     assert st["replay"]["rc"] == 0 and st["replay"]["beats"] > 0
     assert st["replay"]["rss_peak_mb"] and st["replay"]["cpu_s"] is not None
+    # every live path ran side by side with replay, as a real-time factor
+    lp = st["live_paths"]["paths"]
+    assert set(lp) == {"replay", "pty binary", "pty ASCII", "TCP", "BLE (fake Polar H10)"}
+    for name, row in lp.items():
+        assert row["rc"] == 0 and row["rtf"] and row["rtf_cpu"] and row["decisions"] > 0, (name, row)
+    assert "pty ASCII" in md
 
 
 def test_unknown_section_is_a_usage_error(tmp_path):

@@ -41,7 +41,8 @@ from .framed import FramedStream
 
 __all__ = [
     "PMD_SERVICE_UUID", "PMD_CONTROL_UUID", "PMD_DATA_UUID", "POLAR_ECG_FS",
-    "POLAR_START_ECG", "PmdEcgFrame", "PmdDecodeError", "decode_pmd_ecg", "parse_pmd_response",
+    "POLAR_START_ECG", "PmdEcgFrame", "PmdDecodeError", "decode_pmd_ecg", "encode_pmd_ecg",
+    "parse_pmd_response",
     "BleSource", "scan",
 ]
 
@@ -95,6 +96,16 @@ def decode_pmd_ecg(data: bytes) -> PmdEcgFrame:
     v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
     v = np.where(v & 0x800000, v - (1 << 24), v).astype(np.int32)
     return PmdEcgFrame(int(ts), v)
+
+
+def encode_pmd_ecg(samples_uv, timestamp_ns: int) -> bytes:
+    """One PMD ECG notification as a Polar H10 sends it (what :func:`decode_pmd_ecg` reads);
+    for fake devices in tests and benchmarks."""
+    v = np.asarray(samples_uv, dtype=np.int64)
+    if v.size and (v.min() < -(1 << 23) or v.max() >= (1 << 23)):
+        raise ValueError("PMD ECG samples are 24-bit")
+    body = (v & 0xFFFFFF).astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    return bytes([_PMD_ECG]) + struct.pack("<Q", int(timestamp_ns)) + b"\x00" + body
 
 
 def parse_pmd_response(data: bytes) -> tuple:
@@ -380,11 +391,14 @@ class BleSource(Source):
             # take what else is already queued, so a burst of notifications (a backlog, or a
             # consumer that was busy) is one chunk for the pipeline; nothing waits for it
             batch = [item]
-            while len(batch) < 256:
+            n = len(item.samples) if isinstance(item, Chunk) else 0
+            while n < 256:  # ~2 s at 130 Hz, like replay's chunks: bounded wait for any decision
                 try:
-                    batch.append(self._q.get_nowait())
+                    it = self._q.get_nowait()
                 except queue.Empty:
                     break
+                batch.append(it)
+                n += len(it.samples) if isinstance(it, Chunk) else 0
             for k, it in enumerate(batch):
                 if it is _END or isinstance(it, BaseException):
                     yield from coalesce(batch[:k])

@@ -17,7 +17,7 @@ wrong withholds decisions. A stream that yields no sample, or mostly
 undecodable lines, says so once on stderr with a hint; decode errors reach
 stdout at most once a second (with a count).
 
-Reads take whatever the OS has (``os.read``/``recv`` of up to 64 KiB after
+Reads take whatever the OS has (``os.read``/``recv`` of up to 4 KiB after
 ``select``): one system call per burst, never one per byte, and never a wait for
 more bytes than have arrived.
 
@@ -46,7 +46,9 @@ __all__ = ["SerialSource", "raw_reader"]
 
 log = logging.getLogger("selfmis.edge_runtime")
 
-_READ_MAX = 1 << 16
+#: bytes per read: ~0.4 s of binary frames or ~0.8 s of ASCII lines at 500 Hz, so a backlog is
+#: worked off in pieces like replay's 2-s chunks (each decision waits for at most one piece)
+_READ_MAX = 4096
 
 
 def raw_reader(ser, timeout_s: float):
