@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from test_edge_support import model_bundle, quiet_env, record_path
 
@@ -384,3 +385,34 @@ def test_filled_gap_within_policy_is_scored_beyond_it_is_not():
     ok, bad = suppressed(0.8 * MAX_FILLED_GAP_S), suppressed(1.6 * MAX_FILLED_GAP_S)
     assert ok["suppressed"].get("gap", 0) == 0 and ok["scored"] >= 20
     assert bad["suppressed"].get("gap", 0) >= 10 and bad["lost_samples"] > ok["lost_samples"]
+
+
+@given(st.lists(st.sampled_from([b"12", b"-7", b"!", b"LO", b"# fs=250", b"abc", b"", b"3,4", b"ecg:5",
+                                 b"x" * 140, b"-", b"99999999999"]), max_size=60),
+       st.integers(1, 40))
+@settings(max_examples=150, deadline=None)
+def test_batched_decoder_agrees_with_the_line_decoder(lines, step):
+    """feed_runs (vectorised) yields the same slots, headers and errors as feed, for any chunking."""
+    data = b"".join(l + b"\r\n" for l in lines)
+
+    def flat(msgs):
+        out = []
+        for m in msgs:
+            if isinstance(m, P.SampleRun):
+                out += ["off" if m.lead_off and m.lead_off[i] else v for i, v in enumerate(m.values)]
+            elif isinstance(m, P.LeadOff):
+                out.append("off")
+            elif isinstance(m, P.DecodeError):
+                out.append(("err", m.offset))
+            elif isinstance(m, P.AsciiHeader):
+                out.append(("hdr", m.offset))
+            else:
+                out.append(m)
+        return out
+    a, b = P.AsciiLineDecoder(), P.AsciiLineDecoder()
+    fa, fb = [], []
+    for i in range(0, len(data), step):
+        fa += a.feed(data[i:i + step])
+        fb += b.feed_runs(data[i:i + step])
+    assert flat(fa) == flat(fb)
+    assert a.samples == b.samples and a.errors == b.errors
