@@ -251,8 +251,9 @@ def test_wait_for_device_starts_when_a_pty_appears(tmp_path):
     if rec is None:
         pytest.skip("no PTB-XL records available")
     link = tmp_path / "ttyECG"
+    # the simulator runs at 4x real time: --trust-rate, or the arrival-rate check withholds every beat
     edge = subprocess.Popen(EDGE_RUN + ["--port", str(link), "--model", model_bundle(), "--wait-for-device",
-                                        "--max-seconds", "12", "--retries", "0"],
+                                        "--max-seconds", "12", "--retries", "0", "--trust-rate"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=quiet_env(tmp_path))
     sim = None
     try:
