@@ -256,7 +256,7 @@ def _markdown(res) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.gap_policy", description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, help="first N records only (a quick look)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gap_policy"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gap_policy"))
     args = ap.parse_args(argv)
     from selfmis.edge_runtime.models import default_bundle_dir
     from selfmis.sample_data import BUNDLED_PTBXL

@@ -258,7 +258,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", help="bundle (default: the shipped one)")
     ap.add_argument("--record")
     ap.add_argument("--cpu", type=int, default=0)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "live_paths"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "live_paths"))
     args = ap.parse_args(argv)
     from selfmis.edge_runtime.models import default_bundle_dir
     notes = []

@@ -28,7 +28,10 @@ Why a filled gap is tolerated up to :data:`MAX_FILLED_GAP_S` per 5-s window:
 from training), how the streamed MI AUROC of the shipped model changes when
 0.02-0.5 s gaps are filled (bridged linearly, as the pipeline does) inside every window; the tolerance
 is the largest filled time per window whose AUROC change stays within the
-paired-bootstrap noise (``python -m selfmis.benchmarks.gap_policy``).
+paired-bootstrap noise (``python -m selfmis.benchmarks.gap_policy``): 454 records, clean
+AUROC 0.770; with 0.2 s filled per window the change is +0.004 [-0.004, +0.011] and 2.0% of
+record-level MI decisions flip (0.3 s: 2.6%, 0.5 s: 4.2%), so 0.2 s is the tolerance. With it, a
+stream losing 2% of its 0.1-s frames keeps ~91% of its beats scored (0.1 s would keep ~66%).
 
 Reference for the criteria: G. D. Clifford et al., "Signal quality indices and
 data fusion for determining clinical acceptability of electrocardiograms",
