@@ -416,3 +416,24 @@ def test_batched_decoder_agrees_with_the_line_decoder(lines, step):
         fb += b.feed_runs(data[i:i + step])
     assert flat(fa) == flat(fb)
     assert a.samples == b.samples and a.errors == b.errors
+
+
+def test_damaged_model_file_is_called_damaged_not_a_mix_up(tmp_path):
+    import shutil
+    from selfmis.bundle import BundleError, load_bundle
+    src = model_bundle()
+    dst = tmp_path / "bundle"
+    shutil.copytree(src, dst)
+    card = json.loads((dst / "card.json").read_text())
+    model = dst / card.get("model_file", "model.tflite")
+    if not model.exists():
+        model = next(dst.glob("*.tflite"))
+    raw = bytearray(model.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte: same size, other content
+    model.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="damaged or edited") as e:
+        load_bundle(dst)
+    assert "do not belong together" not in str(e.value)
+    model.write_bytes(bytes(raw[:-100]))  # truncated copy
+    with pytest.raises(BundleError, match="truncated"):
+        load_bundle(dst)
