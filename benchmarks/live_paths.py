@@ -172,6 +172,8 @@ def run_live_paths(bundle, record=None, quick=False, cpu=0, notes=None, work=Non
     model = ["--model", str(bundle)]
     runs_live = 1 if quick else 3
     res = {"record": f"{rec.name} lead I tiled to {secs:g} s at {fs:g} Hz", "cpu": cpu,
+           # a busy machine lowers the wall-clock factors; the per-CPU-second ones hold better
+           "load_avg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
            "method": "fresh edge-run per run on one core (sender on another); rtf = summary.realtime_factor "
                      "(signal s / pipeline wall s); latency = decision.latency_ms; live paths with --trust-rate",
            "paths": {}}
@@ -233,7 +235,9 @@ def _median_row(rows) -> dict:
 
 
 def markdown(res) -> str:
-    lines = [f"Live paths at full speed ({res['record']}, edge-run on core {res['cpu']}):", "",
+    load = res.get("load_avg_at_start")
+    lines = [f"Live paths at full speed ({res['record']}, edge-run on core {res['cpu']}"
+             + (f"; load average {load[0]:.1f} at start" if load else "") + "):", "",
              "| path | frame | real-time factor (wall) | per CPU second | vs replay (CPU) "
              "| decision wait p50 / p99 (ms, unpaced) | decisions | target (per CPU s) |",
              "|---|---|---|---|---|---|---|---|"]
