@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("selfmis.quantize.evaluate_cli", "main", "score a checkpoint or a TFLite bundle on PTB-XL"),
     "quantize": ("selfmis.quantize.cli", "main", "distil, int8-quantize and convert to TFLite"),
     "deploy": ("selfmis.firmware_bridge.deploy", "main", "pack/push a model bundle to a gateway"),
+    "recording": ("selfmis.edge_runtime.recording_cli", "main", "summarise/export an edge-run --record directory (EDF+, WFDB, CSV)"),
     "sim": ("selfmis.firmware_bridge.virtual_device", "main", "virtual ECG wearable (serial protocol)"),
     "demo": ("selfmis.firmware_bridge.demo", "main", "stream a real MI record through edge-run"),
     "bench": ("selfmis.benchmarks.run", "main", "latency, throughput, memory, energy, accuracy"),

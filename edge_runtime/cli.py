@@ -289,7 +289,10 @@ def run(args, out, on_source=None) -> int:
             for item in source:
                 if recorder is not None:
                     recorder.write(item)
-                out.write_all(pipe.handle(item))
+                events = pipe.handle(item)
+                if recorder is not None:  # beats and decisions go into the recording too
+                    recorder.write_outputs(events, pipe._signal_s)
+                out.write_all(events)
                 if args.max_seconds and pipe._signal_s >= args.max_seconds:
                     break
     except KeyboardInterrupt:
@@ -306,9 +309,11 @@ def run(args, out, on_source=None) -> int:
     finally:
         if timer is not None:
             timer.cancel()
+        tail = pipe.flush()  # the last beats still inside the resampler's delay
         if recorder is not None:
+            recorder.write_outputs(tail, pipe._signal_s)
             recorder.close()
-    out.write_all(pipe.flush())  # the last beats still inside the resampler's delay
+    out.write_all(tail)
     summary = pipe.summary(source.stats, wall_s=time.perf_counter() - t_run)
     summary["source"] = source.name
     if source.rate_summary() is not None:

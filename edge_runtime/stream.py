@@ -11,7 +11,16 @@ from typing import Optional, Union
 
 import numpy as np
 
-__all__ = ["Chunk", "LinkEvent", "Item"]
+__all__ = ["Chunk", "LinkEvent", "Item", "counts_to_mv"]
+
+
+def counts_to_mv(counts, uv_per_lsb: float) -> np.ndarray:
+    """ADC counts -> float32 mV: the one decoding rule every source and the recorder share.
+
+    Computed in float64 and rounded once to float32, so the same counts and scale always
+    give the same bits (the recorder relies on it to store counts instead of floats).
+    """
+    return (np.asarray(counts, dtype=np.float64) * (float(uv_per_lsb) / 1000.0)).astype(np.float32)
 
 
 @dataclass
@@ -26,6 +35,11 @@ class Chunk:
     (a sequence gap); the pipeline fills them so that time stays continuous.
     ``rails`` is the (low, high) mV the ADC can represent, when known, so the
     quality gate can recognise saturation.
+
+    ``counts`` (integers) and ``uv_per_lsb`` are what the wire carried, when the
+    source decodes ADC counts (framed protocol, ASCII sketches, Polar PMD);
+    ``samples`` is then ``counts_to_mv(counts, uv_per_lsb)`` (see :meth:`from_counts`).
+    The recorder keeps them so a recording holds the device's own numbers.
     """
 
     samples: np.ndarray
@@ -36,9 +50,27 @@ class Chunk:
     lead_off: bool = False
     gap_before: int = 0
     rails: Optional[tuple] = None
+    counts: Optional[np.ndarray] = None
+    uv_per_lsb: Optional[float] = None
+
+    @classmethod
+    def from_counts(cls, counts, uv_per_lsb: float, fs: float, t_arrival: float = 0.0,
+                    t_mono: float = 0.0, **kw) -> "Chunk":
+        """A chunk decoded from integer ``counts`` at ``uv_per_lsb`` µV per count (values that
+        are not whole numbers -- a sketch printing mV -- are decoded alike but not kept as counts)."""
+        counts = np.asarray(counts).reshape(-1)
+        if counts.dtype.kind not in "iu":
+            whole = np.isfinite(counts).all() and np.array_equal(np.trunc(counts), counts)
+            if not whole or (len(counts) and np.abs(counts).max() >= 2 ** 62):
+                return cls(counts_to_mv(counts, uv_per_lsb), fs, t_arrival, t_mono, **kw)
+            counts = counts.astype(np.int64)
+        return cls(counts_to_mv(counts, uv_per_lsb), fs, t_arrival, t_mono, counts=counts,
+                   uv_per_lsb=float(uv_per_lsb), **kw)
 
     def __post_init__(self):
         self.samples = np.asarray(self.samples, dtype=np.float32).reshape(-1)
+        if self.counts is not None and len(self.counts) != len(self.samples):
+            raise ValueError(f"{len(self.counts)} counts for {len(self.samples)} samples")
         if not self.t_arrival:
             self.t_arrival = time.time()
         if not self.t_mono:

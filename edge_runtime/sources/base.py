@@ -59,14 +59,17 @@ def coalesce(items: list) -> list:
         elif run:
             a, z = run[0], run[-1]
             out.append(Chunk(np.concatenate([c.samples for c in run]), a.fs, z.t_arrival, z.t_mono,
-                             seq=z.seq, lead_off=a.lead_off, gap_before=a.gap_before, rails=a.rails))
+                             seq=z.seq, lead_off=a.lead_off, gap_before=a.gap_before, rails=a.rails,
+                             counts=None if a.counts is None else np.concatenate([c.counts for c in run]),
+                             uv_per_lsb=a.uv_per_lsb))
         run.clear()
 
     for it in items:
         if isinstance(it, Chunk):
             if run:
                 p = run[-1]
-                if it.gap_before or it.fs != p.fs or it.lead_off != p.lead_off or it.rails != p.rails:
+                if (it.gap_before or it.fs != p.fs or it.lead_off != p.lead_off or it.rails != p.rails
+                        or (it.counts is None) != (p.counts is None) or it.uv_per_lsb != p.uv_per_lsb):
                     close()
             run.append(it)
         else:

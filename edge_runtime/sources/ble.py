@@ -294,8 +294,9 @@ class BleSource(Source):
                 self._put(LinkEvent("gap", {"missing_samples": gap}, t_arr))
         self._pmd_last_ts = frame.timestamp_ns
         self._pmd_n += 1
-        self._put(Chunk(frame.samples_uv.astype(np.float64) / 1000.0, POLAR_ECG_FS, t_arr, t_mono,
-                        seq=self._pmd_n, gap_before=max(gap, 0), rails=_POLAR_RAILS_MV))
+        # the PMD stream carries integer µV: counts at 1 µV per count (kept for --record)
+        self._put(Chunk.from_counts(frame.samples_uv, 1.0, POLAR_ECG_FS, t_arr, t_mono,
+                                    seq=self._pmd_n, gap_before=max(gap, 0), rails=_POLAR_RAILS_MV))
 
     async def _start_selfmis(self, client):
         from selfmis import protocol as p

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 
 from .base import Chunk, LinkEvent, coalesce
 
@@ -115,7 +114,8 @@ class FramedStream:
         self.fs = float(f.fs_hz)
         k = self.uv_per_lsb / 1000.0
         lo, hi = self.p.sample_range(f.sample_format)
-        mv = (np.asarray(f.samples, dtype=np.float64) * k).astype(np.float32)
-        out.append(Chunk(mv, self.fs, t_arrival, t_mono, seq=int(f.seq), lead_off=f.lead_off,
-                         gap_before=gap, rails=(float(lo * k), float(hi * k))))
+        # from_counts keeps the wire's integers on the chunk (for --record) and decodes them
+        out.append(Chunk.from_counts(f.samples, self.uv_per_lsb, self.fs, t_arrival, t_mono,
+                                     seq=int(f.seq), lead_off=f.lead_off, gap_before=gap,
+                                     rails=(float(lo * k), float(hi * k))))
         return out

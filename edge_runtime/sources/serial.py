@@ -337,21 +337,21 @@ class SerialSource(Source):
             out = []
             for m in dec.feed_runs(data):
                 if isinstance(m, SampleRun):
-                    k = state["uv"] / 1000.0
-                    x = np.asarray(m.values, dtype=np.float64) * k
+                    counts = np.asarray(m.values)  # from_counts keeps them on the chunk for --record
                     fs = state["fs"] or 0.0  # 0: not declared, the rate watch locks it
-                    self._samples_seen += len(x)
+                    self._samples_seen += len(counts)
                     if m.lead_off is None:
                         self._seq += 1
-                        out.append(Chunk(x, fs, t_arr, t_mono, seq=self._seq))
+                        out.append(Chunk.from_counts(counts, state["uv"], fs, t_arr, t_mono, seq=self._seq))
                         continue
                     off = np.asarray(m.lead_off, dtype=bool)
                     # one chunk per run of good / lead-off slots: a lead-off slot keeps time,
                     # and the pipeline holds the last good value through it
                     edges = np.flatnonzero(np.diff(off.astype(np.int8))) + 1
-                    for a, b in zip(np.r_[0, edges], np.r_[edges, len(x)]):
+                    for a, b in zip(np.r_[0, edges], np.r_[edges, len(counts)]):
                         self._seq += 1
-                        out.append(Chunk(x[a:b], fs, t_arr, t_mono, seq=self._seq, lead_off=bool(off[a])))
+                        out.append(Chunk.from_counts(counts[a:b], state["uv"], fs, t_arr, t_mono,
+                                                     seq=self._seq, lead_off=bool(off[a])))
                 elif isinstance(m, AsciiHeader):
                     if m.fs_hz:
                         if self.fs_override and abs(m.fs_hz - self.fs_override) > 1e-6:
