@@ -9,14 +9,14 @@ were off:
   records; annotations ``N`` at each beat, ``decision: <labels>`` at each
   decision, ``gap`` and ``lead-off`` with their durations, ``quality ...`` on
   changes. Gaps hold 0 mV (EDF+C has no missing value). Written by pyedflib
-  (``pip install 'selfmis-edge[export]'``), record by record.
+  (``pip install 'selfmis-edge[edf]'``), record by record.
 * **WFDB** (wfdb, PhysioNet tools): ``.hea`` + format-16 ``.dat`` written with
   numpy, gaps as the WFDB invalid sample (-32768, NaN in ``wfdb.rdrecord``);
   ``.atr`` with ``N`` at each beat, decisions and quality changes as notes
   (``"``), gaps and lead-off as ``~`` (subtype -1 = unreadable, 0 = clean again)
   (:mod:`.mit_annotations`).
-* **CSV**: ``time_s, ecg_mv[, counts], lead_off, gap`` after a ``# fs=...`` line
-  (which ``edge-run --replay`` reads), gaps as empty fields; and
+* **CSV**: ``time_s, ecg_mv[, counts], lead_off, gap`` after a ``# fs=... lead=... units=mV``
+  line, gaps as empty fields; and
   ``*.events.csv`` with the beats, decisions, quality changes, gaps and lead-off.
 
 When every chunk carried device counts at one scale that fits 16 bits, the
@@ -187,7 +187,7 @@ def export_edf(tl: Timeline, out=None) -> list:
     try:
         import pyedflib
     except ImportError:
-        raise ExportError("EDF export needs pyedflib: pip install 'selfmis-edge[export]'") from None
+        raise ExportError("EDF export needs pyedflib: pip install 'selfmis-edge[edf]'") from None
     path = _out(tl, out, ".edf").with_suffix(".edf")
     scale = digital_scale(tl)
     rec_s = _record_duration(tl.fs)
@@ -308,7 +308,7 @@ def export_csv(tl: Timeline, out=None) -> list:
     with open(path, "wb") as fh:
         fh.write(f"# fs={tl.fs:.12g} lead={tl.meta.get('lead') or 'I'} units=mV\n".encode())
         fh.write(("time_s,ecg_mv" + (",counts" if with_counts else "") + ",lead_off,gap\n").encode())
-        for start, mv, fl, ct in iter_blocks(tl, 1 << 20, counts=with_counts):
+        for start, mv, fl, ct in iter_blocks(tl, 1 << 18, counts=with_counts):
             n = len(mv)
             ok = ((fl & GAP) == 0) & np.isfinite(mv)
             i = np.arange(start, start + n, dtype=np.int64)
