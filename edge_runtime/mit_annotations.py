@@ -23,14 +23,13 @@ _SKIP, _SUB, _AUX = 59, 61, 63
 
 def write_annotations(path, annotations) -> int:
     """``annotations``: iterable of ``(sample, code, subtype, aux)`` (subtype 0 / aux "" for
-    none), written in sample order. Returns how many were written."""
-    items = sorted(annotations, key=lambda a: a[0])  # sort is stable: given order kept per sample
+    none) in sample order. Returns how many were written."""
     out = bytearray()
     prev, n = 0, 0
-    for sample, code, subtype, aux in items:
+    for sample, code, subtype, aux in annotations:
         diff = int(sample) - prev
         if diff < 0:
-            raise ValueError(f"annotation at negative sample {sample}")
+            raise ValueError(f"annotation at sample {sample} after one at {prev}: not in order")
         if diff > 1023:
             out += struct.pack("<HHH", _SKIP << 10, (diff >> 16) & 0xFFFF, diff & 0xFFFF)
             diff = 0

@@ -26,6 +26,7 @@ export holds exactly what the wire carried. Otherwise the mV are quantised to
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,11 +77,10 @@ def digital_scale(tl: Timeline) -> DigitalScale:
     return DigitalScale(math.ceil(raw / e) * e, False)  # 3 significant digits, rounded up
 
 
-def decision_text(labels, probabilities, full: bool = True) -> str:
+def decision_text(labels, probabilities: str, full: bool = True) -> str:
+    """``decision: MI,IMI | MI=0.834 IMI=0.412 ...`` (``full=False``: the labels only)."""
     head = "decision: " + (",".join(labels) if labels else "none")
-    if not full:
-        return head
-    return head + " | " + " ".join(f"{k}={float(v):.3f}" for k, v in probabilities.items())
+    return head + " | " + probabilities if full and probabilities else head
 
 
 def _out(tl: Timeline, out, ext: str) -> Path:
@@ -146,17 +146,29 @@ def _comments(tl: Timeline, scale: DigitalScale) -> list:
     return out
 
 
+def _in_order(items, key=lambda a: a):
+    """``items`` as they are when already sorted (the usual case: no copy), else sorted."""
+    prev = None
+    for it in items:
+        if prev is not None and key(it) < prev:
+            return sorted(items, key=key)
+        prev = key(it)
+    return items
+
+
 def _wfdb_annotations(tl: Timeline):
-    for pos in tl.beats:
-        yield pos, NORMAL, 0, ""
-    for pos, labels, probs in tl.decisions:
-        yield pos, NOTE, 0, decision_text(labels, probs)
-    for pos, ok, reasons in tl.quality:
-        yield pos, NOTE, 0, "quality ok" if ok else "quality bad: " + ",".join(reasons)
-    for what, spans in (("gap", tl.gaps), ("lead-off", tl.lead_off)):
-        for a, b in spans:
-            yield a, NOISE, -1, what
-            yield b, NOISE, 0, what + " end"
+    """All annotations in sample order, merged lazily (a day holds ~200k)."""
+    spans = sorted([(a, b, "gap") for a, b in tl.gaps] + [(a, b, "lead-off") for a, b in tl.lead_off])
+    streams = [
+        ((pos, NORMAL, 0, "") for pos in _in_order(tl.beats)),
+        ((pos, NOTE, 0, decision_text(labels, probs))
+         for pos, labels, probs in _in_order(tl.decisions, key=lambda d: d[0])),
+        ((pos, NOTE, 0, "quality ok" if ok else "quality bad: " + ",".join(reasons))
+         for pos, ok, reasons in sorted(tl.quality, key=lambda q: q[0])),
+        sorted([(a, NOISE, -1, what) for a, b, what in spans]
+               + [(b, NOISE, 0, what + " end") for a, b, what in spans], key=lambda x: x[0]),
+    ]
+    return heapq.merge(*streams, key=lambda a: a[0])
 
 
 # ---------------------------------------------------------------- EDF+
@@ -193,14 +205,13 @@ def export_edf(tl: Timeline, out=None) -> list:
     rec_s = _record_duration(tl.fs)
     spr = int(round(tl.fs * rec_s))
     n_records = -(-tl.n_samples // spr)
-    annots = list(_edf_annotations(tl))
     pad = n_records * spr - tl.n_samples
-    if pad:
-        annots.append((tl.n_samples / tl.fs, pad / tl.fs, "gap (end padding)"))
+    n_annots = (len(tl.beats) + len(tl.decisions) + len(tl.quality) + len(tl.gaps)
+                + len(tl.lead_off) + 1)
     w = pyedflib.EdfWriter(str(path), 1, file_type=pyedflib.FILETYPE_EDFPLUS)
     try:
         # annotations go one per data record and annotation signal: give them room
-        w.set_number_of_annotation_signals(min(64, max(1, -(-len(annots) // n_records) + 1)))
+        w.set_number_of_annotation_signals(min(64, max(1, -(-n_annots // n_records) + 1)))
         if rec_s != 1.0:
             w.setDatarecordDuration(rec_s)
         pmax = _edf_number(32767 * scale.uv_per_adu / 1000.0)
@@ -213,8 +224,10 @@ def export_edf(tl: Timeline, out=None) -> list:
             w.setStartdatetime(datetime.fromtimestamp(tl.t0).replace(microsecond=0))
         w.setEquipment(str(dev.get("device_id") or dev.get("source") or "").replace(" ", "_")[:60])
         w.setRecordingAdditional(f"selfmis_{tl.path.name}".replace(" ", "_")[:60])
-        for onset, duration, text in annots:
+        for onset, duration, text in _edf_annotations(tl):
             w.writeAnnotation(onset, duration, text)
+        if pad:
+            w.writeAnnotation(tl.n_samples / tl.fs, pad / tl.fs, "gap (end padding)")
         block = spr * max(1, int(_BLOCK_S / rec_s))
         for start, mv, fl, ct in iter_blocks(tl, block, counts=scale.from_counts):
             d = scale.digital(mv, ct)

@@ -45,7 +45,7 @@ class Timeline:
     gaps: list = field(default_factory=list)     # (start, stop) samples nothing arrived for
     lead_off: list = field(default_factory=list)  # (start, stop)
     beats: array = field(default_factory=lambda: array("q"))
-    decisions: list = field(default_factory=list)  # (pos, positive labels, probabilities)
+    decisions: list = field(default_factory=list)  # (pos, positive labels, "MI=0.834 IMI=0.412 ...")
     quality: list = field(default_factory=list)    # (pos, ok, reasons)
     links: list = field(default_factory=list)      # (pos, kind, detail)
     uv_per_lsb: set = field(default_factory=set)   # scales of the chunks that carried counts
@@ -106,6 +106,7 @@ def scan(directory) -> Timeline:
     pos, last = 0, None  # last: (index, start, gap start) of the latest chunk
     cmin = cmax = None
     vmin, vmax = np.inf, -np.inf
+    label_sets = {}
     for off, item in _records(p):
         if isinstance(item, Chunk):
             n, gap = len(item.samples), int(item.gap_before)
@@ -157,7 +158,11 @@ def scan(directory) -> Timeline:
                 if kind == "beat":
                     tl.beats.append(at)
                 elif kind == "decision":
-                    tl.decisions.append((at, list(e.get("labels", [])), e.get("probabilities", {})))
+                    # compact: a day holds ~50k decisions; one shared tuple per label set
+                    labels = tuple(e.get("labels", []))
+                    labels = label_sets.setdefault(labels, labels)
+                    probs = " ".join(f"{k}={float(v):.3f}" for k, v in e.get("probabilities", {}).items())
+                    tl.decisions.append((at, labels, probs))
                 elif kind == "quality":
                     tl.quality.append((at, bool(e.get("ok")), list(e.get("reasons", []))))
     tl.n_samples = pos

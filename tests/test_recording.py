@@ -290,3 +290,17 @@ def test_cli_errors(tmp_path, capsys):
     assert top(["recording", "info", str(tmp_path / "nope")]) == 4
     assert "recording.json" in capsys.readouterr().err
     assert top(["recording", "export", str(tmp_path), "--to", "xls"]) == 2
+
+
+def test_csv_number_formatting_matches_python():
+    from selfmis.edge_runtime.recording_export import _fixed
+    rng = np.random.default_rng(3)
+    v = np.r_[0, 1, -1, 5, -5, 999, -1000, 123456789, -987654321, rng.integers(-10 ** 7, 10 ** 7, 500)]
+    for dec in (0, 3, 6):
+        m = _fixed(v.astype(np.int64), dec)
+        got = [bytes(r).decode().strip() for r in m]
+        want = [f"{x / 10 ** dec:.{dec}f}" if dec else str(x) for x in v.tolist()]
+        want = [w if w != "-0" else "0" for w in want]
+        assert got == [f"{int(x) // 10 ** dec if x >= 0 else '-' + str(-int(x) // 10 ** dec)}"
+                       + (f".{abs(int(x)) % 10 ** dec:0{dec}d}" if dec else "") for x in v.tolist()]
+        assert [float(g) for g in got] == pytest.approx([float(w) for w in want], abs=0)
