@@ -57,7 +57,7 @@ def test_counts_are_recorded_as_the_wire_carried_them_and_replay_bit_for_bit(bun
     kinds = [k for _, k, _ in iter_records(rec)]
     assert b"D" in kinds and b"C" not in kinds and b"P" in kinds
     chunks = [c for c in read_recording(rec) if isinstance(c, Chunk)]
-    wire = SimulatedSource(MI_500).counts  # the integers the virtual device put on the wire
+    wire = SimulatedSource(MI_500).device.counts()  # the integers the virtual device put on the wire
     got = np.concatenate([c.counts for c in chunks])
     assert np.array_equal(got, wire) and {c.uv_per_lsb for c in chunks} == {1.0}
     assert all(np.array_equal(c.samples, counts_to_mv(c.counts, 1.0)) for c in chunks)
@@ -159,7 +159,7 @@ def faulty(bundle, tmp_path_factory):
         pytest.skip("no PTB-XL records available")
     from selfmis.edge_runtime.interpreter import TFLiteModel
     from selfmis.edge_runtime.sources.simulated import SimulatedSource
-    src = SimulatedSource(MI_500, lead_off=[(3.0, 4.0)], drop_every=137, repeat=3)
+    src = SimulatedSource(MI_500, lead_off=[(3.0, 1.0)], drop_rate=0.01, passes=3, seed=2)
 
     def reconnect_after_12s(items):
         shift = 0.0
