@@ -291,7 +291,7 @@ def run(args, out, on_source=None) -> int:
                     recorder.write(item)
                 events = pipe.handle(item)
                 if recorder is not None:  # beats and decisions go into the recording too
-                    recorder.write_outputs(events, pipe._signal_s)
+                    recorder.write_outputs(events, pipe._timeline_s)
                 out.write_all(events)
                 if args.max_seconds and pipe._signal_s >= args.max_seconds:
                     break
@@ -311,7 +311,7 @@ def run(args, out, on_source=None) -> int:
             timer.cancel()
         tail = pipe.flush()  # the last beats still inside the resampler's delay
         if recorder is not None:
-            recorder.write_outputs(tail, pipe._signal_s)
+            recorder.write_outputs(tail, pipe._timeline_s)
             recorder.close()
     out.write_all(tail)
     summary = pipe.summary(source.stats, wall_s=time.perf_counter() - t_run)

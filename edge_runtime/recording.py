@@ -162,7 +162,8 @@ class Recorder:
 
     def write_outputs(self, events, t_signal: float) -> None:
         """Record the pipeline's beat/decision/quality ``events`` for the item just written,
-        and its sample clock ``t_signal`` (s) when that jumped (time lost over a reconnect)."""
+        and its event clock ``t_signal`` (s: signal plus time disconnected, the clock of the events'
+        ``t``) when that jumped (time lost over a reconnect)."""
         kept = [e for e in events if e.get("type") in RECORDED_EVENTS]
         jumped = self._fs is not None and abs(t_signal - self._clock) * self._fs > 0.5
         if not kept and not jumped:

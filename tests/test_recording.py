@@ -38,10 +38,10 @@ def _run(source, rec_dir, model, mangle=None):
         for item in (mangle(source) if mangle else source):
             rec.write(item)
             ev = pipe.handle(item)
-            rec.write_outputs(ev, pipe._signal_s)
+            rec.write_outputs(ev, pipe._timeline_s)
             events += ev
         tail = pipe.flush()
-        rec.write_outputs(tail, pipe._signal_s)
+        rec.write_outputs(tail, pipe._timeline_s)
     return events + tail
 
 
@@ -165,7 +165,7 @@ def faulty(bundle, tmp_path_factory):
         shift = 0.0
         for it in items:
             if isinstance(it, Chunk):
-                if it.seq == 120 and not shift:
+                if it.seq >= 120 and not shift:
                     shift = 3.0
                     yield LinkEvent("disconnected", {"reason": "test"}, discontinuity=True)
                 it.t_arrival += shift
@@ -304,3 +304,16 @@ def test_csv_number_formatting_matches_python():
         assert got == [f"{int(x) // 10 ** dec if x >= 0 else '-' + str(-int(x) // 10 ** dec)}"
                        + (f".{abs(int(x)) % 10 ** dec:0{dec}d}" if dec else "") for x in v.tolist()]
         assert [float(g) for g in got] == pytest.approx([float(w) for w in want], abs=0)
+
+
+def test_merged_chunks_keep_their_counts_and_non_integers_are_not_counts(tmp_path):
+    from selfmis.edge_runtime.sources.base import coalesce
+    a = Chunk.from_counts([1, 2, 3], 2.5, 250.0, seq=1)
+    b = Chunk.from_counts([4, 5], 2.5, 250.0, seq=2)
+    c = Chunk.from_counts([6], 1.0, 250.0, seq=3)  # another scale: not merged into the run
+    m = coalesce([a, b, c])
+    assert [list(x.counts) for x in m] == [[1, 2, 3, 4, 5], [6]] and m[0].uv_per_lsb == 2.5
+    assert m[0].samples.tobytes() == counts_to_mv([1, 2, 3, 4, 5], 2.5).tobytes()
+    f = Chunk.from_counts(np.array([0.25, 1.5]), 1000.0, 250.0)  # a sketch printing mV
+    assert f.counts is None and np.array_equal(f.samples, [0.25, 1.5])
+    assert Chunk.from_counts(np.array([3.0, -4.0]), 1.0, 250.0).counts.dtype.kind == "i"
