@@ -80,9 +80,9 @@ def test_replay_edf_and_counts_csv_find_the_beats_the_wfdb_record_has(bundle, ca
     assert cli.main(["--port", "x", "--format", "csv", "--model", bundle]) == cli.EXIT_USAGE
 
 
-@pytest.mark.slow
+@pytest.mark.study
 @pytest.mark.skipif(not os.environ.get("SELFMIS_DAYLONG"),
-                    reason="~30 min on 2 busy cores: SELFMIS_DAYLONG=1 pytest -m slow (results committed "
+                    reason="~30 min on 2 busy cores: SELFMIS_DAYLONG=1 pytest -m study (results committed "
                            "under benchmarks/results/replay_formats)")
 def test_day_long_replay_in_every_format_in_bounded_memory(tmp_path):
     """The benchmark itself (benchmarks/replay_formats.py), 24 h at 500 Hz: RSS <= 100 MB each."""

@@ -20,7 +20,7 @@ def test_export_bench_runs_each_format(tmp_path):
     assert (tmp_path / "export.md").read_text().count("| yes |") == 3
 
 
-@pytest.mark.slow
+@pytest.mark.study
 def test_a_24_hour_recording_exports_within_two_minutes_per_format(tmp_path):
     rc, r = _run(tmp_path, 24)
     assert r["hours"] >= 23.9
