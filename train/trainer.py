@@ -63,6 +63,9 @@ DEFAULTS = dict(
     # records for every method and split: chosen by a hash of the ecg_id); SelfMIS still aligns
     # every training record, the other methods train on the labelled ones only
     label_fraction=1.0,
+    # data-scaling study: only the training records of this fraction of the training *patients*
+    # (chosen by a hash of the patient_id: nested across fractions, the same for every method)
+    patient_fraction=1.0,
     # SelfMIS
     schedule="joint", crop_min_s=2.5, crop_max_s=10.0, crops_per_record=1,
     align_loss="cosine", align_target="pooled", align_weight=1.0, distill_weight=0.0,
@@ -143,6 +146,8 @@ def load_data(cfg):
         idx = np.flatnonzero(np.isin(ds.folds, folds))
         if cfg["max_records"]:
             idx = idx[: cfg["max_records"]]
+        if name == "train" and cfg["patient_fraction"] < 1:
+            idx = idx[kept_patients(ds.patient_ids[idx], cfg["patient_fraction"])]
         out[name] = dict(X=np.asarray(ds.X[idx]), Y=ds.Y[idx], ids=ds.ecg_ids[idx], folds=ds.folds[idx])
     out["skipped_at_load"] = {int(k): v for k, v in ds.skipped.items()}
     out["train"]["labeled"] = labeled_records(out["train"]["ids"], cfg["label_fraction"])
@@ -157,6 +162,16 @@ def labeled_records(ids, fraction: float) -> np.ndarray:
     if not 0 < fraction <= 1:
         raise ValueError(f"label_fraction must be in (0, 1], not {fraction}")
     u = np.array([zlib.crc32(f"ecg{int(e)}".encode()) / 2 ** 32 for e in ids])
+    return u < fraction
+
+
+def kept_patients(patient_ids, fraction: float) -> np.ndarray:
+    """Records whose patient is in the first ``fraction`` of the hash range: ``crc32(patient_id)``,
+    so 25% is inside 50% is inside 100% (nested), patient-disjoint from validation and test
+    (folds are), and the same for every method and seed."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"patient_fraction must be in (0, 1], not {fraction}")
+    u = np.array([zlib.crc32(f"patient{int(p)}".encode()) / 2 ** 32 for p in patient_ids])
     return u < fraction
 
 
@@ -428,6 +443,9 @@ def load_teacher(path, cfg):
     if float(tcfg.get("label_fraction", 1.0)) > cfg["label_fraction"]:
         raise ValueError(f"teacher {path} learnt from {tcfg.get('label_fraction', 1.0)} of the labels; this "
                          f"run keeps only {cfg['label_fraction']} (it would leak the others)")
+    if float(tcfg.get("patient_fraction", 1.0)) > cfg["patient_fraction"]:
+        raise ValueError(f"teacher {path} learnt from {tcfg.get('patient_fraction', 1.0)} of the training patients; "
+                         f"this run keeps only {cfg['patient_fraction']} (it would leak the others)")
     return teacher, set(tcfg.get("train_folds") or [])
 
 
