@@ -25,7 +25,7 @@ import torch.nn as nn
 log = logging.getLogger(__name__)
 
 __all__ = ["DeviceError", "Runtime", "available_cores", "select_device", "setup", "epoch_shards",
-           "sync_batchnorm", "GlooSyncBatchNorm", "gather", "all_mean"]
+           "sync_batchnorm", "GlooSyncBatchNorm", "gather", "all_mean", "rank_spread"]
 
 
 class DeviceError(ValueError):
@@ -211,6 +211,18 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out)
+
+
+def rank_spread(module: nn.Module) -> float:
+    """Largest difference of any trainable parameter between ranks (0.0 when they agree, as DDP
+    must keep them); every rank must call it. Cheap: two all-reduces of the flat parameters."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return 0.0
+    flat = torch.cat([p.detach().float().reshape(-1) for p in module.parameters() if p.requires_grad])
+    hi, lo = flat.clone(), flat.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    return float((hi - lo).max())
 
 
 def all_mean(value: float, device) -> float:

@@ -42,7 +42,7 @@ from selfmis.preprocess import preprocess_window
 from selfmis.train.checkpoint import load_checkpoint, load_model, load_weights_into, save_checkpoint
 from selfmis.train.crops import SPEC, fixed_crop, record_windows, self_cut, simclr_view
 from selfmis.train.data import DEFAULT_TASKS, LEADS, load_split
-from selfmis.train.distributed import all_mean, available_cores, epoch_shards, setup, sync_batchnorm
+from selfmis.train.distributed import all_mean, available_cores, epoch_shards, rank_spread, setup, sync_batchnorm
 from selfmis.train.evaluate import auroc, choose_threshold, score_predictions, torch_predict_fn
 from selfmis.train.models import GenerativeLead1, ResNet1d
 from selfmis.train.objectives import Reconstruction, SelfAlignment, SimCLR, Supervised
@@ -312,6 +312,11 @@ def run_stage(name, model, objective, n_items, make_batch, epochs, cfg, state, v
         rec = {"stage": name, "epoch": epoch, "loss": all_mean(float(torch.stack(losses_).float().mean()), rt.device),
                "lr": lr, "seconds": seconds, "records_per_s": steps * global_batch / max(seconds, 1e-9),
                "device": str(rt.device), "world": rt.world}
+        if rt.distributed:  # DDP keeps every rank's parameters equal: check, never assume
+            rec["rank_param_spread"] = rank_spread(objective)
+            if rec["rank_param_spread"] > 1e-4:
+                log.warning("%s epoch %d: parameters differ between ranks by %.3g", name, epoch,
+                            rec["rank_param_spread"])
         if val_fn is not None and rt.rank == 0:
             rec["val_mi_auroc"] = score = val_fn()
             if score > best or best_state is None:
