@@ -8,6 +8,7 @@ shard with few labels does not hang, device selection, resume with another devic
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -76,7 +77,7 @@ def test_two_gloo_processes_equal_one_process(tiny, teachers, tmp_path, case):
     if case == "selfmis_crossfit":
         conf["teacher"] = ",".join(teachers)
     if case == "generative":
-        conf["teacher"] = teachers[0].replace("/a/", "/a/")  # trained on folds 2,4,6,8: no leak into 10 or 1
+        conf["teacher"] = teachers[0]  # trained on folds 2, 4, 6, 8: never saw test 10 or validation 1
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     trainer.train(dict(conf, out=one, threads=1))
     torchrun(dict(conf, out=two))
@@ -86,8 +87,11 @@ def test_two_gloo_processes_equal_one_process(tiny, teachers, tmp_path, case):
         assert r2["world"] == 2 and r2["rank_param_spread"] < 1e-6, r2  # the ranks agree
         assert abs(r1["loss"] - r2["loss"]) < 2e-4 * max(1.0, abs(r1["loss"])), (r1, r2)
     a, b = load_checkpoint(os.path.join(one, "model.pt")), load_checkpoint(os.path.join(two, "model.pt"))
+    # the reconstructor's conv biases feed a BatchNorm and its output bias a per-lead z-score: their
+    # gradient is zero up to rounding, whose sign AdamW's first step turns into +-lr either way
+    zero_grad = re.compile(r"recon\.(body\.\d+|out)\.bias")
     worst = max(float((a["state_dict"][k].float() - b["state_dict"][k].float()).abs().max())
-                for k in a["state_dict"])
+                for k in a["state_dict"] if not zero_grad.fullmatch(k))
     assert worst < 5e-4, worst  # one AdamW step moves weights by ~lr = 3e-3: a wrong gradient shows
     assert json.load(open(os.path.join(two, "metrics.json")))["world_size"] == 2
 
