@@ -33,7 +33,9 @@ ids = ids[:n] if n else ids
 t = time.time()
 ds = load_split(root, fs=fs, cache_dir=cache, progress=False, ptbxl=db, ids=ids)
 s = float(ds.X[:, 0, :100].sum())  # touch the data
-print(json.dumps({"records": len(ds), "seconds": time.time() - t, "shape": list(ds.X.shape),
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"records": len(ds), "seconds": time.time() - t, "cpu_seconds": ru.ru_utime + ru.ru_stime,
+                  "shape": list(ds.X.shape),
                   "dtype": str(ds.X.dtype), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -57,7 +59,8 @@ def loader(root: str, cache: str, sizes: dict) -> list:
                 out, _ = run_py([ "-c", LOAD_CHILD, root, str(fs), str(n), str(c)])
                 r = json.loads(out.strip().splitlines()[-1])
                 rows.append(dict(r, fs=fs, phase=phase))
-                print(f"loader {fs} Hz {phase}: {r['records']} records {r['seconds']:.1f} s, "
+                print(f"loader {fs} Hz {phase}: {r['records']} records {r['seconds']:.1f} s "
+                      f"({r['cpu_seconds']:.1f} s CPU incl. imports), "
                       f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     return rows
 
@@ -117,9 +120,11 @@ def markdown(rep: dict) -> str:
          "used for loader, memory and speed only.", f"Command: `{rep['command']}`", ""]
     if rep.get("loader"):
         L += ["## Loader (`load_split`, every record, fresh process each)", "",
-              "| rate | records | phase | seconds | peak RSS (MB) | array |", "|---|---|---|---|---|---|"]
+              "| rate | records | phase | wall s | CPU s (process) | peak RSS (MB) | array |",
+              "|---|---|---|---|---|---|---|"]
         for r in rep["loader"]:
-            L.append(f"| {r['fs']} Hz | {r['records']} | {r['phase']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
+            L.append(f"| {r['fs']} Hz | {r['records']} | {r['phase']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} | "
                      f"{r['dtype']} {r['shape']} |")
         L += ["", rep.get("loader_note", ""), ""]
     if rep.get("throughput"):

@@ -172,3 +172,41 @@ def test_resume_with_another_device_string(tiny, tmp_path, monkeypatch):
     assert [h["epoch"] for h in res["log"] if h.get("stage") == "scratch"] == [0, 1, 2]
     assert [r["epoch"] for r in epochs_log(out)] == [0, 1, 2]  # one metrics row per epoch, across the resume
     assert res["device"] == "cpu"
+
+
+def test_metrics_files_and_tensorboard_option(tmp_path):
+    """One row per epoch in metrics.jsonl and metrics.csv; --tensorboard writes event files where
+    TensorBoard is installed and otherwise fails with a message that says what to install."""
+    import csv
+    import importlib.util
+
+    from selfmis.train.runlog import RunLog
+
+    rec = {"stage": "scratch", "epoch": 0, "loss": 0.5, "lr": 1e-3, "seconds": 1.0, "records_per_s": 10.0,
+           "device": "cpu", "world": 1}
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(RuntimeError, match="pip install tensorboard"):
+            RunLog(tmp_path, tensorboard=str(tmp_path / "tb"))
+        log = RunLog(tmp_path)
+    else:
+        log = RunLog(tmp_path, tensorboard=str(tmp_path / "tb"))
+    log.write(rec)
+    log.write(dict(rec, epoch=1, val_mi_auroc=0.7))
+    log.close()
+    assert [json.loads(line)["epoch"] for line in open(tmp_path / "metrics.jsonl")] == [0, 1]
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[1]["val_mi_auroc"] == "0.7"
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((tmp_path / "tb").rglob("events.out.tfevents*"))
+
+
+def test_dataloader_workers_give_the_same_batches(tiny, tmp_path):
+    """Batches cut in DataLoader workers (the CUDA default) are the ones the main process cuts:
+    the generator depends on (seed, epoch, step, stage) only."""
+    conf = dict(TINY, data=str(tiny), method="simclr", pretrain_epochs=1, epochs=1)
+    trainer.train(dict(conf, out=str(tmp_path / "w0"), workers=0))
+    trainer.train(dict(conf, out=str(tmp_path / "w2"), workers=2))
+    l0, l2 = epochs_log(tmp_path / "w0"), epochs_log(tmp_path / "w2")
+    assert [r["stage"] for r in l0] == ["simclr", "finetune"]
+    for a, b in zip(l0, l2):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
