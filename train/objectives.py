@@ -83,7 +83,7 @@ class SelfAlignment(nn.Module):
             t_pool = self.t_emb[idx]
         if self.align_target == "featmap":
             target = losses.crop_teacher_map(tf, starts, int(crop_len), self.n_total, f.shape[-1])
-            za, ta = self.student.proj(f), target
+            za, ta = self.student.proj(f).float(), target.float()  # losses in float32 under autocast
             if self.kind == "infonce":  # negatives from the whole global batch
                 za, ta = gather(za), gather(ta)
             la = losses.align_loss(za, ta, self.kind, self.T)
