@@ -32,11 +32,15 @@ if fs == 500:
 ids = ids[:n] if n else ids
 t = time.time()
 ds = load_split(root, fs=fs, cache_dir=cache, progress=False, ptbxl=db, ids=ids)
-s = float(ds.X[:, 0, :100].sum())  # touch the data
+s = float(ds.X[0].sum() + ds.X[-1].sum())  # the data is there (touching all of it would map the file)
 ru = resource.getrusage(resource.RUSAGE_SELF)
+# peak RSS counts the file pages of the memory-mapped cache too; RssAnon is the process's own memory
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+mb = lambda k: int(st.get(k, "0 kB").split()[0]) / 1024
 print(json.dumps({"records": len(ds), "seconds": time.time() - t, "cpu_seconds": ru.ru_utime + ru.ru_stime,
                   "shape": list(ds.X.shape),
-                  "dtype": str(ds.X.dtype), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "dtype": str(ds.X.dtype), "peak_rss_mb": ru.ru_maxrss / 1024, "rss_anon_mb": mb("RssAnon"),
+                  "rss_file_mb": mb("RssFile")}))
 """
 
 
@@ -90,7 +94,9 @@ def throughput(root: str, work: Path, n_train: int, devices, env) -> list:
             recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
             r = next(x for x in recs if x["stage"] == stage)
             rows.append({"device": dev, "method": method, "stage": stage, "records_per_s": r["records_per_s"],
-                         "epoch_seconds": r["seconds"], "train_records": n_train, "run_wall_s": wall})
+                         "epoch_seconds": r["seconds"], "epoch_cpu_seconds": r.get("cpu_seconds"),
+                         "records_per_cpu_s": (r["records_per_s"] * r["seconds"] / r["cpu_seconds"])
+                         if r.get("cpu_seconds") else None, "train_records": n_train, "run_wall_s": wall})
             print(f"throughput {dev} {method} ({stage}): {r['records_per_s']:.0f} records/s", flush=True)
     return rows
 
@@ -128,19 +134,23 @@ def markdown(rep: dict) -> str:
          "used for loader, memory and speed only.", f"Command: `{rep['command']}`", ""]
     if rep.get("loader"):
         L += ["## Loader (`load_split`, every record, fresh process each)", "",
-              "| rate | records | phase | wall s | CPU s (process) | peak RSS (MB) | array |",
-              "|---|---|---|---|---|---|---|"]
+              "| rate | records | phase | wall s | CPU s (process) | peak RSS (MB) | at end: anon / file MB | array |",
+              "|---|---|---|---|---|---|---|---|"]
         for r in rep["loader"]:
             L.append(f"| {r['fs']} Hz | {r['records']} | {r['phase']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
-                     f"{r['peak_rss_mb']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r.get('rss_anon_mb', float('nan')):.0f} / "
+                     f"{r.get('rss_file_mb', float('nan')):.0f} | "
                      f"{r['dtype']} {r['shape']} |")
         L += ["", rep.get("loader_note", ""), ""]
     if rep.get("throughput"):
         L += ["## Training throughput (one epoch of the method's main stage)", "",
-              "| device | method | stage | records/s | epoch s | train records |", "|---|---|---|---|---|---|"]
+              "| device | method | stage | records/s (wall) | records per CPU-second | epoch wall s | epoch CPU s | "
+              "train records |", "|---|---|---|---|---|---|---|---|"]
         for r in rep["throughput"]:
+            pc = r.get("records_per_cpu_s")
             L.append(f"| {r['device']} | {r['method']} | {r['stage']} | {r['records_per_s']:.0f} | "
-                     f"{r['epoch_seconds']:.1f} | {r['train_records']} |")
+                     f"{'' if pc is None else f'{pc:.0f}'} | {r['epoch_seconds']:.1f} | "
+                     f"{r.get('epoch_cpu_seconds') or float('nan'):.1f} | {r['train_records']} |")
         L.append("")
     if rep.get("cpu_speed"):
         L += ["## CPU speed: this checkout vs the baseline (real subset, 1 thread, alternating runs)", "",
@@ -188,6 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/training")
     p.add_argument("--work", default=None)
     p.add_argument("--parts", nargs="+", default=["loader", "throughput", "cpu_speed"])
+    p.add_argument("--sizes-100", type=int, nargs="+", default=[0], help="100 Hz record counts (0 = all)")
     p.add_argument("--sizes-500", type=int, nargs="+", default=[2500, 0], help="500 Hz record counts (0 = all present)")
     p.add_argument("--loader-rates", type=int, nargs="+", default=[100, 500])
     p.add_argument("--train-records", type=int, default=1024)
@@ -204,9 +215,9 @@ def main(argv=None) -> int:
                command="python -m selfmis.benchmarks.training_scale " + " ".join(argv if argv is not None else sys.argv[1:]))
     env = dict(os.environ, SELFMIS_CACHE=str(work / "cache"))
     if "loader" in a.parts:
-        sizes = {fs: n for fs, n in ((100, [0]), (500, a.sizes_500)) if fs in a.loader_rates}
+        sizes = {fs: n for fs, n in ((100, a.sizes_100), (500, a.sizes_500)) if fs in a.loader_rates}
         rows = loader(a.synth, str(work / "loadcache"), sizes)
-        rep["loader"] = [r for r in rep.get("loader", []) if r["fs"] not in sizes] + rows
+        rep["loader"] = rep.get("loader", []) + rows  # runs accumulate (each row names its rate and size)
     if "throughput" in a.parts:
         run_py(["-c", LOAD_CHILD, a.synth, "100", "0", str(work / "cache")])  # the training cache, once
         rep["throughput"] = throughput(a.synth, work / "runs", a.train_records, a.devices, env)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 __all__ = ["RunLog", "COLUMNS"]
 
-COLUMNS = ("stage", "epoch", "loss", "val_mi_auroc", "lr", "seconds", "records_per_s", "device", "world",
+COLUMNS = ("stage", "epoch", "loss", "val_mi_auroc", "lr", "seconds", "cpu_seconds", "records_per_s", "device", "world",
            "rank_param_spread")
 
 

@@ -295,7 +295,7 @@ def run_stage(name, model, objective, n_items, make_batch, epochs, cfg, state, v
         total = epochs * steps
         bar = tqdm(batch_stream(StepBatches(make_batch, shards, cfg["seed"], epoch, salt), cfg, rt), total=steps,
                    desc=f"{name} {epoch + 1}/{epochs}", leave=False, disable=not cfg["progress"] or rt.rank != 0)
-        t0, losses_ = time.time(), []
+        t0, c0, losses_ = time.time(), time.process_time(), []
         for step, batch in enumerate(bar):
             lr = cosine_lr(epoch * steps + step, total, cfg["lr"])
             for g in opt.param_groups:
@@ -308,9 +308,11 @@ def run_stage(name, model, objective, n_items, make_batch, epochs, cfg, state, v
             losses_.append(loss.detach())
             if step % 20 == 19:
                 bar.set_postfix(loss=f"{float(torch.stack(losses_[-20:]).mean()):.4f}")
-        seconds = time.time() - t0
+        seconds, cpu_seconds = time.time() - t0, time.process_time() - c0
         rec = {"stage": name, "epoch": epoch, "loss": all_mean(float(torch.stack(losses_).float().mean()), rt.device),
                "lr": lr, "seconds": seconds, "records_per_s": steps * global_batch / max(seconds, 1e-9),
+               # this process's CPU time (all its threads): throughput on a shared machine
+               "cpu_seconds": cpu_seconds,
                "device": str(rt.device), "world": rt.world}
         if rt.distributed:  # DDP keeps every rank's parameters equal: check, never assume
             rec["rank_param_spread"] = rank_spread(objective)
