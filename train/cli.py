@@ -2,7 +2,12 @@
 
     selfmis train --method selfmis --test-fold 10 --seed 0 --out runs/selfmis-f10-s0
     selfmis train --config cfg.json --epochs 5          # a file, then overrides
-    torchrun --nproc_per_node 2 -m selfmis.train.cli --method scratch ...   # DDP (gloo)
+    selfmis train --method scratch --device cuda:1 --amp off
+    torchrun --nproc_per_node 2 -m selfmis.train.cli --method scratch ...   # DDP (nccl on CUDA, gloo on CPU)
+
+Devices: --device auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps; bf16 autocast on
+CUDA unless --amp off; --threads 0 = the available cores. Per-epoch metrics go to
+OUT/metrics.jsonl and OUT/metrics.csv (and TensorBoard with --tensorboard DIR).
 """
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
+from selfmis.train.checkpoint import CheckpointError
+from selfmis.train.data import DataError
+from selfmis.train.distributed import DeviceError
 from selfmis.train.trainer import DEFAULTS, METHODS, train
 
 __all__ = ["main", "build_parser", "load_config_file"]
@@ -70,7 +78,11 @@ def main(argv=None) -> int:
         if isinstance(cfg.get(k), str):
             cfg[k] = int(cfg[k])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    res = train(cfg)
+    try:
+        res = train(cfg)
+    except (DeviceError, DataError, CheckpointError) as exc:
+        print(f"selfmis train: {exc}", file=sys.stderr)
+        return 2
     if "test" in res:
         t = res["test"]["MI"]
         v = res["val"]["MI"]

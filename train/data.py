@@ -215,6 +215,13 @@ class PTBXL:
                     {int(k): v for k, v in meta["skipped"].items()})
         from tqdm.auto import tqdm
 
+        n_t = int(10 * (fs_out or fs))
+        try:  # stream every record straight into the cache file: memory stays one record deep
+            cache.mkdir(parents=True, exist_ok=True)
+            sink = _NpySink(f_x, (len(ids), len(leads), n_t))
+        except OSError as exc:  # a read-only cache must not stop training
+            log.warning("cache not written (%s); holding the records in memory", exc)
+            sink = None
         xs, kept, skipped = [], [], {}
         for eid in tqdm(ids, desc=f"reading PTB-XL {fs} Hz", disable=not progress, unit="rec"):
             try:
@@ -225,22 +232,20 @@ class PTBXL:
                 continue
             if fs_out and fs_out != fs:
                 x = resample(x, fs, fs_out)
-            xs.append(x)
+            if sink is not None:
+                sink.write(x)
+            else:
+                xs.append(x)
             kept.append(int(eid))
         if skipped:
             log.warning("skipped %d of %d records (first: %s)", len(skipped), len(ids),
                         next(iter(skipped.values())))
-        n_t = int(10 * (fs_out or fs))
-        X = np.stack(xs) if xs else np.zeros((0, len(leads), n_t), np.float32)
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = f_x.with_suffix(".tmp.npy")
-            np.save(tmp, X)
-            os.replace(tmp, f_x)
-            f_meta.write_text(json.dumps({"kept": kept, "skipped": skipped}))
-        except OSError as exc:  # a read-only cache must not stop training
-            log.warning("cache not written (%s)", exc)
-        return X, np.asarray(kept), skipped
+        if sink is None:
+            X = np.stack(xs) if xs else np.zeros((0, len(leads), n_t), np.float32)
+            return X, np.asarray(kept), skipped
+        sink.close(len(kept))
+        f_meta.write_text(json.dumps({"kept": kept, "skipped": skipped}))
+        return np.load(f_x, mmap_mode="r"), np.asarray(kept), skipped
 
     # ------------------------------------------------------------------ summary
     def summary(self, tasks=DEFAULT_TASKS, check_files: bool = True) -> dict:
@@ -262,6 +267,46 @@ class PTBXL:
                 present = sum((self.root / f).with_suffix(".dat").is_file() for f in self.db[col])
                 out[f"files_{fs}hz"] = int(present)
         return out
+
+
+class _NpySink:
+    """A float32 ``.npy`` written record by record (then renamed into place), so caching the full
+    PTB-XL at 500 Hz (5 GB) never holds more than one record in memory."""
+
+    def __init__(self, path: Path, shape: tuple):
+        self.path, self.shape = path, shape
+        self.tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        self.f = open(self.tmp, "wb")
+        self.header = self._header(shape)
+        self.f.write(self.header)
+
+    @staticmethod
+    def _header(shape) -> bytes:
+        import io
+        b = io.BytesIO()
+        np.lib.format.write_array_header_1_0(b, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
+        return b.getvalue()
+
+    def write(self, x: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(x, dtype="<f4").tobytes())
+
+    def close(self, n_kept: int) -> None:
+        self.f.close()
+        if n_kept != self.shape[0]:  # skipped records: the header's first dimension shrinks
+            h = self._header((n_kept,) + tuple(self.shape[1:]))
+            if len(h) == len(self.header):
+                with open(self.tmp, "r+b") as f:
+                    f.write(h)
+            else:  # header length changed (rare): rewrite the file behind a new header
+                import shutil
+                body = self.tmp.with_name(self.tmp.name + ".body")
+                os.replace(self.tmp, body)
+                with open(body, "rb") as fi, open(self.tmp, "wb") as fo:
+                    fi.seek(len(self.header))
+                    fo.write(h)
+                    shutil.copyfileobj(fi, fo, 16 << 20)
+                body.unlink()
+        os.replace(self.tmp, self.path)
 
 
 def default_cache_dir() -> Path:

@@ -1,4 +1,5 @@
-"""``selfmis data summary``: counts of a PTB-XL folder, and a completeness check."""
+"""``selfmis data``: ``summary`` (counts of a PTB-XL folder, a completeness check) and ``synth``
+(a synthetic PTB-XL of any size in the official layout, for loader/memory/throughput tests)."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,25 @@ def main(argv=None) -> int:
                     help="count a scp_code only at or above this likelihood (0-100)")
     sm.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sm.add_argument("--no-check-files", action="store_true", help="skip checking that every .dat exists")
+    sy = sub.add_parser("synth", help="write a synthetic PTB-XL (official layout; not real ECGs)")
+    sy.add_argument("--records", type=int, default=21799, help="records (default: PTB-XL's 21,799)")
+    sy.add_argument("--out", required=True, help="folder to write")
+    sy.add_argument("--source", help="real PTB-XL folder whose metadata rows are resampled (default: as summary)")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--rates", type=int, nargs="+", default=[100, 500], choices=[100, 500])
+    sy.add_argument("--records-500", type=int, default=None, help="write only the first N records at 500 Hz")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.cmd == "synth":
+        from .synth import synthesize
+        try:
+            res = synthesize(args.out, args.records, args.source, args.seed, tuple(args.rates), args.records_500)
+        except DataError as exc:
+            print(f"selfmis data: {exc}", file=sys.stderr)
+            return 1
+        json.dump(res, sys.stdout, indent=2)
+        print()
+        return 0
     try:
         s = PTBXL(args.data, min_likelihood=args.min_likelihood).summary(
             DEFAULT_TASKS, check_files=not args.no_check_files)

@@ -155,13 +155,14 @@ def torch_predict_fn(model, batch_size: int = 512, embed: bool = False):
     import torch
 
     model.eval()
+    device = next(model.parameters()).device  # wherever the model lives (CPU, CUDA, MPS)
 
     def predict(x):
         outs = []
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
-                xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32)
-                outs.append((model.aligned_embed(xb) if embed else model(xb)).numpy())
+                xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32).to(device)
+                outs.append((model.aligned_embed(xb) if embed else model(xb)).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
     return predict
 

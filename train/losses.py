@@ -53,7 +53,7 @@ def crop_teacher_map(teacher_map, starts, crop_len: int, n_total: int, t_out: in
     Teacher step k covers samples [k, k+1) * n_total / Tt; the crop covers [start, start + crop_len).
     """
     B, D, Tt = teacher_map.shape
-    centres = starts[:, None] + (torch.arange(t_out, dtype=torch.float32)[None, :] + 0.5) * crop_len / t_out
+    centres = starts[:, None] + (torch.arange(t_out, dtype=torch.float32, device=teacher_map.device)[None, :] + 0.5) * crop_len / t_out
     pos = (centres / n_total * Tt - 0.5).clamp(0, Tt - 1)  # fractional teacher index
     lo = pos.floor().long()
     hi = (lo + 1).clamp(max=Tt - 1)

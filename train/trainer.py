@@ -14,17 +14,18 @@ Methods (``config["method"]``):
 - ``generative``: Lead I -> 12-lead reconstruction (MSE), then the frozen 12-lead teacher.
 - ``random``: random-init frozen encoder + linear probe (floor).
 
-Runs the same under ``torchrun`` (gloo on CPU): each rank takes a shard of every
-batch and gradients are averaged by hand (works for any method call, not just forward).
+Every stage is an ``nn.Module`` whose forward returns the loss (``objectives``); under
+``torchrun`` it is wrapped in ``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU) with
+synchronised BatchNorm, and every rank takes equal shards of the same global batches
+(``distributed.epoch_shards``), so N processes train as one process with that batch would.
+Corrupt records are found once before a stage, never by skipping a step.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
-import os
 import time
 import zlib
 from pathlib import Path
@@ -33,15 +34,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torch.utils.data
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from selfmis.preprocess import preprocess_window
-from selfmis.train import losses
 from selfmis.train.checkpoint import load_checkpoint, load_model, load_weights_into, save_checkpoint
 from selfmis.train.crops import SPEC, fixed_crop, record_windows, self_cut, simclr_view
 from selfmis.train.data import DEFAULT_TASKS, LEADS, load_split
-from selfmis.train.evaluate import auroc, choose_threshold, score_predictions
-from selfmis.train.models import GenerativeLead1, LeadReconstructor, ResNet1d
+from selfmis.train.distributed import all_mean, available_cores, epoch_shards, rank_spread, setup, sync_batchnorm
+from selfmis.train.evaluate import auroc, choose_threshold, score_predictions, torch_predict_fn
+from selfmis.train.models import GenerativeLead1, ResNet1d
+from selfmis.train.objectives import Reconstruction, SelfAlignment, SimCLR, Supervised
+from selfmis.train.runlog import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,11 @@ METHODS = ("selfmis", "scratch", "simclr", "generative", "twelve_lead", "random"
 
 DEFAULTS = dict(
     method="selfmis", data=None, test_fold=10, val_fold=None, train_folds=None, lead="I", seed=0,
-    threads=1, max_records=None,
+    max_records=None,
+    # where it runs: device auto|cpu|cuda|cuda:N|mps; bf16 autocast on CUDA ("off" to disable);
+    # threads 0 = the cores available (shared among the ranks of a node); workers -1 = batch
+    # preparation in the main process on CPU, in min(4, cores) DataLoader workers on CUDA
+    device="auto", amp="on", threads=0, workers=-1, tensorboard="",
     # model
     widths=[32, 64, 96, 128], depth=1, kernel=7,
     # optimisation (one budget for every single-lead method)
@@ -63,6 +72,9 @@ DEFAULTS = dict(
     # records for every method and split: chosen by a hash of the ecg_id); SelfMIS still aligns
     # every training record, the other methods train on the labelled ones only
     label_fraction=1.0,
+    # data-scaling study: only the training records of this fraction of the training *patients*
+    # (chosen by a hash of the patient_id: nested across fractions, the same for every method)
+    patient_fraction=1.0,
     # SelfMIS
     schedule="joint", crop_min_s=2.5, crop_max_s=10.0, crops_per_record=1,
     align_loss="cosine", align_target="pooled", align_weight=1.0, distill_weight=0.0,
@@ -104,35 +116,14 @@ def resolve_config(config: dict) -> dict:
                          "a frozen random teacher or a cosine pull onto a moving one collapses")
     if cfg["teacher_init"] == "random" and cfg["distill_weight"]:
         raise ValueError("teacher_init=random has no labelled teacher logits to distil (distill_weight=0)")
+    if cfg["amp"] not in ("on", "off"):
+        raise ValueError(f"amp must be 'on' or 'off', not {cfg['amp']!r}")
     if cfg["aux_tasks"] not in ("none", "statements"):
         raise ValueError(f"aux_tasks must be 'none' or 'statements', not {cfg['aux_tasks']!r}")
     if cfg["aux_tasks"] != "none" and cfg["method"] not in ("twelve_lead", "scratch"):
         raise ValueError("aux_tasks applies to the twelve_lead teacher and the scratch control only")
     cfg["input"] = "12lead" if cfg["method"] == "twelve_lead" else "lead1"
     return cfg
-
-
-def dist_info():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world
-
-
-def sync_grads(model, world: int):
-    if world > 1:
-        for p in model.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad /= world
-
-
-def sync_buffers(model, world: int):
-    """BatchNorm statistics differ per rank; rank 0's are kept (no SyncBN on CPU)."""
-    if world > 1:
-        for b in model.buffers():
-            dist.broadcast(b, 0)
 
 
 def load_data(cfg):
@@ -143,6 +134,8 @@ def load_data(cfg):
         idx = np.flatnonzero(np.isin(ds.folds, folds))
         if cfg["max_records"]:
             idx = idx[: cfg["max_records"]]
+        if name == "train" and cfg["patient_fraction"] < 1:
+            idx = idx[kept_patients(ds.patient_ids[idx], cfg["patient_fraction"])]
         out[name] = dict(X=np.asarray(ds.X[idx]), Y=ds.Y[idx], ids=ds.ecg_ids[idx], folds=ds.folds[idx])
     out["skipped_at_load"] = {int(k): v for k, v in ds.skipped.items()}
     out["train"]["labeled"] = labeled_records(out["train"]["ids"], cfg["label_fraction"])
@@ -157,6 +150,16 @@ def labeled_records(ids, fraction: float) -> np.ndarray:
     if not 0 < fraction <= 1:
         raise ValueError(f"label_fraction must be in (0, 1], not {fraction}")
     u = np.array([zlib.crc32(f"ecg{int(e)}".encode()) / 2 ** 32 for e in ids])
+    return u < fraction
+
+
+def kept_patients(patient_ids, fraction: float) -> np.ndarray:
+    """Records whose patient is in the first ``fraction`` of the hash range: ``crc32(patient_id)``,
+    so 25% is inside 50% is inside 100% (nested), patient-disjoint from validation and test
+    (folds are), and the same for every method and seed."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"patient_fraction must be in (0, 1], not {fraction}")
+    u = np.array([zlib.crc32(f"patient{int(p)}".encode()) / 2 ** 32 for p in patient_ids])
     return u < fraction
 
 
@@ -182,18 +185,13 @@ def add_statement_labels(data, cfg):
     log.info("auxiliary statements (%d): %s", len(keep), " ".join(data["aux_codes"]))
 
 
-def aux_head_and_loss(model, data, cfg):
-    """The parameters of an auxiliary linear head on the embedding (not saved with the model)
-    and its BCE on the extra statements; ``([], None)`` when ``aux_tasks="none"``."""
+def aux_head(model, data, cfg):
+    """An auxiliary linear head on the embedding for the extra statements (trained with the
+    encoder, not saved with it), or None when ``aux_tasks="none"``."""
     if "aux_codes" not in data:
-        return [], None
+        return None
     torch.manual_seed(cfg["seed"] + 2)
-    head = torch.nn.Linear(model.dim, len(data["aux_codes"]))
-    Ya = torch.from_numpy(data["train"]["Yaux"])
-
-    def loss(z, idx):
-        return F.binary_cross_entropy_with_logits(head(z), Ya[idx])
-    return list(head.parameters()), loss
+    return torch.nn.Linear(model.dim, len(data["aux_codes"]))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -206,81 +204,143 @@ def cosine_lr(step, total, base, warmup=0.05):
 
 
 #: keys that may change between a run and its resumption
-RESUME_FREE = {"out", "resume", "progress", "threads", "n_boot", "data"}
+RESUME_FREE = {"out", "resume", "progress", "threads", "n_boot", "data", "device", "amp", "workers", "tensorboard"}
 
 
 def same_run(saved: dict, cfg: dict) -> bool:
     """Resume only a run of the same configuration; otherwise start the stage afresh."""
-    diff = sorted(k for k in set(saved) | set(cfg) if k not in RESUME_FREE and saved.get(k) != cfg.get(k))
+    diff = sorted(k for k in set(saved) | set(cfg)
+                  if k not in RESUME_FREE and saved.get(k, DEFAULTS.get(k)) != cfg.get(k, DEFAULTS.get(k)))
     if diff:
         log.warning("not resuming from a run with another configuration (differs in %s)", diff)
     return not diff
 
 
-def run_stage(name, model, params, n_items, batch_loss, epochs, cfg, state, val_fn=None):
-    """Train ``params`` for ``epochs``; ``batch_loss(idx, rng) -> loss``; keep the best epoch on val.
+class StepBatches(torch.utils.data.Dataset):
+    """One epoch's batches for this rank: item ``step`` is ``make_batch(records, rng, part)``.
 
-    Resumable: after every epoch the stage state goes to ``out/<name>.last.pt``;
-    a finished stage is ``out/<name>.pt`` and is skipped when resuming.
+    The generator depends on (seed, epoch, step, stage) only, so batches are the same whether they
+    are built here or in DataLoader workers, on one rank or many.
+    """
+
+    def __init__(self, make_batch, shards, seed, epoch, salt):
+        self.make_batch, self.shards, self.key = make_batch, shards, (seed, epoch, salt)
+
+    def __len__(self):
+        return len(self.shards)
+
+    def __getitem__(self, step):
+        pos, part = self.shards[step]
+        seed, epoch, salt = self.key
+        return self.make_batch(pos, np.random.default_rng([seed, epoch, step, salt]), part)
+
+
+def batch_stream(ds: StepBatches, cfg, rt):
+    """In the main process (CPU default: no copies, no worker start-up), or DataLoader workers with
+    pinned memory (CUDA default: crops are cut and filtered on the CPU while the GPU trains)."""
+    workers = cfg["workers"]
+    if workers < 0:
+        workers = min(4, max(1, available_cores() // max(1, rt.world))) if rt.device.type == "cuda" else 0
+    if workers == 0:
+        return (ds[i] for i in range(len(ds)))
+    return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
+                                       pin_memory=rt.device.type == "cuda", prefetch_factor=4,
+                                       persistent_workers=False)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def run_stage(name, model, objective, n_items, make_batch, epochs, cfg, state, val_fn=None):
+    """Train ``objective`` (an ``nn.Module``: ``objective(**batch) -> loss``) for ``epochs``;
+    ``make_batch(positions, rng, part) -> dict`` builds a shard; ``model`` is what gets saved;
+    keep the best epoch on validation.
+
+    Resumable: after every epoch the stage state (``model``, the whole objective, optimizer) goes
+    to ``out/<name>.last.pt``; a finished stage is ``out/<name>.pt`` and is skipped when resuming.
     """
     out = Path(cfg["out"])
     done, last = out / f"{name}.pt", out / f"{name}.last.pt"
-    rank, world = state["rank"], state["world"]
+    rt = state["rt"]
     if cfg["resume"] and done.is_file() and same_run(load_checkpoint(done)["config"], cfg):
         load_weights_into(model, done)
+        model.to(rt.device)
         state["log"].append({"stage": name, "resumed": "finished"})
         return model
-    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    objective.to(rt.device)
+    if rt.distributed:
+        sync_batchnorm(objective, rt.device)  # statistics of the global batch, as in one process
+    opt = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=cfg["lr"],
+                            weight_decay=cfg["weight_decay"])
     start, best, best_state, history = 0, -np.inf, None, []
     if cfg["resume"] and last.is_file() and same_run(load_checkpoint(last)["config"], cfg):
         blob = load_weights_into(model, last, optimizer=opt)
         ex = blob["extra"]
+        if ex.get("objective"):  # extra projectors, aux head, co-trained teacher
+            objective.load_state_dict(ex["objective"], strict=False)
         start, best, history = ex["epoch"] + 1, ex["best"], ex["history"]
         best_state = ex.get("best_state") or None
-    per_rank = max(1, cfg["batch_size"] // world)
-    steps_per_epoch = max(1, math.ceil(n_items / cfg["batch_size"]))
-    total = epochs * steps_per_epoch
+    net = objective
+    if rt.distributed:
+        # every parameter is in the graph on every rank (objectives mask instead of skipping), but a
+        # stage may leave a part unused on all ranks (the head while aligning): find_unused handles it
+        net = DistributedDataParallel(objective, device_ids=[rt.device] if rt.device.type == "cuda" else None,
+                                      find_unused_parameters=True, broadcast_buffers=False)
+    salt = zlib.crc32(name.encode())  # not hash(): salted per process
     for epoch in range(start, epochs):
-        model.train()
-        rng = np.random.default_rng([cfg["seed"], epoch, rank, zlib.crc32(name.encode())])  # not hash(): salted per process
-        perm = np.random.default_rng([cfg["seed"], epoch]).permutation(n_items)  # same on all ranks
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} {epoch + 1}/{epochs}", leave=False,
-                   disable=not cfg["progress"] or rank != 0)
-        losses_ = []
-        for step in bar:
-            batch = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            idx = batch[rank * per_rank:(rank + 1) * per_rank] if world > 1 else batch
+        objective.train()
+        shards = epoch_shards(n_items, cfg["batch_size"], rt.world, rt.rank, cfg["seed"], epoch)
+        steps, global_batch = len(shards), shards[0][1][1]
+        total = epochs * steps
+        bar = tqdm(batch_stream(StepBatches(make_batch, shards, cfg["seed"], epoch, salt), cfg, rt), total=steps,
+                   desc=f"{name} {epoch + 1}/{epochs}", leave=False, disable=not cfg["progress"] or rt.rank != 0)
+        t0, c0, losses_ = time.time(), time.process_time(), []
+        for step, batch in enumerate(bar):
+            lr = cosine_lr(epoch * steps + step, total, cfg["lr"])
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(epoch * steps_per_epoch + step, total, cfg["lr"])
-            loss = batch_loss(idx, rng)
+                g["lr"] = lr
+            with rt.autocast():
+                loss = net(**to_device(batch, rt.device))
             opt.zero_grad(set_to_none=True)
-            if loss is not None:
-                loss.backward()
-            sync_grads(model, world)
+            loss.backward()
             opt.step()
-            if loss is not None:
-                losses_.append(loss.item())
-                bar.set_postfix(loss=f"{np.mean(losses_[-20:]):.4f}")
-        sync_buffers(model, world)
-        rec = {"stage": name, "epoch": epoch, "loss": float(np.mean(losses_)) if losses_ else None}
-        if val_fn is not None and rank == 0:
+            losses_.append(loss.detach())
+            if step % 20 == 19:
+                bar.set_postfix(loss=f"{float(torch.stack(losses_[-20:]).mean()):.4f}")
+        seconds, cpu_seconds = time.time() - t0, time.process_time() - c0
+        rec = {"stage": name, "epoch": epoch, "loss": all_mean(float(torch.stack(losses_).float().mean()), rt.device),
+               "lr": lr, "seconds": seconds, "records_per_s": steps * global_batch / max(seconds, 1e-9),
+               # this process's CPU time (all its threads): throughput on a shared machine
+               "cpu_seconds": cpu_seconds,
+               "device": str(rt.device), "world": rt.world}
+        if rt.distributed:  # DDP keeps every rank's parameters equal: check, never assume
+            rec["rank_param_spread"] = rank_spread(objective)
+            if rec["rank_param_spread"] > 1e-4:
+                log.warning("%s epoch %d: parameters differ between ranks by %.3g", name, epoch,
+                            rec["rank_param_spread"])
+        if val_fn is not None and rt.rank == 0:
             rec["val_mi_auroc"] = score = val_fn()
             if score > best or best_state is None:
-                best, best_state = score, copy.deepcopy(model.state_dict())
+                best, best_state = score, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         history.append(rec)
-        if rank == 0:
+        if rt.rank == 0:
             log.info("%s", rec)
+            if state.get("runlog"):
+                state["runlog"].write(rec)
             save_checkpoint(last, model, cfg, {"epoch": epoch, "best": float(best) if np.isfinite(best) else -1.0,
-                                               "history": history, "best_state": best_state or {}}, opt)
-        if world > 1:
+                                               "history": history, "best_state": best_state or {},
+                                               "objective": {k: v.detach().cpu() for k, v in
+                                                             objective.state_dict().items()}}, opt)
+        if rt.distributed:
             dist.barrier()
     if best_state is not None:  # model selection on validation, never on test
         model.load_state_dict(best_state)
-    if world > 1:
+    if rt.distributed:  # rank 0 chose the epoch: everyone takes its weights
         for p in model.state_dict().values():
             dist.broadcast(p, 0)
     state["log"].extend(history)
-    if rank == 0:
+    if rt.rank == 0:
         save_checkpoint(done, model, cfg, {"history": history})
         last.unlink(missing_ok=True)
     return model
@@ -293,74 +353,92 @@ def new_encoder(cfg, in_leads=1, proj_dim=0, proj_kind="mlp"):
     return ResNet1d(in_leads, cfg["widths"], cfg["depth"], cfg["kernel"], len(DEFAULT_TASKS), proj_dim, proj_kind)
 
 
-def good_rows(xb, ids, state):
-    """Drop corrupt records (non-finite or flat lead) from a batch and count them once."""
-    ok = np.isfinite(xb).all(axis=tuple(range(1, xb.ndim)))
-    ok &= (np.nan_to_num(xb).std(-1) > 1e-6).all(-1)
+def good_rows(xb, ids, state, chunk=1024):
+    """Which records are usable (finite, no flat lead); the others are counted once by ecg_id."""
+    ok = np.ones(len(xb), bool)
+    for i in range(0, len(xb), chunk):  # in chunks: no full-size temporary copies of a large set
+        x = np.asarray(xb[i:i + chunk])
+        fin = np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
+        ok[i:i + chunk] = fin & (np.nan_to_num(x).std(-1) > 1e-6).all(-1)
     for eid in ids[~ok]:
         state["skipped_in_training"].add(int(eid))
     return ok
+
+
+def usable(X, ids, state) -> np.ndarray:
+    """Indices of the records a stage trains on: corrupt ones are dropped before training, so a
+    shard is never emptied mid-epoch (every rank must take every step)."""
+    keep = np.flatnonzero(good_rows(X, ids, state))
+    if len(keep) < 2:
+        raise ValueError(f"only {len(keep)} usable training records")
+    return keep
 
 
 def lead_of(d, cfg):
     return d["X"][:, LEADS.index(cfg["lead"]):LEADS.index(cfg["lead"]) + 1]  # (n, 1, samples)
 
 
+def _scores(model, x):
+    """Model outputs on ``x`` (numpy, preprocessed) in eval mode, then back to training mode."""
+    model.eval()
+    s = torch_predict_fn(model)(x)
+    model.train()
+    return s
+
+
 def single_lead_val_fn(model, data, cfg):
     win = record_windows(lead_of(data["val"], cfg), cfg["window_s"], cfg["stride_s"])
     n, k = win.shape[:2]
-    xv = torch.from_numpy(win.reshape(n * k, 1, -1))
+    xv = win.reshape(n * k, 1, -1)
     y = data["val"]["Y"][:, 0]
-
-    def val():
-        model.eval()
-        with torch.no_grad():
-            s = model(xv).reshape(n, k, -1).mean(1)[:, 0].numpy()
-        model.train()
-        return auroc(y, s)
-    return val
+    return lambda: auroc(y, _scores(model, xv).reshape(n, k, -1).mean(1)[:, 0])
 
 
-def teacher_targets(teacher, X12p, batch=256):
+def teacher_targets(teacher, X12p, device="cpu", batch=256):
     """The frozen teacher's pooled embedding, feature map and logits for every whole record."""
-    teacher.eval()
+    teacher.to(device).eval()
     emb, maps, logits = [], [], []
     with torch.no_grad():
         for i in range(0, len(X12p), batch):
-            f = teacher.features(torch.from_numpy(X12p[i:i + batch]))
+            f = teacher.features(torch.from_numpy(np.ascontiguousarray(X12p[i:i + batch])).to(device))
             maps.append(f)
             emb.append(f.mean(-1))
             logits.append(teacher.head(f.mean(-1)))
     return torch.cat(emb), torch.cat(maps), torch.cat(logits)
 
 
-def supervised_loss_fn(model, X_lead, Y, cfg, state, ids, crop="fixed", aux_loss=None):
-    Yt = torch.from_numpy(Y)
+def supervised_batches(X, Y, keep, cfg, Yaux=None, crop=True):
+    """Shards for a supervised stage: a random 5 s crop of each record (``crop``) or the whole
+    (already preprocessed) record, with its labels."""
+    def make(pos, rng, part):
+        idx = keep[pos]
+        x = fixed_crop(X[idx], rng, part=part) if crop else np.ascontiguousarray(X[idx])
+        b = {"x": torch.from_numpy(x), "y": torch.from_numpy(Y[idx])}
+        if Yaux is not None:
+            b["y_aux"] = torch.from_numpy(Yaux[idx])
+        return b
+    return make
 
-    def batch_loss(idx, rng):
-        xb = X_lead[idx]
-        ok = good_rows(xb, ids[idx], state)
-        idx, xb = idx[ok], xb[ok]
-        if len(idx) < 2:
-            return None
-        x = self_cut(xb, rng, cfg["crop_min_s"], cfg["crop_max_s"])[0] if crop == "self" else fixed_crop(xb, rng)
-        z = model.embed(torch.from_numpy(x))
-        loss = F.binary_cross_entropy_with_logits(model.head(z), Yt[idx])
-        return loss if aux_loss is None else loss + aux_loss(z, idx)
-    return batch_loss
+
+def finetune(name, model, data, cfg, state, aux=None):
+    """Supervised training of a single-lead encoder on random 5 s crops (scratch, fine-tuning)."""
+    X_lead = lead_of(data["train"], cfg)
+    keep = usable(X_lead, data["train"]["ids"], state)
+    make = supervised_batches(X_lead, data["train"]["Y"], keep, cfg, data["train"].get("Yaux") if aux else None)
+    return run_stage(name, model, Supervised(model, aux), len(keep), make, cfg["epochs"], cfg, state,
+                     single_lead_val_fn(model, data, cfg))
 
 
 def linear_probe(model, data, cfg, state, steps=300):
     """Frozen encoder, train only the head on embeddings of the evaluation windows of each record."""
     win = record_windows(lead_of(data["train"], cfg), cfg["window_s"], cfg["stride_s"])
     n, k = win.shape[:2]
-    model.eval()
-    with torch.no_grad():
-        Z = torch.cat([model.embed(torch.from_numpy(win.reshape(n * k, 1, -1)[i:i + 512]))
-                       for i in range(0, n * k, 512)])
-    Y = torch.from_numpy(np.repeat(data["train"]["Y"], k, axis=0))
+    device = state["rt"].device
+    model.to(device).eval()
+    Z = torch.from_numpy(_embed(model, win.reshape(n * k, 1, -1))).to(device)
+    Y = torch.from_numpy(np.repeat(data["train"]["Y"], k, axis=0)).to(device)
     mu, sd = Z.mean(0), Z.std(0) + 1e-6  # standardised features: one lr fits every encoder
-    head = torch.nn.Linear(Z.shape[1], Y.shape[1])
+    head = torch.nn.Linear(Z.shape[1], Y.shape[1]).to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in tqdm(range(steps), desc="linear probe", leave=False, disable=not cfg["progress"]):
         loss = F.binary_cross_entropy_with_logits(head((Z - mu) / sd), Y)
@@ -374,39 +452,31 @@ def linear_probe(model, data, cfg, state, steps=300):
     return model
 
 
+def _embed(model, x):
+    """Pooled embeddings (not the projector's) of preprocessed windows, in batches."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model.embed(torch.from_numpy(np.ascontiguousarray(x[i:i + 512])).to(device)).float().cpu()
+                          for i in range(0, len(x), 512)]).numpy()
+
+
 # --------------------------------------------------------------------------- methods
 
 def train_twelve_lead(data, cfg, state, name="twelve_lead"):
     model = new_encoder(cfg, 12)
     X12p = preprocess_window(data["train"]["X"], SPEC)
-    Xv = torch.from_numpy(preprocess_window(data["val"]["X"], SPEC))
-    Y = torch.from_numpy(data["train"]["Y"])
-    mask = torch.ones(Y.shape[1])
+    Xv = preprocess_window(data["val"]["X"], SPEC)
+    mask = torch.ones(len(DEFAULT_TASKS))
     if cfg["teacher_tasks"] == "MI":  # ablation: a teacher that only learns the MI superclass
-        mask = torch.zeros(Y.shape[1])
+        mask = torch.zeros(len(DEFAULT_TASKS))
         mask[0] = 1.0
-    aux_params, aux_loss = aux_head_and_loss(model, data, cfg)
-
-    def batch_loss(idx, rng):
-        xb = X12p[idx]
-        ok = good_rows(xb, data["train"]["ids"][idx], state)
-        idx = idx[ok]
-        if len(idx) < 2:
-            return None
-        z = model.embed(torch.from_numpy(X12p[idx]))
-        l = F.binary_cross_entropy_with_logits(model.head(z), Y[idx], reduction="none")
-        l = (l * mask).sum(1).mean() / mask.sum()
-        return l if aux_loss is None else l + aux_loss(z, idx)
-
-    def val():
-        model.eval()
-        with torch.no_grad():
-            s = model(Xv)[:, 0].numpy()
-        model.train()
-        return auroc(data["val"]["Y"][:, 0], s)
+    aux = aux_head(model, data, cfg)
+    keep = usable(X12p, data["train"]["ids"], state)
+    make = supervised_batches(X12p, data["train"]["Y"], keep, cfg, data["train"].get("Yaux") if aux else None,
+                              crop=False)
+    val = lambda: auroc(data["val"]["Y"][:, 0], _scores(model, Xv)[:, 0])
     epochs = cfg["teacher_epochs"] if name == "teacher" else cfg["epochs"]
-    return run_stage(name, model, list(model.parameters()) + aux_params, len(X12p), batch_loss, epochs, cfg,
-                     state, val)
+    return run_stage(name, model, Supervised(model, aux, mask), len(keep), make, epochs, cfg, state, val)
 
 
 def teacher_paths(cfg) -> list:
@@ -428,6 +498,9 @@ def load_teacher(path, cfg):
     if float(tcfg.get("label_fraction", 1.0)) > cfg["label_fraction"]:
         raise ValueError(f"teacher {path} learnt from {tcfg.get('label_fraction', 1.0)} of the labels; this "
                          f"run keeps only {cfg['label_fraction']} (it would leak the others)")
+    if float(tcfg.get("patient_fraction", 1.0)) > cfg["patient_fraction"]:
+        raise ValueError(f"teacher {path} learnt from {tcfg.get('patient_fraction', 1.0)} of the training patients; "
+                         f"this run keeps only {cfg['patient_fraction']} (it would leak the others)")
     return teacher, set(tcfg.get("train_folds") or [])
 
 
@@ -460,18 +533,20 @@ def crossfit_assignment(paths, folds, cfg):
 
 
 def train_selfmis(data, cfg, state):
+    device = state["rt"].device
     X12p = preprocess_window(data["train"]["X"], SPEC)
-    assign = np.zeros(len(X12p), dtype=int)  # which teacher (and projector) each record aligns to
+    assign = np.zeros(len(X12p), dtype=np.int64)  # which teacher (and projector) each record aligns to
     if len(teacher_paths(cfg)) > 1:  # cross-fitting
         if cfg["cotrain"] or cfg["align_target"] != "pooled":
             raise ValueError("cross-fitted teachers support pooled alignment to frozen teachers only")
         teachers, assign = crossfit_assignment(teacher_paths(cfg), data["train"]["folds"], cfg)
         state["teacher_from"] = "cross-fitted: " + ", ".join(teacher_paths(cfg))
-        targets = [teacher_targets(t, X12p) for t in teachers]
-        pick = torch.from_numpy(assign)
+        targets = [teacher_targets(t, X12p, device) for t in teachers]
+        pick = torch.from_numpy(assign).to(device)
         # logits share one label space, so they mix; embeddings do not (one projector per teacher)
-        t_logits = torch.stack([t[2] for t in targets])[pick, torch.arange(len(pick))]
-        t_emb = torch.stack([t[0] for t in targets])[pick, torch.arange(len(pick))]
+        rows = torch.arange(len(pick), device=device)
+        t_logits = torch.stack([t[2] for t in targets])[pick, rows]
+        t_emb = torch.stack([t[0] for t in targets])[pick, rows]
         t_map, teacher = None, teachers[0]
     elif cfg["teacher_init"] == "random":
         teacher = new_encoder(cfg, 12)
@@ -479,78 +554,45 @@ def train_selfmis(data, cfg, state):
         t_emb = t_map = t_logits = None
     else:
         teacher = get_teacher(data, cfg, state)
-        t_emb, t_map, t_logits = teacher_targets(teacher, X12p)
+        t_emb, t_map, t_logits = teacher_targets(teacher, X12p, device)
     for p in teacher.parameters():
         p.requires_grad_(cfg["cotrain"])
-    X_lead, Y, ids = lead_of(data["train"], cfg), torch.from_numpy(data["train"]["Y"]), data["train"]["ids"]
-    n_total = X_lead.shape[-1]
+    X_lead, Y, ids = lead_of(data["train"], cfg), data["train"]["Y"], data["train"]["ids"]
+    keep = usable(X_lead, ids, state)
     # featmap alignment: a per-time-step projector (1x1 conv) onto the teacher's map over the crop
     model = new_encoder(cfg, 1, proj_dim=teacher.dim,
                         proj_kind="conv" if cfg["align_target"] == "featmap" else "mlp")
     # extra projectors, one per further cross-fitted teacher (not part of the saved student)
-    projs = torch.nn.ModuleList([model.proj])
+    extra = []
     if assign.max() > 0:
         torch.manual_seed(cfg["seed"] + 1)
-        projs.extend(copy.deepcopy(model.proj).apply(_reset) for _ in range(int(assign.max())))
+        extra = [copy.deepcopy(model.proj).apply(_reset) for _ in range(int(assign.max()))]
     val_fn = single_lead_val_fn(model, data, cfg)
+    labeled = data["train"]["labeled"].astype(np.float32)
     reps = cfg["crops_per_record"]  # several self-cut crops of every record per epoch
-    labeled = torch.from_numpy(data["train"]["labeled"])
 
-    def align_terms(idx, rng):
-        xb = X_lead[idx]
-        ok = good_rows(xb, ids[idx], state)
-        idx, xb = idx[ok], xb[ok]
-        if len(idx) < 2:
-            return None, None, None
-        x, starts, L = self_cut(xb, rng, cfg["crop_min_s"], cfg["crop_max_s"])
-        f = model.features(torch.from_numpy(x))
-        if cfg["cotrain"]:  # ablation: the teacher moves too (kept on task by its own BCE)
-            tf = teacher.features(torch.from_numpy(X12p[idx]))
-            t_pool = tf.mean(-1)
-            lab = labeled[idx]
-            extra = 0.0 if cfg["teacher_init"] == "random" or not lab.any() else \
-                F.binary_cross_entropy_with_logits(teacher.head(t_pool)[lab], Y[idx][lab])
-        else:
-            tf, t_pool, extra = (None if t_map is None else t_map[idx]), t_emb[idx], 0.0
-        if cfg["align_target"] == "featmap":
-            target = losses.crop_teacher_map(tf, torch.from_numpy(starts).float(), L, n_total, f.shape[-1])
-            la = losses.align_loss(model.proj(f), target, cfg["align_loss"], cfg["temperature"])
-        else:
-            z, who = f.mean(-1), torch.from_numpy(assign[idx])
-            la = sum(losses.align_loss(projs[k](z[who == k]), t_pool[who == k], cfg["align_loss"],
-                                       cfg["temperature"]) * (who == k).float().mean()
-                     for k in who.unique().tolist())
-        return la + extra, model.head(f.mean(-1)), idx
+    def make(pos, rng, part):
+        idx = keep[pos % len(keep)]
+        x, starts, L = self_cut(X_lead[idx], rng, cfg["crop_min_s"], cfg["crop_max_s"], part=part)
+        b = {"x": torch.from_numpy(x), "idx": torch.from_numpy(idx), "y": torch.from_numpy(Y[idx]),
+             "labeled": torch.from_numpy(labeled[idx]), "who": torch.from_numpy(assign[idx]),
+             "starts": torch.from_numpy(starts).float(), "crop_len": int(L)}
+        if cfg["cotrain"]:
+            b["x12"] = torch.from_numpy(np.ascontiguousarray(X12p[idx]))
+        return b
 
-    def align_only(idx, rng):
-        la, _, _ = align_terms(idx, rng)
-        return la
-
-    def joint(idx, rng):
-        la, logits, idx = align_terms(idx, rng)
-        if la is None:
-            return None
-        lab = labeled[idx]  # every record is aligned; only labelled ones enter the BCE
-        bce = F.binary_cross_entropy_with_logits(logits[lab], Y[idx][lab]) if lab.any() else 0.0
-        loss = bce + cfg["align_weight"] * la
-        if cfg["distill_weight"]:
-            loss = loss + cfg["distill_weight"] * losses.distill_loss(logits, t_logits[idx])
-        return loss
-
-    n_items = len(X_lead) * reps
-    wrap = lambda fn: (lambda idx, rng: fn(idx % len(X_lead), rng))
-    params = list(model.parameters()) + list(projs[1:].parameters()) + \
-        (list(teacher.parameters()) if cfg["cotrain"] else [])
+    def objective(joint):
+        return SelfAlignment(model, extra_projectors=extra, teacher=teacher if cfg["cotrain"] else None,
+                             t_emb=t_emb, t_map=t_map, t_logits=t_logits, align_target=cfg["align_target"],
+                             align_kind=cfg["align_loss"], temperature=cfg["temperature"],
+                             align_weight=cfg["align_weight"], distill_weight=cfg["distill_weight"], joint=joint,
+                             teacher_bce=cfg["teacher_init"] != "random", n_total=X_lead.shape[-1])
     if cfg["schedule"] == "two_stage":
-        run_stage("align", model, params, n_items, wrap(align_only), cfg["pretrain_epochs"], cfg, state)
-        if cfg["probe"] == "linear":
-            model = linear_probe(model, data, cfg, state)
-        else:
-            model = run_stage("finetune", model, model.parameters(), len(X_lead),
-                              supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, ids),
-                              cfg["epochs"], cfg, state, val_fn)
+        run_stage("align", model, objective(False), len(keep) * reps, make, cfg["pretrain_epochs"], cfg, state)
+        model = linear_probe(model, data, cfg, state) if cfg["probe"] == "linear" else \
+            finetune("finetune", model, data, cfg, state)
     else:
-        model = run_stage("joint", model, params, n_items, wrap(joint), cfg["epochs"], cfg, state, val_fn)
+        model = run_stage("joint", model, objective(True), len(keep) * reps, make, cfg["epochs"], cfg, state, val_fn)
     state["teacher_model"] = teacher
     return model
 
@@ -562,13 +604,7 @@ def _reset(m):
 
 def train_scratch(data, cfg, state):
     model = new_encoder(cfg, 1)
-    X_lead = lead_of(data["train"], cfg)
-    aux_params, aux_loss = aux_head_and_loss(model, data, cfg)
-    loss_fn = supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, data["train"]["ids"],
-                                 aux_loss=aux_loss)
-    return run_stage("scratch", model, list(model.parameters()) + aux_params, len(X_lead), loss_fn,
-                     cfg["epochs"], cfg, state,
-                     single_lead_val_fn(model, data, cfg))
+    return finetune("scratch", model, data, cfg, state, aux=aux_head(model, data, cfg))
 
 
 def train_random(data, cfg, state):
@@ -577,22 +613,18 @@ def train_random(data, cfg, state):
 
 def train_simclr(data, cfg, state):
     model = new_encoder(cfg, 1, proj_dim=128)
-    X_lead, ids = lead_of(data["train"], cfg), data["train"]["ids"]
+    X_lead = lead_of(data["train"], cfg)
+    keep = usable(X_lead, data["train"]["ids"], state)
 
-    def contrastive(idx, rng):
-        xb = X_lead[idx]
-        idx, xb = idx[good_rows(xb, ids[idx], state)], xb[good_rows(xb, ids[idx], state)]
-        if len(idx) < 2:
-            return None
-        v1, v2 = (torch.from_numpy(simclr_view(xb, rng)) for _ in range(2))
-        return losses.nt_xent(model.proj(model.embed(v1)), model.proj(model.embed(v2)), cfg["temperature"])
+    def make(pos, rng, part):
+        xb = X_lead[keep[pos]]
+        v1, v2 = (torch.from_numpy(simclr_view(xb, rng, part=part)) for _ in range(2))
+        return {"v1": v1, "v2": v2}
 
-    run_stage("simclr", model, model.parameters(), len(X_lead), contrastive, cfg["pretrain_epochs"], cfg, state)
+    run_stage("simclr", model, SimCLR(model, cfg["temperature"]), len(keep), make, cfg["pretrain_epochs"], cfg, state)
     if cfg["probe"] == "linear":
         return linear_probe(model, data, cfg, state)
-    return run_stage("finetune", model, model.parameters(), len(X_lead),
-                     supervised_loss_fn(model, X_lead, data["train"]["Y"], cfg, state, ids),
-                     cfg["epochs"], cfg, state, single_lead_val_fn(model, data, cfg))
+    return finetune("finetune", model, data, cfg, state)
 
 
 def train_generative(data, cfg, state):
@@ -602,24 +634,16 @@ def train_generative(data, cfg, state):
     model.classifier.load_state_dict(teacher.state_dict())
     for p in model.classifier.parameters():  # the 12-lead classifier stays frozen
         p.requires_grad_(False)
-    X, ids = data["train"]["X"], data["train"]["ids"]
-    li = LEADS.index(cfg["lead"])
-    W = SPEC.window_samples
+    X = data["train"]["X"]
+    keep = usable(X, data["train"]["ids"], state)
 
-    def recon(idx, rng):
-        xb = X[idx]
-        ok = good_rows(xb, ids[idx], state)
-        xb = xb[ok]
-        if len(xb) < 2:
-            return None
-        starts = rng.integers(0, xb.shape[-1] - W + 1, size=len(xb))
-        crop = np.stack([x[:, s:s + W] for x, s in zip(xb, starts)])
-        target = torch.from_numpy(preprocess_window(crop, SPEC))  # the 12 leads of the same window
-        pred = model.recon(target[:, li:li + 1])
-        return F.mse_loss(pred, target)
+    def make(pos, rng, part):  # a random 5 s window of all 12 leads: Lead I in, the 12 leads out
+        return {"target": torch.from_numpy(fixed_crop(X[keep[pos]], rng, part=part))}
 
     model.classifier.eval()
-    run_stage("reconstruct", model.recon, model.recon.parameters(), len(X), recon, cfg["pretrain_epochs"], cfg, state)
+    run_stage("reconstruct", model.recon, Reconstruction(model.recon, LEADS.index(cfg["lead"])), len(keep), make,
+              cfg["pretrain_epochs"], cfg, state)
+    model.classifier.to(state["rt"].device)
     state["teacher_model"] = teacher
     return model
 
@@ -638,22 +662,30 @@ def record_scores(model, cfg, split, embed=False):
 def train(config: dict) -> dict:
     """Train one method on one split; write ``out/model.pt``, ``out/metrics.json``, ``out/scores.npz``."""
     cfg = resolve_config(config)
-    torch.set_num_threads(int(cfg["threads"]))
-    rank, world = dist_info()
+    rt = setup(cfg["device"], cfg["amp"], cfg["threads"])
+    rank, world = rt.rank, rt.world
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg, indent=1))
     t0 = time.time()
     data = load_data(cfg)
-    state = {"rank": rank, "world": world, "log": [], "skipped_in_training": set()}
+    state = {"rt": rt, "rank": rank, "world": world, "log": [], "skipped_in_training": set(),
+             "runlog": RunLog(out, cfg["tensorboard"]) if rank == 0 else None}
     if cfg["method"] != "selfmis" or cfg["schedule"] != "joint":
         keep_labeled_only(data)  # (two-stage SelfMIS then aligns the labelled records only)
     state["n_train_labeled"] = int(data["train"]["labeled"].sum())
-    log.info("training records: %d, labelled: %d", len(data["train"]["ids"]), state["n_train_labeled"])
+    log.info("training records: %d, labelled: %d on %s (world %d, amp %s, %d threads)", len(data["train"]["ids"]),
+             state["n_train_labeled"], rt.device, world, rt.amp, torch.get_num_threads())
     model = TRAINERS[cfg["method"]](data, cfg, state)
-    model.eval()
-    result = {"method": cfg["method"], "config": cfg, "world_size": world}
+    if state["runlog"]:
+        state["runlog"].close()
+    # evaluation and the saved files on the CPU: a checkpoint loads anywhere
+    model.cpu().eval()
+    if "teacher_model" in state:
+        state["teacher_model"].cpu().eval()
+    result = {"method": cfg["method"], "config": cfg, "world_size": world, "device": str(rt.device),
+              "amp_bf16": rt.amp, "threads": torch.get_num_threads()}
     if rank == 0:
         s_val, s_test = record_scores(model, cfg, data["val"]), record_scores(model, cfg, data["test"])
         thr = {}
