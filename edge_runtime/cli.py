@@ -15,6 +15,8 @@ import logging
 import sys
 import time
 
+from . import gateway_args
+
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_USAGE", "EXIT_MODEL", "EXIT_SOURCE", "EXIT_LOST"]
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_LOST = 0, 2, 3, 4, 5
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "default forever) with a log line instead of exiting 4 (what the systemd unit does)")
     src.add_argument("--connect-timeout", type=float, default=15.0,
                      help="seconds to wait for a BLE device to answer (default 15)")
+    gateway_args.add_arguments(p)  # several devices, --serve, --mqtt, --lsl: see gateway_cli
+    p.epilog += "\n" + gateway_args.EPILOG
     return p
 
 
@@ -160,6 +164,10 @@ def make_source(args, lead: str):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if gateway_args.wanted(argv):  # several devices or an outlet: loaded only then
+        from .gateway_cli import main as gateway_main
+        return gateway_main(argv, sys.modules[__name__])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,0 +1,296 @@
+"""Many wearables in one process: one reader thread per device, one processing thread for all.
+
+Why this shape:
+
+* Sources are blocking iterators (pyserial reads, BLE bridged through a queue,
+  paced replays), so each gets its own **reader thread**; it only moves items
+  into the device's bounded queue and never touches numpy state.
+* All pipelines run on **one processing thread** that visits the device queues
+  round-robin, at most ``budget`` items per device per round. The one shared
+  :class:`~.interpreter.TFLiteModel` is therefore never used from two threads
+  (a TFLite interpreter is not thread-safe), and a device that floods (a
+  replay at full speed, a burst of garbage) gets its fair share of the thread
+  and no more: its own queue fills and its own reader waits, so only its data is
+  delayed (a serial device then loses bytes in the OS buffer, which the framing
+  reports as a gap on that device alone).
+* **Batching across devices does not pay here**: the shipped int8 model takes
+  about 0.03 ms per window on this machine (``selfmis bench`` gateway section),
+  i.e. 100 devices at 75 bpm cost ~4 ms of inference per second (<0.5 % of a
+  core), and its XNNPACK graph cannot be resized to a batch. Scoring happens
+  inside each pipeline when its beat completes, which also keeps the decision
+  latency free of a batching wait.
+* A device whose source fails (lost after its retries, not found) or whose
+  pipeline raises is reported (``link``/``error`` events with its id) and
+  stopped; the others continue.
+
+Every event leaves through :meth:`Gateway.emit` with ``"device": id`` added:
+to the JSON Lines writer and to each *sink* (web view, MQTT, LSL). A sink has
+``on_event(device_id, event)`` and may have ``on_chunk(device_id, chunk,
+t_end)``, ``start(gateway)`` and ``close()``; sink calls run on the processing
+thread and must not block (the outlets hand work to their own threads through
+bounded queues).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .pipeline import Pipeline
+from .sources.base import DeviceLost, SourceError, SourceNotFound
+from .stream import Chunk, LinkEvent
+
+__all__ = ["DeviceSpec", "Device", "Gateway"]
+
+log = logging.getLogger("selfmis.edge_runtime")
+
+_END = object()  # reader -> processor: the source has ended (normally or not)
+
+
+@dataclass
+class DeviceSpec:
+    """One wearable: ``id`` and the ``edge-run``-style options of its source."""
+
+    id: str
+    options: dict = field(default_factory=dict)  # port/ble/replay/simulate, baud, fs, ... record
+
+
+class Device:
+    """A device's source, pipeline, recorder, queue and state (used by :class:`Gateway`)."""
+
+    def __init__(self, spec: DeviceSpec, source, pipeline: Pipeline, recorder=None, queue_size: int = 256):
+        self.id, self.spec, self.source, self.pipeline, self.recorder = spec.id, spec, source, pipeline, recorder
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.thread: threading.Thread | None = None
+        self.state = "starting"   # connected | reconnecting | disconnected | lost | ended | failed
+        self.error: str | None = None
+        self.exit_code = 0
+        self.done = False          # the processing thread has seen the end
+        self.summary: dict | None = None
+        self.t_started = time.perf_counter()
+
+
+class Gateway:
+    """Run ``devices`` (list of :class:`Device`) with one processing loop; see the module doc."""
+
+    def __init__(self, devices, out, sinks=(), model=None, budget: int = 8, max_seconds: float | None = None):
+        self.devices = list(devices)
+        self.by_id = {d.id: d for d in self.devices}
+        self.out, self.sinks, self.model = out, list(sinks), model
+        self.budget, self.max_seconds = int(budget), max_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.t_start = time.time()
+
+    # ------------------------------------------------------------------ output
+
+    def emit(self, device: Device, event: dict) -> None:
+        event = {**event, "device": device.id}
+        self.out.write(event)
+        for s in self.sinks:
+            try:
+                s.on_event(device.id, event)
+            except Exception:  # a broken outlet never takes a pipeline down
+                log.exception("outlet %s failed on an event of %s", type(s).__name__, device.id)
+
+    # ------------------------------------------------------------------ threads
+
+    def _reader(self, dev: Device) -> None:
+        """Move the source's items into the device queue; any ending is one _END marker."""
+        try:
+            with dev.source:
+                for item in dev.source:
+                    if self._stop.is_set():
+                        break
+                    while True:  # a full queue: this device waits, the others do not
+                        try:
+                            dev.queue.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            if self._stop.is_set():
+                                return
+                    self._wake.set()
+        except DeviceLost as exc:
+            dev.error, dev.exit_code = str(exc), 5
+        except SourceNotFound as exc:
+            dev.error, dev.exit_code = str(exc), 4
+        except SourceError as exc:
+            dev.error, dev.exit_code = str(exc), 5
+        except Exception as exc:  # a bug in one source must not stop the gateway
+            log.exception("device %s: source failed", dev.id)
+            dev.error, dev.exit_code = f"{type(exc).__name__}: {exc}", 5
+        finally:
+            while True:
+                try:
+                    dev.queue.put(_END, timeout=0.2)
+                    break
+                except queue.Full:
+                    if self._stop.is_set():
+                        break
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Ask every device to end (thread-safe: signal handlers, tests)."""
+        self._stop.set()
+        for d in self.devices:
+            d.source.stop()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ processing
+
+    def _handle(self, dev: Device, item) -> None:
+        if item is _END:
+            self._finish(dev)
+            return
+        if dev.recorder is not None:
+            dev.recorder.write(item)
+        if isinstance(item, LinkEvent):
+            dev.state = {"connected": "connected", "reconnected": "connected", "hello": dev.state,
+                         "reconnecting": "reconnecting", "disconnected": "disconnected",
+                         "lost": "lost", "end": "ended"}.get(item.kind, dev.state)
+        events = dev.pipeline.handle(item)
+        if isinstance(item, Chunk):
+            if dev.state in ("starting", "disconnected", "reconnecting"):
+                dev.state = "connected"
+            for s in self.sinks:
+                on_chunk = getattr(s, "on_chunk", None)
+                if on_chunk is not None:
+                    try:
+                        on_chunk(dev.id, item, dev.pipeline._signal_s)
+                    except Exception:
+                        log.exception("outlet %s failed on a chunk of %s", type(s).__name__, dev.id)
+        for e in events:
+            self.emit(dev, e)
+        if self.max_seconds and dev.pipeline._signal_s >= self.max_seconds:
+            dev.source.stop()
+
+    def _finish(self, dev: Device) -> None:
+        if dev.done:
+            return
+        dev.done = True
+        for e in dev.pipeline.flush():
+            self.emit(dev, e)
+        if dev.error:
+            dev.state = "failed" if dev.exit_code == 4 else "lost"
+            log.error("device %s: %s", dev.id, dev.error)
+            self.emit(dev, {"type": "error", "t": round(dev.pipeline._signal_s, 3), "message": dev.error,
+                            "exit_code": dev.exit_code})
+        elif dev.state not in ("lost", "failed"):
+            dev.state = "ended"
+        if dev.recorder is not None:
+            try:
+                dev.recorder.close()
+            except OSError as exc:
+                log.error("device %s: recording: %s", dev.id, exc)
+        summary = dev.pipeline.summary(dev.source.stats, wall_s=time.perf_counter() - dev.t_started)
+        summary["source"] = dev.source.name
+        if self.model is not None:
+            summary["model"] = self.model.card.name
+        if dev.recorder is not None:
+            summary["recorded"] = str(dev.spec.options.get("record"))
+        dev.summary = summary
+        self.emit(dev, summary)
+
+    def _process(self, dev: Device, item) -> None:
+        try:
+            self._handle(dev, item)
+        except Exception as exc:  # one device's bad data or bug: stop that device only
+            log.exception("device %s: pipeline failed", dev.id)
+            dev.error, dev.exit_code = f"pipeline: {type(exc).__name__}: {exc}", 5
+            dev.source.stop()
+            self._drain(dev)
+            self._finish(dev)
+
+    @staticmethod
+    def _drain(dev: Device) -> None:
+        while True:
+            try:
+                dev.queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def run(self) -> int:
+        """Start the readers, process until every device has ended (or :meth:`stop`);
+        returns 0, or the worst device exit code (4 not found, 5 lost)."""
+        for s in self.sinks:
+            start = getattr(s, "start", None)
+            if start is not None:
+                start(self)
+        for d in self.devices:
+            d.thread = threading.Thread(target=self._reader, args=(d,), name=f"dev-{d.id}", daemon=True)
+            d.thread.start()
+        try:
+            while not all(d.done for d in self.devices):
+                self._wake.wait(0.2)
+                self._wake.clear()
+                busy = True
+                while busy:
+                    busy = False
+                    for d in self.devices:
+                        if d.done:
+                            continue
+                        for _ in range(self.budget):
+                            try:
+                                item = d.queue.get_nowait()
+                            except queue.Empty:
+                                break
+                            busy = True
+                            self._process(d, item)
+                            if d.done:
+                                break
+                if self._stop.is_set():
+                    self._wait_readers(2.0)
+                    for d in self.devices:
+                        if not d.done:
+                            self._drain_into(d)
+        except KeyboardInterrupt:
+            log.info("interrupted")
+            self.stop()
+            self._wait_readers(2.0)
+            for d in self.devices:
+                if not d.done:
+                    self._drain_into(d)
+        finally:
+            for s in self.sinks:
+                close = getattr(s, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        log.exception("closing outlet %s", type(s).__name__)
+        codes = [d.exit_code for d in self.devices if d.exit_code]
+        return max(codes) if codes else 0
+
+    def _wait_readers(self, timeout: float) -> None:
+        t_end = time.monotonic() + timeout
+        for d in self.devices:
+            if d.thread is not None:
+                d.thread.join(max(0.0, t_end - time.monotonic()))
+
+    def _drain_into(self, dev: Device) -> None:
+        """After stop: process what the reader already queued, then finish the device."""
+        while not dev.done:
+            try:
+                item = dev.queue.get_nowait()
+            except queue.Empty:
+                self._finish(dev)
+                return
+            self._process(dev, item)
+
+    # ------------------------------------------------------------------ status (web view, MQTT)
+
+    def status(self) -> dict:
+        """A JSON-ready snapshot: model and, per device, source, state and counters."""
+        card = getattr(self.model, "card", None)
+        return {
+            "model": None if card is None else {"name": card.name, "version": getattr(card, "version", None),
+                                                "labels": list(card.labels),
+                                                "thresholds": {k: float(v) for k, v in (card.thresholds or {}).items()}},
+            "started": self.t_start,
+            "devices": [{"id": d.id, "source": d.source.name, "state": d.state, "error": d.error,
+                         "fs": d.source.fs, "lead": d.source.lead, "signal_s": round(d.pipeline._signal_s, 3),
+                         "beats": d.pipeline.n_beats, "decisions": d.pipeline.n_decisions,
+                         "queued": d.queue.qsize()} for d in self.devices],
+        }

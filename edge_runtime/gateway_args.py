@@ -1,0 +1,110 @@
+"""The ``edge-run`` options of the gateway mode, and when that mode applies.
+
+Standard library only and tiny: :mod:`.cli` imports it at start-up, while the
+gateway (:mod:`.gateway_cli`), the web server and the outlets load only when
+one of these options is given.
+
+The gateway mode is taken when the command line repeats a source option
+(``--simulate A --simulate B``), gives ``--device-id``, ``--serve``, ``--mqtt``
+or ``--lsl``, or ``--config`` names a ``gateway.json`` (see
+:mod:`.gateway_config`). One device with none of these runs the classic
+single-device path unchanged.
+"""
+from __future__ import annotations
+
+from .gateway_config import is_gateway_config
+
+__all__ = ["add_arguments", "wanted", "split_sources", "SOURCE_FLAGS"]
+
+SOURCE_FLAGS = ("--port", "--ble", "--replay", "--simulate")
+_REPEATABLE = SOURCE_FLAGS + ("--device-id",)
+_GATEWAY_FLAGS = ("--device-id", "--serve", "--mqtt", "--lsl")
+
+EPILOG = """\
+several devices and outlets (gateway mode):
+  edge-run --simulate A --simulate B --device-id bed1 --device-id bed2
+  edge-run --config gateway.json        # devices, serve, mqtt, lsl (see edge_runtime/README.md)
+  edge-run --port socket://127.0.0.1:7000 --serve 127.0.0.1:8080      # live web view
+  edge-run --port /dev/ttyUSB0 --mqtt mqtt://user:pass@broker:1883/selfmis
+  edge-run --port /dev/ttyUSB0 --lsl                                   # Lab Streaming Layer
+  every JSON line then carries "device"; exit code 6: an outlet could not start
+  (MQTT login refused or broker unreachable at start, web port in use).
+"""
+
+
+def add_arguments(parser) -> None:
+    """The gateway-mode options, added to ``edge-run``'s parser (shown by ``--help``)."""
+    g = parser.add_argument_group("gateway: several devices, web view, MQTT, LSL")
+    g.add_argument("--device-id", metavar="ID",
+                   help="id of the device given by the next source option, in order (repeatable); "
+                        "default: derived from the port or record name")
+    g.add_argument("--serve", metavar="HOST:PORT",
+                   help="serve the live web view (default host 127.0.0.1; needs the 'serve' extra: none)")
+    g.add_argument("--serve-token", metavar="TOKEN",
+                   help="viewers must give ?token=TOKEN (required to bind a non-loopback address)")
+    g.add_argument("--serve-insecure", action="store_true",
+                   help="allow a non-loopback bind without a token (anyone on the network can watch)")
+    g.add_argument("--mqtt", metavar="URL", help="publish to MQTT: mqtt[s]://[user:pass@]host:port/prefix")
+    g.add_argument("--mqtt-ca", metavar="PEM", help="CA certificate for mqtts:// (default: system CAs)")
+    g.add_argument("--mqtt-cert", metavar="PEM", help="client certificate for mqtts://")
+    g.add_argument("--mqtt-key", metavar="PEM", help="client key for mqtts://")
+    g.add_argument("--mqtt-spool", metavar="DIR",
+                   help="store-and-forward folder for decisions while the broker is away "
+                        "(default: a folder under $XDG_STATE_HOME or ~/.local/state)")
+    g.add_argument("--lsl", action="store_true", help="open LSL outlets (ECG + markers) per device (pylsl)")
+
+
+def _flag(arg: str):
+    name = arg.split("=", 1)[0]
+    return name if name.startswith("--") else None
+
+
+def _config_path(argv):
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def wanted(argv) -> bool:
+    """True when ``argv`` asks for the gateway mode (see the module doc)."""
+    argv = list(argv)
+    counts = {}
+    for a in argv:
+        f = _flag(a)
+        if f is not None:
+            counts[f] = counts.get(f, 0) + 1
+    if any(counts.get(f) for f in _GATEWAY_FLAGS):
+        return True
+    if sum(counts.get(f, 0) for f in SOURCE_FLAGS) > 1:
+        return True
+    cfg = _config_path(argv)
+    if cfg is not None:
+        return is_gateway_config(cfg)
+    return False
+
+
+def split_sources(argv):
+    """``(sources, device_ids, rest)``: the repeated source options in order as
+    ``(key, value)``, the ``--device-id`` values in order, and the other arguments."""
+    sources, ids, rest = [], [], []
+    it = iter(list(argv))
+    for a in it:
+        f = _flag(a)
+        if f in _REPEATABLE:
+            if "=" in a:
+                value = a.split("=", 1)[1]
+            else:
+                value = next(it, None)
+                if value is None:
+                    rest.append(a)  # let argparse report the missing value
+                    break
+            if f == "--device-id":
+                ids.append(value)
+            else:
+                sources.append((f[2:], value))
+        else:
+            rest.append(a)
+    return sources, ids, rest
