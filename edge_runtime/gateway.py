@@ -285,7 +285,7 @@ class Gateway:
         """A JSON-ready snapshot: model and, per device, source, state and counters."""
         card = getattr(self.model, "card", None)
         return {
-            "model": None if card is None else {"name": card.name, "version": getattr(card, "version", None),
+            "model": None if card is None else {"name": card.name, "version": card.created or None,
                                                 "labels": list(card.labels),
                                                 "thresholds": {k: float(v) for k, v in (card.thresholds or {}).items()}},
             "started": self.t_start,

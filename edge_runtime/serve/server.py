@@ -1,0 +1,245 @@
+"""The live web view: one page, ``/api/status`` and a Server-Sent-Events stream, standard library only.
+
+Why ``http.server`` + threads and SSE (not an async framework, not WebSocket):
+a gateway is often a Raspberry Pi, offline, installed with the ``edge`` extra;
+the standard library adds no dependency, no build step and about 2 MB of
+resident memory, and a few viewers need a few threads. SSE is one-way (the page
+is read-only anyway), works through proxies, reconnects by itself in every
+browser, and needs no handshake code.
+
+Endpoints (GET/HEAD only; every other method is 405; nothing reads a file
+named by the request -- the static files are a fixed list shipped in the package):
+
+* ``/`` the page, ``/app.js``, ``/style.css``;
+* ``/api/status`` -- JSON: ``{"model": {...}, "devices": [{"id", "source",
+  "state", "fs", "signal_s", "beats", "decisions", ...}], "view": {...}}``;
+* ``/api/events`` -- ``text/event-stream``; the first message is a
+  ``snapshot`` (last 10 s of trace and beats per device, status, model), then a
+  ``tick`` every 100 ms with what changed: ``{"type": "tick", "t_wall",
+  "devices": {id: {"trace": [[t0, dt, [mV...]]], "beats": [{"t", "hr", "p"}],
+  "status": {"link", "quality", "hr", "beat_p", "decision", "t", "t_arrival",
+  "fs", "lead_off", "rate_mismatch", "error"}}}}``. Times ``t`` are seconds of
+  the device's sample clock, ``t_arrival``/``t_wall`` Unix time.
+
+Each viewer has a bounded queue (:data:`CLIENT_QUEUE` messages, 5 s): a stalled
+viewer's queue is emptied and it gets a fresh snapshot when it reads again; the
+broadcaster never waits on a socket, so no viewer can slow a pipeline.
+With a token (``--serve-token``), every request needs ``?token=`` (the page
+passes it on) or ``Authorization: Bearer``; compared in constant time.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from .state import ViewState
+
+__all__ = ["WebView", "CLIENT_QUEUE", "TICK_S"]
+
+log = logging.getLogger("selfmis.edge_runtime")
+
+TICK_S = 0.1
+CLIENT_QUEUE = 50
+_STATIC = Path(__file__).resolve().parent / "static"
+_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
+
+
+class _Client:
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue(maxsize=CLIENT_QUEUE)
+        self.overflowed = False
+        self.dropped = 0
+
+
+class WebView:
+    """A gateway sink serving the live page on ``host:port`` (binds at construction: OSError if taken)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None):
+        self.state = ViewState()
+        self.token = token
+        self._clients: set[_Client] = set()
+        self._clients_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.gateway = None
+        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self.httpd.daemon_threads = True
+        self.host, self.port = host, self.httpd.server_address[1]
+        self._threads = []
+        self.ticks = 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    # ---------------------------------------------------------------- gateway sink
+
+    def start(self, gateway) -> None:
+        self.gateway = gateway
+        card = getattr(gateway.model, "card", None)
+        if card is not None:
+            self.state.model = {"name": card.name, "version": card.created or None, "lead": card.lead,
+                                "labels": list(card.labels),
+                                "thresholds": {k: float(v) for k, v in (card.thresholds or {}).items()}}
+        for d in gateway.devices:  # every device is on the page from the start
+            self.state.on_event(d.id, {"type": "link", "kind": "starting"})
+        for target, name in ((self.httpd.serve_forever, "serve-http"), (self._broadcast, "serve-tick")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("web view on %s", self.url)
+
+    def on_event(self, did: str, event: dict) -> None:
+        self.state.on_event(did, event)
+
+    def on_chunk(self, did: str, chunk, t_end: float) -> None:
+        self.state.on_chunk(did, chunk, t_end)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # ---------------------------------------------------------------- push
+
+    def _broadcast(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            next_t += TICK_S
+            msg = json.dumps(self.state.tick(), separators=(",", ":"), allow_nan=False, default=_json_default)
+            self.ticks += 1
+            self._fan_out(msg)
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    def _fan_out(self, msg: str) -> None:
+        """Queue ``msg`` for every viewer without ever waiting: a full queue (a stalled
+        viewer) is emptied and the viewer resyncs with a snapshot when it reads again."""
+        with self._clients_lock:
+            clients = list(self._clients)
+        for c in clients:
+            try:
+                c.queue.put_nowait(msg)
+            except queue.Full:
+                c.overflowed = True
+                c.dropped += CLIENT_QUEUE
+                _empty(c.queue)
+
+    def status(self) -> dict:
+        st = self.gateway.status() if self.gateway is not None else {"devices": []}
+        with self._clients_lock:
+            st["view"] = {"viewers": len(self._clients), "ticks": self.ticks,
+                          "dropped_messages": sum(c.dropped for c in self._clients)}
+        return st
+
+    # ---------------------------------------------------------------- HTTP
+
+    def _handler_class(self):
+        view = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "selfmis-edge"
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):  # stderr is for the gateway's logs: debug level only
+                log.debug("web: %s - " + fmt, self.address_string(), *args)
+
+            def _authorised(self, query) -> bool:
+                if not view.token:
+                    return True
+                given = (query.get("token") or [""])[0]
+                auth = self.headers.get("Authorization", "")
+                if auth.startswith("Bearer "):
+                    given = auth[7:]
+                return hmac.compare_digest(given.encode(), view.token.encode())
+
+            def _send(self, code: int, body: bytes, ctype: str, head: bool = False) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def _json(self, code, obj, head=False):
+                self._send(code, json.dumps(obj, default=_json_default).encode(), "application/json", head)
+
+            def do_HEAD(self):
+                self.do_GET(head=True)
+
+            def do_GET(self, head: bool = False):
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                if not self._authorised(query):
+                    return self._json(401, {"error": "token required: open the page as /?token=TOKEN"}, head)
+                if url.path in _FILES:
+                    name, ctype = _FILES[url.path]
+                    return self._send(200, (_STATIC / name).read_bytes(), ctype, head)
+                if url.path == "/api/status":
+                    return self._json(200, view.status(), head)
+                if url.path == "/api/events" and not head:
+                    return self._events()
+                return self._json(404, {"error": f"no such page: {url.path}"}, head)
+
+            def _refuse(self):
+                self._json(405, {"error": "read-only: only GET and HEAD"})
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+
+            def _events(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                client = _Client()
+                with view._clients_lock:
+                    view._clients.add(client)
+                try:
+                    self._write_sse(json.dumps(view.state.snapshot(), default=_json_default))
+                    while not view._stop.is_set():
+                        try:
+                            msg = client.queue.get(timeout=10.0)
+                        except queue.Empty:
+                            self.wfile.write(b": keep-alive\n\n")
+                            self.wfile.flush()
+                            continue
+                        if client.overflowed:
+                            client.overflowed = False
+                            msg = json.dumps(view.state.snapshot(), default=_json_default)
+                        self._write_sse(msg)
+                except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+                    pass  # the viewer left
+                finally:
+                    with view._clients_lock:
+                        view._clients.discard(client)
+
+            def _write_sse(self, data: str) -> None:
+                self.wfile.write(b"data: " + data.encode() + b"\n\n")
+                self.wfile.flush()
+
+        return Handler
+
+
+def _empty(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
