@@ -28,7 +28,8 @@ several devices and outlets (gateway mode):
   edge-run --port /dev/ttyUSB0 --mqtt mqtt://user:pass@broker:1883/selfmis
   edge-run --port /dev/ttyUSB0 --lsl                                   # Lab Streaming Layer
   every JSON line then carries "device"; exit code 6: an outlet could not start
-  (MQTT login refused or broker unreachable at start, web port in use).
+  (the MQTT broker refused the login, the web port is in use, pylsl missing).
+  An unreachable MQTT broker is waited for: decisions are kept on disk meanwhile.
 """
 
 

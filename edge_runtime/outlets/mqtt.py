@@ -1,0 +1,323 @@
+"""``--mqtt``: decisions, link and quality changes, heart rate and Home Assistant discovery over MQTT (paho-mqtt).
+
+Topics under ``PREFIX`` (the URL path, default ``selfmis``):
+
+* ``PREFIX/status`` -- ``online`` / ``offline``, retained; ``offline`` is also the
+  last will, so a gateway killed with ``kill -9`` or unplugged goes offline;
+* ``PREFIX/<device>/availability`` -- ``online`` while the device streams, retained;
+* ``PREFIX/<device>/decision`` -- every decision event as JSON (QoS 1, in order,
+  store-and-forward: see below), with ``seq`` (per gateway, increasing) so a
+  subscriber can drop the duplicates QoS 1 allows;
+* ``PREFIX/<device>/state`` -- retained JSON ``{"hr", "mi", "mi_probability",
+  "labels", "link", "quality", "t", "beats", "decisions"}``: on every decision
+  and link or quality change and every ``hr_every_s`` (5 s); the Home Assistant
+  entities read it;
+* ``PREFIX/<device>/link``, ``PREFIX/<device>/quality`` -- the link and quality events (QoS 0).
+
+Home Assistant MQTT discovery (``homeassistant/...``, retained): per device a
+heart-rate sensor, an MI binary sensor, an MI probability sensor and a link
+state sensor, grouped as one device, available while both the gateway and the
+device are online -- a Home Assistant user sees the wearable with no YAML.
+
+Store and forward: decisions are appended to a :class:`~.spool.Spool` on disk
+and published one at a time, each waiting for its PUBACK, so they arrive in
+order; while the broker is unreachable they wait there (bounded, oldest dropped
+with a count) and flow again when it returns; nothing here ever blocks a
+pipeline (events reach the publisher thread through a bounded in-memory queue).
+Link/quality/state messages are not spooled: they describe the present.
+
+A login the broker refuses (wrong user or password, not authorised) stops
+``edge-run`` at start with exit code 6 and a message naming the broker and user;
+a broker that is merely unreachable at start is waited for (spooling meanwhile).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import ssl
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .spool import Spool
+
+__all__ = ["MqttOutlet", "MqttError", "parse_mqtt_url"]
+
+log = logging.getLogger("selfmis.edge_runtime")
+
+
+class MqttError(RuntimeError):
+    """The outlet cannot start (bad URL, login refused); the message says which and why."""
+
+
+def parse_mqtt_url(url: str) -> dict:
+    """``mqtt[s]://[user:pass@]host[:port][/prefix]`` -> dict(tls, host, port, user, password, prefix)."""
+    u = urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise MqttError(f"--mqtt {url!r}: expected mqtt://[user:pass@]host:port/prefix (or mqtts://)")
+    if not u.hostname:
+        raise MqttError(f"--mqtt {url!r}: no host")
+    try:
+        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise MqttError(f"--mqtt {url!r}: bad port") from None
+    prefix = u.path.strip("/") or "selfmis"
+    if any(c in prefix for c in "#+"):
+        raise MqttError(f"--mqtt {url!r}: the topic prefix may not contain # or +")
+    return {"tls": u.scheme == "mqtts", "host": u.hostname, "port": port,
+            "user": unquote(u.username) if u.username else None,
+            "password": unquote(u.password) if u.password else None, "prefix": prefix}
+
+
+def _default_spool(client_id: str) -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "selfmis" / "mqtt-spool" / client_id
+
+
+class MqttOutlet:
+    """A gateway sink publishing to one broker (see the module doc)."""
+
+    def __init__(self, url: str, ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 insecure: bool = False, spool: str | None = None, spool_max: int = 10000,
+                 discovery: bool = True, discovery_prefix: str = "homeassistant", hr_every_s: float = 5.0,
+                 model=None, connect_timeout_s: float = 5.0, queue_size: int = 10000):
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise MqttError("paho-mqtt is not installed: pip install 'selfmis-edge[mqtt]'") from None
+        self.mqtt = mqtt
+        self.cfg = parse_mqtt_url(url)
+        self.prefix = self.cfg["prefix"]
+        self.discovery, self.discovery_prefix = discovery, discovery_prefix
+        self.hr_every_s = float(hr_every_s)
+        self.model_name = getattr(getattr(model, "card", None), "name", "SelfMIS model")
+        self.client_id = f"selfmis-{self.prefix.replace('/', '-')}"[:60]
+        self.spool = Spool(spool or _default_spool(self.client_id), spool_max)
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.dropped_events = 0
+        self.published = 0
+        self._states: dict[str, dict] = {}
+        self._announced: set = set()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._refused: str | None = None
+        self._thread: threading.Thread | None = None
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{self.client_id}-{uuid.uuid4().hex[:6]}")
+        if self.cfg["user"]:
+            c.username_pw_set(self.cfg["user"], self.cfg["password"])
+        if self.cfg["tls"]:
+            ctx = ssl.create_default_context(cafile=ca)
+            if cert:
+                ctx.load_cert_chain(cert, key)
+            if insecure:
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            c.tls_set_context(ctx)
+        c.will_set(f"{self.prefix}/status", "offline", qos=1, retain=True)
+        c.reconnect_delay_set(min_delay=1, max_delay=10)
+        c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
+        self.client = c
+        where = f"{self.cfg['host']}:{self.cfg['port']}"
+        try:
+            c.connect_async(self.cfg["host"], self.cfg["port"], keepalive=30)
+        except (OSError, ValueError) as exc:
+            raise MqttError(f"MQTT broker {where}: {exc}") from None
+        c.loop_start()
+        t_end = time.monotonic() + connect_timeout_s
+        while time.monotonic() < t_end and not self._connected.is_set() and self._refused is None:
+            time.sleep(0.02)
+        if self._refused is not None:
+            c.loop_stop()
+            c.disconnect()
+            user = f" for user {self.cfg['user']!r}" if self.cfg["user"] else " (no user given)"
+            raise MqttError(f"MQTT broker {where} refused the login{user}: {self._refused} "
+                            "(check the user and password in --mqtt)")
+        if not self._connected.is_set():
+            log.warning("MQTT broker %s not reachable yet; decisions are kept in %s until it is",
+                        where, self.spool.folder)
+
+    @classmethod
+    def from_config(cls, cfg: dict, model=None) -> "MqttOutlet":
+        kw = {k: v for k, v in cfg.items() if v is not None and k != "url"}
+        return cls(cfg["url"], model=model, **kw)
+
+    # ---------------------------------------------------------------- paho callbacks (paho's thread)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        if reason_code.is_failure:
+            text = str(reason_code)
+            if any(s in text.lower() for s in ("password", "authori", "not authorized", "bad user")):
+                self._refused = text
+                client.disconnect()
+            else:
+                log.warning("MQTT broker refused the connection: %s", text)
+            return
+        client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
+        self._announced.clear()  # re-announce (a broker restarted without persistence forgets retained)
+        self._connected.set()
+        log.info("MQTT connected to %s:%d", self.cfg["host"], self.cfg["port"])
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        if self._connected.is_set():
+            log.warning("MQTT broker went away (%s); spooling decisions", reason_code)
+        self._connected.clear()
+
+    # ---------------------------------------------------------------- gateway sink (processing thread)
+
+    def start(self, gateway) -> None:
+        for d in gateway.devices:
+            self._states[d.id] = {"hr": None, "mi": None, "mi_probability": None, "labels": [], "link": "starting",
+                                  "quality": None, "t": 0.0, "beats": 0, "decisions": 0}
+        self._thread = threading.Thread(target=self._publisher, name="mqtt-publish", daemon=True)
+        self._thread.start()
+
+    def on_event(self, did: str, event: dict) -> None:
+        kind = event.get("type")
+        if kind not in ("decision", "link", "quality", "beat", "error", "summary"):
+            return
+        try:
+            self.queue.put_nowait((did, event))
+        except queue.Full:  # the broker is slow and the queue is full: never block the pipeline
+            self.dropped_events += 1
+
+    def close(self) -> None:
+        """Deliver what can be delivered within a few seconds, then say offline and disconnect."""
+        t_end = time.monotonic() + 5.0
+        while time.monotonic() < t_end and (not self.queue.empty() or (len(self.spool) and self._connected.is_set())):
+            time.sleep(0.05)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        if self._connected.is_set():
+            for did in self._states:
+                self.client.publish(f"{self.prefix}/{did}/availability", "offline", qos=1, retain=True)
+            self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True).wait_for_publish(2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if len(self.spool):
+            log.warning("MQTT: %d decision(s) not delivered; kept in %s for the next start",
+                        len(self.spool), self.spool.folder)
+        self.spool.close()
+
+    # ---------------------------------------------------------------- publisher thread
+
+    def _pub(self, topic: str, payload, qos: int = 0, retain: bool = False):
+        if not isinstance(payload, str):
+            payload = json.dumps(payload, separators=(",", ":"), default=str)
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _publisher(self) -> None:
+        last_state = 0.0
+        while not self._stop.is_set():
+            try:
+                did, e = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                did = None
+            if did is not None:
+                self._take(did, e)
+                while True:  # everything already queued, before publishing
+                    try:
+                        self._take(*self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+            if not self._connected.is_set():
+                continue
+            if self.discovery:
+                for d in list(self._states):
+                    if d not in self._announced:
+                        self._announce(d)
+            self._forward()
+            now = time.monotonic()
+            if now - last_state >= self.hr_every_s:
+                last_state = now
+                for d in self._states:
+                    self._publish_state(d)
+
+    def _forward(self) -> None:
+        """Publish the spooled decisions, oldest first, one PUBACK at a time (order survives reconnects)."""
+        while len(self.spool) and self._connected.is_set() and not self._stop.is_set():
+            m = self.spool.peek()
+            try:
+                info = self._pub(m["topic"], m["payload"], qos=1)
+                info.wait_for_publish(timeout=3.0)
+            except (RuntimeError, ValueError, OSError):  # not connected / queue full: retry later
+                return
+            if not info.is_published():
+                return
+            self.spool.ack(m)
+            self.published += 1
+
+    def _take(self, did: str, e: dict) -> None:
+        st = self._states.setdefault(did, {"hr": None, "mi": None, "mi_probability": None, "labels": [],
+                                           "link": "starting", "quality": None, "t": 0.0, "beats": 0,
+                                           "decisions": 0})
+        kind = e["type"]
+        st["t"] = e.get("t", st["t"])
+        if kind == "beat":
+            st["beats"] += 1
+            if e.get("hr") is not None:
+                st["hr"] = e["hr"]
+            return
+        if kind == "decision":
+            st["decisions"] += 1
+            st["labels"] = e.get("labels", [])
+            st["mi"] = "MI" in st["labels"]
+            st["mi_probability"] = (e.get("probabilities") or {}).get("MI")
+            payload = {k: v for k, v in e.items() if k != "type"}
+            # seq: the spool's own, so it stays increasing across restarts of the gateway
+            self.spool.append(f"{self.prefix}/{did}/decision",
+                              json.dumps({**payload, "seq": self.spool.seq}, separators=(",", ":"), default=str))
+        elif kind == "link":
+            new = {"connected": "connected", "reconnected": "connected", "reconnecting": "reconnecting",
+                   "disconnected": "reconnecting", "lost": "lost", "end": "ended",
+                   "rate_mismatch": "rate mismatch"}.get(e.get("kind"))
+            if new:
+                st["link"] = new
+            if self._connected.is_set():
+                self._pub(f"{self.prefix}/{did}/link", e)
+                if new in ("connected", "lost", "ended"):
+                    self._pub(f"{self.prefix}/{did}/availability", "online" if new == "connected" else "offline",
+                              qos=1, retain=True)
+        elif kind == "quality":
+            st["quality"] = "ok" if e.get("ok") else ",".join(e.get("reasons", []))
+            if self._connected.is_set():
+                self._pub(f"{self.prefix}/{did}/quality", e)
+        elif kind == "error":
+            st["link"] = "lost"
+        elif kind == "summary":
+            return
+        if self._connected.is_set():
+            self._publish_state(did)
+
+    def _publish_state(self, did: str) -> None:
+        self._pub(f"{self.prefix}/{did}/state", self._states[did], qos=0, retain=True)
+
+    def _announce(self, did: str) -> None:
+        """Home Assistant MQTT discovery: four entities of one device, retained."""
+        base = f"{self.prefix}/{did}"
+        uid = f"selfmis_{did}".replace("-", "_")
+        device = {"identifiers": [uid], "name": f"SelfMIS {did}", "manufacturer": "SelfMIS Edge",
+                  "model": self.model_name}
+        common = {"state_topic": f"{base}/state", "device": device,
+                  "availability": [{"topic": f"{self.prefix}/status"}, {"topic": f"{base}/availability"}],
+                  "availability_mode": "all"}
+        entities = [
+            ("sensor", "heart_rate", {"name": "Heart rate", "unit_of_measurement": "bpm",
+                                      "state_class": "measurement", "icon": "mdi:heart-pulse",
+                                      "value_template": "{{ value_json.hr }}"}),
+            ("binary_sensor", "mi", {"name": "MI detected", "device_class": "problem",
+                                     "value_template": "{{ 'ON' if value_json.mi else 'OFF' }}"}),
+            ("sensor", "mi_probability", {"name": "MI probability", "state_class": "measurement",
+                                          "value_template": "{{ value_json.mi_probability }}"}),
+            ("sensor", "link", {"name": "Link", "icon": "mdi:bluetooth-connect",
+                                "value_template": "{{ value_json.link }}"}),
+        ]
+        for comp, obj, cfg in entities:
+            self._pub(f"{self.discovery_prefix}/{comp}/{uid}/{obj}/config",
+                      {**common, **cfg, "unique_id": f"{uid}_{obj}", "object_id": f"{uid}_{obj}"},
+                      qos=1, retain=True)
+        self._announced.add(did)
