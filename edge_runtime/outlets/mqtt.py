@@ -7,7 +7,8 @@ Topics under ``PREFIX`` (the URL path, default ``selfmis``):
 * ``PREFIX/<device>/availability`` -- ``online`` while the device streams, retained;
 * ``PREFIX/<device>/decision`` -- every decision event as JSON (QoS 1, in order,
   store-and-forward: see below), with ``seq`` (per gateway, increasing) so a
-  subscriber can drop the duplicates QoS 1 allows;
+  subscriber can drop the duplicates QoS 1 allows, and ``emitted`` (Unix time the
+  pipeline emitted it: a subscriber sees how late a spooled decision arrives);
 * ``PREFIX/<device>/state`` -- retained JSON ``{"hr", "mi", "mi_probability",
   "labels", "link", "quality", "t", "beats", "decisions"}``: on every decision
   and link or quality change and every ``hr_every_s`` (5 s); the Home Assistant
@@ -180,7 +181,7 @@ class MqttOutlet:
         if kind not in ("decision", "link", "quality", "beat", "error", "summary"):
             return
         try:
-            self.queue.put_nowait((did, event))
+            self.queue.put_nowait((did, event, time.time()))
         except queue.Full:  # the broker is slow and the queue is full: never block the pipeline
             self.dropped_events += 1
 
@@ -214,11 +215,11 @@ class MqttOutlet:
         last_state = 0.0
         while not self._stop.is_set():
             try:
-                did, e = self.queue.get(timeout=0.05)
+                did, e, t_wall = self.queue.get(timeout=0.05)
             except queue.Empty:
                 did = None
             if did is not None:
-                self._take(did, e)
+                self._take(did, e, t_wall)
                 while True:  # everything already queued, before publishing
                     try:
                         self._take(*self.queue.get_nowait())
@@ -251,7 +252,7 @@ class MqttOutlet:
             self.spool.ack(m)
             self.published += 1
 
-    def _take(self, did: str, e: dict) -> None:
+    def _take(self, did: str, e: dict, t_wall: float) -> None:
         st = self._states.setdefault(did, {"hr": None, "mi": None, "mi_probability": None, "labels": [],
                                            "link": "starting", "quality": None, "t": 0.0, "beats": 0,
                                            "decisions": 0})
@@ -270,7 +271,7 @@ class MqttOutlet:
             payload = {k: v for k, v in e.items() if k != "type"}
             # seq: the spool's own, so it stays increasing across restarts of the gateway
             self.spool.append(f"{self.prefix}/{did}/decision",
-                              json.dumps({**payload, "seq": self.spool.seq}, separators=(",", ":"), default=str))
+                              json.dumps({**payload, "seq": self.spool.seq, "emitted": round(t_wall, 4)}, separators=(",", ":"), default=str))
         elif kind == "link":
             new = {"connected": "connected", "reconnected": "connected", "reconnecting": "reconnecting",
                    "disconnected": "reconnecting", "lost": "lost", "end": "ended",
