@@ -8,7 +8,8 @@ Usage::
 Sections (``--skip`` any of them): ``latency`` (per-window inference, in process,
 runtimes interleaved), ``coldstart`` (fresh process: import + load + first
 inference), ``imports`` (runtime/CLI import time and RSS), ``streaming`` (the real
-``edge-run`` pipeline: replay at full speed and the virtual device), ``accuracy``
+``edge-run`` pipeline: replay at full speed and the virtual device), ``gateway``
+(wearables per core and the cost of each outlet: :mod:`.gateway_scale`), ``accuracy``
 (MI AUROC from the project's result files), ``beats`` (the online beat detector and
 quality gate beside NeuroKit2's detectors, WFDB's XQRS and ``ecg_quality``, on MIT-BIH
 record 100 and PTB-XL; only where neurokit2 and wfdb are installed), ``plots``.
@@ -31,7 +32,7 @@ from pathlib import Path
 from selfmis.bundle import sha256_file
 
 from . import beat_reference as BR
-from . import energy as E, streaming as S
+from . import energy as E, gateway_scale as G, streaming as S
 from .accuracy import collect_accuracy
 from .artefacts import find_models, load_torch_model
 from .latency import bootstrap_ratio, load_runner, summarize_runner, time_interleaved
@@ -48,7 +49,7 @@ _HERE = Path(__file__).resolve().parent
 #: benchmarks/results/latest in a source checkout; ./selfmis-bench where the package is installed
 DEFAULT_OUT = (_HERE / "results" / "latest") if (_HERE.parent / "pyproject.toml").is_file() \
     else Path.cwd() / "selfmis-bench"
-SECTIONS = ("latency", "coldstart", "imports", "streaming", "accuracy", "beats", "plots")
+SECTIONS = ("latency", "coldstart", "imports", "streaming", "gateway", "accuracy", "beats", "plots")
 
 
 def have(mod: str) -> bool:
@@ -400,6 +401,11 @@ def main(argv=None) -> int:
                 result["streaming"]["live_paths"] = lp
                 for line in live_md(lp).splitlines():
                     say("  " + line)
+    if "gateway" not in skip:
+        say("gateway: wearables per core and outlet costs ...")
+        gw = dict(ns=(1,), warmup_s=6.0, measure_s=3.0, outlets_n=0) if quick else {}
+        result["gateway"] = G.run_all(cpu=args.cpu, farm_cpu=1 - args.cpu if args.cpu in (0, 1) else 0,
+                                      out=out_dir, command="selfmis bench", log=say, **gw)
     if "accuracy" not in skip:
 
         result["accuracy"] = collect_accuracy(args, models, costs, result.get("latency"), notes)

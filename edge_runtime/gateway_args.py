@@ -12,10 +12,10 @@ single-device path unchanged.
 """
 from __future__ import annotations
 
-from .gateway_config import is_gateway_config
+__all__ = ["GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "split_sources", "SOURCE_FLAGS"]
 
-__all__ = ["add_arguments", "wanted", "split_sources", "SOURCE_FLAGS"]
-
+#: the ``format`` of a gateway.json (:mod:`.gateway_config` validates the rest)
+GATEWAY_FORMAT = "selfmis-gateway-config"
 SOURCE_FLAGS = ("--port", "--ble", "--replay", "--simulate")
 _REPEATABLE = SOURCE_FLAGS + ("--device-id",)
 _GATEWAY_FLAGS = ("--device-id", "--serve", "--mqtt", "--lsl")
@@ -53,6 +53,18 @@ def add_arguments(parser) -> None:
                    help="store-and-forward folder for decisions while the broker is away "
                         "(default: a folder under $XDG_STATE_HOME or ~/.local/state)")
     g.add_argument("--lsl", action="store_true", help="open LSL outlets (ECG + markers) per device (pylsl)")
+
+
+def is_gateway_config(path) -> bool:
+    """True when ``path`` is a JSON file that looks like a gateway config (has ``devices``).
+    Here, not in :mod:`.gateway_config`, because ``edge-run`` asks before it imports anything."""
+    import json  # only with --config: edge-run's start-up imports no more than argparse needs
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and (cfg.get("format") == GATEWAY_FORMAT or "devices" in cfg)
 
 
 def _flag(arg: str):

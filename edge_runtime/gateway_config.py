@@ -34,10 +34,11 @@ import json
 import re
 from pathlib import Path
 
+from .gateway_args import GATEWAY_FORMAT, is_gateway_config
+
 __all__ = ["GATEWAY_FORMAT", "GatewayConfigError", "load_gateway_config", "validate_gateway_config",
            "is_gateway_config", "device_id_ok", "SOURCE_KEYS", "EXIT_OUTLET"]
 
-GATEWAY_FORMAT = "selfmis-gateway-config"
 GATEWAY_VERSION = 1
 #: exit code of ``edge-run`` when an outlet cannot start (MQTT broker refused the login, port in use)
 EXIT_OUTLET = 6
@@ -74,15 +75,6 @@ class GatewayConfigError(ValueError):
 
 def device_id_ok(s: str) -> bool:
     return bool(_ID.match(s))
-
-
-def is_gateway_config(path) -> bool:
-    """True when ``path`` is a JSON file that looks like a gateway config (has ``devices``)."""
-    try:
-        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(cfg, dict) and (cfg.get("format") == GATEWAY_FORMAT or "devices" in cfg)
 
 
 def _type_name(t) -> str:
