@@ -104,7 +104,7 @@ function render(d) {
     row.cells[1].textContent = pb != null ? pb.toFixed(2) : "–";
     row.cells[2].textContent = pr != null ? pr.toFixed(2) : "–";
     row.cells[3].textContent = th.toFixed(2);
-    row.className = pr != null && pr >= th ? "pos" : "";
+    row.className = pr != null && pr >= th ? (l === "NORM" ? "pos-norm" : "pos") : "";  // NORM above threshold is good news
   });
   el.querySelector(".source").textContent = st.fs ? `${st.fs} Hz · t = ${st.t.toFixed(1)} s` : "";
 }
