@@ -228,7 +228,8 @@ def _mosquitto(folder: Path) -> tuple:
     return None, None
 
 
-def outlet_costs(n: int, record: str, warmup_s: float, measure_s: float, cpu, farm_cpu, log=print) -> dict:
+def outlet_costs(n: int, record: str, warmup_s: float, measure_s: float, cpu, farm_cpu, log=print,
+                 which=("serve", "mqtt", "lsl")) -> dict:
     rows = {"off": run_point(n, record, warmup_s, measure_s, cpu, farm_cpu, log=log)}
     tmp = Path(tempfile.mkdtemp(prefix="selfmis-gw-bench-"))
     # --serve with one real viewer
@@ -238,7 +239,9 @@ def outlet_costs(n: int, record: str, warmup_s: float, measure_s: float, cpu, fa
         have_pw = True
     except ImportError:
         have_pw = False
-    if chromium and have_pw:
+    if "serve" not in which:
+        pass
+    elif chromium and have_pw:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -267,7 +270,10 @@ def outlet_costs(n: int, record: str, warmup_s: float, measure_s: float, cpu, fa
         import paho.mqtt.client as mqtt
     except ImportError:
         mqtt = None
-    if broker is not None and mqtt is not None:
+    if "mqtt" not in which:
+        if broker is not None:
+            broker.kill()
+    elif broker is not None and mqtt is not None:
         # the subscriber is its own process, at the same priority as the broker and the gateway
         sub = subprocess.Popen(_taskset(None) + [sys.executable, "-c", _SUBSCRIBER, str(bport)],
                                stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
@@ -295,7 +301,9 @@ def outlet_costs(n: int, record: str, warmup_s: float, measure_s: float, cpu, fa
         import pylsl
     except ImportError:
         pylsl = None
-    if pylsl is not None:
+    if "lsl" not in which:
+        pass
+    elif pylsl is not None:
         def inlet(seconds):
             s = pylsl.resolve_byprop("source_id", "d000", timeout=10)
             if not s:
@@ -411,7 +419,7 @@ def markdown(res: dict) -> str:
 
 def run_all(ns=(1, 10, 50, 100, 200), warmup_s: float = 12.0, measure_s: float = 30.0, outlets_n: int = 10,
             cpu: int = 0, farm_cpu: int = 1, record: str | None = None, out=None, command: str = "",
-            log=print) -> dict:
+            log=print, outlets=("serve", "mqtt", "lsl")) -> dict:
     """The wearables-per-core curve and the outlet costs; written to ``out`` as gateway_scale.json/.md."""
     from selfmis.firmware_bridge.virtual_device import default_record_path
     record = record or default_record_path()
@@ -427,7 +435,8 @@ def run_all(ns=(1, 10, 50, 100, 200), warmup_s: float = 12.0, measure_s: float =
         res["scale"].append(run_point(n, record, warmup_s, measure_s, cpu, farm_cpu, log=log))
     if outlets_n:
         log(f"outlet costs with {outlets_n} devices ...")
-        res["outlets"] = outlet_costs(outlets_n, record, warmup_s, measure_s, cpu, farm_cpu, log=log)
+        res["outlets"] = outlet_costs(outlets_n, record, warmup_s, measure_s, cpu, farm_cpu, log=log,
+                                       which=outlets)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -442,6 +451,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=12.0, help="seconds before measuring (default 12)")
     ap.add_argument("--measure", type=float, default=30.0, help="seconds measured per point (default 30)")
     ap.add_argument("--outlets-n", type=int, default=10, help="devices for the outlet costs (0: skip)")
+    ap.add_argument("--outlets", default="serve,mqtt,lsl", help="outlets to cost (default %(default)s)")
     ap.add_argument("--cpu", type=int, default=0, help="core for edge-run (default 0)")
     ap.add_argument("--farm-cpu", type=int, default=1, help="core for the device farm (default 1)")
     ap.add_argument("--record", help="record the devices play (default: the bundled 500 Hz PTB-XL record)")
@@ -463,7 +473,8 @@ def main(argv=None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     res = run_all([int(x) for x in args.n.split(",") if x], args.warmup, args.measure, args.outlets_n, args.cpu,
                   args.farm_cpu, record, args.out,
-                  "python -m selfmis.benchmarks.gateway_scale " + " ".join(argv or sys.argv[1:]), log)
+                  "python -m selfmis.benchmarks.gateway_scale " + " ".join(argv or sys.argv[1:]), log,
+                  tuple(x for x in args.outlets.split(",") if x))
     print(markdown(res))
     return 0
 

