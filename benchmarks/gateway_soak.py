@@ -59,7 +59,8 @@ def soak(hours: float = 1.0, devices: int = 4, fault: float = 0.01, record: str 
     seconds = hours * 3600.0
     sims, args = [], []
     for i in range(devices):
-        p = subprocess.Popen(SIM + [record, "--tcp", "0", "--fast", "--loop", "--seconds", str(seconds + 5),
+        # the device outlives the run (--seconds far beyond): edge-run stops at --max-seconds, not at a lost link
+        p = subprocess.Popen(SIM + [record, "--tcp", "0", "--fast", "--loop", "--seconds", str(2 * seconds + 600),
                                     "--drop", str(fault), "--corrupt", str(fault), "--duplicate", str(fault),
                                     "--seed", str(i), "--device-id", f"soak-{i}"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -73,7 +74,7 @@ def soak(hours: float = 1.0, devices: int = 4, fault: float = 0.01, record: str 
         rss = []
         while gw.poll() is None:
             r = _rss_mb(gw.pid)
-            if r is not None:
+            if r:  # 0 before the interpreter has mapped anything
                 rss.append((time.monotonic() - t0, r))
             time.sleep(1.0)
     wall = time.monotonic() - t0
@@ -92,7 +93,7 @@ def soak(hours: float = 1.0, devices: int = 4, fault: float = 0.01, record: str 
         res["rss_mb"] = {"start": round(float(m[0]), 1), "peak": round(float(m.max()), 1),
                          "end": round(float(m[-1]), 1),
                          "slope_second_half_mb_per_wall_hour": round(slope_s * 3600, 2),
-                         "slope_second_half_mb_per_signal_hour": round(slope_s * wall / max(seconds, 1), 3),
+                         "slope_second_half_mb_per_signal_hour": round(slope_s * 3600 * wall / max(seconds, 1), 3),
                          "samples": len(rss)}
     for i in range(devices):
         did = f"dev{i}"
