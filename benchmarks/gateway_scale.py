@@ -42,6 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from selfmis import protocol as P
+from selfmis.edge_runtime.interpreter import TFLiteModel
+from selfmis.firmware_bridge.virtual_device import default_record_path
+from selfmis.simulate import VirtualDevice
+
 __all__ = ["main", "run_point", "farm"]
 
 _HERE = Path(__file__).resolve().parent
@@ -54,7 +59,6 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 def farm(n: int, record: str, seed: int = 0) -> None:
     """Serve ``n`` looped virtual devices on loopback TCP; print one URL per line, then stream."""
-    from selfmis.firmware_bridge.virtual_device import VirtualDevice
     rng = random.Random(seed)
     servers, devices = [], []
     for i in range(n):
@@ -99,7 +103,6 @@ def farm(n: int, record: str, seed: int = 0) -> None:
 
 
 def _hello_bytes(dev) -> bytes:
-    from selfmis import protocol as P
     return P.encode_hello(dev.hello())
 
 
@@ -354,7 +357,6 @@ for line in sys.stdin:
 
 def inference_share(record_bundle=None) -> dict:
     """Per-window inference time of the shared model: why batching across devices does not pay."""
-    from selfmis.edge_runtime.interpreter import TFLiteModel
     m = TFLiteModel(record_bundle)
     x = np.random.default_rng(0).standard_normal((200, m.window)).astype(np.float32)
     m.predict_proba(x[:5])
@@ -421,7 +423,6 @@ def run_all(ns=(1, 10, 50, 100, 200), warmup_s: float = 12.0, measure_s: float =
             cpu: int = 0, farm_cpu: int = 1, record: str | None = None, out=None, command: str = "",
             log=print, outlets=("serve", "mqtt", "lsl")) -> dict:
     """The wearables-per-core curve and the outlet costs; written to ``out`` as gateway_scale.json/.md."""
-    from selfmis.firmware_bridge.virtual_device import default_record_path
     record = record or default_record_path()
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if ncpu < 2:
@@ -462,7 +463,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     global RT_PRIORITY
     RT_PRIORITY = 10 if args.rt else None
-    from selfmis.firmware_bridge.virtual_device import default_record_path
     record = args.record or default_record_path()
     if args.farm:
         try:

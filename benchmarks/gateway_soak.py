@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfmis.firmware_bridge.virtual_device import default_record_path
+
 __all__ = ["soak", "main"]
 
 EDGE_RUN = [sys.executable, "-m", "selfmis.edge_runtime.cli"]
@@ -53,7 +55,6 @@ def _decisions(events, device=None):
 
 def soak(hours: float = 1.0, devices: int = 4, fault: float = 0.01, record: str | None = None,
          workdir: str | None = None, log=print) -> dict:
-    from selfmis.firmware_bridge.virtual_device import default_record_path
     record = record or default_record_path()
     work = Path(workdir or tempfile.mkdtemp(prefix="selfmis-soak-"))
     seconds = hours * 3600.0

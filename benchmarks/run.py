@@ -407,7 +407,6 @@ def main(argv=None) -> int:
         result["gateway"] = G.run_all(cpu=args.cpu, farm_cpu=1 - args.cpu if args.cpu in (0, 1) else 0,
                                       out=out_dir, command="selfmis bench", log=say, **gw)
     if "accuracy" not in skip:
-
         result["accuracy"] = collect_accuracy(args, models, costs, result.get("latency"), notes)
 
     if "beats" not in skip:

@@ -28,7 +28,8 @@ __all__ = ["main", "derive_id", "parse_bind", "OutletError"]
 
 log = logging.getLogger("selfmis.edge_runtime")
 
-_SHARED = ("baud", "ascii", "fs", "uv_per_lsb", "retries", "connect_timeout", "fast", "speed", "lead")
+_SHARED = ("baud", "ascii", "fs", "uv_per_lsb", "retries", "connect_timeout", "fast", "speed", "lead",
+           "wait_for_device")
 
 
 class OutletError(RuntimeError):
@@ -108,7 +109,8 @@ def _make_source(cli, ns, lead: str):
     :class:`~.sources.tcp.TcpSource` (pyserial reads TCP one byte per call; see there)."""
     if ns.port and is_tcp_url(ns.port):
         return TcpSource(ns.port, ns.baud, ascii=ns.ascii, fs=ns.fs, lead=lead, uv_per_lsb=ns.uv_per_lsb,
-                         backoff=Backoff(ns.retries), read_timeout_s=0.2)
+                         backoff=Backoff(ns.retries), read_timeout_s=0.2,
+                         wait_for_device_s=getattr(ns, "wait_for_device", None))
     return cli.make_source(ns, lead)
 
 

@@ -24,7 +24,8 @@ Standard library only (``edge-run`` reads it before it imports numpy). Example::
 URLs and file names) and exactly one source key: ``port`` (serial device or
 pyserial URL such as ``socket://host:port``), ``ble``, ``replay`` or
 ``simulate``. Per-device options: ``baud``, ``ascii``, ``fs``, ``uv_per_lsb``,
-``lead``, ``retries``, ``connect_timeout``, ``fast``, ``speed``, ``record``.
+``lead``, ``retries``, ``connect_timeout``, ``fast``, ``speed``, ``record``,
+``wait_for_device`` (seconds to wait for an absent port, as ``--wait-for-device``).
 Relative paths are relative to the config file. Every error names the file and
 the JSON path of the offending value (``gateway.json: devices[2].baud: ...``).
 """
@@ -53,6 +54,7 @@ _DEVICE_KEYS = {
     "fs": (_NUM, lambda v: v > 0), "uv_per_lsb": (_NUM, lambda v: v > 0), "lead": (str, None),
     "retries": (int, lambda v: v >= 0), "connect_timeout": (_NUM, lambda v: v > 0),
     "fast": (bool, None), "speed": (_NUM, lambda v: v > 0), "record": (str, None),
+    "wait_for_device": (_NUM, lambda v: v > 0),
 }
 _TOP_KEYS = {
     "format": (str, None), "format_version": (int, None), "model": ((str, type(None)), None),
