@@ -127,7 +127,9 @@ def test_plot_after_replay(bundle, capsys, tmp_path, monkeypatch):
 
 def test_usage_errors_exit_2(capsys):
     assert cli.main([]) == 2
-    assert cli.main(["--replay", "a", "--port", "b"]) == 2
+    assert cli.main(["--replay", "a", "--ascii"]) == 2
+    # two sources are two devices (gateway mode, issue 13): the absent record is named, exit 4
+    assert cli.main(["--replay", "a", "--port", "b"]) == 4
     assert cli.main(["--port", "x", "--every-k-beats", "0"]) == 2
     assert cli.main(["--no-such-flag"]) == 2
     assert cli.main(["--help"]) == 0
