@@ -108,7 +108,8 @@ def _make_source(cli, ns, lead: str):
     """``edge-run``'s source for these options, except ``socket://`` ports: a plain-socket
     :class:`~.sources.tcp.TcpSource` (pyserial reads TCP one byte per call; see there)."""
     if ns.port and is_tcp_url(ns.port):
-        return TcpSource(ns.port, ns.baud, ascii=ns.ascii, fs=ns.fs, lead=lead, uv_per_lsb=ns.uv_per_lsb,
+        return TcpSource(ns.port, ns.baud, ascii=ns.ascii, fs=ns.fs, lead=lead,
+                         uv_per_lsb=1.0 if ns.uv_per_lsb is None else ns.uv_per_lsb,
                          backoff=Backoff(ns.retries), read_timeout_s=0.2,
                          wait_for_device_s=getattr(ns, "wait_for_device", None))
     return cli.make_source(ns, lead)
