@@ -34,9 +34,13 @@ from .preprocess import PreprocessSpec
 
 __all__ = [
     "CARD_FORMAT", "CARD_VERSION", "TensorSpec", "ModelCard", "Bundle", "BundleError",
-    "write_bundle", "load_bundle", "sha256_file",
+    "write_bundle", "load_bundle", "sha256_file", "LEGACY_OPERATING_POINT",
     "TFLiteTensor", "TFLiteOperator", "TFLiteGraph", "read_tflite_graph", "model_operators",
 ]
+
+#: What an operating point is called on a card that predates them: its ``thresholds``
+#: were chosen on validation with Youden's J, which is what ``balanced`` means on newer cards.
+LEGACY_OPERATING_POINT = "balanced"
 
 CARD_FORMAT = "selfmis-model-card"
 CARD_VERSION = 1
@@ -72,6 +76,12 @@ class ModelCard:
     output: TensorSpec
     output_kind: str = "logits"                    # sigmoid gives per-label probabilities
     thresholds: dict = field(default_factory=dict)  # label -> probability, chosen on validation
+    # label -> {"method": "platt", "a": .., "b": ..}: p = sigmoid(a * logit + b), fitted on
+    # validation only; labels without an entry keep sigmoid(logit). Absent on older cards.
+    calibration: dict = field(default_factory=dict)
+    # name -> {"thresholds": {label: calibrated probability}, "rule": .., "validation": .., "test": ..}
+    operating_points: dict = field(default_factory=dict)
+    default_operating_point: str = ""
     metrics: dict = field(default_factory=dict)    # measured, with data/split/seed named inside
     params: int = 0
     file_size: int = 0
@@ -90,6 +100,43 @@ class ModelCard:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def probabilities(self, logits) -> np.ndarray:
+        """Logits (n, labels) in card order -> calibrated probabilities (the one definition).
+
+        Platt scaling ``sigmoid(a * z + b)`` per label (Platt 1999; with ``b = 0`` it is the
+        temperature scaling of Guo et al., ICML 2017); a label the card does not calibrate
+        gets the plain sigmoid, which is all an older card ever meant.
+        """
+        z = np.asarray(logits, dtype=np.float64)
+        a, b = self._platt()
+        return 1.0 / (1.0 + np.exp(-(z * a + b)))
+
+    def _platt(self):
+        cached = self.__dict__.get("_platt_ab")
+        if cached is None:
+            a = np.ones(len(self.labels))
+            b = np.zeros(len(self.labels))
+            for j, label in enumerate(self.labels):
+                c = self.calibration.get(label)
+                if c:
+                    a[j], b[j] = float(c["a"]), float(c["b"])
+            cached = self.__dict__["_platt_ab"] = (a, b)
+        return cached
+
+    def operating_point(self, name: str | None = None) -> tuple:
+        """(name, {label: probability threshold}) of ``name`` (default: the card's default).
+
+        An older card without operating points offers its Youden ``thresholds`` as
+        :data:`LEGACY_OPERATING_POINT`. Raises ``BundleError`` naming the ones that exist.
+        """
+        points = self.operating_points or {LEGACY_OPERATING_POINT: {"thresholds": dict(self.thresholds)}}
+        name = name or self.default_operating_point or (
+            LEGACY_OPERATING_POINT if LEGACY_OPERATING_POINT in points else next(iter(points)))
+        if name not in points:
+            raise BundleError(f"model card {self.name!r} has no operating point {name!r} "
+                              f"(it has: {', '.join(points)})")
+        return name, dict(points[name].get("thresholds", {}))
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "card") -> "ModelCard":

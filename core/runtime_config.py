@@ -9,6 +9,10 @@ Example::
     {"format": "selfmis-runtime-config", "format_version": 1, "bundle": ".",
      "lead": "I", "source": {"kind": "serial", "port": "/dev/ttyUSB0", "baud": 115200}}
 
+Decision keys (optional; see ``edge-run --help``): ``operating_point`` (a name on
+the model card: ``screening``, ``balanced``, ``alarm``), ``persist_s`` /
+``persist_beats`` and ``hysteresis``.
+
 ``source.kind`` is one of ``serial`` (``port``, ``baud``, ``ascii``, ``fs``),
 ``ble`` (``address``) or ``replay`` (``path``, ``fast``).
 """
@@ -23,6 +27,7 @@ __all__ = ["CONFIG_FORMAT", "CONFIG_NAME", "ConfigError", "default_runtime_confi
 CONFIG_FORMAT = "selfmis-runtime-config"
 CONFIG_VERSION = 1
 CONFIG_NAME = "runtime.json"
+_DECISION_KEYS = ("operating_point", "persist_s", "persist_beats", "hysteresis")
 _SOURCE_KEYS = {
     "serial": {"port": "port", "baud": "baud", "ascii": "ascii", "fs": "fs", "uv_per_lsb": "uv_per_lsb"},
     "ble": {"address": "ble"},
@@ -36,8 +41,11 @@ class ConfigError(ValueError):
 
 def default_runtime_config(card) -> dict:
     """What edge-run on the gateway needs besides the bundle: where the ECG comes from."""
-    return {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION, "bundle": ".",
-            "lead": card.lead, "source": {"kind": "serial", "port": "/dev/ttyUSB0", "baud": 115200}}
+    cfg = {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION, "bundle": ".",
+           "lead": card.lead, "source": {"kind": "serial", "port": "/dev/ttyUSB0", "baud": 115200}}
+    if getattr(card, "operating_points", None):
+        cfg["operating_point"], _ = card.operating_point()
+    return cfg
 
 
 def load_runtime_config(path) -> dict:
@@ -71,6 +79,9 @@ def cli_defaults(cfg: dict, include_source: bool = True) -> dict:
         out["model"] = str((base / cfg["bundle"]).resolve())
     if cfg.get("lead"):
         out["lead"] = cfg["lead"]
+    for key in _DECISION_KEYS:
+        if cfg.get(key) is not None:
+            out[key] = cfg[key]
     src = dict(cfg.get("source") or {}) if include_source else {}
     for key, dest in _SOURCE_KEYS.get(src.pop("kind", None), {}).items():
         if key in src:

@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--every-k-beats", type=int, default=1, help="score every k-th beat (default 1)")
     m.add_argument("--decision-beats", type=int, default=8,
                    help="beats in the rolling median decision (default 8)")
+    m.add_argument("--operating-point", metavar="NAME",
+                   help="the card's operating point: screening, balanced, alarm (default: the card's)")
+    m.add_argument("--persist-s", type=float, default=None,
+                   help="an alarm goes on/off only after the median stays across its threshold this long "
+                        "(seconds of signal; default 30)")
+    m.add_argument("--persist-beats", type=int, default=None,
+                   help="the same span counted in decisions instead of seconds")
+    m.add_argument("--hysteresis", type=float, default=None,
+                   help="an alarm clears below its threshold minus this many logit units (default 0.5)")
     o = p.add_argument_group("output")
     o.add_argument("--record", metavar="DIR", help="append every raw sample received to DIR")
     o.add_argument("--plot", metavar="FILE.png", help="after the run, plot ECG, beats and scores")
@@ -204,6 +213,9 @@ def main(argv=None) -> int:
         return _usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
     if (args.format or args.units) and not args.replay:
         return _usage(parser, "--format and --units apply to --replay only")
+    if (args.persist_s or 0) < 0 or (args.hysteresis or 0) < 0 or (args.persist_beats is not None
+                                                                    and args.persist_beats < 1):
+        return _usage(parser, "--persist-s and --hysteresis must be >= 0, --persist-beats >= 1")
     if args.fast and not (args.replay or args.simulate):
         return _usage(parser, "--fast applies to --replay and --simulate")
     return run(args, out)
@@ -260,6 +272,13 @@ def run(args, out, on_source=None) -> int:
     except (BundleError, OSError) as exc:
         log.error("model: %s", exc)
         return EXIT_MODEL
+    try:
+        op, _ = model.card.operating_point(args.operating_point)
+    except BundleError as exc:
+        log.error("--operating-point: %s", exc)
+        return EXIT_USAGE
+    decision = {"operating_point": op, **{k: getattr(args, k) for k in ("persist_s", "persist_beats", "hysteresis")
+                                          if getattr(args, k) is not None}}
     lead = args.lead or model.card.lead or "I"
     try:
         source = make_source(args, lead)
@@ -270,7 +289,7 @@ def run(args, out, on_source=None) -> int:
         on_source(source)
     from .pipeline import Pipeline
     pipe = Pipeline(model, every_k_beats=args.every_k_beats, n_beats=args.decision_beats,
-                    keep_signal=bool(args.plot))
+                    keep_signal=bool(args.plot), decision_kwargs=decision)
     recorder = None
     if args.record:
         from .recording import Recorder, RecordingError
@@ -281,8 +300,8 @@ def run(args, out, on_source=None) -> int:
             log.error("--record: %s", exc)
             source.close()
             return EXIT_USAGE
-    log.info("model %s (%s, %d labels), source %s", model.card.name, model.backend,
-             len(model.card.labels), source.name)
+    log.info("model %s (%s, %d labels), operating point %s, source %s", model.card.name, model.backend,
+             len(model.card.labels), op, source.name)
     code = EXIT_OK
     t_run = time.perf_counter()
     timer = None

@@ -1,13 +1,27 @@
-"""Rolling decision: median of the last N per-beat probabilities against the card's thresholds.
+"""Decisions: rolling median of per-beat probabilities, then an alarm that must persist.
 
-One beat's window is a noisy view of the patient; the median over the last
-``n_beats`` scored beats (default 8, ~6 s at 75 bpm) is robust to a single
-ectopic or artefactual beat and cheap. A label is reported positive when its
-median probability reaches the card's threshold (chosen on validation data by
-the training side; 0.5 when the card has none). No decision is made before
-``min_beats`` beats have been scored, and the history is cleared when the
-quality gate or a reconnect breaks the stream, so a decision never mixes signal
-from before and after an interruption.
+Two stages, each answering one worry:
+
+1. **Rolling median** of the last ``n_beats`` scored beats (default 8, ~6 s at
+   75 bpm): one ectopic or artefactual beat does not move it.
+2. **Persistent alarm with hysteresis** (:class:`AlarmState`), per label: the
+   alarm goes on (``onset``) only when the median has stayed at or above the
+   operating point's threshold for ``persist_s`` seconds of signal (or
+   ``persist_beats`` decisions), and goes off (``cleared``) only when it has
+   stayed below a lower threshold -- the on-threshold moved down by
+   ``hysteresis`` on the logit scale -- for as long. A median that wanders around
+   the threshold therefore gives one state change, not one per beat. This is the
+   usual debounce-plus-deadband of bedside monitor alarms (e.g. IEC 60601-1-8's
+   alarm-condition delay); the spans are configurable because the right trade-off
+   between a late onset and a flickering one depends on the use.
+
+Thresholds are probabilities on the card's calibrated scale, taken from one of
+the card's operating points (:meth:`selfmis.bundle.ModelCard.operating_point`);
+0.5 for a label the operating point does not cover. No decision is made before
+``min_beats`` beats have been scored. :meth:`RollingDecision.reset` (quality gate,
+reconnect) clears the median's history and the persistence clocks -- a decision
+never mixes signal from before and after an interruption -- but not an alarm that
+is on: it clears only on enough good signal below its threshold.
 """
 from __future__ import annotations
 
@@ -15,40 +29,137 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["RollingDecision"]
+__all__ = ["RollingDecision", "AlarmState", "DEFAULT_PERSIST_S", "DEFAULT_HYSTERESIS"]
+
+#: Default persistence span (seconds of signal) and hysteresis (logit units); see
+#: benchmarks/results/clinical for the alarm burden they give on PTB-XL.
+DEFAULT_PERSIST_S = 30.0
+DEFAULT_HYSTERESIS = 0.5
+
+OFF, ONSET, ONGOING, CLEARED = "off", "onset", "ongoing", "cleared"
+
+
+def _logit(p):
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
+class AlarmState:
+    """Per-label alarm state machine over a sequence of (t, probabilities).
+
+    ``update(t, proba)`` returns one state per label: ``onset`` (the alarm goes on
+    at this decision), ``ongoing``, ``cleared`` (it goes off at this decision) or
+    ``off``. ``persist_beats`` (if given) counts decisions instead of seconds.
+    With ``persist_s=0`` and ``hysteresis=0`` it is the plain per-beat comparison.
+    """
+
+    def __init__(self, thresholds, persist_s: float = DEFAULT_PERSIST_S, persist_beats: int | None = None,
+                 hysteresis: float = DEFAULT_HYSTERESIS):
+        self.on = np.asarray(thresholds, dtype=np.float64)
+        if persist_s < 0 or hysteresis < 0 or (persist_beats is not None and persist_beats < 1):
+            raise ValueError("persistence and hysteresis must be >= 0 (persist_beats >= 1)")
+        # hysteresis on the logit scale: the same margin means as much at 0.05 as at 0.6
+        self.off = 1.0 / (1.0 + np.exp(-(_logit(self.on) - hysteresis))) if hysteresis else self.on.copy()
+        self.persist_s, self.persist_beats, self.hysteresis = float(persist_s), persist_beats, float(hysteresis)
+        n = len(self.on)
+        self.active = np.zeros(n, dtype=bool)
+        self.n_changes = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget how long the evidence has been building (not whether an alarm is on)."""
+        n = len(self.on)
+        self._since = np.full(n, np.nan)     # t at which the evidence against the state began
+        self._count = np.zeros(n, dtype=np.int64)
+
+    def update(self, t: float, proba) -> list:
+        p = np.asarray(proba, dtype=np.float64)
+        # evidence for a change: above `on` while off, below `off` while on
+        against = np.where(self.active, p < self.off, p >= self.on)
+        self._since[~against] = np.nan
+        self._count[~against] = 0
+        start = against & np.isnan(self._since)
+        self._since[start] = t
+        self._count[against] += 1
+        if self.persist_beats is not None:
+            flip = against & (self._count >= self.persist_beats)
+        else:
+            flip = against & (t - self._since >= self.persist_s - 1e-9)
+        states = []
+        for j in range(len(p)):
+            if flip[j]:
+                self.active[j] = not self.active[j]
+                self._since[j], self._count[j] = np.nan, 0
+                self.n_changes += 1
+                states.append(ONSET if self.active[j] else CLEARED)
+            else:
+                states.append(ONGOING if self.active[j] else OFF)
+        return states
 
 
 class RollingDecision:
+    """Median of the last ``n_beats`` beat probabilities, then :class:`AlarmState`.
+
+    ``operating_point`` only names the thresholds in the events; build from a card
+    with :meth:`from_card`.
+    """
+
     def __init__(self, labels, thresholds: dict | None = None, n_beats: int = 8, min_beats: int = 3,
-                 method: str = "median"):
+                 method: str = "median", operating_point: str | None = None,
+                 persist_s: float = DEFAULT_PERSIST_S, persist_beats: int | None = None,
+                 hysteresis: float = DEFAULT_HYSTERESIS, primary: str | None = None):
         if method not in ("median", "mean"):
             raise ValueError(f"unknown decision method {method!r} (median, mean)")
         self.labels = list(labels)
         thresholds = thresholds or {}
         self.thresholds = np.array([float(thresholds.get(l, 0.5)) for l in self.labels])
         self.n_beats, self.min_beats, self.method = int(n_beats), int(min_beats), method
+        self.operating_point = operating_point
+        # the label whose state the event's `state` reports: MI, the card's first label
+        self.primary = primary if primary is not None else (self.labels[0] if self.labels else None)
+        self.alarm = AlarmState(self.thresholds, persist_s=persist_s, persist_beats=persist_beats,
+                                hysteresis=hysteresis)
         self._hist: deque = deque(maxlen=self.n_beats)
+        self._n_added = 0
+
+    @classmethod
+    def from_card(cls, card, operating_point: str | None = None, **kw) -> "RollingDecision":
+        """Thresholds of the card's ``operating_point`` (its default when None); raises
+        ``BundleError`` for a name the card does not have."""
+        name, thresholds = card.operating_point(operating_point)
+        return cls(card.labels, thresholds, operating_point=name, **kw)
 
     def reset(self) -> None:
         self._hist.clear()
+        self.alarm.reset()
 
     def __len__(self):
         return len(self._hist)
 
-    def add(self, proba) -> dict | None:
-        """Add one beat's probabilities (in label order); return the decision once enough beats."""
+    def add(self, proba, t: float | None = None) -> dict | None:
+        """Add one beat's probabilities (label order) at signal time ``t`` (s); the decision
+        once enough beats. Without ``t`` a beat counts as one second."""
         self._hist.append(np.asarray(proba, dtype=np.float64))
+        t = float(self._n_added) if t is None else t
+        self._n_added += 1
         if len(self._hist) < self.min_beats:
             return None
-        return self.current()
+        return self.current(t)
 
-    def current(self) -> dict:
+    def aggregate(self) -> np.ndarray:
         h = np.stack(self._hist)
         if self.method == "median":
             s, k = np.sort(h, axis=0), len(h)
-            agg = 0.5 * (s[(k - 1) // 2] + s[k // 2])  # np.median, without its overhead
-        else:
-            agg = h.mean(axis=0)
-        positive = [l for l, p, t in zip(self.labels, agg, self.thresholds) if p >= t]
-        return {"probabilities": dict(zip(self.labels, np.round(agg, 6).tolist())),
-                "labels": positive, "n_beats": len(self._hist)}
+            return 0.5 * (s[(k - 1) // 2] + s[k // 2])  # np.median, without its overhead
+        return h.mean(axis=0)
+
+    def current(self, t: float) -> dict:
+        agg = self.aggregate()
+        states = self.alarm.update(t, agg)
+        positive = [l for l, a in zip(self.labels, self.alarm.active) if a]
+        out = {"probabilities": dict(zip(self.labels, np.round(agg, 6).tolist())),
+               "labels": positive, "n_beats": len(self._hist)}
+        if self.primary is not None:
+            out["state"] = states[self.labels.index(self.primary)]
+        out["operating_point"] = self.operating_point
+        return out

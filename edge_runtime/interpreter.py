@@ -32,7 +32,7 @@ def interpreter_backend():
 
 
 def sigmoid(x):
-    """Logit -> probability (the card's thresholds are probabilities on this scale)."""
+    """Logit -> uncalibrated probability (the scale of the card's legacy ``thresholds``)."""
     return 1.0 / (1.0 + np.exp(-np.asarray(x)))
 
 
@@ -133,4 +133,5 @@ class TFLiteModel:
         return out
 
     def predict_proba(self, windows) -> np.ndarray:
-        return sigmoid(self.predict_logits(windows))
+        """Calibrated probabilities (the card's calibration; a plain sigmoid on older cards)."""
+        return self.card.probabilities(self.predict_logits(windows))

@@ -1,7 +1,7 @@
 """JSON Lines on stdout: one object per event, each with a ``type``.
 
 Types: ``beat`` (t, rr, hr[, p]), ``decision`` (t, probabilities, labels,
-n_beats, hr, quality, latency_ms), ``quality`` (t, ok, reasons), ``link``
+n_beats, state, operating_point, hr, quality, latency_ms), ``quality`` (t, ok, reasons), ``link``
 (kind + details), and a final ``summary``. Logs go to stderr, never here, so
 ``edge-run ... | jq`` always sees valid JSON.
 """

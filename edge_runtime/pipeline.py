@@ -14,7 +14,8 @@ Per chunk of source samples (any rate):
    after the R peak, so a beat is found exactly when its window is complete;
 5. **beat-aligned window** (R at ``beat_offset_samples``), preprocessed with the
    contract's :func:`preprocess_window`, scored by the model (every k-th beat);
-6. **rolling decision** (:mod:`.decision`) -- suppressed, and its history cleared,
+6. **rolling decision** (:mod:`.decision`) -- median, then a persistent alarm at the
+   card's operating point; suppressed, and its history cleared,
    while the quality gate objects to any second of the window, while more than
    ``max_gap_s`` of the window was lost on the link and filled (the gap policy,
    :data:`.quality.MAX_FILLED_GAP_S`), and while the source's time base is not
@@ -69,7 +70,8 @@ class Pipeline:
 
     def __init__(self, model=None, every_k_beats: int = 1, n_beats: int = 8, min_beats: int = 3,
                  keep_signal: bool = False, detector_kwargs: dict | None = None,
-                 quality_kwargs: dict | None = None, max_gap_s: float = MAX_FILLED_GAP_S):
+                 quality_kwargs: dict | None = None, max_gap_s: float = MAX_FILLED_GAP_S,
+                 decision_kwargs: dict | None = None):
         self.model = model
         card = getattr(model, "card", None)
         self.spec = card.spec if card is not None else PreprocessSpec()
@@ -80,8 +82,10 @@ class Pipeline:
         self.O = self.spec.beat_offset_samples
         self.post = self.W - self.O
         self.labels = list(card.labels) if card is not None else []
-        self.decider = RollingDecision(self.labels, card.thresholds if card is not None else {},
-                                       n_beats=n_beats, min_beats=min_beats)
+        # operating point, persistence, hysteresis: RollingDecision.from_card's options
+        dk = {"n_beats": n_beats, "min_beats": min_beats, **(decision_kwargs or {})}
+        self.decider = (RollingDecision.from_card(card, **dk) if card is not None
+                        else RollingDecision(self.labels, {}, **dk))
         self.every_k = max(1, int(every_k_beats))
         self.detector_kwargs = {"guard_s": max(0.3, self.post / self.fs), **(detector_kwargs or {})}
         self.quality_kwargs = quality_kwargs or {}
@@ -371,7 +375,7 @@ class Pipeline:
         beat["p"] = dict(zip(self.labels, np.round(proba.astype(np.float64), 6).tolist()))
         if self.keep_signal:
             self.beat_log[-1]["p"] = beat["p"]
-        d = self.decider.add(proba)
+        d = self.decider.add(proba, t)
         if d is None:
             return events
         t_complete = self._completed_at(r + self.post)

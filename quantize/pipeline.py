@@ -278,6 +278,15 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                                           "input and output). Input: one preprocessed 5 s Lead-I window. "
                                           "Thresholds are probabilities (sigmoid of the logit) chosen on "
                                           "the validation fold with Youden's J."))
+    # calibration and operating points: fitted on validation, reported on test (selfmis calibrate does
+    # the same for an existing bundle)
+    from .calibrate import calibrate_scores, label_prevalence, with_calibration
+
+    cal = calibrate_scores(rec[("student_int8_tflite", "val")], w_val.Y, rec[("student_int8_tflite", "test")],
+                           w_test.Y, labels, label_prevalence(opts.data, labels), opts.n_boot, opts.seed,
+                           describe={**{k: test_desc[k] for k in ("data", "lead", "fs", "seed", "scoring")},
+                                     "fit_split": test_desc["threshold_split"], "test_split": test_desc["split"]})
+    card = with_calibration(card, _clean(cal))
     bundle = cardmod.bundle_tflite(out, files.int8, card)
     # the shipped bundle must load and give the same logits through the runtime
     shipped = tflite_predict(out)(w_test.X[:32])

@@ -1,0 +1,77 @@
+"""``selfmis calibrate``: fit calibration and operating points for an existing bundle and rewrite its card.
+
+The model file is not touched (its sha256 stays the same); validation and test
+folds are the ones the card names (``training.folds``), scored through the
+gateway's own interpreter, 5 s windows every 1 s, mean logit per record::
+
+    selfmis calibrate --model edge_runtime/models/default
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "bundle_record_logits", "calibrate_bundle"]
+
+
+def bundle_record_logits(bundle, folds, data=None, num_threads: int = 1):
+    """(record logits (n, labels), labels Y (n, labels), ecg_ids) of ``folds`` through the bundle."""
+    from .predict import tflite_predict
+    from .windows import load_lead1, record_mean, windows_of
+
+    ds = load_lead1(folds, data)
+    w = windows_of(ds)
+    z = record_mean(tflite_predict(bundle, num_threads=num_threads)(w.X), w.record, w.n_records)
+    return z, np.asarray(ds.Y), np.asarray(ds.ecg_ids)
+
+
+def calibrate_bundle(bundle_dir, data=None, n_boot: int = 1000, seed: int = 0, out=None):
+    """Fit on the card's validation folds, report on its test folds, write the card (model unchanged)."""
+    from selfmis.bundle import load_bundle, write_bundle
+
+    from .calibrate import calibrate_scores, label_prevalence, with_calibration
+    from selfmis.train.data import resolve_data_root
+
+    b = load_bundle(bundle_dir)
+    folds = b.card.training.get("folds") or {"val": [1], "test": [10]}
+    zv, yv, _ = bundle_record_logits(b, folds["val"], data)
+    zt, yt, _ = bundle_record_logits(b, folds["test"], data)
+    res = calibrate_scores(zv, yv, zt, yt, b.card.labels, label_prevalence(data, b.card.labels), n_boot, seed,
+                           describe={"data": str(resolve_data_root(data)), "fit_split": f"strat_fold {list(folds['val'])}",
+                                     "test_split": f"strat_fold {list(folds['test'])}", "lead": b.card.lead,
+                                     "fs": b.card.spec.fs, "seed": seed,
+                                     "scoring": "record = mean logit over 5 s windows every 1 s"})
+    card = with_calibration(b.card, res)
+    target = Path(out) if out is not None else b.directory
+    return write_bundle(target, b.model_path, card)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="selfmis calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, required=True, help="bundle directory (its card is rewritten)")
+    p.add_argument("--out", type=Path, default=None, help="write the bundle here instead (model copied)")
+    p.add_argument("--data", default=None, help="PTB-XL folder (default: $SELFMIS_PTBXL or the shared subset)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    from selfmis.bundle import BundleError
+
+    try:
+        b = calibrate_bundle(a.model, a.data, a.n_boot, a.seed, a.out)
+    except (BundleError, OSError, ValueError) as exc:
+        print(f"selfmis calibrate: {exc}", file=sys.stderr)
+        return 1
+    c = b.card
+    print(json.dumps({"bundle": str(b.directory), "sha256": c.sha256, "calibration": c.calibration,
+                      "operating_points": {k: v["thresholds"] for k, v in c.operating_points.items()},
+                      "ece": {k: [round(v["ece_before"], 4), round(v["ece_after"], 4)]
+                              for k, v in c.metrics["calibration"]["per_label"].items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
