@@ -128,6 +128,25 @@ def stream_person(model, path, seconds: float, seed: int, ops, label: str = "MI"
                         for op, span in deciders}}
 
 
+_MODELS = {}
+
+
+def _stream_task(task, model=None):
+    """One person, in this process or a worker (each worker loads the bundle once)."""
+    bundle, path, seconds, seed, ops = task
+    if model is None:
+        from selfmis.edge_runtime.interpreter import TFLiteModel
+
+        model = _MODELS.get(bundle) or _MODELS.setdefault(bundle, TFLiteModel(bundle))
+    return stream_person(model, path, seconds, seed, ops)
+
+
+def _progress(i: int, n: int, t0: float) -> None:
+    if (i + 1) % 10 == 0 or i + 1 == n:
+        print(f"[clinical] {i + 1}/{n} records streamed ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+              flush=True)
+
+
 def alarm_burden(people: list, ops, label: str = "MI") -> list:
     """Rows per operating point and span from :func:`stream_person` results (+ ``y``, ``norm``)."""
     rows = []
@@ -320,6 +339,7 @@ def main(argv=None) -> int:
     ap.add_argument("--records", type=int, default=None, help="only the first N test records (a quick look)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (records are independent)")
     a = ap.parse_args(argv)
     logging.getLogger("selfmis").setLevel(logging.WARNING)
 
@@ -352,14 +372,24 @@ def main(argv=None) -> int:
         per[lab]["_p_after"] = apply_platt(zt[:, j], card.calibration[lab]["a"], card.calibration[lab]["b"])
     floor = ece_floor(per, a.seed)
 
-    people, seconds = [], a.minutes * 60.0
-    for i, eid in enumerate(ids):
-        r = stream_person(model, db.record_path(eid, 100), seconds, a.seed * 100003 + int(eid), ops)
+    seconds = a.minutes * 60.0
+    tasks = [(str(model.bundle.directory), str(db.record_path(eid, 100)), seconds, a.seed * 100003 + int(eid), ops)
+             for eid in ids]
+    people = []
+    if a.jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(a.jobs) as pool:
+            results = pool.imap(_stream_task, tasks)
+            for i, r in enumerate(results):
+                people.append(r)
+                _progress(i, len(ids), t0)
+    else:
+        for i, task in enumerate(tasks):
+            people.append(_stream_task(task, model))
+            _progress(i, len(ids), t0)
+    for i, (r, eid) in enumerate(zip(people, ids)):
         r.update({"ecg_id": int(eid), "y": bool(Y[i, 0]), "norm": bool(Y[i, 1])})
-        people.append(r)
-        if (i + 1) % 10 == 0 or i + 1 == len(ids):
-            print(f"[clinical] {i + 1}/{len(ids)} records streamed ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
     rows = alarm_burden(people, ops)
     wall = time.perf_counter() - t0
     yp = np.array([p["y"] for p in people])

@@ -434,5 +434,6 @@ class Pipeline:
                "cpu_s": round(process_time() - self._t_start_cpu, 3),
                "last_decision": None}
         if self.last_decision is not None:
-            out["last_decision"] = {k: self.last_decision[k] for k in ("t", "probabilities", "labels")}
+            out["last_decision"] = {k: self.last_decision.get(k) for k in
+                                    ("t", "probabilities", "labels", "state", "operating_point")}
         return out

@@ -163,3 +163,19 @@ def test_runtime_json_chooses_the_operating_point(tmp_path):
     args.set_defaults(**d)
     a = args.parse_args(["--replay", "x.csv"])
     assert a.operating_point == "alarm" and a.persist_s == 60
+
+
+def test_selfmis_calibrate_reproduces_the_shipped_card(shared_ptbxl, tmp_path):
+    """The shipped card's calibration and thresholds come from `selfmis calibrate`, as a user runs it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "selfmis.cli", "calibrate", "--model", str(SHIPPED), "--out",
+                        str(tmp_path / "b"), "--data", str(shared_ptbxl), "--n-boot", "20"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    new, shipped = load_bundle(tmp_path / "b").card, _shipped_card()
+    assert new.sha256 == shipped.sha256  # the model is not touched
+    assert new.calibration == shipped.calibration
+    assert new.operating_points == shipped.operating_points
+    assert new.metrics["calibration"]["fit_split"] == "strat_fold [1]"
