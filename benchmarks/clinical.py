@@ -397,7 +397,9 @@ def main(argv=None) -> int:
     ok = np.isfinite(pm)
     rng = np.random.default_rng(a.seed)
     boots = [ece(yp[ok][i], pm[ok][i]) for i in (rng.integers(0, ok.sum(), ok.sum()) for _ in range(1000))]
-    report = {"bundle": str(model.bundle.directory), "command": "python -m selfmis.benchmarks.clinical "
+    bundle_dir = model.bundle.directory.resolve()
+    shown = bundle_dir.relative_to(HERE.parent) if bundle_dir.is_relative_to(HERE.parent) else bundle_dir
+    report = {"bundle": str(shown), "command": "python -m selfmis.benchmarks.clinical "
               + " ".join(argv if argv is not None else sys.argv[1:]),
               "card": {"sha256": card.sha256, "metrics": {"calibration": card.metrics["calibration"],
                                                           "operating_points": card.metrics["operating_points"]},
