@@ -293,6 +293,8 @@ def plots(report: dict, out: Path) -> list:
                          (axes[1], "MI", "MI people with an MI onset")):
         for op in ops:
             rr = [r for r in rows if r["operating_point"] == op]
+            if any(r[g]["share"] is None for r in rr):  # nobody in this group (a --records subset)
+                continue
             y = [100 * r[g]["share"] for r in rr]
             lo = [100 * (r[g]["share"] - r[g]["ci"][0]) for r in rr]
             hi = [100 * (r[g]["ci"][1] - r[g]["share"]) for r in rr]
