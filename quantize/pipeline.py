@@ -28,6 +28,7 @@ from .distill import DistillConfig, distill
 from .export_onnx import export_onnx, onnx_op_types, onnx_parity
 from .latency import tflite_latency_ms, torch_latency_ms
 from .metrics import sigmoid
+from .micro import micro_report
 from .predict import tflite_predict, torch_predict
 from .report import _clean, write_results  # _clean: strict JSON in the card (NaN -> null)
 from .student import StudentConfig, count_params
@@ -279,6 +280,14 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                                           "Thresholds are probabilities (sigmoid of the logit) chosen on "
                                           "the validation fold with Youden's J."))
     bundle = cardmod.bundle_tflite(out, files.int8, card)
+    # TFLite Micro (the microcontroller target): measured arena, parity with LiteRT on the validation windows
+    card.micro = micro_report(bundle, w_val.X, w_val.record,
+                              f"validation strat_fold {list(folds.val)}, {len(w_val.X)} windows")
+    bundle = cardmod.bundle_tflite(out, files.int8, card)
+    if card.micro.get("measured") and not card.micro["parity"]["ok"]:
+        raise ValidationError(f"{out}: TFLite Micro disagrees with LiteRT: {card.micro['parity']}")
+    _say("TFLite Micro: " + (f"arena {card.micro['arena_bytes']} B, max {card.micro['parity']['reference']['max_lsb']}"
+                             " LSB vs LiteRT" if card.micro.get("measured") else card.micro["reason"]))
     # the shipped bundle must load and give the same logits through the runtime
     shipped = tflite_predict(out)(w_test.X[:32])
     if not np.array_equal(shipped, win_logits[("student_int8_tflite", "test")][:32]):
@@ -288,7 +297,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     report.update({"teacher_kind": kind, "folds": folds.to_dict(), "params": {"student": params,
                    "teacher": int(sum(p.numel() for p in teacher.parameters()))},
                    "sizes_bytes": sizes, "layout": files.layout, "ops": ops, "results": results,
-                   "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets,
+                   "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets, "micro": card.micro,
                    "thresholds_logit": thr_int8, "evaluation": test_desc, "training": training,
                    "bundle": str(out), "seconds": time.time() - t0, "command": opts.command})
 
