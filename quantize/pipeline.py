@@ -64,6 +64,7 @@ class PipelineOptions:
     command: str = ""                           # how this run was started (recorded in the table)
     select_on_val: bool = True                  # keep the epoch with the best validation MI AUROC
     folds: object = None                        # windows.Folds override (default: the teacher's own split)
+    micro_strict: bool = True                   # fail when TFLite Micro disagrees with LiteRT (else: record it)
 
 
 def _say(msg: str) -> None:
@@ -285,7 +286,10 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                               f"validation strat_fold {list(folds.val)}, {len(w_val.X)} windows")
     bundle = cardmod.bundle_tflite(out, files.int8, card)
     if card.micro.get("measured") and not card.micro["parity"]["ok"]:
-        raise ValidationError(f"{out}: TFLite Micro disagrees with LiteRT: {card.micro['parity']}")
+        msg = f"{out}: TFLite Micro disagrees with LiteRT: {card.micro['parity']}"
+        if opts.micro_strict:
+            raise ValidationError(msg)
+        _say("WARNING: " + msg)
     _say("TFLite Micro: " + (f"arena {card.micro['arena_bytes']} B, max {card.micro['parity']['reference']['max_lsb']}"
                              " LSB vs LiteRT" if card.micro.get("measured") else card.micro["reason"]))
     # the shipped bundle must load and give the same logits through the runtime
