@@ -248,7 +248,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="build only these members")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--latency-budget", type=float, default=20.0, help="seconds of interleaved timing")
-    ap.add_argument("--ship", action="store_true", help="copy the chosen bundles to edge_runtime/models/")
+    ap.add_argument("--ship", nargs="*", choices=["default", "micro"], default=None, metavar="ROLE",
+                    help="copy the chosen bundle of each ROLE (default, micro; none given: both) to "
+                         "edge_runtime/models/ROLE")
     ap.add_argument("--build-only", action="store_true", help="build the members, write no report")
     ap.add_argument("--no-build", action="store_true", help="report on the members already built")
     a = ap.parse_args(argv)
@@ -308,9 +310,9 @@ def main(argv=None) -> int:
     ]
     report = {"rows": rows, "choice": choice, "notes": notes, "seconds": time.time() - t0,
               "data_note": notes[0], "command": "python -m selfmis.benchmarks.students --teacher "
-              f"{a.teacher}" + (" --ship" if a.ship else "")}
-    if a.ship:
-        for role in ("default", "micro"):
+              f"{a.teacher}" + (" --ship " + " ".join(a.ship) if a.ship is not None else "")}
+    if a.ship is not None:
+        for role in (a.ship or ["default", "micro"]):
             src = Path(rows[choice[role]]["bundle"])
             dst = MODELS_DIR / role
             if dst.exists():
@@ -319,7 +321,7 @@ def main(argv=None) -> int:
             b = load_bundle(dst)
             b.card.name = f"selfmis-lead1-{role}-{choice[role]}-int8"
             write_bundle(dst, b.model_path, b.card)
-        report["shipped"] = {role: choice[role] for role in ("default", "micro")}
+        report["shipped"] = {role: choice[role] for role in (a.ship or ["default", "micro"])}
     write_report(report, a.out)
     print(json.dumps({"choice": choice, "seconds": report["seconds"]}, indent=1))
     return 0
