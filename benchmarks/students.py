@@ -103,6 +103,7 @@ def build(member: Member, teacher: Path, work: Path, data=None, force: bool = Fa
                            results=work / member.name / "results", student=member.student,
                            distill=DistillConfig(seed=member.seed), seed=member.seed, progress=False,
                            micro_strict=False,  # a member that fails TFLM parity is reported, not fatal
+                           max_int8_bytes=None,  # the front spans sizes; the rule applies the 64 KB limit
                            command=f"python -m selfmis.benchmarks.students (member {member.name})")
     run_pipeline(opts)
     return out
