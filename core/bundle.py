@@ -88,6 +88,7 @@ class ModelCard:
     sha256: str = ""
     versions: dict = field(default_factory=dict)   # torch/onnx/onnx2tf/tensorflow used
     training: dict = field(default_factory=dict)   # data, split, seed, teacher checkpoint
+    micro: dict = field(default_factory=dict)      # TFLite Micro: measured arena, parity with LiteRT
     description: str = ""
     created: str = ""
     model_file: str = MODEL_NAME

@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--simulate", metavar="RECORD", help="stream RECORD from an in-process virtual device")
     src.add_argument("--lead", default=None, help="lead to use (default: the model card's, usually I)")
     m = p.add_argument_group("model and decision")
-    m.add_argument("--model", metavar="BUNDLE_DIR", help="model bundle (default: the shipped one)")
+    m.add_argument("--model", metavar="BUNDLE",
+                   help="model bundle directory, or the name of a shipped one: default (gateways, the "
+                        "default) or micro (the smallest-arena model, as a microcontroller would run it)")
     m.add_argument("--config", metavar="RUNTIME_JSON",
                    help="runtime.json from `selfmis deploy` (bundle, lead, source); options given here win")
     m.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
@@ -247,10 +249,10 @@ class _native_stderr_silenced:
 
 def load_model(path, threads: int):
     from selfmis.bundle import BundleError
-    from .models import default_bundle_dir
+    from .models import default_bundle_dir, resolve_bundle
     from .interpreter import TFLiteModel
     try:
-        return TFLiteModel(path, num_threads=threads)
+        return TFLiteModel(resolve_bundle(path), num_threads=threads)
     except BundleError as exc:
         if path is None and not (default_bundle_dir() / "card.json").exists():
             raise BundleError(f"no default model shipped in {default_bundle_dir()} yet; "

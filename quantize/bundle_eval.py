@@ -16,14 +16,18 @@ from selfmis.train.data import LEADS, load_split
 from selfmis.train.evaluate import score_records
 
 from .metrics import logit
+from .micro import micro_predict
 from .predict import tflite_predict
 
 __all__ = ["evaluate_bundle"]
 
 
 def evaluate_bundle(bundle=None, data=None, split: str = "test", folds=None, val_folds=None, fs: int = 100,
-                    n_boot: int = 1000, seed: int = 0, num_threads: int = 1) -> dict:
-    """Result dict shaped like ``selfmis.train.evaluate.evaluate_checkpoint``'s (``tasks`` per label)."""
+                    n_boot: int = 1000, seed: int = 0, num_threads: int = 1, interpreter: str = "litert") -> dict:
+    """Result dict shaped like ``selfmis.train.evaluate.evaluate_checkpoint``'s (``tasks`` per label).
+
+    ``interpreter``: ``litert`` (the gateway's, default) or ``micro`` (TFLite Micro's reference kernels,
+    as a microcontroller runs the model; needs the ``micro`` extra)."""
 
     b = load_bundle(bundle)
     card = b.card
@@ -37,7 +41,9 @@ def evaluate_bundle(bundle=None, data=None, split: str = "test", folds=None, val
                  "all": list(range(1, 11))}.get(split)
     ds = load_split(data, split=split, folds=folds, fs=fs, fs_out=fs_out, progress=False)
     lead = LEADS.index(card.lead)
-    predict = tflite_predict(b, num_threads=num_threads)
+    if interpreter not in ("litert", "micro"):
+        raise ValueError(f"interpreter must be litert or micro, not {interpreter!r}")
+    predict = micro_predict(b) if interpreter == "micro" else tflite_predict(b, num_threads=num_threads)
     val = None
     thresholds = {t: float(logit(p)) for t, p in card.thresholds.items()} if val_folds is None else None
     if val_folds is not None:
@@ -46,5 +52,5 @@ def evaluate_bundle(bundle=None, data=None, split: str = "test", folds=None, val
                         None if val is None else val.Y, tuple(card.labels), thresholds, n_boot, seed)
     return {"model": str(b.model_path), "name": card.name, "lead": card.lead, "data": str(data), "split": split,
             "folds": list(folds) if folds is not None else None, "fs": fs, "n_records": int(len(ds)),
-            "skipped_records": len(ds.skipped), "tasks": res["tasks"],
+            "skipped_records": len(ds.skipped), "interpreter": interpreter, "tasks": res["tasks"],
             "record_scores": np.asarray(res["record_scores"])}

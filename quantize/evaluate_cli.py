@@ -13,6 +13,7 @@ import sys
 from selfmis.train.evaluate import evaluate_checkpoint, format_task
 
 from .bundle_eval import evaluate_bundle
+from .micro import MicroUnavailable
 
 
 def main(argv=None) -> int:
@@ -25,6 +26,9 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test", choices=["test", "val", "all", "train"])
     p.add_argument("--folds", type=int, nargs="*", default=None, help="override the test folds")
     p.add_argument("--fs", type=int, default=100, choices=[100, 500], help="which records folder to read")
+    p.add_argument("--interpreter", choices=["litert", "micro"], default="litert",
+                   help="with --model: LiteRT as on the gateway (default), or TFLite Micro's reference kernels "
+                        "as on a microcontroller (pip install 'selfmis-edge[micro]')")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the full result here")
@@ -33,9 +37,14 @@ def main(argv=None) -> int:
     if a.split == "all" and folds is None:
         folds = list(range(1, 11))
     if a.model:  # the deployed model, scored exactly as the edge runtime runs it
-        res = evaluate_bundle(a.model, a.data, a.split, folds, fs=a.fs, n_boot=a.n_boot, seed=a.seed)
+        try:
+            res = evaluate_bundle(a.model, a.data, a.split, folds, fs=a.fs, n_boot=a.n_boot, seed=a.seed,
+                                  interpreter=a.interpreter)
+        except MicroUnavailable as exc:
+            print(f"selfmis evaluate: {exc}", file=sys.stderr)
+            return 2
         res.pop("record_scores", None)
-        print(f"{res['name']} (TFLite bundle, lead {res['lead']}) on {res['n_records']} records "
+        print(f"{res['name']} (TFLite bundle on {a.interpreter}, lead {res['lead']}) on {res['n_records']} records "
               f"[{a.split}], {res['skipped_records']} skipped")
     else:
         res = evaluate_checkpoint(a.checkpoint, a.data, a.split, folds, None, a.fs, a.n_boot, a.seed)

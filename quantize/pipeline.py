@@ -28,6 +28,7 @@ from .distill import DistillConfig, distill
 from .export_onnx import export_onnx, onnx_op_types, onnx_parity
 from .latency import tflite_latency_ms, torch_latency_ms
 from .metrics import sigmoid
+from .micro import micro_report
 from .predict import tflite_predict, torch_predict
 from .report import _clean, write_results  # _clean: strict JSON in the card (NaN -> null)
 from .student import StudentConfig, count_params
@@ -63,6 +64,8 @@ class PipelineOptions:
     command: str = ""                           # how this run was started (recorded in the table)
     select_on_val: bool = True                  # keep the epoch with the best validation MI AUROC
     folds: object = None                        # windows.Folds override (default: the teacher's own split)
+    micro_strict: bool = True                   # fail when TFLite Micro disagrees with LiteRT (else: record it)
+    max_int8_bytes: int | None = MAX_INT8_BYTES  # the gateway budget; None: no limit (the student front)
 
 
 def _say(msg: str) -> None:
@@ -236,7 +239,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
         "int8_at_most_64KiB": sizes["int8"] <= MAX_INT8_BYTES,
         "int8_10x_faster_than_teacher_eager": lat["int8_speedup_vs_teacher_eager"] >= 10.0,
     }
-    if sizes["int8"] > MAX_INT8_BYTES:
+    if opts.max_int8_bytes is not None and sizes["int8"] > opts.max_int8_bytes:
         raise ValidationError(f"{files.int8}: {sizes['int8']} bytes > {MAX_INT8_BYTES}; shrink the student")
     if cmp["mi_auroc_loss"] is None:
         _say("WARNING: MI cannot be scored on the test fold (too few positives): int8 vs fp32 AUROC not checked")
@@ -288,6 +291,17 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                                      "fit_split": test_desc["threshold_split"], "test_split": test_desc["split"]})
     card = with_calibration(card, _clean(cal))
     bundle = cardmod.bundle_tflite(out, files.int8, card)
+    # TFLite Micro (the microcontroller target): measured arena, parity with LiteRT on the validation windows
+    card.micro = micro_report(bundle, w_val.X, w_val.record,
+                              f"validation strat_fold {list(folds.val)}, {len(w_val.X)} windows")
+    bundle = cardmod.bundle_tflite(out, files.int8, card)
+    if card.micro.get("measured") and not card.micro["parity"]["ok"]:
+        msg = f"{out}: TFLite Micro disagrees with LiteRT: {card.micro['parity']}"
+        if opts.micro_strict:
+            raise ValidationError(msg)
+        _say("WARNING: " + msg)
+    _say("TFLite Micro: " + (f"arena {card.micro['arena_bytes']} B, max {card.micro['parity']['reference']['max_lsb']}"
+                             " LSB vs LiteRT" if card.micro.get("measured") else card.micro["reason"]))
     # the shipped bundle must load and give the same logits through the runtime
     shipped = tflite_predict(out)(w_test.X[:32])
     if not np.array_equal(shipped, win_logits[("student_int8_tflite", "test")][:32]):
@@ -297,7 +311,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     report.update({"teacher_kind": kind, "folds": folds.to_dict(), "params": {"student": params,
                    "teacher": int(sum(p.numel() for p in teacher.parameters()))},
                    "sizes_bytes": sizes, "layout": files.layout, "ops": ops, "results": results,
-                   "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets,
+                   "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets, "micro": card.micro,
                    "thresholds_logit": thr_int8, "evaluation": test_desc, "training": training,
                    "bundle": str(out), "seconds": time.time() - t0, "command": opts.command})
 

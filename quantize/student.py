@@ -1,4 +1,9 @@
-"""The student: a tiny depthwise-separable 1-D CNN for one preprocessed Lead-I window.
+"""The students: tiny 1-D CNNs for one preprocessed Lead-I window, in two families.
+
+* ``dscnn`` (default): depthwise-separable blocks (MobileNet-style; Howard et al. 2017), the cheapest
+  per MAC and per byte;
+* ``resnet``: plain residual blocks (He et al. 2016) of full convolutions: more MACs per parameter, a
+  different trade-off on an MCU (no depthwise kernels) and a second family for the accuracy/size front.
 
 Ops are chosen for int8 TFLite / XNNPACK on a gateway CPU: strided convolutions
 (no pooling layers), ReLU6 (a bounded range quantises well and fuses into the
@@ -32,6 +37,7 @@ class StudentConfig:
     kernel: int = 7
     embed_dim: int = 0         # teacher embedding size; 0 = no embedding head (not exported anyway)
     dropout: float = 0.1
+    family: str = "dscnn"      # "dscnn" (depthwise-separable blocks) or "resnet" (residual full-conv blocks)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +67,29 @@ class DepthwiseSeparable(nn.Module):
         return self.pointwise(self.depthwise(x))
 
 
+class Residual(nn.Module):
+    """Conv-BN-ReLU6, Conv-BN, plus the input (a strided 1x1 Conv-BN when the shape changes), ReLU6.
+
+    Both paths are ``nn.Sequential`` conv->BN pairs, so :func:`fold_batchnorm` folds them; the sum exports
+    as one ADD."""
+
+    def __init__(self, c_in, c_out, k, stride):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv1d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm1d(c_out),
+            nn.ReLU6(inplace=False),
+            nn.Conv1d(c_out, c_out, k, stride=1, padding=k // 2, bias=False), nn.BatchNorm1d(c_out))
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
+                     nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out)))
+        self.act = nn.ReLU6(inplace=False)
+
+    def forward(self, x):
+        return self.act(self.main(x) + self.skip(x))
+
+
+BLOCKS = {"dscnn": DepthwiseSeparable, "resnet": Residual}
+
+
 class Student(nn.Module):
     """``forward(x (B, 1, W)) -> logits (B, n_outputs)``; ``features`` gives the pooled vector."""
 
@@ -69,8 +98,10 @@ class Student(nn.Module):
         self.config = config
         c = config.stem_channels
         layers = [_conv_bn_act(1, c, config.stem_kernel, config.stem_stride)]
+        if config.family not in BLOCKS:
+            raise ValueError(f"unknown student family {config.family!r}; one of {sorted(BLOCKS)}")
         for c_out, stride in config.blocks:
-            layers.append(DepthwiseSeparable(c, int(c_out), config.kernel, int(stride)))
+            layers.append(BLOCKS[config.family](c, int(c_out), config.kernel, int(stride)))
             c = int(c_out)
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(config.dropout)

@@ -9,4 +9,22 @@ def default_bundle_dir() -> Path:
     return MODELS_DIR / "default"
 
 
-__all__ = ["MODELS_DIR", "default_bundle_dir"]
+def shipped_names() -> list:
+    """Names of the bundles shipped inside the package (``default`` for gateways, ``micro`` for MCUs)."""
+    return sorted(p.parent.name for p in MODELS_DIR.glob("*/card.json"))
+
+
+def resolve_bundle(name_or_path) -> Path:
+    """``--model`` value -> bundle directory: a path when it exists, else a shipped bundle's name
+    (``default``, ``micro``); None -> ``default``."""
+    if name_or_path is None:
+        return default_bundle_dir()
+    p = Path(name_or_path)
+    if p.exists() or "/" in str(name_or_path) or str(name_or_path).startswith("."):
+        return p
+    if (MODELS_DIR / str(name_or_path) / "card.json").is_file():
+        return MODELS_DIR / str(name_or_path)
+    return p  # let the loader say what is missing, naming the path
+
+
+__all__ = ["MODELS_DIR", "default_bundle_dir", "shipped_names", "resolve_bundle"]
