@@ -89,8 +89,9 @@ class _Printer:
             w(f"{e['t']:7.2f} s  beat     {hr}{p}\n")
         elif kind == "decision":
             probs = _top(e["probabilities"])
-            verdict = ", ".join(e["labels"]) if e["labels"] else "no MI label above threshold"
-            w(f"{e['t']:7.2f} s  DECISION {verdict}   (median of {e['n_beats']} beats: {probs}; "
+            verdict = ", ".join(e["labels"]) if e["labels"] else "no MI alarm"
+            state = f" [{e['state']}, {e.get('operating_point', '')}]" if e.get("state") else ""
+            w(f"{e['t']:7.2f} s  DECISION {verdict}{state}   (median of {e['n_beats']} beats: {probs}; "
               f"{e['latency_ms']:.1f} ms after the window completed)\n")
         elif kind == "quality":
             w(f"{e['t']:7.2f} s  quality  {'ok' if e['ok'] else 'BAD: ' + ', '.join(e['reasons'])}\n")
@@ -104,7 +105,7 @@ class _Printer:
               f"CRC errors {e['crc_errors']}\n")
             if e.get("last_decision"):
                 d = e["last_decision"]
-                w(f"final decision: {', '.join(d['labels']) or 'no MI label above threshold'} "
+                w(f"final decision: {', '.join(d['labels']) or 'no MI alarm'} "
                   f"({_top(d['probabilities'], 5)})\n")
         self.stream.flush()
 
@@ -120,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--speed", type=float, default=1.0, help="1 = real time (default), 5 = five times faster")
     ap.add_argument("--json", action="store_true", help="print the raw JSON Lines")
     ap.add_argument("--ascii", action="store_true", help="ASCII line protocol instead of binary frames")
+    ap.add_argument("--seconds", type=float, default=45.0,
+                    help="stream this long, looping the record (default 45 s: an MI alarm needs the "
+                         "probability above threshold for 30 s before its onset)")
     args = ap.parse_args(argv)
     if args.speed <= 0:
         ap.error("--speed must be positive")
@@ -129,8 +133,10 @@ def main(argv=None) -> int:
         print("selfmis demo: no PTB-XL record found (neither the shared subset nor the bundled "
               "sample); pass --record", file=sys.stderr)
         return cli.EXIT_SOURCE
-    dev = VirtualDevice.from_path(record, lead="I", ascii=args.ascii)
-    duration = dev.signal_mv.size / dev.fs
+    probe = VirtualDevice.from_path(record, lead="I")
+    passes = max(1, int(-(-args.seconds // probe.duration_s)))  # whole passes covering --seconds
+    dev = VirtualDevice(probe.signal_mv, probe.fs, lead="I", ascii=args.ascii, passes=passes)
+    duration = dev.duration_s * passes
     master, slave, tty = open_pty()
     print(f"virtual wearable on {tty}: {Path(record).name}, lead I, {dev.fs:g} Hz, {duration:.0f} s, "
           f"{'ASCII' if args.ascii else 'binary protocol'}, speed x{args.speed:g}", file=sys.stderr)
