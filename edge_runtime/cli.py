@@ -15,7 +15,22 @@ import logging
 import sys
 import time
 
+from selfmis.bundle import BundleError
+from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
+
 from . import gateway_args
+from .gateway_cli import main as gateway_main
+from .interpreter import TFLiteModel
+from .models import default_bundle_dir, resolve_bundle
+from .output import JsonlWriter
+from .pipeline import Pipeline
+from .plot import plot_run
+from .recording import Recorder, RecordingError
+from .sources.base import Backoff, DeviceLost, SourceError, SourceNotFound
+from .sources import ble
+from .sources.replay import ReplaySource
+from .sources.serial import SerialSource
+from .sources.simulated import SimulatedSource
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_USAGE", "EXIT_MODEL", "EXIT_SOURCE", "EXIT_LOST"]
 
@@ -138,10 +153,8 @@ def _usage(parser, msg: str) -> int:
 
 
 def _ble_scan(out) -> int:
-    from .sources.base import SourceError
-    from .sources.ble import scan
     try:
-        devices = scan()
+        devices = ble.scan()
     except SourceError as exc:
         log.error("%s", exc)
         return EXIT_SOURCE
@@ -155,35 +168,28 @@ def _ble_scan(out) -> int:
 
 def make_source(args, lead: str):
     """The :class:`~.sources.base.Source` the arguments ask for (may raise SourceNotFound)."""
-    from .sources.base import Backoff
     if args.port:
-        from .sources.serial import SerialSource
         return SerialSource(args.port, args.baud, ascii=args.ascii, fs=args.fs, lead=lead,
                             uv_per_lsb=1.0 if args.uv_per_lsb is None else args.uv_per_lsb,
                             backoff=Backoff(args.retries), wait_for_device_s=args.wait_for_device,
                             column=args.column, label=args.label, check_rate=not args.trust_rate)
     if args.ble:
-        from .sources.ble import BleSource
-        return BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),
+        return ble.BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),
                          connect_timeout_s=args.connect_timeout, check_rate=not args.trust_rate)
     if args.replay:
-        from .sources.replay import ReplaySource
         return ReplaySource(args.replay, lead=lead, fast=args.fast, fs=args.fs, speed=args.speed,
                             format=args.format, units=args.units, uv_per_lsb=args.uv_per_lsb)
-    from .sources.simulated import SimulatedSource
     return SimulatedSource(args.simulate, lead=lead, speed=0.0 if args.fast else args.speed)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if gateway_args.wanted(argv):  # several devices or an outlet: loaded only then
-        from .gateway_cli import main as gateway_main
         return gateway_main(argv, sys.modules[__name__])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.config:  # the file fills in defaults, then the command line is read again
-            from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
             try:
                 given = any(getattr(args, a) for a in ("port", "ble", "replay", "simulate"))
                 parser.set_defaults(**cli_defaults(load_runtime_config(args.config),
@@ -195,7 +201,6 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
     _setup_logging(args.quiet, args.verbose)
-    from .output import JsonlWriter
     sources = [a for a in ("port", "ble", "replay", "simulate") if getattr(args, a)]
     out = JsonlWriter(sys.stdout, quiet=args.quiet, flush=not args.fast)
     if args.ble_scan:
@@ -248,12 +253,9 @@ class _native_stderr_silenced:
 
 
 def load_model(path, threads: int):
-    from selfmis.bundle import BundleError
-    from .models import default_bundle_dir, resolve_bundle
-    from .interpreter import TFLiteModel
     try:
         return TFLiteModel(resolve_bundle(path), num_threads=threads)
-    except BundleError as exc:
+    except BundleError:
         if path is None and not (default_bundle_dir() / "card.json").exists():
             raise BundleError(f"no default model shipped in {default_bundle_dir()} yet; "
                               "pass --model BUNDLE_DIR") from None
@@ -265,8 +267,6 @@ def load_model(path, threads: int):
 def run(args, out, on_source=None) -> int:
     """Run the parsed ``args``; ``on_source(source)`` is called once the source exists
     (the demo uses it to stop the stream when its virtual device is done)."""
-    from selfmis.bundle import BundleError
-    from .sources.base import DeviceLost, SourceError, SourceNotFound
     t0 = time.perf_counter()
     try:
         with _native_stderr_silenced(args.quiet):  # TFLite's "INFO: Created ... XNNPACK" line
@@ -289,12 +289,10 @@ def run(args, out, on_source=None) -> int:
         return EXIT_SOURCE
     if on_source is not None:
         on_source(source)
-    from .pipeline import Pipeline
     pipe = Pipeline(model, every_k_beats=args.every_k_beats, n_beats=args.decision_beats,
                     keep_signal=bool(args.plot), decision_kwargs=decision)
     recorder = None
     if args.record:
-        from .recording import Recorder, RecordingError
         try:
             recorder = Recorder(args.record, {**source.describe(), "model": model.card.name,
                                               "argv": sys.argv[1:]})
@@ -354,7 +352,6 @@ def run(args, out, on_source=None) -> int:
     out.write(summary)
     if args.plot:
         try:
-            from .plot import plot_run
             plot_run(args.plot, pipe, title=f"{source.name} - {model.card.name}")
             log.info("plot written to %s", args.plot)
         except Exception as exc:  # a plot must never turn a good run into a failure

@@ -18,9 +18,15 @@ import sys
 import threading
 from pathlib import Path
 
+from selfmis.bundle import BundleError
+from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
+
 from .gateway import Device, DeviceSpec, Gateway
 from .gateway_args import split_sources
 from .gateway_config import EXIT_OUTLET, GatewayConfigError, device_id_ok, is_gateway_config, load_gateway_config
+from .output import JsonlWriter
+from .pipeline import Pipeline
+from .recording import Recorder, RecordingError
 
 __all__ = ["main", "derive_id", "parse_bind", "OutletError"]
 
@@ -164,7 +170,6 @@ def main(argv, cli) -> int:
             if is_gateway_config(args.config):
                 cfg = load_gateway_config(args.config)
             else:  # a runtime.json from `selfmis deploy`: bundle, lead, one source
-                from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
                 try:
                     d = cli_defaults(load_runtime_config(args.config), include_source=not cli_sources)
                 except ConfigError as exc:
@@ -198,9 +203,6 @@ def main(argv, cli) -> int:
     if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1:
         return cli._usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
 
-    from selfmis.bundle import BundleError
-    from .output import JsonlWriter
-    from .pipeline import Pipeline
     try:
         model = cli.load_model(args.model, args.threads)
     except (BundleError, OSError) as exc:
@@ -227,7 +229,6 @@ def main(argv, cli) -> int:
             return cli.EXIT_SOURCE
         recorder = None
         if s.options.get("record"):
-            from .recording import Recorder, RecordingError
             try:
                 recorder = Recorder(s.options["record"], {**source.describe(), "device": s.id,
                                                           "model": model.card.name, "argv": sys.argv[1:]})

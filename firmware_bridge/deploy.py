@@ -38,9 +38,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from selfmis.bundle import BundleError, read_tflite_graph
+from selfmis.bundle import CARD_NAME, BundleError, load_bundle, read_tflite_graph  # load_bundle verifies card + model sha256
 from selfmis.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
 from selfmis.runtime_config import default_runtime_config
+
 from . import gateway_ops
 from .gateway_ops import DeployError, MANIFEST, RELEASE_FORMAT, RELEASE_FORMAT_VERSION, check_version
 
@@ -72,7 +73,6 @@ def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None) -> d
     :func:`default_runtime_config`).  The archive is reproducible: sorted
     members, fixed mtimes and owners, no gzip timestamp.
     """
-    from selfmis.bundle import CARD_NAME, load_bundle  # verifies card + model sha256
     check_version(version)
     try:
         bundle = load_bundle(bundle_dir)
@@ -537,7 +537,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             model = Path(args.model)
             if model.is_dir():
-                from selfmis.bundle import load_bundle
                 model = load_bundle(model).model_path
             result = export_c_array(model, args.out_dir, args.name)
             log.info("wrote %s and %s: ops %s, arena estimate %d bytes", result["header"],

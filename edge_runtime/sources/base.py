@@ -18,9 +18,7 @@ backend bridges its asyncio client through a bounded queue.
 from __future__ import annotations
 
 import abc
-import time
-from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional
 
 import numpy as np
 

@@ -36,6 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from selfmis import protocol as p
+from selfmis.protocol import SERVICE_UUID
+
 from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
 
@@ -134,7 +137,6 @@ def _default_client_factory(address, disconnected_callback):
 async def _scan(timeout_s: float) -> list:
     from bleak import BleakScanner
     found = await BleakScanner.discover(timeout=timeout_s, return_adv=True)
-    from selfmis.protocol import SERVICE_UUID
     out = []
     for address, (dev, adv) in found.items():
         uuids = [u.lower() for u in (adv.service_uuids or [])]
@@ -231,7 +233,6 @@ class BleSource(Source):
 
     @staticmethod
     def _detect_profile(client) -> str:
-        from selfmis.protocol import SERVICE_UUID
         services = getattr(client, "services", None)
         uuids = set()
         try:
@@ -299,7 +300,6 @@ class BleSource(Source):
                                     seq=self._pmd_n, gap_before=max(gap, 0), rails=_POLAR_RAILS_MV))
 
     async def _start_selfmis(self, client):
-        from selfmis import protocol as p
         if self._framed is None:
             self._framed = FramedStream(self.lead, 1.0, self.stats)
         self._framed.reset()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from selfmis import protocol  # the wire codec, one implementation
 
 from .base import Chunk, LinkEvent, coalesce
 
@@ -30,7 +31,6 @@ class FramedStream:
     """
 
     def __init__(self, lead: str = "I", default_uv_per_lsb: float = 1.0, stats: dict | None = None):
-        from selfmis import protocol  # the wire codec, one implementation
         self.p = protocol
         self.lead = lead
         self.decoder = protocol.StreamDecoder()

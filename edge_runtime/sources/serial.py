@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+from selfmis.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, SampleRun
+
 from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
 
@@ -328,7 +330,6 @@ class SerialSource(Source):
         return self._ascii_parser()
 
     def _ascii_parser(self):
-        from selfmis.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, SampleRun
         dec = AsciiLineDecoder(column=self.column, label=self.label)
         state = {"fs": self.fs_override, "uv": self.uv_per_lsb}
 
