@@ -27,6 +27,8 @@ import numpy as np
 from selfmis.bundle import Bundle, load_bundle, write_bundle
 from selfmis.edge_runtime.interpreter import TFLiteModel
 
+from .predict import bundle_predict
+
 __all__ = ["MicroModel", "MicroUnavailable", "measure_arena", "micro_parity", "micro_version", "micro_predict",
            "micro_report", "record_micro"]
 
@@ -153,15 +155,7 @@ class MicroModel:
 
 def micro_predict(bundle):
     """predict_fn over preprocessed windows ``(N, 1, W)`` or ``(N, W)``, through TFLite Micro."""
-    model = MicroModel(bundle)
-
-    def predict(windows):
-        x = np.asarray(windows, np.float32)
-        return model.predict_logits(x.reshape(len(x), -1))
-
-    predict.model = model
-    predict.labels = list(model.card.labels)
-    return predict
+    return bundle_predict(MicroModel(bundle))
 
 
 def _decision_flips(raw_a, raw_b, card, groups=None) -> int:

@@ -13,12 +13,17 @@ import numpy as np
 from selfmis.edge_runtime.interpreter import TFLiteModel
 from selfmis.train.evaluate import torch_predict_fn
 
-__all__ = ["tflite_predict", "torch_predict"]
+__all__ = ["tflite_predict", "torch_predict", "bundle_predict"]
 
 
 def tflite_predict(bundle, num_threads: int = 1, use_xnnpack: bool = True):
     """predict_fn for a bundle directory (or ``Bundle``); ``.model`` holds the ``TFLiteModel``."""
-    model = TFLiteModel(bundle, num_threads=num_threads, use_xnnpack=use_xnnpack)
+    return bundle_predict(TFLiteModel(bundle, num_threads=num_threads, use_xnnpack=use_xnnpack))
+
+
+def bundle_predict(model):
+    """predict_fn over windows ``(N, 1, W)`` or ``(N, W)`` for any model with ``predict_logits((N, W))``
+    and a ``card`` (LiteRT's :class:`TFLiteModel`, TFLite Micro's ``MicroModel``)."""
 
     def predict(windows):
         x = np.asarray(windows, np.float32)
