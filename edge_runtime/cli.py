@@ -19,7 +19,6 @@ from selfmis.bundle import BundleError
 from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
 
 from . import gateway_args
-from .gateway_cli import main as gateway_main
 from .interpreter import TFLiteModel
 from .models import default_bundle_dir, resolve_bundle
 from .output import JsonlWriter
@@ -185,6 +184,7 @@ def make_source(args, lead: str):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if gateway_args.wanted(argv):  # several devices or an outlet: loaded only then
+        from .gateway_cli import main as gateway_main
         return gateway_main(argv, sys.modules[__name__])
     parser = build_parser()
     try:
@@ -252,6 +252,14 @@ class _native_stderr_silenced:
         return False
 
 
+def decision_options(args, card) -> dict:
+    """The decision keywords of every pipeline (one device or many): the card's operating point named by
+    ``--operating-point`` (BundleError when the card has none of that name) and the persistence options."""
+    op, _ = card.operating_point(args.operating_point)
+    return {"operating_point": op, **{k: getattr(args, k) for k in ("persist_s", "persist_beats", "hysteresis")
+                                      if getattr(args, k) is not None}}
+
+
 def load_model(path, threads: int):
     try:
         return TFLiteModel(resolve_bundle(path), num_threads=threads)
@@ -275,12 +283,10 @@ def run(args, out, on_source=None) -> int:
         log.error("model: %s", exc)
         return EXIT_MODEL
     try:
-        op, _ = model.card.operating_point(args.operating_point)
+        decision = decision_options(args, model.card)
     except BundleError as exc:
         log.error("--operating-point: %s", exc)
         return EXIT_USAGE
-    decision = {"operating_point": op, **{k: getattr(args, k) for k in ("persist_s", "persist_beats", "hysteresis")
-                                          if getattr(args, k) is not None}}
     lead = args.lead or model.card.lead or "I"
     try:
         source = make_source(args, lead)
@@ -301,7 +307,7 @@ def run(args, out, on_source=None) -> int:
             source.close()
             return EXIT_USAGE
     log.info("model %s (%s, %d labels), operating point %s, source %s", model.card.name, model.backend,
-             len(model.card.labels), op, source.name)
+             len(model.card.labels), decision["operating_point"], source.name)
     code = EXIT_OK
     t_run = time.perf_counter()
     timer = None

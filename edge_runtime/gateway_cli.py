@@ -202,12 +202,20 @@ def main(argv, cli) -> int:
             return cli._usage(parser, f"device {s.id}: fast applies to replay and simulate only")
     if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1:
         return cli._usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
+    if (args.persist_s or 0) < 0 or (args.hysteresis or 0) < 0 or (args.persist_beats is not None
+                                                                    and args.persist_beats < 1):
+        return cli._usage(parser, "--persist-s and --hysteresis must be >= 0, --persist-beats >= 1")
 
     try:
         model = cli.load_model(args.model, args.threads)
     except (BundleError, OSError) as exc:
         log.error("model: %s", exc)
         return cli.EXIT_MODEL
+    try:
+        decision = cli.decision_options(args, model.card)
+    except BundleError as exc:
+        log.error("--operating-point: %s", exc)
+        return cli.EXIT_USAGE
     fast = all(s.options.get("fast") for s in specs)
     out = JsonlWriter(sys.stdout, quiet=args.quiet, flush=not fast)
     devices = []
@@ -237,7 +245,8 @@ def main(argv, cli) -> int:
                 source.close()
                 close_all()
                 return cli.EXIT_USAGE
-        pipe = Pipeline(model, every_k_beats=args.every_k_beats, n_beats=args.decision_beats)
+        pipe = Pipeline(model, every_k_beats=args.every_k_beats, n_beats=args.decision_beats,
+                        decision_kwargs=decision)
         devices.append(Device(s, source, pipe, recorder))
     try:
         sinks = _outlets(args, cfg, model)

@@ -49,6 +49,7 @@ def test_every_decision_in_order_with_discovery_and_availability(broker, bundle,
     sub = Subscriber(broker.port, user="viewer", password="viewer-pass")
     try:
         r = subprocess.run(EDGE_RUN + ["--replay", MI_500, "--fast", "--device-id", "bed1", "--model", bundle,
+                                       "--persist-beats", "1",  # a 10-s record: no 30-s persistence
                                        "--quiet", "--mqtt-spool", str(tmp_path / "spool"), "--mqtt",
                                        f"mqtt://gw:gw-pass@127.0.0.1:{broker.port}/selfmis"],
                            capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)
@@ -137,6 +138,7 @@ def test_tls_with_a_self_signed_ca(tmp_path, bundle):
     sub = Subscriber(broker.port, topic="selfmis/+/decision")  # plain listener of the same broker
     try:
         r = subprocess.run(EDGE_RUN + ["--replay", MI_500, "--fast", "--device-id", "bed1", "--model", bundle,
+                                       "--persist-beats", "1",  # a 10-s record: no 30-s persistence
                                        "--quiet", "--mqtt-spool", str(tmp_path / "spool"),
                                        "--mqtt", f"mqtts://127.0.0.1:{broker.tls_port}/selfmis",
                                        "--mqtt-ca", str(broker.ca)],

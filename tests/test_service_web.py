@@ -94,7 +94,8 @@ def test_live_page_in_chromium(bundle, tmp_path):
     pw = pytest.importorskip("playwright.sync_api")
     sim, url = start_sim_tcp([MI_500, "--loop", "--speed", "1"], tmp_path)  # faster = rate mismatch, no decision
     port = free_port()
-    edge = start_edge(["--port", url, "--device-id", "bed1", "--model", bundle, "--quiet", "--retries", "4",
+    edge = start_edge(["--port", url, "--device-id", "bed1", "--model", bundle, "--quiet",
+                       "--retries", "4", "--persist-beats", "1",  # no 30-s persistence: MI shows within seconds
                        "--serve", f"127.0.0.1:{port}"], tmp_path)
     try:
         wait_for(lambda: _get(f"http://127.0.0.1:{port}/api/status")[0] == 200, 20, "the web server")
