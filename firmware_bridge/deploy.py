@@ -392,12 +392,15 @@ def _camel(op: str) -> str:
     return "".join(p if p[:1].isdigit() else p.capitalize() for p in op.split("_"))
 
 
-def export_c_array(tflite_path, out_dir, name: str = "g_model", header_name: str = "model_data.h") -> dict:
+def export_c_array(tflite_path, out_dir, name: str = "g_model", header_name: str = "model_data.h",
+                   measured: Optional[dict] = None) -> dict:
     """Write ``model_data.h`` / ``model_data.cc`` for TensorFlow Lite Micro.
 
     The array is 16-byte aligned (TFLM reads the flatbuffer in place) and the
-    header lists the operators to register and the arena estimate.  Returns
-    the :func:`read_tflite` summary plus the paths written.
+    header lists the operators to register and the arena size: the one TFLite Micro
+    measured (``measured``: a card's ``micro`` entry, written by ``selfmis quantize``)
+    when there is one, else the estimate, labelled as such.  Returns the
+    :func:`read_tflite` summary plus the paths written.
     """
     if not name.isidentifier():
         raise DeployError(f"{name!r} is not a valid C identifier")
@@ -406,6 +409,23 @@ def export_c_array(tflite_path, out_dir, name: str = "g_model", header_name: str
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arena = info["arena"]
+    if measured and measured.get("measured") and measured.get("arena_bytes"):
+        arena_bytes = int(measured["arena_bytes"])
+        arena_text = (f"// Tensor arena: MEASURED {arena_bytes} bytes\n"
+                      f"//   (TFLite Micro {measured.get('tflite_micro', '?')} allocator on the host: the smallest "
+                      f"arena that allocates, found by bisection;\n"
+                      f"//    a 32-bit MCU needs at most this; the estimate was {arena['recommended_bytes']} B).")
+        info["arena"] = dict(arena, measured_bytes=arena_bytes, method_used="measured")
+    else:
+        arena_bytes = int(arena["recommended_bytes"])
+        arena_text = (f"// Tensor arena: ESTIMATE {arena_bytes} bytes (no TFLite Micro measurement in the card:\n"
+                      f"//   pip install 'selfmis-edge[micro]' and re-run selfmis quantize to measure it;\n"
+                      f"//   {arena['method']};\n"
+                      f"//    activation peak {arena['activations_peak_bytes']} B at operator {arena['peak_at_operator']},\n"
+                      f"//    overhead {arena['overhead_bytes']} B"
+                      f"{', model has dynamic shapes: estimate is a lower bound' if arena['dynamic_shapes'] else ''}).\n"
+                      f"//   Check with MicroInterpreter::arena_used_bytes() on the target.")
+        info["arena"] = dict(arena, method_used="estimate")
     guard = "SELFMIS_" + header_name.upper().replace(".", "_").replace("-", "_")
     custom = info["custom_ops"]
     builtin = [op for op in info["ops"] if op not in custom]
@@ -421,18 +441,14 @@ def export_c_array(tflite_path, out_dir, name: str = "g_model", header_name: str
 // Inputs:  {'; '.join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info['inputs'])}
 // Outputs: {'; '.join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info['outputs'])}
 //
-// Tensor arena: ESTIMATE {arena['recommended_bytes']} bytes
-//   ({arena['method']};
-//    activation peak {arena['activations_peak_bytes']} B at operator {arena['peak_at_operator']},
-//    overhead {arena['overhead_bytes']} B{', model has dynamic shapes: estimate is a lower bound' if arena['dynamic_shapes'] else ''}).
-//   Check with MicroInterpreter::arena_used_bytes() on the target.
+{arena_text}
 #ifndef {guard}
 #define {guard}
 
 #include <cstddef>
 #include <cstdint>
 
-constexpr std::size_t k{_camel(name)}TensorArenaSize = {arena['recommended_bytes']};
+constexpr std::size_t k{_camel(name)}TensorArenaSize = {arena_bytes};
 extern const unsigned char {name}[];
 extern const unsigned int {name}_len;
 
@@ -535,12 +551,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                  args.systemd_version))
             return 0
         else:
-            model = Path(args.model)
+            model, measured = Path(args.model), None
             if model.is_dir():
-                model = load_bundle(model).model_path
-            result = export_c_array(model, args.out_dir, args.name)
-            log.info("wrote %s and %s: ops %s, arena estimate %d bytes", result["header"],
-                     result["source"], ", ".join(result["ops"]), result["arena"]["recommended_bytes"])
+                bundle = load_bundle(model)
+                model, measured = bundle.model_path, bundle.card.micro
+            result = export_c_array(model, args.out_dir, args.name, measured=measured)
+            a = result["arena"]
+            log.info("wrote %s and %s: ops %s, arena %s %d bytes", result["header"], result["source"],
+                     ", ".join(result["ops"]), a["method_used"], a.get("measured_bytes", a["recommended_bytes"]))
     except (DeployError, OSError, ValueError) as e:
         log.error("%s", e)
         return 1

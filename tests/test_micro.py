@@ -65,3 +65,17 @@ def test_evaluate_through_micro_scores_like_litert(bundled_ptbxl, tmp_path):
     assert a["status"] == b["status"]
     if a["status"] == "ok":
         assert abs(a["auroc"] - b["auroc"]) <= 0.05
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_export_c_writes_the_measured_arena(bundle, tmp_path):
+    from selfmis.firmware_bridge.deploy import export_c_array
+    card = load_bundle(bundle).card
+    res = export_c_array(load_bundle(bundle).model_path, tmp_path, measured=card.micro)
+    header = (tmp_path / "model_data.h").read_text()
+    assert f"MEASURED {card.micro['arena_bytes']} bytes" in header
+    assert f"TensorArenaSize = {card.micro['arena_bytes']};" in header
+    assert res["arena"]["method_used"] == "measured"
+    # without a measurement the header says it is an estimate
+    export_c_array(load_bundle(bundle).model_path, tmp_path / "est")
+    assert "ESTIMATE" in (tmp_path / "est" / "model_data.h").read_text()
