@@ -84,7 +84,6 @@ def reliability(y, p, n_bins: int = N_BINS) -> list:
 def ece(y, p, n_bins: int = N_BINS) -> float:
     y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
     idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    n = np.bincount(idx, minlength=n_bins)
     sp = np.bincount(idx, weights=p, minlength=n_bins)
     sy = np.bincount(idx, weights=y, minlength=n_bins)
     return float(np.abs(sp - sy).sum() / max(len(y), 1))
