@@ -86,6 +86,20 @@ def _type_name(t) -> str:
     return " or ".join(dict.fromkeys(names[x] for x in ts))
 
 
+def _outlet_section(cfg: dict, name: str, main_key: str, spec: dict, form: str, err):
+    """An outlet section (``serve``, ``mqtt``): a string is shorthand for its main key; keys are checked
+    and the main key is required. None when the section is absent."""
+    section = cfg.get(name)
+    if isinstance(section, str):
+        section = {main_key: section}
+    if section is None:
+        return None
+    _check(section, spec, f"{name}.", err)
+    if main_key not in section:
+        err(f"{name}.{main_key}: missing ({form})")
+    return section
+
+
 def _check(obj: dict, spec: dict, where: str, err) -> None:
     for key, value in obj.items():
         if key not in spec:
@@ -152,21 +166,11 @@ def validate_gateway_config(cfg, name: str = "gateway.json", base: Path | None =
         out["devices"].append(d)
     if out.get("model"):
         out["model"] = path(out["model"])
-    serve = cfg.get("serve")
-    if isinstance(serve, str):
-        serve = {"bind": serve}
+    serve = _outlet_section(cfg, "serve", "bind", _SERVE_KEYS, "HOST:PORT", err)
     if serve is not None:
-        _check(serve, _SERVE_KEYS, "serve.", err)
-        if "bind" not in serve:
-            err("serve.bind: missing (HOST:PORT)")
         out["serve"] = serve
-    mqtt = cfg.get("mqtt")
-    if isinstance(mqtt, str):
-        mqtt = {"url": mqtt}
+    mqtt = _outlet_section(cfg, "mqtt", "url", _MQTT_KEYS, "mqtt://[user:pass@]host:port/prefix", err)
     if mqtt is not None:
-        _check(mqtt, _MQTT_KEYS, "mqtt.", err)
-        if "url" not in mqtt:
-            err("mqtt.url: missing (mqtt://[user:pass@]host:port/prefix)")
         if not re.match(r"^mqtts?://", mqtt["url"]):
             err(f"mqtt.url: {mqtt['url']!r} must start with mqtt:// or mqtts://")
         mqtt = dict(mqtt)
