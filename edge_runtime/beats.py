@@ -1,7 +1,8 @@
 """Online R-peak detection with a bounded, documented delay.
 
 ``method="pantompkins"`` (the only one so far): a numpy re-implementation of
-the Pan-Tompkins idea, re-run on a ring buffer each time samples arrive.
+the Pan-Tompkins idea, re-run on a ring buffer when samples arrive that could
+let a beat mature (see *Scheduling*).
 
 1. band-pass 5-15 Hz (zero-phase FFT filter with the band shape of the
    contract's :func:`bandpass`, gains cached per length) on the buffered
@@ -30,6 +31,19 @@ of the model window after the R peak (0.5 s), so detection adds no delay beyond
 what the window needs anyway. The first ``startup_s`` (0.5 s) after a start or a
 reset are not searched (the filter's edge invents peaks there).
 
+*Scheduling.* Re-running the analysis on every push made small chunks cost
+their number: 0.1-s frames cost 15x what 2-s chunks cost for the same signal.
+A run is skipped when no beat can mature before the next push: after each run
+the detector notes the earliest sample at which one could (a known QRS at its
+refined position, a candidate at the search-back level or above at the earliest
+place its R peak could be refined to, or -- for a beat not yet visible -- the
+buffer's end less ``_edge``, 0.1 s) and waits for ``mature`` to pass it. On 120
+PTB-XL records tiled to 30 s, fed in 0.1-s and 0.07-s chunks, the beats are
+identical to running on every push; with 50 µV of added noise, sensitivity and
+PPV against the clean-signal beats are unchanged (0.969 / 0.867 vs 0.969 /
+0.865); 0.1-s chunks run 2.6x faster than before (about 1,300x real time per
+CPU second here at 100 Hz, against 12,000x for 2-s chunks).
+
 References: J. Pan, W. J. Tompkins, "A real-time QRS detection algorithm",
 IEEE Trans. Biomed. Eng. 32(3):230-236, 1985; P. S. Hamilton, W. J. Tompkins,
 "Quantitative investigation of QRS detection rules using the MIT/BIH
@@ -42,6 +56,8 @@ the end - 0.6 s: sensitivity 100%, PPV 99.5% (3061 beats, 307 records with
 ecg_id <= 500; 16 records where XQRS itself failed are excluded).
 """
 from __future__ import annotations
+
+from bisect import bisect_left
 
 import numpy as np
 
@@ -63,8 +79,12 @@ class StreamingBeatDetector:
         self.threshold = float(threshold)
         self.min_amplitude_mv = float(min_amplitude_mv)
         self._win = max(1, int(round(0.15 * fs)))
+        self._box = np.ones(self._win) / self._win  # moving-window integration
         self._search = max(1, int(round(0.10 * fs)))
         self.startup = int(round(startup_s * fs))
+        # the envelope's and the band-pass's edge: a peak this close to the buffer's end may
+        # not be a candidate yet (a 150-ms integration window, FFT filter edge)
+        self._edge = min(self.guard - 1, max(1, int(round(0.1 * fs))))
         self._gains = {}
         self.reset()
 
@@ -79,26 +99,31 @@ class StreamingBeatDetector:
         self._n = 0            # samples pushed
         # the first startup_s are not searched: the filter's edge makes false peaks there
         self._done = self.startup  # global index before which peaks have been decided
+        self._due = 0          # no analysis until `mature` passes this (see _schedule)
         self._last = -10 ** 9  # last emitted peak
 
     def push(self, x) -> list:
         x = np.asarray(x, dtype=np.float64).ravel()
         if not len(x):
             return []
-        self._buf = np.concatenate([self._buf, x])
+        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x
         self._n += len(x)
         mature = self._n - self.guard + 1  # peaks g with g + guard <= n samples seen
-        if mature <= self._done:
+        if mature <= max(self._done, self._due):
+            # nothing can mature yet (see _schedule): skipping the analysis changes no
+            # output and no emission time, and makes small chunks cost what large ones do
             return []
         out = []
         # candidates up to one refractory period before the decided boundary are still
         # considered: a peak's refined position can move by a few samples between runs
-        for g in self._analyse():
+        qrs, cand, ref = self._analyse()
+        for g in qrs:
             if max(self.startup, self._done - self.refractory) <= g < mature \
                     and g - self._last >= self.refractory:
                 out.append(g)
                 self._last = g
         self._done = mature
+        self._schedule(qrs, cand, ref)
         # keep the context the next run needs (plus the undecided tail)
         keep_from = max(0, self._done - self.context) - self._buf_start
         if keep_from > 0:
@@ -106,48 +131,86 @@ class StreamingBeatDetector:
             self._buf_start += keep_from
         return out
 
-    def _analyse(self) -> list:
+    def _schedule(self, qrs: list, cand: np.ndarray, ref: float) -> None:
+        """When the next analysis is due: just before a known beat matures, or before a beat
+        not known yet could.
+
+        * a QRS of this run, at its refined position (less a sample or two it may move by);
+        * a candidate that is no QRS now but could become one (at least the search-back
+          level, 0.15 x the reference) at the earliest place its R peak can be refined to;
+        * a beat that is no candidate yet lies within ``_edge`` of the buffer's end (the
+          envelope's and the band-pass's edge), so it cannot mature before ``n - _edge``.
+        """
+        due = self._n - self._edge
+        pending = [r - 2 for r in qrs if r >= self._done]
+        if len(cand) and ref > 0:
+            soon = cand[cand[:, 1] >= self._TRIGGER * ref, 0] - self._search - 1
+            pending += soon[soon >= self._done].tolist()
+        self._due = int(min(pending + [due]))
+
+    _TRIGGER = 0.15
+
+    def _analyse(self) -> tuple:
+        """(QRS peaks as global indices, candidates as rows (global index, height), reference)."""
         s = self._buf
+        none = ([], np.zeros((0, 2)), 0.0)
         if len(s) < 2 * self._win + 2:
-            return []
+            return none
         y = self._band(s)
-        d = np.diff(y, prepend=y[0])
-        k = np.ones(self._win) / self._win
-        env = np.sqrt(np.convolve(d * d, k, mode="same"))
+        d = np.empty_like(y)
+        d[0] = 0.0
+        np.subtract(y[1:], y[:-1], out=d[1:])
+        env = np.sqrt(np.convolve(d * d, self._box, mode="same"))
         peaks = _envelope_peaks(env, self.refractory)
         if len(peaks) < 1:
-            return []
+            return none
         h = env[peaks]
         # reference height: the second largest candidate (the largest may be an artefact),
         # once the segment is long enough to hold several beats; before that the largest
-        ref = np.sort(h)[-2] if len(h) >= 2 and len(s) >= 3 * self.fs else h.max()
+        ref = np.partition(h, -2)[-2] if len(h) >= 2 and len(s) >= 3 * self.fs else h.max()
+        cand = np.column_stack([peaks + self._buf_start, h])
         # envelope of a QRS of amplitude A at 5-15 Hz is roughly A * 2*pi*10/fs per sample
         if ref < self.min_amplitude_mv * 0.3 * 2 * np.pi * 10 / self.fs:
-            return []  # flat or near-flat: no beats (the quality gate reports why)
+            return [], cand, 0.0  # flat or near-flat: no beats (the quality gate reports why)
         thr = self.threshold * ref
         half = max(1, int(round(0.075 * self.fs)))
-        ad = np.abs(d)
-        slope = np.array([ad[max(0, p - half): p + half + 1].max() for p in peaks])
+        slope = _max_around(np.abs(d), peaks, half)
         qrs = _select(peaks, h, slope, thr, self.fs)
         r = []
+        ay = np.abs(y)
         for p in qrs:
             a, b = max(0, p - self._search), min(len(y), p + self._search + 1)
-            r.append(a + int(np.argmax(np.abs(y[a:b]))))
-        return [self._buf_start + i for i in sorted(set(r))]
-
+            r.append(a + int(np.argmax(ay[a:b])))
+        return [self._buf_start + i for i in sorted(set(r))], cand, float(ref)
 
     def _band(self, s: np.ndarray) -> np.ndarray:
         """5-15 Hz zero-phase FFT band-pass (the contract's band shape), gains cached per length."""
         pad = min(len(s) - 1, int(self.fs // 2))
         x = s - s.mean()
         xp = np.concatenate([x[pad:0:-1], x, x[-2:-pad - 2:-1]])
-        n = len(xp)
+        # zero-padded to a 2-3-5-smooth length: the buffer's length is arbitrary, and a prime
+        # length costs pocketfft several times more (Bluestein); the reflect padding already
+        # keeps the circular wrap away from the signal
+        n = _fast_len(len(xp))
         g = self._gains.get(n)
         if g is None:
             if len(self._gains) > 16:  # chunk sizes vary little; keep the cache small
                 self._gains.clear()
             g = self._gains[n] = _band_gain(n, self.fs, 5.0, 15.0, 5.0)
-        return np.fft.irfft(np.fft.rfft(xp) * g, n=n)[pad:pad + len(s)]
+        return np.fft.irfft(np.fft.rfft(xp, n=n) * g, n=n)[pad:pad + len(s)]
+
+
+def _fast_len(n: int) -> int:
+    """The smallest 2-3-5-smooth integer >= n (a fast FFT length)."""
+    m = n
+    while True:
+        k = m
+        for f in (2, 3, 5):
+            while k % f == 0:
+                k //= f
+        if k == 1:
+            return m
+        m += 1
 
 
 def _band_gain(n: int, fs: float, low_hz: float, high_hz: float, edge_hz: float) -> np.ndarray:
@@ -159,6 +222,18 @@ def _band_gain(n: int, fs: float, low_hz: float, high_hz: float, edge_hz: float)
     return (0.5 - 0.5 * np.cos(np.pi * lo)) * (0.5 + 0.5 * np.cos(np.pi * hi))
 
 
+def _max_around(x: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
+    """max(x[p - half: p + half + 1]) for each of the sorted ``peaks`` (edges clipped).
+
+    Candidates are at least a refractory period (> 2 * half) apart, so the windows do not
+    overlap and one ``maximum.reduceat`` covers them all.
+    """
+    a = np.maximum(peaks - half, 0)
+    b = np.minimum(peaks + half + 1, len(x))
+    xs = np.append(x, -np.inf)  # reduceat needs every index < len: b may be len(x)
+    return np.maximum.reduceat(xs, np.column_stack([a, b]).ravel())[::2]
+
+
 def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
     """Local maxima of ``env``, largest first, none within ``refractory`` of a larger one."""
     if len(env) < 3:
@@ -166,14 +241,14 @@ def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
     i = np.flatnonzero((env[1:-1] > env[:-2]) & (env[1:-1] >= env[2:])) + 1
     if not len(i):
         return i
-    order = i[np.argsort(-env[i], kind="stable")]
-    taken = np.zeros(len(env), dtype=bool)
-    keep = []
-    for p in order:
-        if not taken[p]:
-            keep.append(p)
-            taken[max(0, p - refractory + 1): p + refractory] = True
-    return np.sort(np.asarray(keep, dtype=int))
+    # greedy non-maximum suppression on plain ints: a few dozen maxima per run, where
+    # numpy's per-call overhead would cost more than the work
+    keep: list = []
+    for p in i[np.argsort(-env[i], kind="stable")].tolist():
+        k = bisect_left(keep, p)
+        if (k == 0 or p - keep[k - 1] >= refractory) and (k == len(keep) or keep[k] - p >= refractory):
+            keep.insert(k, p)
+    return np.asarray(keep, dtype=int)
 
 
 def _select(peaks: np.ndarray, h: np.ndarray, slope: np.ndarray, thr: float, fs: float) -> list:
