@@ -111,11 +111,14 @@ class StreamResampler:
         h = np.concatenate([h, np.zeros(self.k * self.up - len(h))])
         # phases[p, i] multiplies x[n0 - i] for output phase p
         self.phases = h.reshape(self.k, self.up).T.copy()
+        self._rev = self.phases[:, ::-1].copy()  # taps in input order, for the sliding-window view
         self.delay_s = (self.n_taps - 1) / 2 / (self.fs_in * self.up) if not self.identity else 0.0
         self.reset()
 
     def reset(self) -> None:
-        self._hist = np.zeros(self.k - 1, dtype=np.float64)  # last k-1 inputs
+        # the last k inputs: an output not produced yet may need the input one before the
+        # chunk's last (with a zero tap) as its window's first, so k, not k - 1
+        self._hist = np.zeros(self.k, dtype=np.float64)
         self._n_in = 0      # inputs consumed so far
         self._m_out = 0     # outputs produced so far
 
@@ -126,22 +129,28 @@ class StreamResampler:
             self._m_out += len(x)
             return x.astype(np.float32)
         buf = np.concatenate([self._hist, x])
-        first_in = self._n_in - (self.k - 1)  # global index of buf[0]
+        first_in = self._n_in - self.k  # global index of buf[0]
         self._n_in += len(x)
         # outputs m with n0 = (m*down)//up <= last available input index
         last = self._n_in - 1
         m_stop = (last * self.up) // self.down + 1 if last >= 0 else 0
         m = np.arange(self._m_out, max(self._m_out, m_stop))
         self._m_out = max(self._m_out, m_stop)
-        self._hist = buf[len(buf) - (self.k - 1):] if self.k > 1 else buf[:0]
+        self._hist = buf[len(buf) - self.k:]
         if len(m) == 0:
             return np.zeros(0, dtype=np.float32)
         k_up = m * self.down
         n0, phase = k_up // self.up, k_up % self.up
-        idx = (n0 - first_in)[:, None] - np.arange(self.k)[None, :]
-        valid = idx >= 0  # before the first input the stream is zero
-        taps = np.where(valid, buf[np.clip(idx, 0, None)], 0.0)
-        return np.einsum("mk,mk->m", taps, self.phases[phase]).astype(np.float32)
+        # output m needs buf[c - k + 1 .. c] (c = n0 - first_in): a row of the sliding-window
+        # view. An output not produced yet has n0 >= the last input before this chunk, so
+        # c >= k - 1 always (the history starts as zeros: before the first input the stream
+        # is zero)
+        start = (n0 - first_in) - (self.k - 1)
+        win = np.lib.stride_tricks.sliding_window_view(buf, self.k)
+        if self.up == 1:  # plain decimation (500 -> 100 Hz): one phase, a strided view, one matvec
+            rows = win[start[0]::self.down][:len(m)]
+            return (rows @ self._rev[0]).astype(np.float32)
+        return np.einsum("mk,mk->m", win[start], self._rev[phase]).astype(np.float32)
 
 
 def resample(x, fs_in: float, fs_out: float = MODEL_FS, axis: int = -1) -> np.ndarray:

@@ -25,7 +25,6 @@ is on: it clears only on enough good signal below its threshold.
 """
 from __future__ import annotations
 
-from collections import deque
 
 import numpy as np
 
@@ -61,39 +60,48 @@ class AlarmState:
         # hysteresis on the logit scale: the same margin means as much at 0.05 as at 0.6
         self.off = 1.0 / (1.0 + np.exp(-(_logit(self.on) - hysteresis))) if hysteresis else self.on.copy()
         self.persist_s, self.persist_beats, self.hysteresis = float(persist_s), persist_beats, float(hysteresis)
-        n = len(self.on)
-        self.active = np.zeros(n, dtype=bool)
+        # plain lists: a dozen labels per beat, where numpy's per-call overhead would
+        # cost more than the comparisons (this runs once per scored beat)
+        self._on, self._off = self.on.tolist(), np.asarray(self.off, dtype=np.float64).tolist()
+        self._active = [False] * len(self._on)
         self.n_changes = 0
         self.reset()
 
+    @property
+    def active(self) -> np.ndarray:
+        """Which labels' alarms are on (bool per label)."""
+        return np.array(self._active, dtype=bool)
+
     def reset(self) -> None:
         """Forget how long the evidence has been building (not whether an alarm is on)."""
-        n = len(self.on)
-        self._since = np.full(n, np.nan)     # t at which the evidence against the state began
-        self._count = np.zeros(n, dtype=np.int64)
+        n = len(self._on)
+        self._since = [None] * n   # t at which the evidence against the state began
+        self._count = [0] * n      # decisions since then
 
     def update(self, t: float, proba) -> list:
-        p = np.asarray(proba, dtype=np.float64)
-        # evidence for a change: above `on` while off, below `off` while on
-        against = np.where(self.active, p < self.off, p >= self.on)
-        self._since[~against] = np.nan
-        self._count[~against] = 0
-        start = against & np.isnan(self._since)
-        self._since[start] = t
-        self._count[against] += 1
-        if self.persist_beats is not None:
-            flip = against & (self._count >= self.persist_beats)
-        else:
-            flip = against & (t - self._since >= self.persist_s - 1e-9)
+        p = proba.tolist() if isinstance(proba, np.ndarray) else [float(v) for v in proba]
+        t = float(t)
         states = []
-        for j in range(len(p)):
-            if flip[j]:
-                self.active[j] = not self.active[j]
-                self._since[j], self._count[j] = np.nan, 0
-                self.n_changes += 1
-                states.append(ONSET if self.active[j] else CLEARED)
+        for j, pj in enumerate(p):
+            act = self._active[j]
+            # evidence for a change: above `on` while off, below `off` while on
+            if (pj < self._off[j]) if act else (pj >= self._on[j]):
+                if self._since[j] is None:
+                    self._since[j] = t
+                self._count[j] += 1
+                if self.persist_beats is not None:
+                    flip = self._count[j] >= self.persist_beats
+                else:
+                    flip = t - self._since[j] >= self.persist_s - 1e-9
+                if flip:
+                    act = self._active[j] = not act
+                    self._since[j], self._count[j] = None, 0
+                    self.n_changes += 1
+                    states.append(ONSET if act else CLEARED)
+                    continue
             else:
-                states.append(ONGOING if self.active[j] else OFF)
+                self._since[j], self._count[j] = None, 0
+            states.append(ONGOING if act else OFF)
         return states
 
 
@@ -119,7 +127,9 @@ class RollingDecision:
         self.primary = primary if primary is not None else (self.labels[0] if self.labels else None)
         self.alarm = AlarmState(self.thresholds, persist_s=persist_s, persist_beats=persist_beats,
                                 hysteresis=hysteresis)
-        self._hist: deque = deque(maxlen=self.n_beats)
+        # the last n_beats probabilities as rows of a ring (median and mean ignore the order)
+        self._ring = np.zeros((self.n_beats, len(self.labels)))
+        self._filled = 0
         self._n_added = 0
 
     @classmethod
@@ -130,24 +140,25 @@ class RollingDecision:
         return cls(card.labels, thresholds, operating_point=name, **kw)
 
     def reset(self) -> None:
-        self._hist.clear()
+        self._filled = 0
         self.alarm.reset()
 
     def __len__(self):
-        return len(self._hist)
+        return min(self._filled, self.n_beats)
 
     def add(self, proba, t: float | None = None) -> dict | None:
         """Add one beat's probabilities (label order) at signal time ``t`` (s); the decision
         once enough beats. Without ``t`` a beat counts as one second."""
-        self._hist.append(np.asarray(proba, dtype=np.float64))
+        self._ring[self._filled % self.n_beats] = proba
+        self._filled += 1
         t = float(self._n_added) if t is None else t
         self._n_added += 1
-        if len(self._hist) < self.min_beats:
+        if len(self) < self.min_beats:
             return None
         return self.current(t)
 
     def aggregate(self) -> np.ndarray:
-        h = np.stack(self._hist)
+        h = self._ring[:len(self)]
         if self.method == "median":
             s, k = np.sort(h, axis=0), len(h)
             return 0.5 * (s[(k - 1) // 2] + s[k // 2])  # np.median, without its overhead
@@ -156,9 +167,9 @@ class RollingDecision:
     def current(self, t: float) -> dict:
         agg = self.aggregate()
         states = self.alarm.update(t, agg)
-        positive = [l for l, a in zip(self.labels, self.alarm.active) if a]
+        positive = [l for l, a in zip(self.labels, self.alarm._active) if a]
         out = {"probabilities": dict(zip(self.labels, np.round(agg, 6).tolist())),
-               "labels": positive, "n_beats": len(self._hist)}
+               "labels": positive, "n_beats": len(self)}
         if self.primary is not None:
             out["state"] = states[self.labels.index(self.primary)]
         out["operating_point"] = self.operating_point
