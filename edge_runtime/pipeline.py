@@ -279,12 +279,12 @@ class Pipeline:
             # after a bad stretch the detector starts afresh from the first good block, so
             # a lead-off or saturation transient does not set its threshold for seconds
             self.detector = StreamingBeatDetector(self.fs, **self.detector_kwargs)
-            self._det_offset = max(restart_at, self._buf_start)
+            self._det_offset = int(max(restart_at, self._buf_start))
             feed = self._buf[self._det_offset - self._buf_start:]
 
         # 4. beats -> 5. windows -> 6. decisions
         for r in self.detector.push(feed):
-            r += self._det_offset
+            r = int(r) + self._det_offset  # plain ints: numpy scalars make every round() below slow
             if r - self._last_r >= self.detector.refractory:
                 self._last_r = r
                 events.extend(self._beat(r))
