@@ -111,7 +111,8 @@ class StreamResampler:
         h = np.concatenate([h, np.zeros(self.k * self.up - len(h))])
         # phases[p, i] multiplies x[n0 - i] for output phase p
         self.phases = h.reshape(self.k, self.up).T.copy()
-        self._rev = self.phases[:, ::-1].copy()  # taps in input order, for the sliding-window view
+        self._rev = self.phases[:, ::-1].copy()  # taps in input order (a window of buf, oldest first)
+        self._taps_at = np.arange(self.k)
         self.delay_s = (self.n_taps - 1) / 2 / (self.fs_in * self.up) if not self.identity else 0.0
         self.reset()
 
@@ -141,16 +142,16 @@ class StreamResampler:
             return np.zeros(0, dtype=np.float32)
         k_up = m * self.down
         n0, phase = k_up // self.up, k_up % self.up
-        # output m needs buf[c - k + 1 .. c] (c = n0 - first_in): a row of the sliding-window
-        # view. An output not produced yet has n0 >= the last input before this chunk, so
-        # c >= k - 1 always (the history starts as zeros: before the first input the stream
-        # is zero)
+        # output m needs the window buf[c - k + 1 .. c] (c = n0 - first_in). An output not
+        # produced yet has n0 >= the last input before this chunk, so c >= k - 1 always (the
+        # history starts as zeros: before the first input the stream is zero)
         start = (n0 - first_in) - (self.k - 1)
-        win = np.lib.stride_tricks.sliding_window_view(buf, self.k)
-        if self.up == 1:  # plain decimation (500 -> 100 Hz): one phase, a strided view, one matvec
-            rows = win[start[0]::self.down][:len(m)]
-            return (rows @ self._rev[0]).astype(np.float32)
-        return np.einsum("mk,mk->m", win[start], self._rev[phase]).astype(np.float32)
+        if self.up == 1:  # plain decimation (500 -> 100 Hz): one phase, one C-level correlation
+            a = int(start[0])
+            seg = buf[a: a + (len(m) - 1) * self.down + self.k]
+            return np.correlate(seg, self._rev[0], "valid")[::self.down].astype(np.float32)
+        taps = buf[start[:, None] + self._taps_at]
+        return np.einsum("mk,mk->m", taps, self._rev[phase]).astype(np.float32)
 
 
 def resample(x, fs_in: float, fs_out: float = MODEL_FS, axis: int = -1) -> np.ndarray:
