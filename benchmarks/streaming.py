@@ -54,8 +54,9 @@ def write_wfdb16(stem, signal_mv, fs: float, lead: str = "I", gain: float = 1000
     counts.tofile(str(stem) + ".dat")
     n = len(counts)
     first = int(counts[0]) if n else 0
+    checksum = (int(counts.astype(np.int64).sum()) + 32768) % 65536 - 32768  # WFDB: 16-bit sum of the samples
     Path(str(stem) + ".hea").write_text(
-        f"{stem.name} 1 {fs:g} {n}\n{stem.name}.dat 16 {gain:g}(0)/mV 16 0 {first} 0 0 {lead}\n")
+        f"{stem.name} 1 {fs:g} {n}\n{stem.name}.dat 16 {gain:g}(0)/mV 16 0 {first} {checksum} 0 {lead}\n")
     return stem
 
 
