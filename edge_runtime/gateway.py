@@ -1,10 +1,15 @@
-"""Many wearables in one process: one reader thread per device, one processing thread for all.
+"""Many wearables in one process: one I/O thread for the pollable devices, one processing thread for all.
 
 Why this shape:
 
-* Sources are blocking iterators (pyserial reads, BLE bridged through a queue,
-  paced replays), so each gets its own **reader thread**; it only moves items
-  into the device's bounded queue and never touches numpy state.
+* Serial ports, ptys and TCP links (``socket://``) are *pollable*: their sources
+  are steps generators (:mod:`.sources.steps`) that never block, and **one I/O
+  thread** (:class:`~.gateway_io.IoLoop`, a selector) reads them all, moving
+  items into each device's bounded queue. The other sources block by nature
+  (BLE bridged from asyncio, paced replays and simulators): each gets its own
+  **reader thread** doing the same. Neither touches numpy state. (One thread
+  per TCP device made 100 threads contend for the GIL with the processing
+  thread: the decision latency's tail grew with N.)
 * All pipelines run on **one processing thread** that visits the device queues
   round-robin, at most ``budget`` items per device per round. The one shared
   :class:`~.interpreter.TFLiteModel` is therefore never used from two threads
@@ -19,9 +24,13 @@ Why this shape:
   core), and its XNNPACK graph cannot be resized to a batch. Scoring happens
   inside each pipeline when its beat completes, which also keeps the decision
   latency free of a batching wait.
-* A device whose source fails (lost after its retries, not found) or whose
-  pipeline raises is reported (``link``/``error`` events with its id) and
-  stopped; the others continue.
+* A device whose source is lost after its retries is **restarted** with capped
+  exponential backoff (1, 2, 4 ... s, at most ``restart_cap_s``, 60 s by
+  default), said on stderr and in ``link`` events (``kind: "restarting"``), for
+  as long as the gateway runs; ``restart: false`` (``--no-restart``) stops it
+  instead. A source not found at start (a wrong port) and a pipeline that raises
+  are reported (``error`` events with its id) and that device stops; the others
+  continue.
 
 Every event leaves through :meth:`Gateway.emit` with ``"device": id`` added:
 to the JSON Lines writer and to each *sink* (web view, MQTT, LSL). A sink has
@@ -38,8 +47,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .gateway_io import IoLoop
 from .pipeline import Pipeline
 from .sources.base import DeviceLost, SourceError, SourceNotFound
+from .sources.steps import Wait, run_blocking
 from .stream import Chunk, LinkEvent
 
 __all__ = ["DeviceSpec", "Device", "Gateway"]
@@ -60,8 +71,14 @@ class DeviceSpec:
 class Device:
     """A device's source, pipeline, recorder, queue and state (used by :class:`Gateway`)."""
 
-    def __init__(self, spec: DeviceSpec, source, pipeline: Pipeline, recorder=None, queue_size: int = 256):
+    #: first restart delay (s); it doubles per failed restart up to ``restart_cap_s``
+    RESTART_FIRST_S = 1.0
+
+    def __init__(self, spec: DeviceSpec, source, pipeline: Pipeline, recorder=None, queue_size: int = 256,
+                 restart: bool = True, restart_cap_s: float = 60.0):
         self.id, self.spec, self.source, self.pipeline, self.recorder = spec.id, spec, source, pipeline, recorder
+        self.restart, self.restart_cap_s = bool(restart), float(restart_cap_s)
+        self.restarts = 0
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.thread: threading.Thread | None = None
         self.state = "starting"   # connected | reconnecting | disconnected | lost | ended | failed
@@ -82,6 +99,7 @@ class Gateway:
         self.budget, self.max_seconds = int(budget), max_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._io: IoLoop | None = None
         self.t_start = time.time()
 
     # ------------------------------------------------------------------ output
@@ -97,11 +115,50 @@ class Gateway:
 
     # ------------------------------------------------------------------ threads
 
+    def device_steps(self, dev: Device):
+        """``dev``'s source as a steps generator, restarted when it is lost (see the module doc)."""
+        attempt, delivered = 0, 0
+        while True:
+            try:
+                yield from dev.source.steps()
+                return
+            except SourceError as exc:
+                # lost after its retries, or (while restarting) not back yet; anything else (a port
+                # that was never there, a file that cannot be read) is not cured by waiting
+                lost = isinstance(exc, DeviceLost) or (dev.restarts and isinstance(exc, SourceNotFound))
+                if not (lost and dev.restart) or self._stop.is_set() or dev.source._closed:
+                    raise
+                if dev.source.stats["chunks"] > delivered:  # it streamed since the last restart
+                    attempt = 0
+                delivered = dev.source.stats["chunks"]
+                delay = min(dev.restart_cap_s, dev.RESTART_FIRST_S * 2 ** attempt)
+                attempt += 1
+                dev.restarts += 1
+                log.warning("device %s: %s; restarting it in %g s (attempt %d; the gateway keeps "
+                            "retrying, up to every %g s)", dev.id, exc, delay, attempt, dev.restart_cap_s)
+                yield LinkEvent("restarting", {"attempt": attempt, "delay_s": delay, "reason": str(exc)},
+                                discontinuity=True)
+                yield Wait(None, delay)
+                if self._stop.is_set() or dev.source._closed:
+                    return
+
+    def _ended(self, dev: Device, exc) -> None:
+        """A device's source has ended for good: ``exc`` None (normally) or why."""
+        if exc is None:
+            return
+        if isinstance(exc, SourceNotFound):
+            dev.error, dev.exit_code = str(exc), 4
+        elif isinstance(exc, (DeviceLost, SourceError)):
+            dev.error, dev.exit_code = str(exc), 5
+        else:  # a bug in one source must not stop the gateway
+            log.error("device %s: source failed", dev.id, exc_info=exc)
+            dev.error, dev.exit_code = f"{type(exc).__name__}: {exc}", 5
+
     def _reader(self, dev: Device) -> None:
-        """Move the source's items into the device queue; any ending is one _END marker."""
+        """A blocking source's thread: move its items into the device queue; any ending is one _END."""
         try:
             with dev.source:
-                for item in dev.source:
+                for item in run_blocking(self.device_steps(dev)):
                     if self._stop.is_set():
                         break
                     while True:  # a full queue: this device waits, the others do not
@@ -112,15 +169,8 @@ class Gateway:
                             if self._stop.is_set():
                                 return
                     self._wake.set()
-        except DeviceLost as exc:
-            dev.error, dev.exit_code = str(exc), 5
-        except SourceNotFound as exc:
-            dev.error, dev.exit_code = str(exc), 4
-        except SourceError as exc:
-            dev.error, dev.exit_code = str(exc), 5
-        except Exception as exc:  # a bug in one source must not stop the gateway
-            log.exception("device %s: source failed", dev.id)
-            dev.error, dev.exit_code = f"{type(exc).__name__}: {exc}", 5
+        except Exception as exc:
+            self._ended(dev, exc)
         finally:
             while True:
                 try:
@@ -136,6 +186,8 @@ class Gateway:
         self._stop.set()
         for d in self.devices:
             d.source.stop()
+        if self._io is not None:
+            self._io.poke()
         self._wake.set()
 
     # ------------------------------------------------------------------ processing
@@ -148,7 +200,8 @@ class Gateway:
             dev.recorder.write(item)
         if isinstance(item, LinkEvent):
             dev.state = {"connected": "connected", "reconnected": "connected", "hello": dev.state,
-                         "reconnecting": "reconnecting", "disconnected": "disconnected",
+                         "reconnecting": "reconnecting", "restarting": "reconnecting",
+                         "disconnected": "disconnected",
                          "lost": "lost", "end": "ended"}.get(item.kind, dev.state)
         events = dev.pipeline.handle(item)
         if isinstance(item, Chunk):
@@ -186,6 +239,8 @@ class Gateway:
                 log.error("device %s: recording: %s", dev.id, exc)
         summary = dev.pipeline.summary(dev.source.stats, wall_s=time.perf_counter() - dev.t_started)
         summary["source"] = dev.source.name
+        if dev.restarts:
+            summary["restarts"] = dev.restarts
         if self.model is not None:
             summary["model"] = self.model.card.name
         if dev.recorder is not None:
@@ -218,9 +273,14 @@ class Gateway:
             start = getattr(s, "start", None)
             if start is not None:
                 start(self)
+        polled = [d for d in self.devices if d.source.pollable]
+        if polled:
+            self._io = IoLoop(polled, self.device_steps, self._ended, _END, self._wake.set, self._stop)
+            self._io.start()
         for d in self.devices:
-            d.thread = threading.Thread(target=self._reader, args=(d,), name=f"dev-{d.id}", daemon=True)
-            d.thread.start()
+            if not d.source.pollable:
+                d.thread = threading.Thread(target=self._reader, args=(d,), name=f"dev-{d.id}", daemon=True)
+                d.thread.start()
         try:
             while not all(d.done for d in self.devices):
                 self._wake.wait(0.2)
@@ -265,6 +325,8 @@ class Gateway:
 
     def _wait_readers(self, timeout: float) -> None:
         t_end = time.monotonic() + timeout
+        if self._io is not None:
+            self._io.join(timeout)
         for d in self.devices:
             if d.thread is not None:
                 d.thread.join(max(0.0, t_end - time.monotonic()))

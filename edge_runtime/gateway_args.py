@@ -18,7 +18,7 @@ __all__ = ["GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "sp
 GATEWAY_FORMAT = "selfmis-gateway-config"
 SOURCE_FLAGS = ("--port", "--ble", "--replay", "--simulate")
 _REPEATABLE = SOURCE_FLAGS + ("--device-id",)
-_GATEWAY_FLAGS = ("--device-id", "--serve", "--mqtt", "--lsl")
+_GATEWAY_FLAGS = ("--device-id", "--serve", "--mqtt", "--lsl", "--no-restart", "--restart-cap")
 
 EPILOG = """\
 several devices and outlets (gateway mode):
@@ -52,6 +52,11 @@ def add_arguments(parser) -> None:
     g.add_argument("--mqtt-spool", metavar="DIR",
                    help="store-and-forward folder for decisions while the broker is away "
                         "(default: a folder under $XDG_STATE_HOME or ~/.local/state)")
+    g.add_argument("--no-restart", action="store_true",
+                   help="a device lost after its --retries stays stopped (default: the gateway restarts it "
+                        "with capped exponential backoff, 1 s doubling up to --restart-cap)")
+    g.add_argument("--restart-cap", type=float, default=60.0, metavar="S",
+                   help="longest wait between restarts of a lost device (default 60 s)")
     g.add_argument("--lsl", action="store_true", help="open LSL outlets (ECG + markers) per device (pylsl)")
 
 

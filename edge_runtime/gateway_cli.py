@@ -200,6 +200,8 @@ def main(argv, cli) -> int:
             return cli._usage(parser, f"device {s.id}: ascii applies to a serial port only")
         if s.options.get("fast") and not ("replay" in s.options or "simulate" in s.options):
             return cli._usage(parser, f"device {s.id}: fast applies to replay and simulate only")
+    if args.restart_cap <= 0:
+        return cli._usage(parser, "--restart-cap must be > 0 seconds")
     if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1:
         return cli._usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
     if (args.persist_s or 0) < 0 or (args.hysteresis or 0) < 0 or (args.persist_beats is not None
@@ -247,7 +249,9 @@ def main(argv, cli) -> int:
                 return cli.EXIT_USAGE
         pipe = Pipeline(model, every_k_beats=args.every_k_beats, n_beats=args.decision_beats,
                         decision_kwargs=decision)
-        devices.append(Device(s, source, pipe, recorder))
+        restart = s.options.get("restart", (cfg or {}).get("restart", True)) and not args.no_restart
+        cap = s.options.get("restart_cap_s", (cfg or {}).get("restart_cap_s", args.restart_cap))
+        devices.append(Device(s, source, pipe, recorder, restart=restart, restart_cap_s=cap))
     try:
         sinks = _outlets(args, cfg, model)
     except ValueError as exc:

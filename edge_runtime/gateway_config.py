@@ -25,7 +25,12 @@ URLs and file names) and exactly one source key: ``port`` (serial device or
 pyserial URL such as ``socket://host:port``), ``ble``, ``replay`` or
 ``simulate``. Per-device options: ``baud``, ``ascii``, ``fs``, ``uv_per_lsb``,
 ``lead``, ``retries``, ``connect_timeout``, ``fast``, ``speed``, ``record``,
-``wait_for_device`` (seconds to wait for an absent port, as ``--wait-for-device``).
+``wait_for_device`` (seconds to wait for an absent port, as ``--wait-for-device``),
+``restart`` (default true: a device lost after its ``retries`` is restarted with
+capped exponential backoff, as long as the gateway runs; false: it stays
+stopped, as ``--no-restart``) and ``restart_cap_s`` (the longest wait between
+restarts, default 60); ``restart`` and ``restart_cap_s`` may also be given at
+the top level for every device.
 Relative paths are relative to the config file. Every error names the file and
 the JSON path of the offending value (``gateway.json: devices[2].baud: ...``).
 """
@@ -54,14 +59,16 @@ _DEVICE_KEYS = {
     "fs": (_NUM, lambda v: v > 0), "uv_per_lsb": (_NUM, lambda v: v > 0), "lead": (str, None),
     "retries": (int, lambda v: v >= 0), "connect_timeout": (_NUM, lambda v: v > 0),
     "fast": (bool, None), "speed": (_NUM, lambda v: v > 0), "record": (str, None),
-    "wait_for_device": (_NUM, lambda v: v > 0),
+    "wait_for_device": (_NUM, lambda v: v > 0), "restart": (bool, None),
+    "restart_cap_s": (_NUM, lambda v: v > 0),
 }
 _TOP_KEYS = {
     "format": (str, None), "format_version": (int, None), "model": ((str, type(None)), None),
     "threads": (int, lambda v: v >= 1), "decision_beats": (int, lambda v: v >= 1),
     "every_k_beats": (int, lambda v: v >= 1), "record_root": (str, None), "devices": (list, None),
     "serve": ((dict, str, type(None)), None), "mqtt": ((dict, str, type(None)), None),
-    "lsl": (bool, None), "max_seconds": (_NUM, lambda v: v > 0),
+    "lsl": (bool, None), "max_seconds": (_NUM, lambda v: v > 0), "restart": (bool, None),
+    "restart_cap_s": (_NUM, lambda v: v > 0),
 }
 _SERVE_KEYS = {"bind": (str, None), "token": ((str, type(None)), None), "insecure": (bool, None)}
 _MQTT_KEYS = {"url": (str, None), "ca": ((str, type(None)), None), "cert": ((str, type(None)), None),

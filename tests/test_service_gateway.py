@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from service_support import EDGE_RUN, events, free_port, of, start_sim_tcp, kill
+from service_support import EDGE_RUN, SIM, events, free_port, kill, of, start_edge, start_sim_tcp, wait_for
 from test_edge_support import quiet_env, record_path, model_bundle
 
 from selfmis.edge_runtime import cli, gateway_args
@@ -133,8 +133,9 @@ def _garbage_server(port_holder, stop, seconds=3.0):
 
 @needs_data
 def test_a_flooding_then_vanishing_device_leaves_the_others_alone(bundle, tmp_path):
-    """Device 'noise' floods garbage then disappears (lost, exit 5); 'good' streams in real
-    time through its own TCP virtual device and gets exactly the decisions of a lone run."""
+    """Device 'noise' floods garbage then disappears (lost, exit 5 with --no-restart); 'good' streams
+    in real time through its own TCP virtual device (both read by the one I/O thread) and gets
+    exactly the decisions of a lone run."""
     port, stop = [], threading.Event()
     t = threading.Thread(target=_garbage_server, args=(port, stop), daemon=True)
     t.start()
@@ -144,7 +145,7 @@ def test_a_flooding_then_vanishing_device_leaves_the_others_alone(bundle, tmp_pa
     try:
         r = subprocess.run(EDGE_RUN + ["--port", f"socket://127.0.0.1:{port[0]}", "--device-id", "noise",
                                        "--port", url, "--device-id", "good", "--retries", "0",
-                                       "--model", bundle], capture_output=True, text=True,
+                                       "--no-restart", "--model", bundle], capture_output=True, text=True,
                            env=quiet_env(tmp_path), timeout=120)
     finally:
         stop.set()
@@ -163,3 +164,52 @@ def test_a_flooding_then_vanishing_device_leaves_the_others_alone(bundle, tmp_pa
     for a, b in zip(got, ref):
         assert a["labels"] == b["labels"]
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-3
+
+
+@needs_data
+def test_a_lost_device_is_restarted_with_backoff_until_it_is_back(bundle, tmp_path):
+    """A TCP device dies (its retries run out), stays away for a few restart attempts, comes back on the
+    same port: the gateway says so on stderr and in link events, and its decisions resume; the other
+    device streams on throughout."""
+    port = free_port()
+    sim_a, url_a = start_sim_tcp([MI_500, "--speed", "1", "--loop"], tmp_path)
+    sim_b = subprocess.Popen(SIM + [MI_500, "--speed", "1", "--loop", "--tcp", str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=quiet_env(tmp_path))
+    assert sim_b.stdout.readline().startswith("socket://")
+    gw = start_edge(["--port", url_a, "--device-id", "steady", "--port", f"socket://127.0.0.1:{port}",
+                     "--device-id", "flaky", "--retries", "0", "--restart-cap", "2", "--model", bundle],
+                    tmp_path)
+    lines: list = []
+    reader = threading.Thread(target=lambda: lines.extend(gw.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: of(events("".join(lines)), "decision", "flaky"), 60, "flaky's first decision")
+        kill(sim_b)  # gone: reconnect fails (retries 0), then restarts at 1, 2, 2 ... s
+        wait_for(lambda: len([e for e in of(events("".join(lines)), "link", "flaky")
+                              if e["kind"] == "restarting"]) >= 3, 30, "three restart attempts")
+        n_before = len(of(events("".join(lines)), "decision", "flaky"))
+        sim_b = subprocess.Popen(SIM + [MI_500, "--speed", "1", "--loop", "--tcp", str(port)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=quiet_env(tmp_path))
+        wait_for(lambda: len(of(events("".join(lines)), "decision", "flaky")) > n_before + 3, 60,
+                 "flaky's decisions after it came back")
+    finally:
+        gw.terminate()
+        try:
+            gw.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill(gw)
+        reader.join(5)
+        err = gw.stderr.read()
+        kill(sim_a)
+        kill(sim_b)
+    ev = events("".join(lines))
+    restarts = [e for e in of(ev, "link", "flaky") if e["kind"] == "restarting"]
+    assert [e["delay_s"] for e in restarts[:3]] == [1.0, 2.0, 2.0], restarts  # doubling, capped
+    assert "restarting it in 1 s" in err and "the gateway keeps retrying" in err, err
+    assert gw.returncode == 0, err  # stopped by SIGTERM, nothing failed for good
+    flaky = of(ev, "summary", "flaky")[0]
+    assert flaky["restarts"] >= 3 and flaky["decisions"] > 0
+    steady = of(ev, "summary", "steady")[0]
+    assert "restarts" not in steady and steady["decisions"] > 0
+    assert not of(ev, "error")

@@ -17,13 +17,13 @@ backend bridges its asyncio client through a bounded queue.
 """
 from __future__ import annotations
 
-import abc
 from typing import Iterator, Optional
 
 import numpy as np
 
 from ..stream import Chunk, Item, LinkEvent
 from .rate import RateWatch
+from .steps import Call, Wait, run_blocking
 
 __all__ = [
     "Chunk", "LinkEvent", "Item", "Source", "SourceError", "SourceNotFound", "DeviceLost",
@@ -90,19 +90,20 @@ class DeviceLost(SourceError):
 
 
 class Backoff:
-    """Exponential reconnect delays: 0.5, 1, 2, 4... s, capped, at most ``retries`` tries."""
+    """Exponential reconnect delays: 0.5, 1, 2, 4... s, capped, at most ``retries`` tries
+    (``retries`` None: without end)."""
 
-    def __init__(self, retries: int = 6, first_s: float = 0.5, cap_s: float = 8.0):
+    def __init__(self, retries: int | None = 6, first_s: float = 0.5, cap_s: float = 8.0):
         self.retries, self.first_s, self.cap_s = retries, first_s, cap_s
 
     def delays(self):
-        d = self.first_s
-        for _ in range(self.retries):
+        d, n = self.first_s, 0
+        while self.retries is None or n < self.retries:
             yield d
-            d = min(self.cap_s, d * 2)
+            d, n = min(self.cap_s, d * 2), n + 1
 
 
-class Source(abc.ABC):
+class Source:
     """An iterator of :class:`Chunk` and :class:`LinkEvent`; use as a context manager.
 
     Subclasses set :attr:`name` (for logs), :attr:`lead` and :attr:`fs` (None
@@ -123,24 +124,54 @@ class Source(abc.ABC):
         #: live sources measure the rate they receive (see :mod:`.rate`); None: no check
         self.rate_watch = RateWatch(self.name) if check_rate else None
 
-    @abc.abstractmethod
-    def _iter(self) -> Iterator[Item]:
-        """Yield chunks and events until the source ends (or raise SourceError)."""
+    #: True when :meth:`steps` never blocks (it yields :class:`~.steps.Wait` / :class:`~.steps.Call`
+    #: instead), so the gateway can drive it from its one selector thread
+    pollable: bool = False
 
-    def __iter__(self) -> Iterator[Item]:
+    def _iter(self) -> Iterator[Item]:
+        """Yield chunks and events until the source ends (or raise SourceError); may block."""
+        raise NotImplementedError
+
+    def _steps(self):
+        """The source as a steps generator (see :mod:`.steps`); by default :meth:`_iter`,
+        which blocks (such a source gets its own thread in the gateway)."""
+        return self._iter()
+
+    def steps(self):
+        """Items and I/O requests (:class:`~.steps.Wait`, :class:`~.steps.Call`), rate-checked and
+        counted; a driver answers the requests (:func:`~.steps.run_blocking`, the gateway's I/O loop)."""
         watch = self.rate_watch
         if watch is not None:
             watch.name = self.name
-        for item in self._iter():
-            for it in (watch.process(item) if watch is not None else (item,)):
-                if isinstance(it, Chunk):
-                    self.stats["chunks"] += 1
-                    self.stats["samples"] += len(it.samples)
-                    if watch is not None and watch.locked and not self.fs:
-                        self.fs = watch.locked
-                yield it
-            if self._closed:
-                return
+        gen = self._steps()
+        value = exc = None
+        try:
+            while True:
+                try:
+                    x = gen.throw(exc) if exc is not None else gen.send(value)
+                except StopIteration:
+                    return
+                value = exc = None
+                if isinstance(x, (Wait, Call)):
+                    try:
+                        value = yield x
+                    except Exception as e:  # a Call's exception goes back to where it was asked
+                        exc = e
+                    continue
+                for it in (watch.process(x) if watch is not None else (x,)):
+                    if isinstance(it, Chunk):
+                        self.stats["chunks"] += 1
+                        self.stats["samples"] += len(it.samples)
+                        if watch is not None and watch.locked and not self.fs:
+                            self.fs = watch.locked
+                    yield it
+                if self._closed:
+                    return
+        finally:
+            gen.close()
+
+    def __iter__(self) -> Iterator[Item]:
+        return run_blocking(self.steps())
 
     def stop(self) -> None:
         """Ask the iteration to end soon (thread-safe); resources are released by close()."""

@@ -43,6 +43,7 @@ from selfmis.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, SampleR
 
 from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
+from .steps import Call, Wait
 
 __all__ = ["SerialSource", "raw_reader"]
 
@@ -51,6 +52,31 @@ log = logging.getLogger("selfmis.edge_runtime")
 #: bytes per read: ~0.4 s of binary frames or ~0.8 s of ASCII lines at 500 Hz, so a backlog is
 #: worked off in pieces like replay's 2-s chunks (each decision waits for at most one piece)
 _READ_MAX = 4096
+
+
+def _nonblocking_read(ser):
+    """``(fd, read_now)`` for a port with a file descriptor (pty, tty) or a socket (``socket://``):
+    ``read_now()`` takes whatever has arrived, in one call, once ``fd`` is readable; ``(None, None)``
+    for other ports (Windows COM, rfc2217), which only pyserial's own reads can serve."""
+    sock = getattr(ser, "_socket", None)
+    if sock is not None:
+        def read_sock():
+            data = sock.recv(_READ_MAX)
+            if not data:
+                raise OSError("connection closed by the device")
+            return data
+        return sock.fileno(), read_sock
+    try:
+        fd = ser.fileno()
+    except Exception:  # not a POSIX port
+        return None, None
+
+    def read_fd():
+        data = os.read(fd, _READ_MAX)
+        if not data:  # readable but empty: the other end is gone (pty closed, USB unplugged)
+            raise OSError("device reports readiness to read but returned no data")
+        return data
+    return fd, read_fd
 
 
 def raw_reader(ser, timeout_s: float):
@@ -62,31 +88,12 @@ def raw_reader(ser, timeout_s: float):
     and take everything in one call. Other ports (Windows COM, rfc2217) fall back
     to ``in_waiting``.
     """
-    sock = getattr(ser, "_socket", None)
-    if sock is not None:
-        def read_sock():
-            r, _, _ = select.select([sock], [], [], timeout_s)
-            if not r:
-                return b""
-            data = sock.recv(_READ_MAX)
-            if not data:
-                raise OSError("connection closed by the device")
-            return data
-        return read_sock
-    try:
-        fd = ser.fileno()
-    except Exception:  # not a POSIX port
-        fd = None
+    fd, read_now = _nonblocking_read(ser)
     if fd is not None:
-        def read_fd():
+        def read():
             r, _, _ = select.select([fd], [], [], timeout_s)
-            if not r:
-                return b""
-            data = os.read(fd, _READ_MAX)
-            if not data:  # readable but empty: the other end is gone (pty closed, USB unplugged)
-                raise OSError("device reports readiness to read but returned no data")
-            return data
-        return read_fd
+            return read_now() if r else b""
+        return read
 
     def read_pyserial():
         return ser.read(ser.in_waiting or 1)
@@ -158,14 +165,15 @@ class SerialSource(Source):
         return ser
 
     def _wait_and_open(self):
-        """Open the port; with ``wait_for_device_s``, wait for it to appear first."""
+        """Open the port (a steps generator: see :mod:`.steps`); with ``wait_for_device_s``,
+        wait for it to appear first."""
         if self.wait_for_device_s is None:
-            return self._open()
+            return (yield Call(self._open))
         deadline = time.monotonic() + self.wait_for_device_s
         waiting_since = denied_since = None
         while True:
             try:
-                ser = self._open()
+                ser = yield Call(self._open)
             except _PortPermission:
                 now = time.monotonic()
                 denied_since = denied_since or now
@@ -186,7 +194,7 @@ class SerialSource(Source):
                 return ser
             if self._closed:
                 raise SourceNotFound(f"{self.port}: closed while waiting for the device")
-            time.sleep(self.WAIT_POLL_S)
+            yield Wait(None, self.WAIT_POLL_S)
 
     def close(self) -> None:
         super().close()
@@ -203,9 +211,14 @@ class SerialSource(Source):
 
     # -- reading -------------------------------------------------------------
 
-    def _iter(self):
+    @property
+    def pollable(self) -> bool:
+        """A pty/tty path or ``socket://``: a file descriptor to select on (see :func:`_nonblocking_read`)."""
+        return self.port.startswith("/") or self.port.lower().startswith("socket://")
+
+    def _steps(self):
         import serial
-        self._wait_and_open()
+        yield from self._wait_and_open()
         yield LinkEvent("connected", {"port": self.port, "baud": self.baud})
         parser = self._make_parser()
         while not self._closed:
@@ -235,11 +248,11 @@ class SerialSource(Source):
             self._ser = None
         for i, delay in enumerate(self.backoff.delays(), 1):
             yield LinkEvent("reconnecting", {"port": self.port, "attempt": i, "delay_s": delay})
-            time.sleep(delay)
+            yield Wait(None, delay)
             if self._closed:
                 return False
             try:
-                self._open()
+                yield Call(self._open)
             except SourceError:
                 continue
             self.stats["reconnects"] += 1
@@ -249,10 +262,16 @@ class SerialSource(Source):
         return False
 
     def _read_until_lost(self, parser):
-        read = raw_reader(self._ser, self.read_timeout_s)
+        fd, read_now = _nonblocking_read(self._ser)
+        blocking = raw_reader(self._ser, self.read_timeout_s) if fd is None else None
+        token = id(self._ser)
         last_byte = time.monotonic()
         while not self._closed:
-            data = read()
+            if blocking is not None:  # no descriptor: pyserial's read (this source is not pollable)
+                data = blocking()
+            else:
+                ready = yield Wait(fd, self.read_timeout_s, token)
+                data = read_now() if ready else b""
             now = time.monotonic()
             if not data:
                 self._check_silence(now)

@@ -1,0 +1,295 @@
+"""The gateway's one I/O thread: every pollable device (TCP, pty, tty) read from one selector.
+
+With a reader thread per device, 100 wearables meant 100 threads waking ~10
+times a second each and contending for the GIL with the processing thread: the
+decision latency's tail grew with N (p99 17.7 / 31.9 ms at N = 100 in two runs,
+``benchmarks/results/gateway``). Here one thread waits on all descriptors at
+once (:mod:`selectors`: epoll on Linux) and advances each device's steps
+generator (:mod:`.sources.steps`) only when its descriptor is readable, its
+timer is due or a blocking call it asked for (an ``open``, a TCP connect) has
+finished on the small helper pool.
+
+Isolation, as with threads:
+
+* a device advances at most :attr:`IoLoop.TURN` items per turn, then the others
+  get theirs (a flooding device cannot starve the loop);
+* items go into the device's own bounded queue; when it is full the device is
+  *parked* (its descriptor is not read, so the OS buffer and then TCP flow
+  control hold its sender back) until the processing thread drains it; the
+  others keep flowing;
+* a device that fails raises inside its own generator: it ends (an ``_END`` in
+  its queue, with its error) or is restarted by its generator (see
+  :meth:`.gateway.Gateway.device_steps`); the loop goes on.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from .sources.steps import Call, Wait
+
+__all__ = ["IoLoop"]
+
+log = logging.getLogger("selfmis.edge_runtime")
+
+
+class _State:
+    """The loop's bookkeeping for one device."""
+
+    __slots__ = ("dev", "steps", "send", "throw", "pending", "fd", "token", "timer", "parked", "queued",
+                 "ending", "done")
+
+    def __init__(self, dev, steps):
+        self.dev, self.steps = dev, steps
+        self.send = self.throw = self.pending = None
+        self.fd = self.token = None   # the descriptor registered for it, and the file behind it
+        self.timer = 0                 # id of its current timer; older heap entries are stale
+        self.parked = False            # its queue is full: not read until the processor drains it
+        self.queued = False            # in the run queue already
+        self.ending = False            # its generator has ended; the end marker is on its way
+        self.done = False              # the end marker is in its queue
+
+
+class IoLoop:
+    """Drive ``devices``' steps generators from one thread.
+
+    ``steps_of(dev)`` gives a device's generator; when it ends, ``ended(dev, exc)``
+    is called (``exc`` None: normally) and ``end_marker`` follows the device's last
+    item into its queue; ``wake()`` tells the processing thread there is work.
+    """
+
+    #: items one device may produce per turn before the others get theirs
+    TURN = 32
+    #: the longest the loop sleeps without looking at stop()
+    TICK_S = 0.2
+    #: how often a parked device looks at its queue again
+    PARKED_S = 0.005
+
+    def __init__(self, devices, steps_of, ended, end_marker, wake, stop_event: threading.Event,
+                 helpers: int = 4):
+        self.sel = selectors.DefaultSelector()
+        self._r, self._w = socket.socketpair()  # calls finishing / stop() wake the selector
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self.sel.register(self._r, selectors.EVENT_READ, None)
+        self.states = [_State(d, steps_of(d)) for d in devices]
+        self.ended, self.end_marker, self.wake, self.stop_event = ended, end_marker, wake, stop_event
+        self.pool = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="gateway-open")
+        self._called: deque = deque()   # (state, result, exception) of finished Calls (from pool threads)
+        self._timers: list = []          # heap of (due, seq, timer id, state)
+        self._seq = 0
+        self._parked: set = set()
+        self._run_q: deque = deque()
+        self.n_live = len(self.states)
+        self.thread = threading.Thread(target=self._run, name="gateway-io", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def poke(self) -> None:
+        """Wake the loop (thread-safe)."""
+        try:
+            self._w.send(b"\0")
+        except OSError:  # full (it will wake anyway) or closed (it has ended)
+            pass
+
+    # ------------------------------------------------------------------ registration
+
+    def _unregister(self, st: _State) -> None:
+        if st.fd is None:
+            return
+        key = self.sel.get_map().get(st.fd)
+        if key is not None and key.data is st:  # the number may belong to another device's new file now
+            self.sel.unregister(st.fd)           # (EpollSelector ignores a descriptor closed meanwhile)
+        st.fd = st.token = None
+
+    def _register(self, st: _State, fd: int, token) -> None:
+        if st.fd == fd and st.token == token:
+            return  # the usual case: the same descriptor as the last read, no system call
+        self._unregister(st)
+        key = self.sel.get_map().get(fd)
+        if key is not None:  # still registered for a file closed since: that owner's entry is stale
+            self.sel.unregister(fd)
+            if isinstance(key.data, _State):
+                key.data.fd = key.data.token = None
+        self.sel.register(fd, selectors.EVENT_READ, st)
+        st.fd, st.token = fd, token
+
+    def _set_timer(self, st: _State, delay: float) -> None:
+        st.timer += 1
+        self._seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + delay, self._seq, st.timer, st))
+
+    def _runnable(self, st: _State) -> None:
+        if not st.queued and not st.done:
+            st.queued = True
+            self._run_q.append(st)
+
+    # ------------------------------------------------------------------ advancing one device
+
+    def _end(self, st: _State, exc) -> None:
+        """The generator has ended (or must): release it; its end marker follows its items."""
+        st.ending = True
+        self._unregister(st)
+        st.timer += 1
+        try:
+            st.steps.close()
+        except Exception:  # closing must not take the loop down
+            log.exception("device %s: closing its source", st.dev.id)
+        try:
+            st.dev.source.close()
+        except Exception:
+            log.exception("device %s: closing its source", st.dev.id)
+        self.ended(st.dev, exc)
+
+    def _put_pending(self, st: _State) -> bool:
+        try:
+            st.dev.queue.put_nowait(st.pending)
+        except queue.Full:  # park: its descriptor is not read meanwhile, its sender is held back
+            st.parked = True
+            self._parked.add(st)
+            self._unregister(st)
+            return False
+        st.pending = None
+        return True
+
+    def _advance(self, st: _State) -> bool:
+        """Run ``st`` until it waits, parks or has had its turn; True when it wants another turn."""
+        produced = False
+        try:
+            for _ in range(self.TURN):
+                if st.pending is not None:
+                    if not self._put_pending(st):
+                        return False
+                    produced = True
+                if st.ending:
+                    st.pending = self.end_marker
+                    if self._put_pending(st):
+                        st.done, produced = True, True
+                        self.n_live -= 1
+                    return False
+                if st.dev.source._closed:  # stop() or --max-seconds: end now, not at the next read
+                    self._end(st, None)
+                    continue
+                send, throw = st.send, st.throw
+                st.send = st.throw = None
+                try:
+                    x = st.steps.throw(throw) if throw is not None else st.steps.send(send)
+                except StopIteration:
+                    self._end(st, None)
+                    continue
+                except Exception as exc:  # this device's failure; the loop and the others go on
+                    self._end(st, exc)
+                    continue
+                if isinstance(x, Wait):
+                    if x.fd is None:
+                        self._unregister(st)
+                    else:
+                        self._register(st, x.fd, x.token)
+                    self._set_timer(st, x.timeout)
+                    return False
+                if isinstance(x, Call):
+                    self._unregister(st)
+                    st.timer += 1
+                    fut = self.pool.submit(x.fn)
+                    fut.add_done_callback(lambda f, st=st: self._call_done(st, f))
+                    return False
+                st.pending = x
+            return True
+        finally:
+            if produced:
+                self.wake()
+
+    def _call_done(self, st: _State, fut) -> None:  # on a pool thread
+        exc = fut.exception()
+        self._called.append((st, None if exc is not None else fut.result(), exc))
+        self.poke()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        for st in self.states:
+            self._runnable(st)
+        try:
+            while self.n_live and not self.stop_event.is_set():
+                if self._run_q:
+                    timeout = 0.0
+                elif self._parked:
+                    timeout = self.PARKED_S
+                else:
+                    timeout = self.TICK_S
+                    if self._timers:
+                        timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
+                for key, _ in self.sel.select(timeout):
+                    st = key.data
+                    if st is None:
+                        try:
+                            while self._r.recv(4096):
+                                pass
+                        except BlockingIOError:
+                            pass
+                        continue
+                    st.timer += 1  # readable before its timeout: that timer is void
+                    st.send = True
+                    self._runnable(st)
+                while self._called:
+                    st, result, exc = self._called.popleft()
+                    st.send, st.throw = result, exc
+                    self._runnable(st)
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, tid, st = heapq.heappop(self._timers)
+                    if tid == st.timer:  # not superseded by readiness or a newer wait
+                        st.timer += 1
+                        st.send = False
+                        self._runnable(st)
+                for st in list(self._parked):
+                    if not st.dev.queue.full():
+                        st.parked = False
+                        self._parked.discard(st)
+                        self._runnable(st)
+                for _ in range(len(self._run_q)):  # one turn each; who wants more goes to the back
+                    st = self._run_q.popleft()
+                    st.queued = False
+                    if not st.done and self._advance(st):
+                        self._runnable(st)
+        except Exception:  # a bug here must not hang the gateway: end every device with it
+            log.exception("gateway I/O loop failed")
+            for st in self.states:
+                if not st.ending:
+                    self._end(st, RuntimeError("the gateway's I/O loop failed"))
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """stop() or the end: every device ends with what it has queued, then its end marker
+        (waiting for room: the processing thread is draining meanwhile)."""
+        for st in self.states:
+            if st.done:
+                continue
+            if not st.ending:
+                self._end(st, None)
+            for item in (st.pending, self.end_marker):
+                while item is not None:
+                    try:
+                        st.dev.queue.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        if self.stop_event.is_set():  # the processing thread drains and finishes it
+                            break
+            st.done = True
+            self.wake()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sel.close()
+        self._r.close()
+        self._w.close()
