@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RollingDecision", "AlarmState", "DEFAULT_PERSIST_S", "DEFAULT_HYSTERESIS"]
+__all__ = ["RollingDecision", "AlarmState", "StateChanges", "DEFAULT_PERSIST_S", "DEFAULT_HYSTERESIS"]
 
 #: Default persistence span (seconds of signal) and hysteresis (logit units); see
 #: benchmarks/results/clinical for the alarm burden they give on PTB-XL.
@@ -174,3 +174,27 @@ class RollingDecision:
             out["state"] = states[self.labels.index(self.primary)]
         out["operating_point"] = self.operating_point
         return out
+
+
+class StateChanges:
+    """Which decision events change a device's alarms -- what the outlets pass on.
+
+    A decision is made every beat (or every ``every_k_beats``); the JSON Lines keep
+    every one. People and the systems they run (MQTT and Home Assistant, the web
+    view's alarm log, LSL markers) want the *state changes*: a label's alarm going
+    on or off. :meth:`change` returns ``{"onset": [...], "cleared": [...]}`` (labels,
+    card order) when the event's set of active labels differs from the device's
+    previous one -- its first decision with any label active included -- else None.
+    One instance per outlet (each keeps its own memory of what it has shown).
+    """
+
+    def __init__(self):
+        self._active: dict = {}
+
+    def change(self, device: str, event: dict) -> dict | None:
+        labels = list(event.get("labels") or ())
+        before = self._active.get(device, [])
+        self._active[device] = labels
+        onset = [l for l in labels if l not in before]
+        cleared = [l for l in before if l not in labels]
+        return {"onset": onset, "cleared": cleared} if onset or cleared else None

@@ -7,14 +7,16 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from service_support import Broker, Subscriber, events, kill, of, start_edge, start_sim_tcp, wait_for, EDGE_RUN
 from test_edge_support import quiet_env, record_path, model_bundle
 
 MI_500 = record_path(271, hr=True)
+NORM_500 = record_path(1, hr=True)
 pytestmark = [
-    pytest.mark.skipif(MI_500 is None, reason="no PTB-XL records available"),
+    pytest.mark.skipif(MI_500 is None or NORM_500 is None, reason="no PTB-XL records available"),
     pytest.mark.skipif(shutil.which("mosquitto") is None and not __import__("os").path.exists("/usr/sbin/mosquitto"),
                        reason="mosquitto not installed (.ci/run installs it)"),
 ]
@@ -45,22 +47,56 @@ def _decisions(sub, device):
     return out
 
 
-def test_every_decision_in_order_with_discovery_and_availability(broker, bundle, tmp_path):
+def mi_then_norm(tmp_path) -> str:
+    """Lead I of the MI record (00271) then of a NORM record (00001), 500 Hz, as one CSV: with
+    --persist-beats 1 the MI alarm goes on at ~6 s and clears at ~16 s (looped: again every 20 s)."""
+    from selfmis.readers import read_record
+    x = np.concatenate([read_record(MI_500).lead("I"), read_record(NORM_500).lead("I")])
+    path = tmp_path / "mi_then_norm.csv"
+    np.savetxt(path, np.c_[np.arange(len(x)) / 500.0, x], fmt="%.4f", delimiter=",", header="time_s,I_mV",
+               comments="")
+    return str(path)
+
+
+def alarm_changes(decisions):
+    """The decisions whose set of active labels differs from the one before (worked out here, not
+    with the outlet's own rule), as (t, labels, onset, cleared)."""
+    out, before = [], []
+    for d in decisions:
+        if sorted(d["labels"]) != sorted(before):
+            out.append((d["t"], d["labels"], [l for l in d["labels"] if l not in before],
+                        [l for l in before if l not in d["labels"]]))
+        before = d["labels"]
+    return out
+
+
+def test_onset_and_clear_in_order_not_every_beat_with_discovery(broker, bundle, tmp_path):
+    """A subscriber gets the MI onset and its clearing, in order, and nothing for the beats in
+    between; Home Assistant's MI binary sensor (the state topic) follows onset and cleared."""
     sub = Subscriber(broker.port, user="viewer", password="viewer-pass")
     try:
-        r = subprocess.run(EDGE_RUN + ["--replay", MI_500, "--fast", "--device-id", "bed1", "--model", bundle,
-                                       "--persist-beats", "1",  # a 10-s record: no 30-s persistence
+        r = subprocess.run(EDGE_RUN + ["--replay", mi_then_norm(tmp_path), "--fs", "500", "--units", "mV", "--fast",
+                                       "--device-id", "bed1", "--model", bundle,
+                                       "--persist-beats", "1",  # a 20-s record: no 30-s persistence
                                        "--quiet", "--mqtt-spool", str(tmp_path / "spool"), "--mqtt",
                                        f"mqtt://gw:gw-pass@127.0.0.1:{broker.port}/selfmis"],
                            capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)
         assert r.returncode == 0, r.stderr
         sent = of(events(r.stdout), "decision")
-        assert sent
-        got = wait_for(lambda: len(_decisions(sub, "bed1")) >= len(sent) and _decisions(sub, "bed1"), 10,
-                       "every decision")
-        assert [(d["t"], d["probabilities"], d["labels"]) for d in got] == \
-               [(d["t"], d["probabilities"], d["labels"]) for d in sent]
+        want = alarm_changes(sent)
+        assert any("MI" in on for _, _, on, _ in want) and any("MI" in off for _, _, _, off in want), want
+        got = wait_for(lambda: len(_decisions(sub, "bed1")) >= len(want) and _decisions(sub, "bed1"), 10,
+                       "the alarm changes")
+        assert [(d["t"], d["labels"], d["onset"], d["cleared"]) for d in got] == want
+        assert len(got) * 4 < len(sent), "ongoing decisions are not published"
+        assert not [d for d in got if d.get("state") == "ongoing"]
         assert [d["seq"] for d in got] == sorted(d["seq"] for d in got)
+        # the state topic (what Home Assistant's entities read): MI off -> on at the onset -> off when cleared
+        mi = [json.loads(p)["mi"] for p, _ in sub.on("selfmis/bed1/state")]
+        flips = [v for i, v in enumerate(mi) if v is not None and (i == 0 or v != mi[i - 1])]
+        assert flips[-2:] == [True, False], mi
+        state = json.loads(sub.on("selfmis/bed1/state")[-1][0])
+        assert state["mi"] is False and state["hr"] > 30 and state["since"] > 10
         late = Subscriber(broker.port, topic="homeassistant/#", user="viewer", password="viewer-pass",
                           client_id="late-home-assistant")  # discovery is retained: a later HA sees it
         try:
@@ -70,34 +106,53 @@ def test_every_decision_in_order_with_discovery_and_availability(broker, bundle,
         assert hr[-1][1] and json.loads(hr[-1][0])["state_topic"] == "selfmis/bed1/state"
         mi = json.loads(sub.on("homeassistant/binary_sensor/selfmis_bed1/mi/config")[-1][0])
         assert mi["device"]["identifiers"] == ["selfmis_bed1"] and "availability" in mi
+        assert mi["value_template"] == "{{ 'ON' if value_json.mi else 'OFF' }}"
         assert sub.on("homeassistant/sensor/selfmis_bed1/mi_probability/config")
         assert sub.on("homeassistant/sensor/selfmis_bed1/link/config")
-        state = json.loads(sub.on("selfmis/bed1/state")[-1][0])
-        assert state["mi"] is True and state["hr"] > 30
         assert [p for p, _ in sub.on("selfmis/status")][-1] == "offline"  # a clean stop says so too
     finally:
         sub.close()
 
 
-def test_broker_down_for_10_s_loses_no_decision(tmp_path, bundle):
+def test_onset_of_the_mi_record(broker, bundle, tmp_path):
+    """The replayed MI record: one message, its MI onset, though a decision is made every beat."""
+    sub = Subscriber(broker.port, topic="selfmis/+/decision", user="viewer", password="viewer-pass")
+    try:
+        r = subprocess.run(EDGE_RUN + ["--replay", MI_500, "--fast", "--device-id", "bed1", "--model", bundle,
+                                       "--persist-beats", "1", "--quiet", "--mqtt-spool", str(tmp_path / "spool"),
+                                       "--mqtt", f"mqtt://gw:gw-pass@127.0.0.1:{broker.port}/selfmis"],
+                           capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)
+        assert r.returncode == 0, r.stderr
+        sent = of(events(r.stdout), "decision")
+        got = wait_for(lambda: _decisions(sub, "bed1"), 10, "the onset")
+        time.sleep(0.5)  # anything more would have arrived by now
+        got = _decisions(sub, "bed1")
+        assert len(sent) >= 5 and len(got) == 1, got
+        onset = [d for d in sent if d["state"] == "onset"][0]
+        assert got[0]["state"] == "onset" and "MI" in got[0]["onset"] and got[0]["t"] == onset["t"]
+    finally:
+        sub.close()
+
+
+def test_broker_down_for_10_s_loses_no_alarm_change(tmp_path, bundle):
     broker = Broker(tmp_path / "broker", users=USERS)
     sub = Subscriber(broker.port, topic="selfmis/+/decision", user="viewer", password="viewer-pass")
-    sim, url = start_sim_tcp([MI_500, "--loop", "--speed", "1"], tmp_path)  # faster would be a rate mismatch
-    edge = start_edge(["--port", url, "--device-id", "bed1", "--model", bundle, "--quiet", "--max-seconds", "32",
-                       "--mqtt-spool", str(tmp_path / "spool"),
+    sim, url = start_sim_tcp([mi_then_norm(tmp_path), "--loop", "--speed", "1"], tmp_path)  # faster: rate mismatch
+    edge = start_edge(["--port", url, "--device-id", "bed1", "--model", bundle, "--quiet", "--max-seconds", "50",
+                       "--persist-beats", "1", "--mqtt-spool", str(tmp_path / "spool"),
                        "--mqtt", f"mqtt://gw:gw-pass@127.0.0.1:{broker.port}/selfmis"], tmp_path)
     try:
-        wait_for(lambda: len(_decisions(sub, "bed1")) >= 3, 30, "the first decisions")
-        broker.stop()
+        wait_for(lambda: len(_decisions(sub, "bed1")) >= 1, 30, "the first onset")
+        broker.stop()  # the clear (~16 s) and what follows happen while it is away
         time.sleep(10)
         broker.start()
         out, err = edge.communicate(timeout=120)
         assert edge.returncode == 0, err
-        sent = of(events(out), "decision")
-        assert len(sent) > 15
-        got = wait_for(lambda: len(_decisions(sub, "bed1")) >= len(sent) and _decisions(sub, "bed1"), 20,
-                       f"{len(sent)} decisions")
-        assert [(d["t"], d["labels"]) for d in got] == [(d["t"], d["labels"]) for d in sent]
+        want = alarm_changes(of(events(out), "decision"))
+        assert len(want) >= 4, want
+        got = wait_for(lambda: len(_decisions(sub, "bed1")) >= len(want) and _decisions(sub, "bed1"), 20,
+                       f"{len(want)} alarm changes")
+        assert [(d["t"], d["labels"], d["onset"], d["cleared"]) for d in got] == want
         assert "spooling" in err
     finally:
         sub.close()
@@ -144,13 +199,14 @@ def test_tls_with_a_self_signed_ca(tmp_path, bundle):
                                        "--mqtt-ca", str(broker.ca)],
                            capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)
         assert r.returncode == 0, r.stderr
-        sent = of(events(r.stdout), "decision")
-        got = wait_for(lambda: len(_decisions(sub, "bed1")) >= len(sent) and _decisions(sub, "bed1"), 10,
-                       "decisions over TLS")
-        assert [d["t"] for d in got] == [d["t"] for d in sent]
+        want = alarm_changes(of(events(r.stdout), "decision"))
+        assert want
+        got = wait_for(lambda: len(_decisions(sub, "bed1")) >= len(want) and _decisions(sub, "bed1"), 10,
+                       "alarm changes over TLS")
+        assert [d["t"] for d in got] == [t for t, *_ in want]
         # without the CA the certificate is refused: nothing is delivered, the decisions wait in the spool
         r2 = subprocess.run(EDGE_RUN + ["--replay", MI_500, "--fast", "--device-id", "bed2", "--model", bundle,
-                                        "--quiet", "--mqtt-spool", str(tmp_path / "spool2"),
+                                        "--persist-beats", "1", "--quiet", "--mqtt-spool", str(tmp_path / "spool2"),
                                         "--mqtt", f"mqtts://127.0.0.1:{broker.tls_port}/selfmis"],
                             capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)
         assert "not delivered" in r2.stderr and not _decisions(sub, "bed2")

@@ -5,14 +5,21 @@ Topics under ``PREFIX`` (the URL path, default ``selfmis``):
 * ``PREFIX/status`` -- ``online`` / ``offline``, retained; ``offline`` is also the
   last will, so a gateway killed with ``kill -9`` or unplugged goes offline;
 * ``PREFIX/<device>/availability`` -- ``online`` while the device streams, retained;
-* ``PREFIX/<device>/decision`` -- every decision event as JSON (QoS 1, in order,
-  store-and-forward: see below), with ``seq`` (per gateway, increasing) so a
-  subscriber can drop the duplicates QoS 1 allows, and ``emitted`` (Unix time the
-  pipeline emitted it: a subscriber sees how late a spooled decision arrives);
+* ``PREFIX/<device>/decision`` -- the decisions that **change the alarms**
+  (:class:`~..decision.StateChanges`: a label's alarm going on or off, e.g. the
+  MI ``onset`` and its ``cleared``), as JSON with ``onset`` and ``cleared`` (the
+  labels that changed) added (QoS 1, in order, store-and-forward: see below),
+  with ``seq`` (per gateway, increasing) so a subscriber can drop the duplicates
+  QoS 1 allows, and ``emitted`` (Unix time the pipeline emitted it: a subscriber
+  sees how late a spooled decision arrives). The per-beat decisions in between
+  (``state: ongoing`` / ``off``) are not published: an alarm is one message, not
+  one a beat; the JSON Lines keep every decision;
 * ``PREFIX/<device>/state`` -- retained JSON ``{"hr", "mi", "mi_probability",
-  "labels", "link", "quality", "t", "beats", "decisions"}``: on every decision
-  and link or quality change and every ``hr_every_s`` (5 s); the Home Assistant
-  entities read it;
+  "labels", "since", "link", "quality", "t", "beats", "decisions"}`` (``mi``,
+  ``labels``: the alarms on; ``since``: signal time of the last change;
+  ``mi_probability``: the latest rolling value): on every alarm, link or quality
+  change and every ``hr_every_s`` (5 s); the Home Assistant entities read it, so
+  the MI binary sensor turns on at the onset and off when it clears;
 * ``PREFIX/<device>/link``, ``PREFIX/<device>/quality`` -- the link and quality events (QoS 0).
 
 Home Assistant MQTT discovery (``homeassistant/...``, retained): per device a
@@ -45,6 +52,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ..decision import StateChanges
 from .spool import Spool
 
 __all__ = ["MqttOutlet", "MqttError", "parse_mqtt_url"]
@@ -103,6 +111,7 @@ class MqttOutlet:
         self.dropped_events = 0
         self.published = 0
         self._states: dict[str, dict] = {}
+        self._changes = StateChanges()
         self._announced: set = set()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -177,8 +186,7 @@ class MqttOutlet:
 
     def start(self, gateway) -> None:
         for d in gateway.devices:
-            self._states[d.id] = {"hr": None, "mi": None, "mi_probability": None, "labels": [], "link": "starting",
-                                  "quality": None, "t": 0.0, "beats": 0, "decisions": 0}
+            self._states[d.id] = self._new_state()
         self._thread = threading.Thread(target=self._publisher, name="mqtt-publish", daemon=True)
         self._thread.start()
 
@@ -259,9 +267,9 @@ class MqttOutlet:
             self.published += 1
 
     def _take(self, did: str, e: dict, t_wall: float) -> None:
-        st = self._states.setdefault(did, {"hr": None, "mi": None, "mi_probability": None, "labels": [],
-                                           "link": "starting", "quality": None, "t": 0.0, "beats": 0,
-                                           "decisions": 0})
+        st = self._states.get(did)
+        if st is None:
+            st = self._states[did] = self._new_state()
         kind = e["type"]
         st["t"] = e.get("t", st["t"])
         if kind == "beat":
@@ -271,15 +279,21 @@ class MqttOutlet:
             return
         if kind == "decision":
             st["decisions"] += 1
+            st["mi_probability"] = (e.get("probabilities") or {}).get("MI")
             st["labels"] = e.get("labels", [])
             st["mi"] = "MI" in st["labels"]
-            st["mi_probability"] = (e.get("probabilities") or {}).get("MI")
+            change = self._changes.change(did, e)
+            if change is None:  # the same alarms as the last beat: the periodic state message says it
+                return
+            st["since"] = e.get("t")
             payload = {k: v for k, v in e.items() if k != "type"}
             # seq: the spool's own, so it stays increasing across restarts of the gateway
             self.spool.append(f"{self.prefix}/{did}/decision",
-                              json.dumps({**payload, "seq": self.spool.seq, "emitted": round(t_wall, 4)}, separators=(",", ":"), default=str))
+                              json.dumps({**payload, **change, "seq": self.spool.seq, "emitted": round(t_wall, 4)},
+                                         separators=(",", ":"), default=str))
         elif kind == "link":
             new = {"connected": "connected", "reconnected": "connected", "reconnecting": "reconnecting",
+                   "restarting": "reconnecting",
                    "disconnected": "reconnecting", "lost": "lost", "end": "ended",
                    "rate_mismatch": "rate mismatch"}.get(e.get("kind"))
             if new:
@@ -299,6 +313,11 @@ class MqttOutlet:
             return
         if self._connected.is_set():
             self._publish_state(did)
+
+    @staticmethod
+    def _new_state() -> dict:
+        return {"hr": None, "mi": None, "mi_probability": None, "labels": [], "since": None, "link": "starting",
+                "quality": None, "t": 0.0, "beats": 0, "decisions": 0}
 
     def _publish_state(self, did: str) -> None:
         self._pub(f"{self.prefix}/{did}/state", self._states[did], qos=0, retain=True)
