@@ -18,7 +18,7 @@ def test_ecg_and_marker_outlets(tmp_path):
     from selfmis.readers import read_record
     expected = np.rint(np.asarray(read_record(MI_500).lead("I"), np.float64) * 1000.0)  # µV, as the device sends
     edge = start_edge(["--simulate", MI_500, "--speed", "1", "--device-id", "bed1", "--model", model_bundle(),
-                       "--quiet", "--lsl"], tmp_path)
+                       "--quiet", "--lsl", "--persist-beats", "1"], tmp_path)  # 10 s of signal: no 30-s persistence
     try:
         ecg = pylsl.resolve_byprop("source_id", "bed1", timeout=15)
         mk = pylsl.resolve_byprop("source_id", "bed1-markers", timeout=15)
@@ -49,7 +49,10 @@ def test_ecg_and_marker_outlets(tmp_path):
     d = np.diff(stamps)
     assert abs(np.median(d) - 1 / 500) < 1e-4  # stamped on the sample clock
     beats = [(e, t) for e, t in markers if e["type"] == "beat"]
-    assert beats and any(e["type"] == "decision" for e, _ in markers)
+    decisions = [e for e, _ in markers if e["type"] == "decision"]
+    assert len(beats) >= 5
+    # a decision is made every beat from the third; the marker stream carries the alarm's onset only
+    assert len(decisions) == 1 and decisions[0]["state"] == "onset" and "MI" in decisions[0]["onset"], decisions
     # a beat marker's time is its R peak's sample time: the stamped ECG there is near a maximum of |x|
     stamps = np.asarray(stamps)
     for e, t in beats:

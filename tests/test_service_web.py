@@ -112,7 +112,13 @@ def test_live_page_in_chromium(bundle, tmp_path):
             assert n2 - n1 >= 50, "the trace moves (100 Hz display rate, real time)"
             page.wait_for_function(f"document.querySelector('{card}').dataset.beats >= 3", timeout=15000)
             page.wait_for_function(f"document.querySelector('{card}').dataset.decision === 'MI'", timeout=30000)
-            assert "MI" in page.inner_text(f"{card} .verdict")
+            assert "MI" in page.inner_text(f"{card} .verdict") and "since t=" in page.inner_text(f"{card} .verdict")
+            # the alarm log shows the onset once; the decisions of the following beats add nothing to it
+            b1 = int(page.get_attribute(card, "data-beats"))
+            page.wait_for_function(f"document.querySelector('{card}').dataset.beats >= {b1 + 3}", timeout=15000)
+            assert page.get_attribute(card, "data-alarms") == "1"
+            log_lines = page.inner_text(f"{card} ol.alarms").strip().splitlines()
+            assert len(log_lines) == 1 and "on: MI" in log_lines[0], log_lines
             assert page.get_attribute(card, "data-link") == "connected"
             lat = page.evaluate("window.selfmis.latencies")
             page.screenshot(path=str(tmp_path / "live.png"))
@@ -124,3 +130,24 @@ def test_live_page_in_chromium(bundle, tmp_path):
     finally:
         kill(sim)
         kill(edge)
+
+
+def test_the_view_keeps_alarm_changes_not_every_decision():
+    """ViewState: every decision updates the rolling values; only onsets and clears reach the alarm log."""
+    from selfmis.edge_runtime.serve.state import ViewState
+    v = ViewState()
+    dec = lambda t, labels, state: {"type": "decision", "t": t, "labels": labels, "state": state,  # noqa: E731
+                                    "probabilities": {"MI": 0.6 if "MI" in labels else 0.1}, "n_beats": 8}
+    v.on_event("a", dec(1.0, [], "off"))
+    assert "new_alarms" not in v.tick()["devices"]["a"]
+    v.on_event("a", dec(2.0, ["MI"], "onset"))
+    for t in (3.0, 4.0, 5.0):
+        v.on_event("a", dec(t, ["MI"], "ongoing"))
+    tick = v.tick()["devices"]["a"]
+    assert [(a["t"], a["onset"], a["cleared"]) for a in tick["new_alarms"]] == [(2.0, ["MI"], [])]
+    assert tick["status"]["alarm"] == {"labels": ["MI"], "since": 2.0, "state": "onset"}
+    assert tick["status"]["decision"]["t"] == 5.0  # the rolling decision is the latest
+    v.on_event("a", dec(6.0, [], "cleared"))
+    v.on_event("a", dec(7.0, [], "off"))
+    assert [a["cleared"] for a in v.tick()["devices"]["a"]["new_alarms"]] == [["MI"]]
+    assert [a["t"] for a in v.snapshot()["devices"]["a"]["alarms"]] == [2.0, 6.0]

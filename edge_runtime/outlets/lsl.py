@@ -5,8 +5,11 @@ Per device two outlets, opened when its first chunk tells the rate:
 * ``ECG`` -- one channel (the lead, e.g. ``I``) in microvolts, float32, nominal
   rate = the source's, ``source_id`` = the device id (LabRecorder and other
   tools find the stream again after a restart by it);
-* ``Markers`` -- irregular rate, strings: the beat and decision events as JSON,
-  ``source_id`` = ``<device id>-markers``.
+* ``Markers`` -- irregular rate, strings: the beat events and the decisions that
+  change an alarm (onset / cleared, :class:`~..decision.StateChanges`, with
+  ``onset`` and ``cleared`` added) as JSON, ``source_id`` = ``<device id>-markers``.
+  The per-beat decisions in between are not sent (the JSON Lines keep them):
+  a marker stream is read as events, and an alarm is one event.
 
 Both are time-stamped on the device's **sample clock**: LSL time = anchor +
 signal time, where the anchor is fixed when the first chunk arrives. A marker
@@ -24,6 +27,8 @@ import json
 import logging
 
 import numpy as np
+
+from ..decision import StateChanges
 
 __all__ = ["LslOutlet"]
 
@@ -44,6 +49,7 @@ class LslOutlet:
         self._markers: dict = {}
         self._anchor: dict = {}
         self._last: dict = {}
+        self._changes = StateChanges()
         self.samples_sent: dict = {}
 
     def _open(self, did: str, chunk, t_start: float) -> None:
@@ -78,7 +84,15 @@ class LslOutlet:
         self.samples_sent[did] += len(uv)
 
     def on_event(self, did: str, event: dict) -> None:
-        if event.get("type") not in ("beat", "decision") or did not in self._markers:
+        kind = event.get("type")
+        if kind == "decision":
+            change = self._changes.change(did, event)  # kept up to date even before the outlet opens
+            if change is None:
+                return
+            event = {**event, **change}
+        elif kind != "beat":
+            return
+        if did not in self._markers:
             return
         self._markers[did].push_sample([json.dumps(event, separators=(",", ":"), default=str)],
                                        self._anchor[did] + float(event["t"]))

@@ -17,9 +17,13 @@ named by the request -- the static files are a fixed list shipped in the package
   ``snapshot`` (last 10 s of trace and beats per device, status, model), then a
   ``tick`` every 100 ms with what changed: ``{"type": "tick", "t_wall",
   "devices": {id: {"trace": [[t0, dt, [mV...]]], "beats": [{"t", "hr", "p"}],
-  "status": {"link", "quality", "hr", "beat_p", "decision", "t", "t_arrival",
-  "fs", "lead_off", "rate_mismatch", "error"}}}}``. Times ``t`` are seconds of
-  the device's sample clock, ``t_arrival``/``t_wall`` Unix time.
+  "new_alarms": [{"t", "labels", "onset", "cleared", "state"}] (only when an
+  alarm changed), "status": {"link", "quality", "hr", "beat_p", "decision",
+  "alarm": {"labels", "since", "state"}, "t", "t_arrival", "fs", "lead_off",
+  "rate_mismatch", "error"}}}}``; a snapshot carries the last alarm changes as
+  ``alarms``. ``decision`` is the latest rolling decision, ``alarm`` changes
+  only at an onset or a clear. Times ``t`` are seconds of the device's sample
+  clock, ``t_arrival``/``t_wall`` Unix time.
 
 Each viewer has a bounded queue (:data:`CLIENT_QUEUE` messages, 5 s): a stalled
 viewer's queue is emptied and it gets a fresh snapshot when it reads again; the

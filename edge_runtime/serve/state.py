@@ -9,6 +9,12 @@ The trace is decimated for display to about :data:`DISPLAY_HZ` samples a
 second: each block of ``fs / DISPLAY_HZ`` source samples is shown by its sample
 of largest magnitude, so R peaks stay visible (plain sub-sampling would cut
 their tips). Only the last :data:`HISTORY_S` seconds are kept.
+
+Decisions: ``status.decision`` is the latest rolling decision (the probability
+table with its thresholds), while the alarm -- ``status.alarm`` (the labels on,
+and since when) and the alarm log (the last :data:`ALARM_LOG` onsets and clears,
+``alarms`` in a snapshot, ``new_alarms`` in a tick) -- changes only on a state
+change (:class:`~..decision.StateChanges`), never with each beat.
 """
 from __future__ import annotations
 
@@ -18,13 +24,18 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["ViewState", "DISPLAY_HZ", "HISTORY_S"]
+from ..decision import StateChanges
+
+__all__ = ["ViewState", "DISPLAY_HZ", "HISTORY_S", "ALARM_LOG"]
 
 DISPLAY_HZ = 100.0
 HISTORY_S = 10.0
+#: alarm changes (onset / cleared) kept per device for the page's log
+ALARM_LOG = 20
 
 _LINK_STATES = {"connected": "connected", "hello": None, "reconnected": "connected",
-                "reconnecting": "reconnecting", "disconnected": "reconnecting", "lost": "lost",
+                "reconnecting": "reconnecting", "restarting": "reconnecting", "disconnected": "reconnecting",
+                "lost": "lost",
                 "end": "ended", "rate_mismatch": "rate mismatch"}
 
 
@@ -35,8 +46,11 @@ class _Device:
         self.new_trace = []             # [t0, dt, [y...]] segments since the last tick
         self.beats = deque()            # beat events of the last HISTORY_S seconds
         self.new_beats = []
+        self.alarms = deque(maxlen=ALARM_LOG)  # {"t", "labels", "onset", "cleared", "state"}
+        self.new_alarms = []
         self.status = {"link": "starting", "quality": None, "hr": None, "beat_p": None, "decision": None,
-                       "t": 0.0, "t_arrival": None, "fs": None, "error": None, "rate_mismatch": False}
+                       "alarm": None, "t": 0.0, "t_arrival": None, "fs": None, "error": None,
+                       "rate_mismatch": False}
         self._carry = np.zeros(0, np.float32)  # source samples not yet making a whole display block
         self._carry_t0 = 0.0
 
@@ -45,6 +59,7 @@ class ViewState:
     def __init__(self):
         self._lock = threading.Lock()
         self._devices: dict[str, _Device] = {}
+        self._changes = StateChanges()
         self.model: dict | None = None
 
     def _dev(self, did: str) -> _Device:
@@ -104,6 +119,12 @@ class ViewState:
                     st["hr"] = e["hr"]
             elif kind == "decision":
                 st["decision"] = {k: v for k, v in e.items() if k not in ("type", "device")}
+                change = self._changes.change(did, e)
+                if change is not None:
+                    a = {"t": e.get("t"), "labels": list(e.get("labels") or ()), **change, "state": e.get("state")}
+                    st["alarm"] = {"labels": a["labels"], "since": a["t"], "state": a["state"]}
+                    d.alarms.append(a)
+                    d.new_alarms.append(a)
             elif kind == "quality":
                 st["quality"] = {"ok": e.get("ok"), "reasons": e.get("reasons", []), "t": e.get("t")}
             elif kind == "link":
@@ -124,7 +145,9 @@ class ViewState:
             out = {}
             for did, d in self._devices.items():
                 out[did] = {"trace": d.new_trace, "beats": d.new_beats, "status": dict(d.status)}
-                d.new_trace, d.new_beats = [], []
+                if d.new_alarms:
+                    out[did]["new_alarms"] = d.new_alarms
+                d.new_trace, d.new_beats, d.new_alarms = [], [], []
         return {"type": "tick", "t_wall": time.time(), "devices": out}
 
     def snapshot(self) -> dict:
@@ -147,5 +170,6 @@ class ViewState:
                         else:
                             ys.append(yb)
                     segs.append([round(t0, 4), dt or 1.0 / DISPLAY_HZ, ys])
-                out[did] = {"trace": segs, "beats": list(d.beats), "status": dict(d.status)}
+                out[did] = {"trace": segs, "beats": list(d.beats), "status": dict(d.status),
+                            "alarms": list(d.alarms)}
         return {"type": "snapshot", "t_wall": time.time(), "model": self.model, "devices": out}

@@ -16,7 +16,7 @@ function card(id) {
   el.dataset.device = id;
   el.querySelector(".id").textContent = id;
   document.getElementById("devices").appendChild(el);
-  d = { el, pts: [], beats: [], status: {}, samples: 0, nbeats: 0 };
+  d = { el, pts: [], beats: [], status: {}, samples: 0, nbeats: 0, nalarms: 0 };
   devices.set(id, d);
   return d;
 }
@@ -34,6 +34,22 @@ function addTrace(d, segs) {
 function addBeats(d, beats) {
   const last = d.beats.length ? d.beats[d.beats.length - 1].t : -Infinity;
   for (const b of beats) if (b.t > last + 1e-6 || b.t < last - 5) { d.beats.push(b); d.nbeats++; }
+}
+
+// the alarm log: one line per onset / clear (the server sends changes only, never each beat's decision)
+function addAlarms(d, alarms) {
+  const ol = d.el.querySelector("ol.alarms");
+  for (const a of alarms || []) {
+    const li = document.createElement("li");
+    const parts = [];
+    if (a.onset.length) parts.push("on: " + a.onset.join(", "));
+    if (a.cleared.length) parts.push("cleared: " + a.cleared.join(", "));
+    li.textContent = `t=${a.t.toFixed(1)} s  ${parts.join("; ")}`;
+    li.className = a.onset.includes("MI") ? "onset" : (a.cleared.includes("MI") ? "cleared" : "");
+    ol.insertBefore(li, ol.firstChild);
+    while (ol.children.length > 20) ol.removeChild(ol.lastChild);
+    d.nalarms++;
+  }
 }
 
 function trim(d) {
@@ -83,14 +99,16 @@ function render(d) {
   el.dataset.link = link;
   el.dataset.samples = d.samples;
   el.dataset.beats = d.nbeats;
-  const dec = st.decision, v = el.querySelector(".verdict");
-  if (dec) {
-    const mi = (dec.labels || []).includes("MI");
-    v.textContent = mi ? "MI: " + dec.labels.join(", ") : ((dec.labels || []).length ? dec.labels.join(", ") : "no label above threshold");
+  const dec = st.decision, alarm = st.alarm, v = el.querySelector(".verdict");
+  el.dataset.alarms = d.nalarms;
+  if (dec) {  // the verdict is the alarm (it changes at an onset or a clear); the table, the rolling values
+    const on = alarm ? alarm.labels : [], mi = on.includes("MI");
+    v.textContent = (mi ? "MI: " + on.join(", ") : (on.length ? on.join(", ") : "no alarm"))
+      + (alarm ? ` since t=${alarm.since.toFixed(1)} s` : "");
     v.className = "verdict " + (mi ? "mi" : "nomi");
     el.dataset.decision = mi ? "MI" : "no-MI";
     el.querySelector(".decision-meta").textContent =
-      `median of ${dec.n_beats} beats at t=${dec.t.toFixed(1)} s` + (dec.state ? ` (${dec.state})` : "");
+      `rolling median of ${dec.n_beats} beats at t=${dec.t.toFixed(1)} s, ${dec.operating_point || "card"} thresholds`;
   }
   const labels = model ? model.labels : Object.keys((dec && dec.probabilities) || st.beat_p || {});
   const tb = el.querySelector("tbody");
@@ -121,7 +139,8 @@ function apply(msg) {
   const now = Date.now() / 1000;
   for (const [id, m] of Object.entries(msg.devices)) {
     const d = card(id);
-    if (msg.type === "snapshot") { d.pts = []; d.beats = []; }
+    if (msg.type === "snapshot") { d.pts = []; d.beats = []; d.el.querySelector("ol.alarms").innerHTML = ""; d.nalarms = 0; }
+    addAlarms(d, msg.type === "snapshot" ? m.alarms : m.new_alarms);
     addTrace(d, m.trace);
     addBeats(d, m.beats);
     d.status = m.status;
