@@ -11,6 +11,9 @@
             atomically, keep the old one as ``previous``.
 ``rollback`` switch ``current`` back to ``previous``.
 ``status``  show current/previous/installed releases.
+``gateway-config`` write a validated ``gateway.json`` (several devices, web
+            view, MQTT, LSL) for a multi-device install (:mod:`.deploy_gateway`);
+            ``bundle --gateway`` ships it in the release.
 ``export-c`` write ``model_data.h/.cc`` (a C array) for TensorFlow Lite
             Micro, with the operators the model uses and an arena estimate.
 
@@ -42,7 +45,8 @@ from selfmis.bundle import CARD_NAME, BundleError, load_bundle, read_tflite_grap
 from selfmis.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
 from selfmis.runtime_config import default_runtime_config
 
-from . import gateway_ops
+from . import deploy_gateway, gateway_ops
+from .deploy_gateway import GATEWAY_CONFIG_NAME
 from .gateway_ops import DeployError, MANIFEST, RELEASE_FORMAT, RELEASE_FORMAT_VERSION, check_version
 
 __all__ = ["DeployError", "pack_bundle", "verify_archive", "push", "rollback", "status",
@@ -65,13 +69,37 @@ def _created() -> str:
     return when.isoformat(timespec="seconds")
 
 
-def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None) -> dict:
+def _gateway_file(gateway_config) -> bytes:
+    """A gateway.json for a release: checked by edge-run's validator; without a ``model`` it runs the
+    release's own bundle (``"."``: the release folder, where the config sits)."""
+    if isinstance(gateway_config, dict):
+        cfg, name = dict(gateway_config), GATEWAY_CONFIG_NAME
+    else:
+        name = str(gateway_config)
+        try:
+            cfg = json.loads(Path(gateway_config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DeployError(f"{gateway_config}: unreadable gateway config ({e})") from None
+    if not isinstance(cfg, dict):
+        raise DeployError(f"{name}: the top level must be a JSON object")
+    if not cfg.get("model"):
+        cfg["model"] = "."
+    try:
+        deploy_gateway.validate_gateway_config(cfg, name)
+    except ValueError as e:
+        raise DeployError(str(e)) from None
+    return (json.dumps(cfg, indent=2) + "\n").encode()
+
+
+def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None, gateway_config=None) -> dict:
     """Pack a bundle directory into a verified release archive; return its manifest.
 
     ``runtime_config``: a dict, a path to a JSON file, or None (use
     ``runtime.json`` in the bundle directory if present, else
-    :func:`default_runtime_config`).  The archive is reproducible: sorted
-    members, fixed mtimes and owners, no gzip timestamp.
+    :func:`default_runtime_config`). ``gateway_config`` (a dict or a path):
+    a multi-device ``gateway.json`` to ship as well (see :func:`_gateway_file`).
+    The archive is reproducible: sorted members, fixed mtimes and owners, no
+    gzip timestamp.
     """
     check_version(version)
     try:
@@ -94,6 +122,8 @@ def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None) -> d
         except (OSError, ValueError) as e:
             raise DeployError(f"{runtime_config}: unreadable runtime config ({e})") from None
     files[RUNTIME_CONFIG_NAME] = (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode()
+    if gateway_config is not None:
+        files[GATEWAY_CONFIG_NAME] = _gateway_file(gateway_config)
     manifest = {
         "format": RELEASE_FORMAT,
         "format_version": RELEASE_FORMAT_VERSION,
@@ -483,13 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="selfmis deploy",
                                  description="Pack, push and roll back model releases; export for TFLite Micro.")
     ap.add_argument("-v", "--verbose", action="store_true")
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{bundle,verify,push,rollback,status,systemd-unit,export-c}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{bundle,verify,push,rollback,status,systemd-unit,gateway-config,export-c}")
     b = sub.add_parser("bundle", help="pack a bundle directory into a release archive")
     b.add_argument("bundle_dir", help="directory with model.tflite and card.json")
     b.add_argument("-o", "--output", required=True, help="archive to write (.tar.gz)")
     b.add_argument("--version", required=True, help="release version, e.g. 1.0.0")
     b.add_argument("--config", help="runtime config JSON to include (default: bundle's runtime.json "
                                     "or a serial /dev/ttyUSB0 default)")
+    b.add_argument("--gateway", metavar="GATEWAY_JSON",
+                   help="also ship this gateway.json (several devices and outlets; see gateway-config); "
+                        "without a model it runs the release's bundle")
     v = sub.add_parser("verify", help="check a release archive")
     v.add_argument("archive")
     p = sub.add_parser("push", help="install an archive on a gateway and activate it")
@@ -512,9 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--user", default="selfmis")
     u.add_argument("--venv", help="virtualenv with edge-run (default ROOT/venv)")
     u.add_argument("--edge-args", help="edge-run arguments (default: --config ROOT/current/runtime.json)")
+    u.add_argument("--gateway", action="store_true",
+                   help="run the release's gateway.json: --config ROOT/current/gateway.json")
     u.add_argument("--systemd-version", type=int, metavar="N",
                    help="the gateway's systemd version (`systemctl --version`); below 254 the "
                         "restart-backoff keys it does not know are left out")
+    g = sub.add_parser("gateway-config", help="write a validated gateway.json for several devices and outlets")
+    deploy_gateway.add_arguments(g)
     e = sub.add_parser("export-c", help="write model_data.h/.cc for TensorFlow Lite Micro")
     e.add_argument("model", help=".tflite file or bundle directory")
     e.add_argument("out_dir")
@@ -530,7 +567,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="selfmis deploy: %(message)s")
     try:
         if args.cmd == "bundle":
-            m = pack_bundle(args.bundle_dir, args.output, args.version, args.config)
+            m = pack_bundle(args.bundle_dir, args.output, args.version, args.config, args.gateway)
             log.info("wrote %s: release %s, %d files", args.output, m["version"], len(m["files"]))
             result = {"archive": str(args.output), "manifest": m}
         elif args.cmd == "verify":
@@ -547,9 +584,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.cmd == "status":
             result = status(args.to, args.ssh_option, args.ssh)
         elif args.cmd == "systemd-unit":
-            sys.stdout.write(render_systemd_unit(args.root, args.user, args.venv, args.edge_args,
+            edge_args = args.edge_args
+            if args.gateway:
+                if edge_args:
+                    raise DeployError("give --gateway or --edge-args, not both")
+                edge_args = f"--config {os.path.normpath(args.root).rstrip('/')}/current/{GATEWAY_CONFIG_NAME}"
+            sys.stdout.write(render_systemd_unit(args.root, args.user, args.venv, edge_args,
                                                  args.systemd_version))
             return 0
+        elif args.cmd == "gateway-config":
+            result = deploy_gateway.from_args(args)
+            log.info("wrote %s: %d device(s)%s", result["gateway_config"], len(result["devices"]),
+                     "".join(f", {o}" for o in result["outlets"]))
         else:
             model, measured = Path(args.model), None
             if model.is_dir():
