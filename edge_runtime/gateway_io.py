@@ -62,7 +62,7 @@ class IoLoop:
 
     ``steps_of(dev)`` gives a device's generator; when it ends, ``ended(dev, exc)``
     is called (``exc`` None: normally) and ``end_marker`` follows the device's last
-    item into its queue; ``wake()`` tells the processing thread there is work.
+    item into its queue; ``wake(dev)`` tells the processing thread that ``dev`` has items.
     """
 
     #: items one device may produce per turn before the others get theirs
@@ -208,7 +208,7 @@ class IoLoop:
             return True
         finally:
             if produced:
-                self.wake()
+                self.wake(st.dev)
 
     def _call_done(self, st: _State, fut) -> None:  # on a pool thread
         exc = fut.exception()
@@ -288,7 +288,7 @@ class IoLoop:
                         if self.stop_event.is_set():  # the processing thread drains and finishes it
                             break
             st.done = True
-            self.wake()
+            self.wake(st.dev)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.sel.close()
         self._r.close()
