@@ -1,17 +1,18 @@
-"""Many wearables in one process: one I/O thread for the pollable devices, one processing thread for all.
+"""Many wearables in one process: one thread reads every pollable device and runs every pipeline.
 
 Why this shape:
 
 * Serial ports, ptys and TCP links (``socket://``) are *pollable*: their sources
-  are steps generators (:mod:`.sources.steps`) that never block, and **one I/O
-  thread** (:class:`~.gateway_io.IoLoop`, a selector) reads them all, moving
-  items into each device's bounded queue. The other sources block by nature
-  (BLE bridged from asyncio, paced replays and simulators): each gets its own
-  **reader thread** doing the same. Neither touches numpy state. (One thread
-  per TCP device made 100 threads contend for the GIL with the processing
-  thread: the decision latency's tail grew with N.)
-* All pipelines run on **one processing thread** that visits the device queues
-  round-robin, at most ``budget`` items per device per round. The one shared
+  are steps generators (:mod:`.sources.steps`) that never block, and **one
+  selector** (:class:`~.gateway_io.IoLoop`) reads them all from the processing
+  thread, between processing rounds, moving items into each device's bounded
+  queue. The other sources block by nature (BLE bridged from asyncio, paced
+  replays and simulators): each gets its own **reader thread** doing the same
+  and never touching numpy state. (One thread per TCP device made 100 threads
+  contend for the GIL with the processing thread; a separate I/O thread did
+  too, see :mod:`.gateway_io`.)
+* All pipelines run on **one processing thread** that visits the devices with
+  queued items in turn, at most ``budget`` items per device per round. The one shared
   :class:`~.interpreter.TFLiteModel` is therefore never used from two threads
   (a TFLite interpreter is not thread-safe), and a device that floods (a
   replay at full speed, a burst of garbage) gets its fair share of the thread
@@ -106,6 +107,7 @@ class Gateway:
         self._n_done = 0
         self._stop = threading.Event()
         self._io: IoLoop | None = None
+        self._loop_thread = None
         self.t_start = time.time()
 
     # ------------------------------------------------------------------ output
@@ -194,6 +196,8 @@ class Gateway:
             dev.in_ready = True
             self._ready.append(dev)
         self._wake.set()
+        if self._io is not None and threading.get_ident() != self._loop_thread:
+            self._io.poke()  # a reader thread's item: the loop may be waiting in select()
 
     def stop(self) -> None:
         """Ask every device to end (thread-safe: signal handlers, tests)."""
@@ -289,16 +293,20 @@ class Gateway:
             if start is not None:
                 start(self)
         polled = [d for d in self.devices if d.source.pollable]
+        self._loop_thread = threading.get_ident()
         if polled:
-            self._io = IoLoop(polled, self.device_steps, self._ended, _END, self._mark, self._stop)
+            self._io = IoLoop(polled, self.device_steps, self._ended, _END, self._mark)
             self._io.start()
         for d in self.devices:
             if not d.source.pollable:
                 d.thread = threading.Thread(target=self._reader, args=(d,), name=f"dev-{d.id}", daemon=True)
                 d.thread.start()
         try:
+            io = self._io
             while self._n_done < len(self.devices):
-                if not self._ready:
+                if io is not None and io.n_live:  # read what has arrived (or wait for it, when idle)
+                    io.poll_once(0.0 if self._ready else IoLoop.TICK_S)
+                elif not self._ready:
                     self._wake.wait(0.2)
                     self._wake.clear()
                 for _ in range(len(self._ready)):  # one visit each, at most `budget` items: fair shares
@@ -342,7 +350,7 @@ class Gateway:
     def _wait_readers(self, timeout: float) -> None:
         t_end = time.monotonic() + timeout
         if self._io is not None:
-            self._io.join(timeout)
+            self._io.close()
         for d in self.devices:
             if d.thread is not None:
                 d.thread.join(max(0.0, t_end - time.monotonic()))

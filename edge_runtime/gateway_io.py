@@ -1,13 +1,16 @@
-"""The gateway's one I/O thread: every pollable device (TCP, pty, tty) read from one selector.
+"""Every pollable device (TCP, pty, tty) read from one selector, in the gateway's processing thread.
 
 With a reader thread per device, 100 wearables meant 100 threads waking ~10
 times a second each and contending for the GIL with the processing thread: the
 decision latency's tail grew with N (p99 17.7 / 31.9 ms at N = 100 in two runs,
-``benchmarks/results/gateway``). Here one thread waits on all descriptors at
-once (:mod:`selectors`: epoll on Linux) and advances each device's steps
-generator (:mod:`.sources.steps`) only when its descriptor is readable, its
+``benchmarks/results/gateway``). Here one selector waits on all descriptors at
+once (:mod:`selectors`: epoll on Linux) and each device's steps generator
+(:mod:`.sources.steps`) is advanced only when its descriptor is readable, its
 timer is due or a blocking call it asked for (an ``open``, a TCP connect) has
-finished on the small helper pool.
+finished on the small helper pool. The loop runs in the processing thread
+itself, between processing rounds (:meth:`IoLoop.poll_once`): a separate I/O
+thread was measured too and added latency -- each batch it read waited for the
+GIL behind the pipelines (p50 10-17 ms vs 5-8 ms at N = 100, side by side).
 
 Isolation, as with threads:
 
@@ -15,8 +18,8 @@ Isolation, as with threads:
   get theirs (a flooding device cannot starve the loop);
 * items go into the device's own bounded queue; when it is full the device is
   *parked* (its descriptor is not read, so the OS buffer and then TCP flow
-  control hold its sender back) until the processing thread drains it; the
-  others keep flowing;
+  control hold its sender back) until the processing round drains it (at most
+  ``budget`` items per device per round); the others keep flowing;
 * a device that fails raises inside its own generator: it ends (an ``_END`` in
   its queue, with its error) or is restarted by its generator (see
   :meth:`.gateway.Gateway.device_steps`); the loop goes on.
@@ -28,7 +31,6 @@ import logging
 import queue
 import selectors
 import socket
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +60,8 @@ class _State:
 
 
 class IoLoop:
-    """Drive ``devices``' steps generators from one thread.
+    """Drive ``devices``' steps generators; the gateway's processing thread calls :meth:`poll_once`
+    between its rounds (one thread for reading and processing: no hand-over of the GIL).
 
     ``steps_of(dev)`` gives a device's generator; when it ends, ``ended(dev, exc)``
     is called (``exc`` None: normally) and ``end_marker`` follows the device's last
@@ -72,15 +75,14 @@ class IoLoop:
     #: how often a parked device looks at its queue again
     PARKED_S = 0.005
 
-    def __init__(self, devices, steps_of, ended, end_marker, wake, stop_event: threading.Event,
-                 helpers: int = 4):
+    def __init__(self, devices, steps_of, ended, end_marker, wake, helpers: int = 4):
         self.sel = selectors.DefaultSelector()
         self._r, self._w = socket.socketpair()  # calls finishing / stop() wake the selector
         self._r.setblocking(False)
         self._w.setblocking(False)
         self.sel.register(self._r, selectors.EVENT_READ, None)
         self.states = [_State(d, steps_of(d)) for d in devices]
-        self.ended, self.end_marker, self.wake, self.stop_event = ended, end_marker, wake, stop_event
+        self.ended, self.end_marker, self.wake = ended, end_marker, wake
         self.pool = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="gateway-open")
         self._called: deque = deque()   # (state, result, exception) of finished Calls (from pool threads)
         self._timers: list = []          # heap of (due, seq, timer id, state)
@@ -88,13 +90,6 @@ class IoLoop:
         self._parked: set = set()
         self._run_q: deque = deque()
         self.n_live = len(self.states)
-        self.thread = threading.Thread(target=self._run, name="gateway-io", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
 
     def poke(self) -> None:
         """Wake the loop (thread-safe)."""
@@ -217,78 +212,72 @@ class IoLoop:
 
     # ------------------------------------------------------------------ the loop
 
-    def _run(self) -> None:
+    def start(self) -> None:
+        """Queue every device for its first step (opening its port)."""
         for st in self.states:
             self._runnable(st)
+
+    def poll_once(self, max_timeout: float) -> None:
+        """One turn: wait at most ``max_timeout`` s for a descriptor, a timer or a finished call,
+        then give every device that can go on one turn."""
         try:
-            while self.n_live and not self.stop_event.is_set():
-                if self._run_q:
-                    timeout = 0.0
-                elif self._parked:
-                    timeout = self.PARKED_S
-                else:
-                    timeout = self.TICK_S
-                    if self._timers:
-                        timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
-                for key, _ in self.sel.select(timeout):
-                    st = key.data
-                    if st is None:
-                        try:
-                            while self._r.recv(4096):
-                                pass
-                        except BlockingIOError:
+            if self._run_q:
+                timeout = 0.0
+            elif self._parked:
+                timeout = min(max_timeout, self.PARKED_S)
+            else:
+                timeout = min(max_timeout, self.TICK_S)
+                if self._timers:
+                    timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
+            for key, _ in self.sel.select(timeout):
+                st = key.data
+                if st is None:
+                    try:
+                        while self._r.recv(4096):
                             pass
-                        continue
-                    st.timer += 1  # readable before its timeout: that timer is void
-                    st.send = True
+                    except BlockingIOError:
+                        pass
+                    continue
+                st.timer += 1  # readable before its timeout: that timer is void
+                st.send = True
+                self._runnable(st)
+            while self._called:
+                st, result, exc = self._called.popleft()
+                st.send, st.throw = result, exc
+                self._runnable(st)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, tid, st = heapq.heappop(self._timers)
+                if tid == st.timer:  # not superseded by readiness or a newer wait
+                    st.timer += 1
+                    st.send = False
                     self._runnable(st)
-                while self._called:
-                    st, result, exc = self._called.popleft()
-                    st.send, st.throw = result, exc
-                    self._runnable(st)
-                now = time.monotonic()
-                while self._timers and self._timers[0][0] <= now:
-                    _, _, tid, st = heapq.heappop(self._timers)
-                    if tid == st.timer:  # not superseded by readiness or a newer wait
-                        st.timer += 1
-                        st.send = False
-                        self._runnable(st)
+            if self._parked:
                 for st in list(self._parked):
                     if not st.dev.queue.full():
                         st.parked = False
                         self._parked.discard(st)
                         self._runnable(st)
-                for _ in range(len(self._run_q)):  # one turn each; who wants more goes to the back
-                    st = self._run_q.popleft()
-                    st.queued = False
-                    if not st.done and self._advance(st):
-                        self._runnable(st)
+            for _ in range(len(self._run_q)):  # one turn each; who wants more goes to the back
+                st = self._run_q.popleft()
+                st.queued = False
+                if not st.done and self._advance(st):
+                    self._runnable(st)
         except Exception:  # a bug here must not hang the gateway: end every device with it
             log.exception("gateway I/O loop failed")
             for st in self.states:
                 if not st.ending:
                     self._end(st, RuntimeError("the gateway's I/O loop failed"))
-        finally:
-            self._shutdown()
+                    self._runnable(st)
 
-    def _shutdown(self) -> None:
-        """stop() or the end: every device ends with what it has queued, then its end marker
-        (waiting for room: the processing thread is draining meanwhile)."""
+    def close(self) -> None:
+        """stop() or the end: release every source; the gateway finishes each device with what it
+        has queued."""
         for st in self.states:
-            if st.done:
-                continue
             if not st.ending:
                 self._end(st, None)
-            for item in (st.pending, self.end_marker):
-                while item is not None:
-                    try:
-                        st.dev.queue.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        if self.stop_event.is_set():  # the processing thread drains and finishes it
-                            break
             st.done = True
-            self.wake(st.dev)
+        self.n_live = 0
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.sel.close()
         self._r.close()
