@@ -48,6 +48,8 @@ __all__ = ["Pipeline", "LATENCY_NOTE"]
 
 log = logging.getLogger("selfmis.edge_runtime")
 
+#: decisions whose latency the summary's percentiles cover (the most recent ones)
+LATENCY_KEEP = 100_000
 LATENCY_NOTE = ("latency: from the arrival of the chunk that completed a beat's window "
                 "(at the model rate) to the decision being emitted")
 
@@ -99,7 +101,10 @@ class Pipeline:
         self.n_beats = self.n_decisions = self.n_scored = 0
         self.samples_filled = 0  # source samples lost on the link and filled in
         self.suppressed = {}
-        self.latencies_ms = deque(maxlen=100_000)
+        # the last LATENCY_KEEP latencies, preallocated: a day-long gateway's memory stays flat
+        # (a deque of Python floats grew ~3 MB per device until full; the 24-h soak's RSS slope)
+        self._lat_ms = np.zeros(LATENCY_KEEP, np.float32)
+        self._n_lat = 0
         self.link_counts = {}
         self.last_decision = None
         self._t_start_wall = time.perf_counter()
@@ -390,7 +395,8 @@ class Pipeline:
         t_complete = self._completed_at(r + self.post)
         latency = (time.perf_counter() - t_complete) * 1e3 if t_complete is not None else None
         if latency is not None:
-            self.latencies_ms.append(latency)
+            self._lat_ms[self._n_lat % LATENCY_KEEP] = latency
+            self._n_lat += 1
         self.n_decisions += 1
         dec = {"type": "decision", "t": round(t, 3), **d, "hr": beat["hr"], "quality": "ok",
                "latency_ms": None if latency is None else round(latency, 3)}
@@ -435,7 +441,7 @@ class Pipeline:
 
     def summary(self, source_stats: dict | None = None, wall_s: float | None = None) -> dict:
         wall = wall_s if wall_s is not None else time.perf_counter() - self._t_start_wall
-        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        lat = self._lat_ms[:min(self._n_lat, LATENCY_KEEP)].astype(np.float64)
         st = source_stats or {}
         out = {"type": "summary", "beats": self.n_beats, "scored": self.n_scored,
                "decisions": self.n_decisions, "suppressed": dict(self.suppressed),
