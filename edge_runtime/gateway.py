@@ -370,10 +370,15 @@ class Gateway:
     def status(self) -> dict:
         """A JSON-ready snapshot: model and, per device, source, state and counters."""
         card = getattr(self.model, "card", None)
+        # the thresholds the decisions use: the operating point's (calibrated scale), not the card's
+        # raw `thresholds` -- the page compares the rolling probabilities with these
+        dec = self.devices[0].pipeline.decider if self.devices else None
+        thresholds = ({l: float(v) for l, v in zip(dec.labels, dec.thresholds)} if dec is not None
+                      else {k: float(v) for k, v in ((card.thresholds if card else None) or {}).items()})
         return {
             "model": None if card is None else {"name": card.name, "version": card.created or None,
-                                                "labels": list(card.labels),
-                                                "thresholds": {k: float(v) for k, v in (card.thresholds or {}).items()}},
+                                                "labels": list(card.labels), "thresholds": thresholds,
+                                                "operating_point": getattr(dec, "operating_point", None)},
             "started": self.t_start,
             "devices": [{"id": d.id, "source": d.source.name, "state": d.state, "error": d.error,
                          "fs": d.source.fs, "lead": d.source.lead, "signal_s": round(d.pipeline._signal_s, 3),

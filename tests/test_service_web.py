@@ -120,6 +120,12 @@ def test_live_page_in_chromium(bundle, tmp_path):
             log_lines = page.inner_text(f"{card} ol.alarms").strip().splitlines()
             assert len(log_lines) == 1 and "on: MI" in log_lines[0], log_lines
             assert page.get_attribute(card, "data-link") == "connected"
+            # the threshold column is the operating point's (the one the alarm uses), not the card's raw one
+            from selfmis.bundle import load_bundle
+            _, op = load_bundle(bundle).card.operating_point(None)
+            mi_row = page.locator(f"{card} tbody tr").first
+            assert mi_row.locator("td").nth(0).inner_text() == "MI"
+            assert mi_row.locator("td").nth(3).inner_text() == f"{op['MI']:.2f}"
             lat = page.evaluate("window.selfmis.latencies")
             page.screenshot(path=str(tmp_path / "live.png"))
             kill(sim)  # the wearable goes away: the page says so

@@ -88,11 +88,9 @@ class WebView:
 
     def start(self, gateway) -> None:
         self.gateway = gateway
-        card = getattr(gateway.model, "card", None)
-        if card is not None:
-            self.state.model = {"name": card.name, "version": card.created or None, "lead": card.lead,
-                                "labels": list(card.labels),
-                                "thresholds": {k: float(v) for k, v in (card.thresholds or {}).items()}}
+        model = gateway.status()["model"]  # one definition of what the thresholds on the page are
+        if model is not None:
+            self.state.model = {**model, "lead": gateway.model.card.lead}
         for d in gateway.devices:  # every device is on the page from the start
             self.state.on_event(d.id, {"type": "link", "kind": "starting"})
         for target, name in ((self.httpd.serve_forever, "serve-http"), (self._broadcast, "serve-tick")):
