@@ -207,16 +207,16 @@ def markdown(report: dict) -> str:
              f"Bundle `{report['bundle']}` (sha256 `{c['sha256'][:16]}...`), data `{cal['data']}`, "
              f"Lead {cal['lead']}, {cal['fs']:g} Hz; calibration and thresholds fitted on {cal['fit_split']}, "
              f"figures on {cal['test_split']} (the only test fold a shipped student exists for: "
-             "no cross-validation). Regenerate: `" + report["command"] + "`.", "",
+             "cross-validated calibration: benchmarks/results/crossval). Regenerate: `" + report["command"] + "`.", "",
              "Not a diagnostic device: these are research figures on a 2,550-record PTB-XL subset "
              "(hospital 12-lead ECGs, Lead I only, 10 s each); a wearable population differs.", "",
              "## Calibration (test fold, record level)", "",
-             f"Platt scaling per label fitted on validation; ECE with {cal['ece']}.", "",
-             "| label | test positives | ECE before | ECE after | Brier before | Brier after | ECE of a perfectly "
-             "calibrated model at this n |", "|---|---|---|---|---|---|---|"]
+             f"Calibration: {cal['calibration']}; ECE with {cal['ece']}.", "",
+             "| label | method | test positives | ECE before | ECE after | Brier before | Brier after | ECE of a perfectly "
+             "calibrated model at this n |", "|---|---|---|---|---|---|---|---|"]
     for lab, r in cal["per_label"].items():
         floor = report["ece_floor"].get(lab)
-        lines.append(f"| {lab} | {r['n_test_positives']} | {_ci(r['ece_before'], r.get('ece_before_ci'), 3)} | "
+        lines.append(f"| {lab} | {r.get('method', 'platt')} | {r['n_test_positives']} | {_ci(r['ece_before'], r.get('ece_before_ci'), 3)} | "
                      f"{_ci(r['ece_after'], r.get('ece_after_ci'), 3)} | {r['brier_before']:.3f} | "
                      f"{r['brier_after']:.3f} | {floor['median']:.3f} (95% {floor['p95']:.3f}) |")
     rt = report.get("runtime_ece")
@@ -278,7 +278,8 @@ def plots(report: dict, out: Path) -> list:
         ax.set_xlabel("predicted probability")
         ax.legend(fontsize=7, loc="upper left")
     axes[0][0].set_ylabel("fraction positive")
-    fig.suptitle("Reliability, PTB-XL subset test fold 10, Lead I (Platt fitted on fold 1)", fontsize=10)
+    fig.suptitle("Reliability, PTB-XL subset test fold 10, Lead I (calibration fitted on fold 1: "
+                 + ", ".join(f"{lab} {per[lab].get('method', 'platt')}" for lab in labs) + ")", fontsize=10)
     fig.tight_layout()
     f = out / "reliability.png"
     fig.savefig(f, dpi=110)
@@ -320,17 +321,11 @@ def plots(report: dict, out: Path) -> list:
 
 
 def ece_floor(per_label: dict, seed: int = 0, n_sim: int = 1000) -> dict:
-    """ECE a perfectly calibrated model would show on the same test probabilities: labels drawn
-    from the calibrated probabilities themselves. The sampling noise of ECE at this n."""
-    from selfmis.quantize.calibrate import ece
+    """ECE a perfectly calibrated model would show on the same test probabilities, per label
+    (:func:`selfmis.quantize.calibrate.ece_noise_floor`): the sampling noise of ECE at this n."""
+    from selfmis.quantize.calibrate import ece_noise_floor
 
-    rng = np.random.default_rng(seed)
-    out = {}
-    for lab, r in per_label.items():
-        p = np.asarray(r["_p_after"])
-        vals = [ece(rng.random(len(p)) < p, p) for _ in range(n_sim)]
-        out[lab] = {"median": float(np.median(vals)), "p95": float(np.percentile(vals, 95))}
-    return out
+    return {lab: ece_noise_floor(r["_p_after"], seed=seed, n_sim=n_sim) for lab, r in per_label.items()}
 
 
 def main(argv=None) -> int:
@@ -347,7 +342,7 @@ def main(argv=None) -> int:
 
     from selfmis.edge_runtime.interpreter import TFLiteModel
     from selfmis.edge_runtime.models import default_bundle_dir
-    from selfmis.quantize.calibrate import apply_platt, ece
+    from selfmis.quantize.calibrate import apply_calibration, ece
     from selfmis.quantize.calibrate_cli import bundle_record_logits
     from selfmis.train.data import PTBXL
 
@@ -371,7 +366,7 @@ def main(argv=None) -> int:
     per = {lab: dict(r) for lab, r in card.metrics["calibration"]["per_label"].items()}
     for lab in per:
         j = card.labels.index(lab)
-        per[lab]["_p_after"] = apply_platt(zt[:, j], card.calibration[lab]["a"], card.calibration[lab]["b"])
+        per[lab]["_p_after"] = apply_calibration(zt[:, j], card.calibration[lab])
     floor = ece_floor(per, a.seed)
 
     seconds = a.minutes * 60.0

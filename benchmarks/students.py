@@ -318,11 +318,10 @@ def main(argv=None) -> int:
         "LiteRT latency: one thread, XNNPACK, int8, all members interleaved in one run on this machine "
         "(shared VM: compare ratios). TFLM time: reference kernels on the host, relative to LiteRT's builtin "
         "kernels; an MCU's absolute speed is not measured here.",
-        "The default is not swapped this session: the rule picks dscnn-6k (validation MI 0.830 against the "
-        "shipped model's 0.805, overlapping CIs; test 0.752 against 0.758), but the shipped model's calibration, "
-        "operating points and alarm-burden study (benchmarks/results/clinical) and the quantize report were measured "
-        "on it. Swapping is `--ship default`, then `selfmis calibrate --model edge_runtime/models/default` and "
-        "`python -m selfmis.benchmarks.clinical`.",
+        "Shipped: `default` = dscnn-6k (validation MI 0.830 against the previous default dscnn-15k's 0.805, "
+        "overlapping CIs; test fold 10: 0.752 against 0.758), swapped with `--ship default`, then calibrated with "
+        "`selfmis calibrate --model edge_runtime/models/default`; `micro` = dscnn-2k-s1. Cross-validated figures "
+        "of both (a teacher per test fold): benchmarks/results/crossval.",
         "Selection on validation fold 1 (39 MI records) is noisy: the three seeds of dscnn-2k span 0.807-0.822 on "
         "validation and 0.726-0.758 on test, and the micro pick (seed 1) is the weakest of them on test.",
         "TFLM parity fails for both resnet members: at most 1 LSB, but the 1-step differences (ADD of the residual "

@@ -34,13 +34,18 @@ from .preprocess import PreprocessSpec
 
 __all__ = [
     "CARD_FORMAT", "CARD_VERSION", "TensorSpec", "ModelCard", "Bundle", "BundleError",
-    "write_bundle", "load_bundle", "sha256_file", "LEGACY_OPERATING_POINT",
+    "write_bundle", "load_bundle", "sha256_file", "LEGACY_OPERATING_POINT", "CALIBRATION_METHODS",
+    "calibrated_probability",
     "TFLiteTensor", "TFLiteOperator", "TFLiteGraph", "read_tflite_graph", "model_operators",
 ]
 
 #: What an operating point is called on a card that predates them: its ``thresholds``
 #: were chosen on validation with Youden's J, which is what ``balanced`` means on newer cards.
 LEGACY_OPERATING_POINT = "balanced"
+
+#: What a card's ``calibration`` entry may name (label -> {"method": .., ...}); see
+#: :func:`calibrated_probability`, the one definition of what each means.
+CALIBRATION_METHODS = ("platt", "temperature", "isotonic")
 
 CARD_FORMAT = "selfmis-model-card"
 CARD_VERSION = 1
@@ -76,8 +81,10 @@ class ModelCard:
     output: TensorSpec
     output_kind: str = "logits"                    # sigmoid gives per-label probabilities
     thresholds: dict = field(default_factory=dict)  # label -> probability, chosen on validation
-    # label -> {"method": "platt", "a": .., "b": ..}: p = sigmoid(a * logit + b), fitted on
-    # validation only; labels without an entry keep sigmoid(logit). Absent on older cards.
+    # label -> {"method": "platt"|"temperature", "a": .., "b": ..}: p = sigmoid(a * logit + b), or
+    # {"method": "isotonic", "x": [logits], "y": [probabilities]}: a piecewise-linear table; fitted on
+    # validation only (see calibrated_probability); labels without an entry keep sigmoid(logit).
+    # Absent on older cards.
     calibration: dict = field(default_factory=dict)
     # name -> {"thresholds": {label: calibrated probability}, "rule": .., "validation": .., "test": ..}
     operating_points: dict = field(default_factory=dict)
@@ -103,26 +110,35 @@ class ModelCard:
         return asdict(self)
 
     def probabilities(self, logits) -> np.ndarray:
-        """Logits (n, labels) in card order -> calibrated probabilities (the one definition).
+        """Logits (..., labels) in card order -> calibrated probabilities (the one definition).
 
-        Platt scaling ``sigmoid(a * z + b)`` per label (Platt 1999; with ``b = 0`` it is the
-        temperature scaling of Guo et al., ICML 2017); a label the card does not calibrate
-        gets the plain sigmoid, which is all an older card ever meant.
+        Per label, the card's ``calibration`` entry as :func:`calibrated_probability` reads it
+        (Platt / temperature scaling, or an isotonic table); a label the card does not calibrate
+        gets the plain sigmoid, which is all an older card ever meant. Vectorised over the
+        sigmoid-family labels: the runtime calls this on every beat.
         """
         z = np.asarray(logits, dtype=np.float64)
-        a, b = self._platt()
-        return 1.0 / (1.0 + np.exp(-(z * a + b)))
+        a, b, tables = self._calibration_arrays()
+        p = 1.0 / (1.0 + np.exp(-(z * a + b)))
+        for j, (x, y) in tables.items():
+            p[..., j] = np.interp(z[..., j], x, y)
+        return p
 
-    def _platt(self):
-        cached = self.__dict__.get("_platt_ab")
+    def _calibration_arrays(self):
+        cached = self.__dict__.get("_calibration_cache")
         if cached is None:
             a = np.ones(len(self.labels))
             b = np.zeros(len(self.labels))
+            tables = {}
             for j, label in enumerate(self.labels):
                 c = self.calibration.get(label)
-                if c:
-                    a[j], b[j] = float(c["a"]), float(c["b"])
-            cached = self.__dict__["_platt_ab"] = (a, b)
+                if not c:
+                    continue
+                if c.get("method", "platt") == "isotonic":
+                    tables[j] = (np.asarray(c["x"], np.float64), np.asarray(c["y"], np.float64))
+                else:
+                    a[j], b[j] = float(c["a"]), float(c.get("b", 0.0))
+            cached = self.__dict__["_calibration_cache"] = (a, b, tables)
         return cached
 
     def operating_point(self, name: str | None = None) -> tuple:
@@ -155,8 +171,47 @@ class ModelCard:
             d["input"], d["output"] = TensorSpec(**d["input"]), TensorSpec(**d["output"])
         except TypeError as exc:
             raise BundleError(f"{where}: malformed tensor spec ({exc})") from None
+        for label, c in (d.get("calibration") or {}).items():
+            _check_calibration(c, f"{where}: calibration of {label!r}")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def calibrated_probability(z, c) -> np.ndarray:
+    """One label's calibrated probability of logits ``z`` under its card entry ``c`` (None: sigmoid).
+
+    * ``platt``: ``sigmoid(a z + b)`` (Platt, "Probabilistic outputs for support vector machines", 1999);
+    * ``temperature``: the same with ``b = 0`` and ``a = 1 / T`` (Guo et al., "On calibration of modern
+      neural networks", ICML 2017);
+    * ``isotonic``: the isotonic regression of the label on the logit (Zadrozny & Elkan, KDD 2002),
+      stored as a table of knots ``x`` (logits, non-decreasing) and ``y`` (probabilities), linear
+      between knots and constant beyond the ends (``numpy.interp``).
+
+    Every one is monotone non-decreasing in ``z``, so it commutes with the runtime's rolling median.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if not c:
+        return 1.0 / (1.0 + np.exp(-z))
+    _check_calibration(c, "calibration")
+    if c.get("method", "platt") == "isotonic":
+        return np.interp(z, np.asarray(c["x"], np.float64), np.asarray(c["y"], np.float64))
+    return 1.0 / (1.0 + np.exp(-(float(c["a"]) * z + float(c.get("b", 0.0)))))
+
+
+def _check_calibration(c, where: str) -> None:
+    """A calibration entry this runtime can apply, or a BundleError that says why not."""
+    method = c.get("method", "platt") if isinstance(c, dict) else None
+    if method not in CALIBRATION_METHODS:
+        raise BundleError(f"{where}: unknown calibration method {method!r} (this runtime knows "
+                          f"{', '.join(CALIBRATION_METHODS)}); upgrade selfmis-edge")
+    if method == "isotonic":
+        x, y = np.asarray(c.get("x", []), np.float64), np.asarray(c.get("y", []), np.float64)
+        if x.ndim != 1 or len(x) < 2 or x.shape != y.shape or np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) \
+                or not (np.all(np.isfinite(x)) and np.all((y >= 0) & (y <= 1))):
+            raise BundleError(f"{where}: an isotonic table needs >= 2 knots, x and y of equal length, both "
+                              "non-decreasing, y within [0, 1]")
+    elif not all(isinstance(c.get(k, 0.0), (int, float)) for k in ("a", "b")) or "a" not in c:
+        raise BundleError(f"{where}: {method} scaling needs numbers 'a' (and 'b')")
 
 
 @dataclass

@@ -4,7 +4,8 @@ The model file is not touched (its sha256 stays the same); validation and test
 folds are the ones the card names (``training.folds``), scored through the
 gateway's own interpreter, 5 s windows every 1 s, mean logit per record::
 
-    selfmis calibrate --model edge_runtime/models/default
+    selfmis calibrate --model edge_runtime/models/default            # method per label chosen on validation
+    selfmis calibrate --model edge_runtime/models/default --method platt
 """
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ def bundle_record_logits(bundle, folds, data=None, num_threads: int = 1):
     return z, np.asarray(ds.Y), np.asarray(ds.ecg_ids)
 
 
-def calibrate_bundle(bundle_dir, data=None, n_boot: int = 1000, seed: int = 0, out=None):
-    """Fit on the card's validation folds, report on its test folds, write the card (model unchanged)."""
+def calibrate_bundle(bundle_dir, data=None, n_boot: int = 1000, seed: int = 0, out=None, method: str = "auto"):
+    """Fit on the card's validation folds, report on its test folds, write the card (model unchanged).
+
+    ``method``: platt, temperature, isotonic, or auto (per label, chosen by cross-fitting inside
+    validation; see :mod:`selfmis.quantize.calibrate`)."""
     from selfmis.bundle import load_bundle, write_bundle
 
     from .calibrate import calibrate_scores, label_prevalence, with_calibration
@@ -44,7 +48,8 @@ def calibrate_bundle(bundle_dir, data=None, n_boot: int = 1000, seed: int = 0, o
                            describe={"data": str(resolve_data_root(data)), "fit_split": f"strat_fold {list(folds['val'])}",
                                      "test_split": f"strat_fold {list(folds['test'])}", "lead": b.card.lead,
                                      "fs": b.card.spec.fs, "seed": seed,
-                                     "scoring": "record = mean logit over 5 s windows every 1 s"})
+                                     "scoring": "record = mean logit over 5 s windows every 1 s"},
+                           method=method)
     card = with_calibration(b.card, res)
     target = Path(out) if out is not None else b.directory
     return write_bundle(target, b.model_path, card)
@@ -57,18 +62,21 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="PTB-XL folder (default: $SELFMIS_PTBXL or the shared subset)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="auto", choices=["auto", "platt", "temperature", "isotonic"],
+                   help="calibration per label (default auto: the lowest cross-fitted log loss inside validation)")
     a = p.parse_args(argv)
     from selfmis.bundle import BundleError
 
     try:
-        b = calibrate_bundle(a.model, a.data, a.n_boot, a.seed, a.out)
+        b = calibrate_bundle(a.model, a.data, a.n_boot, a.seed, a.out, a.method)
     except (BundleError, OSError, ValueError) as exc:
         print(f"selfmis calibrate: {exc}", file=sys.stderr)
         return 1
     c = b.card
-    print(json.dumps({"bundle": str(b.directory), "sha256": c.sha256, "calibration": c.calibration,
+    print(json.dumps({"bundle": str(b.directory), "sha256": c.sha256,
+                      "calibration": {k: v["method"] for k, v in c.calibration.items()},
                       "operating_points": {k: v["thresholds"] for k, v in c.operating_points.items()},
-                      "ece": {k: [round(v["ece_before"], 4), round(v["ece_after"], 4)]
+                      "ece_before_after_test": {k: [round(v["ece_before"], 4), round(v["ece_after"], 4)]
                               for k, v in c.metrics["calibration"]["per_label"].items()}}, indent=1))
     return 0
 

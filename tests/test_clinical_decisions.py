@@ -9,7 +9,7 @@ import pytest
 
 from test_edge_support import record_path
 
-from selfmis.bundle import ModelCard, load_bundle
+from selfmis.bundle import ModelCard, calibrated_probability, load_bundle
 from selfmis.edge_runtime import cli
 from selfmis.edge_runtime.decision import AlarmState, RollingDecision
 from selfmis.edge_runtime.models import default_bundle_dir
@@ -69,16 +69,16 @@ def test_an_old_card_without_calibration_still_loads_and_means_what_it_did():
 
 def test_shipped_card_carries_calibration_and_three_operating_points_for_the_same_model():
     card = _shipped_card()  # load_bundle checks the model's sha256 against the card
-    assert card.sha256 == "a0f21af3e04c244638f85721df1dbb20a0304855bb612b5b95a0b3282504fb4d"
+    assert card.sha256 == "e08b15cae5ec448f7716fe8bfa32c1b56061123a40e3d1232683a8aaaa8afa41"  # dscnn-6k
     assert {"screening", "balanced", "alarm"} <= set(card.operating_points)
     assert card.default_operating_point == "balanced"
     mi = {k: card.operating_point(k)[1]["MI"] for k in ("screening", "balanced", "alarm")}
     assert mi["screening"] < mi["balanced"] < mi["alarm"]
-    assert card.calibration["MI"]["method"] == "platt"
-    # calibration is monotone: the legacy Youden threshold maps onto the balanced one
-    a, b = card.calibration["MI"]["a"], card.calibration["MI"]["b"]
+    # the method chosen on validation (cross-fitted log loss); Platt for MI on this model
+    assert card.calibration["MI"]["method"] == card.metrics["calibration"]["per_label"]["MI"]["method"] == "platt"
+    # calibration is strictly monotone: the legacy Youden threshold maps onto the balanced one
     z = np.log(card.thresholds["MI"] / (1 - card.thresholds["MI"]))
-    assert 1 / (1 + np.exp(-(a * z + b))) == pytest.approx(mi["balanced"], abs=1e-9)
+    assert calibrated_probability(z, card.calibration["MI"]) == pytest.approx(mi["balanced"], abs=1e-9)
     test = card.metrics["operating_points"]["alarm"]["test"]["MI"]
     assert 0 <= test["sensitivity_ci"][0] <= test["sensitivity"] <= test["sensitivity_ci"][1]
     assert card.metrics["operating_points"]["alarm"]["validation"]["MI"]["specificity"] >= 0.98
