@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from selfmis.quantize.predict import tflite_predict, torch_predict
 from selfmis.quantize.teacher import load_teacher
 from selfmis.quantize.windows import Folds, load_lead1, record_mean, windows_of
 
-from .crossval_report import RESULTS, write_crossval_report
+from .crossval_report import RESULTS, write_crossval_report, write_fold
 from .students import MEMBERS, build
 
 #: Folds in the order they are run: 10 first (reused), then spread over the folds so that a study cut
@@ -103,9 +102,7 @@ def save_logits(k: int, teacher: Path, bundles: dict, path: Path, data=None) -> 
     meta = {"test_fold": k, "folds": folds.to_dict(), "labels": labels, "teacher": str(teacher),
             "bundles": {r: str(b) for r, b in bundles.items()}, "members": ROLES,
             "scoring": "record = mean logit over 5 s windows every 1 s, Lead I, 100 Hz"}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
+    write_fold(path, meta, arrays)
 
 
 def run_fold(k: int, work: Path, data=None, reuse10: bool = True) -> Path:

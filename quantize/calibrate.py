@@ -61,12 +61,22 @@ OPERATING_RULES = {
 
 
 def _newton_logistic(z, y, fit_b: bool, l2: float, iters: int) -> tuple:
-    """(a, b) minimising mean log loss of ``sigmoid(a z + b)`` + ``l2 ((a - 1)^2 + b^2) / 2`` (b = 0 unless fit_b)."""
+    """(a, b) minimising mean log loss of ``sigmoid(a z + b)`` + ``l2 ((a - 1)^2 + b^2) / 2`` (b = 0 unless fit_b).
+
+    Newton's method with step halving (the objective is convex, but a full Newton step from
+    ``a = 1`` can overshoot far when the logits are large or the labels nearly separable).
+    """
     z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
     n = len(z)
+
+    def objective(a, b):
+        u = a * z + b  # log loss from logits, stable for any |u|: log(1 + e^u) - y u
+        return float(np.mean(np.logaddexp(0.0, u) - y * u) + 0.5 * l2 * ((a - 1.0) ** 2 + b * b))
+
     a, b = 1.0, 0.0
+    f = objective(a, b)
     for _ in range(iters):
-        p = sigmoid(a * z + b)
+        p = sigmoid(np.clip(a * z + b, -500, 500))
         r = p - y
         w = p * (1 - p)
         if fit_b:
@@ -76,9 +86,14 @@ def _newton_logistic(z, y, fit_b: bool, l2: float, iters: int) -> tuple:
             step = np.linalg.solve(H, g)
         else:
             step = np.array([(np.dot(r, z) / n + l2 * (a - 1.0)) / (np.dot(w, z * z) / n + l2), 0.0])
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-10:
+        t = 1.0
+        while t > 1e-8 and objective(a - t * step[0], b - t * step[1]) > f + 1e-15:
+            t *= 0.5
+        a, b = a - t * step[0], b - t * step[1]
+        f_new = objective(a, b)
+        if np.abs(t * step).max() < 1e-10 or abs(f - f_new) < 1e-15:
             break
+        f = f_new
     return float(a), float(b)
 
 
