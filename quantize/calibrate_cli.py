@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfmis.bundle import CALIBRATION_METHODS
+
 __all__ = ["main", "bundle_record_logits", "calibrate_bundle"]
 
 
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="PTB-XL folder (default: $SELFMIS_PTBXL or the shared subset)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="auto", choices=["auto", "platt", "temperature", "isotonic"],
+    p.add_argument("--method", default="auto", choices=("auto",) + CALIBRATION_METHODS,
                    help="calibration per label (default auto: the lowest cross-fitted log loss inside validation)")
     a = p.parse_args(argv)
     from selfmis.bundle import BundleError

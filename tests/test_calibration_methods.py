@@ -128,3 +128,21 @@ def test_ece_noise_floor_is_what_a_calibrated_model_shows_and_shrinks_with_n():
     assert 0.02 < small["median"] < 0.06  # ~0.04 at n = 250, the size of one PTB-XL test fold
     assert large["median"] < small["median"] / 3  # ~1 / sqrt(n)
     assert small["median"] <= small["p95"]
+
+
+def test_selfmis_calibrate_isotonic_reaches_the_runtime(shared_ptbxl, tmp_path):
+    """`selfmis calibrate --method isotonic` writes tables into the card; the gateway's interpreter applies them."""
+    from selfmis.edge_runtime.interpreter import TFLiteModel
+    from selfmis.edge_runtime.models import MODELS_DIR
+    from selfmis.quantize.calibrate_cli import main
+
+    assert main(["--model", str(MODELS_DIR / "micro"), "--out", str(tmp_path / "b"), "--data", str(shared_ptbxl),
+                 "--n-boot", "5", "--method", "isotonic"]) == 0
+    model = TFLiteModel(tmp_path / "b")
+    cal = model.card.calibration
+    assert cal and {c["method"] for c in cal.values()} == {"isotonic"}
+    assert model.card.metrics["calibration"]["calibration_methods"]["MI"] == "isotonic"
+    x = np.random.default_rng(6).normal(0, 1, (8, 500)).astype(np.float32)
+    z = model.predict_logits(x)
+    j = model.card.labels.index("MI")
+    assert model.predict_proba(x)[:, j] == pytest.approx(np.interp(z[:, j], cal["MI"]["x"], cal["MI"]["y"]))
