@@ -52,12 +52,17 @@ def _say(msg: str) -> None:
     print(f"[crossval {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def teacher_config(test_fold: int, out: Path, base: Path = S3_TEACHER_CONFIG) -> dict:
-    """The s3 teacher's configuration with another test fold (validation and training folds re-derived)."""
+def teacher_config(test_fold: int, out: Path, data=None, base: Path = S3_TEACHER_CONFIG) -> dict:
+    """The s3 teacher's configuration with another test fold (validation and training folds re-derived).
+
+    ``data`` names the PTB-XL folder explicitly: ``None`` makes the trainer search next to the code, and
+    a copy of the code elsewhere would silently find only the few records bundled in the package."""
+    from selfmis.train.data import resolve_data_root
+
     cfg = json.loads(Path(base).read_text())
     cfg.pop("input", None)  # derived by the trainer
     cfg.update(test_fold=int(test_fold), val_fold=None, train_folds=None, out=str(out), threads=1,
-               device="cpu", progress=False, resume=True)
+               device="cpu", progress=False, resume=True, data=str(resolve_data_root(data)))
     return cfg
 
 
@@ -68,14 +73,14 @@ def fold_paths(work: Path, k: int, reuse10: bool = True) -> dict:
     return {"teacher": work / f"fold{k}" / "teacher", "students": work / f"fold{k}" / "students", "reused": False}
 
 
-def train_teacher(k: int, out: Path) -> Path:
+def train_teacher(k: int, out: Path, data=None) -> Path:
     from selfmis.train.trainer import train
 
     if (out / "model.pt").is_file() and (out / "metrics.json").is_file():
         return out / "model.pt"
     _say(f"fold {k}: training the SelfMIS teacher -> {out}")
     t0 = time.time()
-    res = train(teacher_config(k, out))
+    res = train(teacher_config(k, out, data))
     _say(f"fold {k}: teacher done in {time.time() - t0:.0f} s (val MI AUROC "
          f"{res['val']['MI'].get('auroc')}, test MI AUROC {res['test']['MI'].get('auroc')})")
     return out / "model.pt"
@@ -113,7 +118,7 @@ def run_fold(k: int, work: Path, data=None, reuse10: bool = True) -> Path:
     if out.is_file():
         return out
     t0 = time.time()
-    teacher = train_teacher(k, paths["teacher"]) if not paths["reused"] else paths["teacher"] / "model.pt"
+    teacher = train_teacher(k, paths["teacher"], data) if not paths["reused"] else paths["teacher"] / "model.pt"
     members = {m.name: m for m in MEMBERS}
     bundles = {}
     for role, name in ROLES.items():
@@ -133,7 +138,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="train/distil/save logits fold by fold (resumable)")
     r.add_argument("--work", type=Path, default=Path("/work/artifacts/crossval"))
     r.add_argument("--folds", type=int, nargs="+", default=list(FOLD_ORDER))
-    r.add_argument("--data", default=None)
+    r.add_argument("--data", default=None, help="PTB-XL folder (default: the trainer's search; give it when "
+                                                "running a copy of the code)")
     r.add_argument("--no-reuse", action="store_true", help="retrain fold 10 instead of reusing the s3 teacher")
     p = sub.add_parser("report", help="pool the finished folds' saved logits (no training)")
     p.add_argument("--work", type=Path, default=Path("/work/artifacts/crossval"))
