@@ -105,3 +105,16 @@ def test_stratified_bootstrap_keeps_every_fold_at_its_size():
     lo, hi = boot_stratified(lambda g: float(np.mean(g)), (groups,), groups, 50, 0)
     assert lo == hi == pytest.approx(0.7)
     assert boot_stratified(lambda g: 0.0, (groups,), groups, 0, 0) == [None, None]
+
+
+def test_teacher_config_is_the_s3_config_with_another_test_fold(tmp_path, shared_ptbxl):
+    from selfmis.benchmarks.crossval import FOLD_ORDER, teacher_config
+    from selfmis.train.trainer import resolve_config
+
+    base = {"method": "selfmis", "data": None, "test_fold": 10, "val_fold": 1, "train_folds": [2, 3, 4, 5, 6, 7, 8, 9],
+            "seed": 0, "threads": 1, "epochs": 20, "input": "lead1", "out": "artifacts/selfmis_lead1.pt"}
+    (tmp_path / "config.json").write_text(json.dumps(base))
+    cfg = resolve_config(teacher_config(5, tmp_path / "t5", shared_ptbxl, base=tmp_path / "config.json"))
+    assert (cfg["test_fold"], cfg["val_fold"]) == (5, 6) and cfg["train_folds"] == [1, 2, 3, 4, 7, 8, 9, 10]
+    assert cfg["data"] == str(shared_ptbxl) and cfg["epochs"] == 20 and cfg["out"] == str(tmp_path / "t5")
+    assert sorted(FOLD_ORDER) == list(range(1, 11)) and FOLD_ORDER[0] == 10  # every fold once, the reused one first
