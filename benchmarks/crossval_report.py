@@ -103,16 +103,52 @@ def auroc_table(folds: list, n_boot: int, seed: int) -> dict:
             continue
         out[m] = {}
         for task in AUROC_TASKS:
-            per_fold, ys, ps, gs = {}, [], [], []
+            per_fold, val = {}, {}
+            j = folds[0].labels.index(task)
             for f in folds:
-                j = f.labels.index(task)
                 y, z = f.test_Y[:, j], f.test[m][:, j]
                 per_fold[f.k] = _cell(y, z, np.zeros(len(y)), auroc, n_boot, seed)
-                ab = fit_calibration(f.val[m][:, j], f.val_Y[:, j], "platt")
-                ys.append(y), ps.append(apply_calibration(z, ab)), gs.append(np.full(len(y), f.k))
+                val[f.k] = auroc(f.val_Y[:, j], f.val[m][:, j])  # the split each fold's choices were made on
             vals = [c["value"] for c in per_fold.values() if c["value"] is not None]
-            pooled = _cell(np.concatenate(ys), np.concatenate(ps), np.concatenate(gs), auroc, n_boot, seed)
-            out[m][task] = {"folds": per_fold, "pooled": pooled, "mean_of_folds": float(np.mean(vals)) if vals else None}
+            y, p, g = _pooled_scores(folds, m, j)
+            out[m][task] = {"folds": per_fold, "pooled": _cell(y, p, g, auroc, n_boot, seed),
+                            "mean_of_folds": float(np.mean(vals)) if vals else None, "validation": val}
+    return out
+
+
+#: paired AUROC differences reported (a - b): the students against each other, int8 against fp32, student
+#: against teacher
+DIFFERENCES = (("default_int8", "micro_int8"), ("default_int8", "default_fp32"), ("micro_int8", "micro_fp32"),
+               ("default_int8", "teacher"))
+
+
+def _pooled_scores(folds: list, m: str, j: int):
+    """(labels, scores on one scale, fold of each record): each fold's test logits Platt-scaled on its validation."""
+    ys, ps, gs = [], [], []
+    for f in folds:
+        ab = fit_calibration(f.val[m][:, j], f.val_Y[:, j], "platt")
+        ys.append(f.test_Y[:, j]), ps.append(apply_calibration(f.test[m][:, j], ab)), gs.append(np.full(len(f.test_Y), f.k))
+    return np.concatenate(ys), np.concatenate(ps), np.concatenate(gs)
+
+
+def difference_table(folds: list, n_boot: int, seed: int) -> dict:
+    """Paired AUROC differences, pooled (same records, stratified bootstrap) and per fold."""
+    out = {}
+    for a, b in DIFFERENCES:
+        if not all(a in f.test and b in f.test for f in folds):
+            continue
+        for task in AUROC_TASKS:
+            j = folds[0].labels.index(task)
+            y, pa, g = _pooled_scores(folds, a, j)
+            _, pb, _ = _pooled_scores(folds, b, j)
+
+            def diff(y_, pa_, pb_):
+                return auroc(y_, pa_) - auroc(y_, pb_)
+
+            per_fold = {f.k: diff(f.test_Y[:, j], f.test[a][:, j], f.test[b][:, j]) for f in folds}
+            out[f"{a} - {b}"] = out.get(f"{a} - {b}", {})
+            out[f"{a} - {b}"][task] = {"pooled": diff(y, pa, pb), "ci": boot_stratified(diff, (y, pa, pb), g, n_boot, seed),
+                                       "per_fold": per_fold, "mean_of_folds": float(np.mean(list(per_fold.values())))}
     return out
 
 
@@ -212,6 +248,7 @@ def build_report(folds: list, n_boot: int = 1000, seed: int = 0, prevalence: dic
             "members": folds[0].meta.get("members", {}),
             "scoring": folds[0].meta.get("scoring"),
             "auroc": auroc_table(folds, n_boot, seed),
+            "auroc_differences": difference_table(folds, n_boot, seed),
             "calibration_labels": labels,
             "ece": ece_table(folds, labels, n_boot, seed, n_sim),
             "operating_points": operating_table(folds, labels, prevalence, n_boot, seed),
@@ -254,6 +291,23 @@ def markdown(r: dict, command: str = "") -> str:
             L.append(f"| {m} | {t} | " + " | ".join(_f(c["folds"][k] if k in c["folds"] else c["folds"].get(str(k)))
                                                      for k in folds)
                      + f" | {c['mean_of_folds']:.3f} | {_f(c['pooled'])} |")
+    L += ["", "Validation AUROC of the same models (each fold's validation fold k % 10 + 1: where its students' "
+          "epochs, calibration and thresholds were chosen):", "",
+          "| model | task | " + " | ".join(f"val of fold {k}" for k in folds) + " |", "|---|---|" + "---|" * len(folds)]
+    for m, tasks in r["auroc"].items():
+        for t, c in tasks.items():
+            v = c.get("validation", {})
+            L.append(f"| {m} | {t} | " + " | ".join(f"{v.get(k, v.get(str(k), float('nan'))):.3f}" for k in folds) + " |")
+    if r.get("auroc_differences"):
+        L += ["", "Paired AUROC differences (same records; pooled with a within-fold bootstrap, and per fold):", "",
+              "| difference | task | pooled [95% CI] | mean of folds | per fold |", "|---|---|---|---|---|"]
+        for name, tasks in r["auroc_differences"].items():
+            for t, c in tasks.items():
+                ci = c["ci"]
+                L.append(f"| {name} | {t} | {c['pooled']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci[0] is not None
+                                                                      else "") +
+                         f" | {c['mean_of_folds']:+.4f} | " + ", ".join(f"{k}: {v:+.4f}" for k, v in c["per_fold"].items())
+                         + " |")
     L += ["", "## Calibration: ECE on the pooled test folds", "",
           f"ECE with {N_BINS} equal-width bins. Every method fitted per fold on that fold's validation records only; "
           "`auto` = the per-label choice the card ships (lowest 5-fold cross-fitted log loss inside validation). "
@@ -262,14 +316,16 @@ def markdown(r: dict, command: str = "") -> str:
           "by sampling, so its percentile bootstrap CI can sit above the point estimate; compare with the floor.", ""]
     for m, labs in r["ece"].items():
         L += [f"### {m}", "", "| label | test n (+) | before | " + " | ".join(METHODS) +
-              " | noise floor (auto) | per fold (auto) | chosen per fold |", "|---|---|---|" + "---|" * len(METHODS) + "---|---|---|"]
+              " | noise floor (auto) | auto <= 0.03 | auto within the floor's p95 | per fold (auto) | chosen per fold |",
+              "|---|---|---|" + "---|" * len(METHODS) + "---|---|---|---|---|"]
         for lab, row in labs.items():
             a = row[AUTO]
             nf = a["noise_floor"]
             L.append(f"| {lab} | {a['n']} ({a['n_positives']}) | {_f(row['before'])} | "
                      + " | ".join(_f(row[x]) for x in METHODS)
                      + f" | {nf['median']:.3f} (p95 {nf['p95']:.3f}) | "
-                     + ", ".join(f"{v:.3f}" for v in a["per_fold"].values()) + " | "
+                     + f"{'yes' if a['ece'] <= ECE_TARGET else 'no'} | {'yes' if a['ece'] <= nf['p95'] else 'no'} | "
+                     + ", ".join(f"{k}: {v:.3f}" for k, v in a["per_fold"].items()) + " | "
                      + ", ".join(f"{k}: {v}" for k, v in a["chosen"].items()) + " |")
         L.append("")
     L += ["## MI operating points (per fold chosen on its validation, test decisions pooled)", "",
