@@ -65,6 +65,10 @@ def test_pooled_figures_are_the_per_fold_fits_applied_and_concatenated(files, tm
     assert mi["pooled"]["value"] != pytest.approx(auroc(y, raw), abs=1e-4)  # the scales really differ
     lo, hi = mi["pooled"]["ci"]
     assert lo <= mi["pooled"]["value"] <= hi
+    assert mi["validation"][3] == pytest.approx(auroc(f3.val_Y[:, 0], f3.val["default_int8"][:, 0]))
+    d = r["auroc_differences"]["default_int8 - micro_int8"]["MI"]
+    assert d["per_fold"][10] == pytest.approx(mi["folds"][10]["value"] - r["auroc"]["micro_int8"]["MI"]["folds"][10]["value"])
+    assert d["pooled"] == pytest.approx(mi["pooled"]["value"] - r["auroc"]["micro_int8"]["MI"]["pooled"]["value"])
     # ECE before: the plain sigmoid pooled; after (platt): each fold's own validation fit
     e = r["ece"]["default_int8"]["MI"]
     assert e["before"]["ece"] == pytest.approx(ece(y, sigmoid(raw)))
