@@ -206,8 +206,8 @@ def markdown(report: dict) -> str:
     lines = ["# Clinical view of the shipped bundle", "",
              f"Bundle `{report['bundle']}` (sha256 `{c['sha256'][:16]}...`), data `{cal['data']}`, "
              f"Lead {cal['lead']}, {cal['fs']:g} Hz; calibration and thresholds fitted on {cal['fit_split']}, "
-             f"figures on {cal['test_split']} (the only test fold a shipped student exists for: "
-             "cross-validated calibration: benchmarks/results/crossval). Regenerate: `" + report["command"] + "`.", "",
+             f"figures on {cal['test_split']} (the shipped student's own test fold; the same students "
+             "cross-validated, a teacher per test fold: benchmarks/results/crossval). Regenerate: `" + report["command"] + "`.", "",
              "Not a diagnostic device: these are research figures on a 2,550-record PTB-XL subset "
              "(hospital 12-lead ECGs, Lead I only, 10 s each); a wearable population differs.", "",
              "## Calibration (test fold, record level)", "",
