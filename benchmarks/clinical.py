@@ -10,7 +10,8 @@ writes ``benchmarks/results/clinical/``: ``clinical.json``, ``clinical.md``,
 the model scores as MI is a person alarmed every day. Each test-fold record (the
 card's ``training.folds.test``, 100 Hz, Lead I) is looped for ``--minutes`` and
 streamed at full speed through the real path -- the simulated wearable
-(:class:`VirtualDevice`: ADC counts, white noise, occasional lead-off, wire protocol
+(:class:`VirtualDevice`: ADC counts, white noise, mains hum, breathing baseline wander,
+occasional electrode-motion bursts and lead-off, wire protocol
 frames) -> :class:`FramedStream` -> :class:`Pipeline` (quality gate, beat detector,
 TFLite model, rolling median) -- with one :class:`RollingDecision` per operating
 point and persistence span fed the same beats (the pipeline's own decider calls,
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfmis.simulate import VirtualDevice
+
 __all__ = ["SPANS", "stream_person", "alarm_burden", "wilson", "main"]
 
 HERE = Path(__file__).resolve().parent
@@ -41,15 +44,10 @@ SPANS = (("per-beat", 0.0, 0.0), ("10 s", 10.0, 0.5), ("30 s", 30.0, 0.5), ("60 
 NOISE_UV = 10.0          # white noise SD at the electrodes (the gate starts objecting near 10-20 uV at 100 Hz)
 LEAD_OFF_EVERY_S = 300.0  # on average one lead-off ...
 LEAD_OFF_S = 5.0          # ... of this length every 5 minutes
-
-
-def _device_class():
-    """The project's one simulated wearable: ``selfmis.simulate`` once it has landed there."""
-    try:
-        from selfmis.simulate import VirtualDevice
-    except ImportError:
-        from selfmis.firmware_bridge.virtual_device import VirtualDevice
-    return VirtualDevice
+MAINS_UV, MAINS_HZ = 20.0, 50.0   # mains pickup of a chest-strap front end (AD8232 class)
+WANDER_UV, WANDER_HZ = 100.0, 0.25  # breathing: 15 breaths a minute moving the baseline
+MOTION_EVERY_S = 120.0    # on average one electrode-motion burst ...
+MOTION_S, MOTION_UV = 3.0, 200.0  # ... of this length and SD every 2 minutes (someone shifting in bed)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list:
@@ -110,7 +108,11 @@ def stream_person(model, path, seconds: float, seed: int, ops, label: str = "MI"
     rng = np.random.default_rng(seed)
     n_off = rng.poisson(seconds / LEAD_OFF_EVERY_S)
     lead_off = [(float(s), LEAD_OFF_S) for s in np.sort(rng.uniform(10.0, seconds - LEAD_OFF_S, n_off))]
-    dev = _device_class()(signal, rec.fs, lead=model.card.lead, noise_uv=NOISE_UV, lead_off=lead_off, seed=seed)
+    n_motion = rng.poisson(seconds / MOTION_EVERY_S)
+    motion = [(float(s), MOTION_S) for s in np.sort(rng.uniform(10.0, seconds - MOTION_S, n_motion))]
+    dev = VirtualDevice(signal, rec.fs, lead=model.card.lead, noise_uv=NOISE_UV, mains_uv=MAINS_UV,
+                        mains_hz=MAINS_HZ, wander_uv=WANDER_UV, wander_hz=WANDER_HZ, motion=motion,
+                        motion_uv=MOTION_UV, lead_off=lead_off, seed=seed)
     pipe = Pipeline(model)
     deciders = {(op, span): RollingDecision.from_card(model.card, op, persist_s=ps, hysteresis=h)
                 for op in ops for span, ps, h in SPANS}
@@ -239,7 +241,10 @@ def markdown(report: dict) -> str:
                      f"{_ci(t['specificity_norm'], t['specificity_norm_ci'])} | {_ci(t['ppv'], t['ppv_ci'])} |")
     lines += ["", "## Alarm burden per person (MI alarm)", "",
               f"{m['n_people']} test-fold records, each looped {m['minutes']:g} min through the simulated wearable "
-              f"(white noise {m['noise_uv']:g} uV, a {m['lead_off_s']:g} s lead-off every ~{m['lead_off_every_s']:g} s) "
+              f"(white noise {m['noise_uv']:g} uV, mains {m.get('mains_uv', 0):g} uV at {m.get('mains_hz', 50):g} Hz, "
+              f"breathing wander {m.get('wander_uv', 0):g} uV at {m.get('wander_hz', 0):g} Hz, "
+              f"a {m.get('motion_s', 0):g} s electrode-motion burst of {m.get('motion_uv', 0):g} uV SD every "
+              f"~{m.get('motion_every_s', 0):g} s, a {m['lead_off_s']:g} s lead-off every ~{m['lead_off_every_s']:g} s) "
               f"and the real pipeline; {m['hours']:.1f} h of signal in {m['wall_s']:.0f} s. "
               "Onset = the rolling median stays above the threshold for the span; clears below it minus the "
               "hysteresis (logit units) for the span. Shares with Wilson 95% CIs.", "",
@@ -405,9 +410,11 @@ def main(argv=None) -> int:
               "runtime_ece": {"n": int(ok.sum()), "ece": ece(yp[ok], pm[ok]),
                               "ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]},
               "stream": {"n_people": len(people), "minutes": a.minutes, "noise_uv": NOISE_UV,
+                         "mains_uv": MAINS_UV, "mains_hz": MAINS_HZ, "wander_uv": WANDER_UV, "wander_hz": WANDER_HZ,
+                         "motion_s": MOTION_S, "motion_uv": MOTION_UV, "motion_every_s": MOTION_EVERY_S,
                          "lead_off_s": LEAD_OFF_S, "lead_off_every_s": LEAD_OFF_EVERY_S,
                          "hours": sum(p["signal_s"] for p in people) / 3600.0, "wall_s": wall, "seed": a.seed,
-                         "source": _device_class().__module__},
+                         "source": VirtualDevice.__module__},
               "alarm_burden": rows, "people": people}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "clinical.json").write_text(json.dumps(report, indent=1, default=float) + "\n")

@@ -13,6 +13,8 @@ option                    meaning (spans are ``(start_s, duration_s)`` in stream
 ``adc_bits``              clip counts to a signed N-bit range (an ESP32's 12-bit ADC: 12)
 ``noise_uv``              white noise SD in µV, everywhere or only inside ``noise_spans``
 ``mains_uv``/``mains_hz`` mains hum amplitude (µV) and frequency (Hz)
+``wander_uv``/``wander_hz`` baseline wander from breathing: a sine of this amplitude (µV) and rate (Hz)
+``motion`` / ``motion_uv`` electrode-motion artefact in these spans: noise below ~5 Hz of this SD (µV)
 ``lead_off``              electrodes off: counts 0 and the lead-off flag (``!`` in ASCII)
 ``flat``                  amplifier stuck: counts 0, no lead-off flag
 ``saturate``              amplifier railed: counts alternate between the ADC limits every 50 samples
@@ -126,7 +128,9 @@ class VirtualDevice:
                  sample_format: int = P.FMT_INT16_LE, adc_bits: Optional[int] = None,
                  samples_per_frame: Optional[int] = None, ascii: bool = False,
                  noise_uv: float = 0.0, noise_spans: Spans = (), mains_uv: float = 0.0,
-                 mains_hz: float = 50.0, lead_off: Spans = (), flat: Spans = (), saturate: Spans = (),
+                 mains_hz: float = 50.0, wander_uv: float = 0.0, wander_hz: float = 0.25,
+                 motion: Spans = (), motion_uv: float = 300.0,
+                 lead_off: Spans = (), flat: Spans = (), saturate: Spans = (),
                  drop_rate: float = 0.0, corrupt_rate: float = 0.0, duplicate_rate: float = 0.0,
                  seed: int = 0, loop: bool = False, passes: int = 1, hello_every_s: float = 5.0,
                  device_id: str = "virtual-0001", firmware_version: str = FIRMWARE_VERSION):
@@ -161,6 +165,8 @@ class VirtualDevice:
         self.ascii = ascii
         self.noise_uv, self.mains_uv, self.mains_hz = float(noise_uv), float(mains_uv), float(mains_hz)
         self.noise_spans = _spans(noise_spans, "noise_spans")
+        self.wander_uv, self.wander_hz = float(wander_uv), float(wander_hz)
+        self.motion, self.motion_uv = _spans(motion, "motion"), float(motion_uv)
         self.lead_off = _spans(lead_off, "lead_off")
         self.flat = _spans(flat, "flat")
         self.saturate = _spans(saturate, "saturate")
@@ -209,6 +215,19 @@ class VirtualDevice:
         uv = np.nan_to_num(self.signal_mv, nan=0.0) * 1000.0
         if self.mains_uv:
             uv = uv + self.mains_uv * np.sin(2 * np.pi * self.mains_hz * (t0 + np.arange(n) / self.fs))
+        t = t0 + np.arange(n) / self.fs
+        if self.wander_uv:
+            # breathing moves the baseline: a slow sine (its phase is the stream time, so passes join up)
+            uv = uv + self.wander_uv * np.sin(2 * np.pi * self.wander_hz * t)
+        if self.motion:
+            inside = self._mask(self.motion, t0)
+            if inside.any():
+                # electrode motion: large, slow (below ~5 Hz), in bursts -- white noise through a
+                # 0.2-s moving average (first null at 5 Hz), rescaled to the requested SD
+                rng = rng if rng is not None else np.random.default_rng(self.seed)
+                k = max(1, int(round(0.2 * self.fs)))
+                m = np.convolve(rng.normal(0.0, 1.0, n), np.ones(k) / np.sqrt(k), mode="same")
+                uv = uv + self.motion_uv * m * inside
         if self.noise_uv:
             rng = rng if rng is not None else np.random.default_rng(self.seed)
             noise = rng.normal(0.0, self.noise_uv, n)

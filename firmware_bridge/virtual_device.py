@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--noise-uv", type=float, default=0.0, help="white noise std in µV")
     ap.add_argument("--mains-uv", type=float, default=0.0, help="mains hum amplitude in µV")
     ap.add_argument("--mains-hz", type=float, default=50.0)
+    ap.add_argument("--wander-uv", type=float, default=0.0, help="baseline wander (breathing) amplitude in µV")
+    ap.add_argument("--wander-hz", type=float, default=0.25, help="baseline wander rate in Hz (breaths per second)")
+    ap.add_argument("--motion", type=_parse_period, action="append", default=[], metavar="START:DUR",
+                    help="electrode-motion artefact in this span (repeatable)")
+    ap.add_argument("--motion-uv", type=float, default=300.0, help="motion artefact SD in µV")
     ap.add_argument("--lead-off", type=_parse_period, action="append", default=[], metavar="START:DUR",
                     help="electrodes off from START for DUR seconds (repeatable)")
     ap.add_argument("--flat", type=_parse_period, action="append", default=[], metavar="START:DUR",
@@ -158,7 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             path, lead=args.lead, uv_per_lsb=args.uv_per_lsb, sample_format=_FORMATS[args.format],
             adc_bits=args.adc_bits, samples_per_frame=args.samples_per_frame, ascii=args.ascii,
             noise_uv=args.noise_uv, noise_spans=args.noise_span, mains_uv=args.mains_uv,
-            mains_hz=args.mains_hz, lead_off=args.lead_off, flat=args.flat, saturate=args.saturate,
+            mains_hz=args.mains_hz, wander_uv=args.wander_uv, wander_hz=args.wander_hz,
+            motion=args.motion, motion_uv=args.motion_uv, lead_off=args.lead_off, flat=args.flat, saturate=args.saturate,
             drop_rate=args.drop, corrupt_rate=args.corrupt,
             duplicate_rate=args.duplicate, seed=args.seed, loop=args.loop, passes=args.passes,
             hello_every_s=args.hello_every, device_id=args.device_id)

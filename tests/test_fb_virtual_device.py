@@ -199,3 +199,25 @@ def test_bad_arguments():
         VirtualDevice(np.zeros(3), 100.0, drop_rate=2)
     with pytest.raises(ValueError, match="adc_bits"):
         VirtualDevice(np.zeros(3), 100.0, adc_bits=20)
+
+
+def test_breathing_wander_and_motion_bursts():
+    """Baseline wander is a slow sine of the asked amplitude; motion artefact only inside its spans,
+    slow (mostly below 5 Hz) and of roughly the asked SD; neither changes a stream that does not ask."""
+    fs, n = 500.0, 20000
+    flat = np.zeros(n)
+    base = VirtualDevice(flat, fs, noise_uv=10.0, seed=5).counts(np.random.default_rng(2))
+    same = VirtualDevice(flat, fs, noise_uv=10.0, seed=5, wander_uv=0.0, motion=()).counts(np.random.default_rng(2))
+    assert np.array_equal(base, same)
+    w = VirtualDevice(flat, fs, wander_uv=100.0, wander_hz=0.25).counts().astype(float)
+    assert abs(w.max() - 100.0) <= 1 and abs(w.min() + 100.0) <= 1  # 1 uV per count
+    spec = np.abs(np.fft.rfft(w))
+    assert np.fft.rfftfreq(n, 1 / fs)[spec.argmax()] == pytest.approx(0.25, abs=0.03)
+    m = VirtualDevice(flat, fs, motion=[(10.0, 10.0)], motion_uv=300.0, seed=1).counts().astype(float)
+    inside, outside = m[int(10 * fs):int(20 * fs)], m[:int(10 * fs)]
+    assert np.all(outside == 0) and 150.0 < inside.std() < 450.0
+    power = np.abs(np.fft.rfft(inside)) ** 2
+    f = np.fft.rfftfreq(len(inside), 1 / fs)
+    assert power[f < 5.0].sum() > 0.8 * power.sum()  # electrode motion is slow, unlike white noise
+    with pytest.raises(ValueError, match="motion"):
+        VirtualDevice(flat, fs, motion=[(1.0, -2.0)])
