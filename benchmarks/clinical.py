@@ -302,8 +302,9 @@ def plots(report: dict, out: Path) -> list:
             if any(r[g]["share"] is None for r in rr):  # nobody in this group (a --records subset)
                 continue
             y = [100 * r[g]["share"] for r in rr]
-            lo = [100 * (r[g]["share"] - r[g]["ci"][0]) for r in rr]
-            hi = [100 * (r[g]["ci"][1] - r[g]["share"]) for r in rr]
+            # Wilson bounds can miss a share of 0 or 1 by a rounding error: clip the bars at 0
+            lo = [max(0.0, 100 * (r[g]["share"] - r[g]["ci"][0])) for r in rr]
+            hi = [max(0.0, 100 * (r[g]["ci"][1] - r[g]["share"])) for r in rr]
             ax.errorbar(spans, y, yerr=[lo, hi], marker="o", capsize=3, label=op)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("%")
