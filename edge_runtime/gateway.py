@@ -169,25 +169,25 @@ class Gateway:
                 for item in run_blocking(self.device_steps(dev)):
                     if self._stop.is_set():
                         break
-                    while True:  # a full queue: this device waits, the others do not
-                        try:
-                            dev.queue.put(item, timeout=0.2)
-                            break
-                        except queue.Full:
-                            if self._stop.is_set():
-                                return
+                    if not self._put(dev, item):
+                        return
                     self._mark(dev)
         except Exception as exc:
             self._ended(dev, exc)
         finally:
-            while True:
-                try:
-                    dev.queue.put(_END, timeout=0.2)
-                    break
-                except queue.Full:
-                    if self._stop.is_set():
-                        break
+            self._put(dev, _END)
             self._mark(dev)
+
+    def _put(self, dev: Device, item) -> bool:
+        """Queue ``item`` for ``dev``; a full queue makes this device wait, not the others.
+        False when the gateway stops while it waits."""
+        while True:
+            try:
+                dev.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
 
     def _mark(self, dev: Device) -> None:
         """``dev`` has items (any thread). The processing thread clears the flag *before* taking
