@@ -25,7 +25,6 @@ is on: it clears only on enough good signal below its threshold.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 __all__ = ["RollingDecision", "AlarmState", "StateChanges", "DEFAULT_PERSIST_S", "DEFAULT_HYSTERESIS"]

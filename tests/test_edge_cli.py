@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_edge_support import REPO, quiet_env, record_path, model_bundle
+from test_edge_support import run_cli, REPO, quiet_env, record_path, model_bundle
 
 from selfmis.edge_runtime import cli
 
@@ -26,12 +26,6 @@ needs_data = pytest.mark.skipif(MI_100 is None, reason="no PTB-XL records availa
 @pytest.fixture(scope="module")
 def bundle():
     return model_bundle()
-
-
-def run_cli(argv, capsys):
-    code = cli.main(argv)
-    out = capsys.readouterr().out
-    return code, [json.loads(l) for l in out.splitlines() if l.strip()]
 
 
 def of(events, kind):

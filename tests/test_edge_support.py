@@ -8,6 +8,7 @@ TF) in the project's bundle format.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +43,13 @@ def quiet_env(tmp: Path | None = None) -> dict:
                 "MPLCONFIGDIR": str(tmp / "mpl"), "XDG_CACHE_HOME": str(tmp / "xdg"),
                 "PYTHONUNBUFFERED": "1"})
     return env
+
+
+def run_cli(argv, capsys) -> tuple:
+    """``edge-run ARGV`` in this process: (exit code, the JSON Lines events it wrote to stdout)."""
+    from selfmis.edge_runtime import cli
+    code = cli.main(argv)
+    return code, [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.strip()]
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from service_support import EDGE_RUN, SIM, events, free_port, kill, of, start_edge, start_sim_tcp, wait_for
-from test_edge_support import quiet_env, record_path, model_bundle
+from test_edge_support import run_cli, quiet_env, record_path, model_bundle
 
 from selfmis.edge_runtime import cli, gateway_args
 from selfmis.edge_runtime.gateway_config import GatewayConfigError, load_gateway_config, validate_gateway_config
@@ -24,11 +23,6 @@ needs_data = pytest.mark.skipif(MI_500 is None, reason="no PTB-XL records availa
 @pytest.fixture(scope="module")
 def bundle():
     return model_bundle()
-
-
-def run_cli(argv, capsys):
-    code = cli.main(argv)
-    return code, events(capsys.readouterr().out)
 
 
 # ---------------------------------------------------------------- config
