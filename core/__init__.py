@@ -6,7 +6,11 @@ numpy-only contracts that the training side and the gateway must agree on.
 - :mod:`selfmis.preprocess` -- resample, band-pass, standardise, window: what every model sees.
 - :mod:`selfmis.bundle` -- the model bundle (``model.tflite`` + ``card.json``), read and written here only.
 - :mod:`selfmis.readers` -- ECG records from files (WFDB, CSV) with numpy alone.
-- :mod:`selfmis.protocol` -- the wire codec between a wearable and the gateway (frames, CRC, ASCII lines).
+- :mod:`selfmis.protocol` -- the wire codec between a wearable and the gateway (frames, CRC).
+- :mod:`selfmis.ble_profile` -- the BLE GATT service that carries those frames, and its MTU arithmetic.
+- :mod:`selfmis.sequence` -- lost, duplicate and stale frames from the DATA sequence number.
+- :mod:`selfmis.ascii_sketch` -- the text lines hobby sketches print (plain, Serial Plotter, lead-off, headers).
+- :mod:`selfmis.exit_codes` -- the exit codes of every command, defined once.
 - :mod:`selfmis.runtime_config` -- the gateway's ``runtime.json``.
 - :mod:`selfmis.simulate` -- the one simulated wearable (signal, ADC, faults, wire bytes).
 - :mod:`selfmis.sample_data` -- nine real PTB-XL records shipped with the package.

@@ -23,26 +23,23 @@ many sensor and modem framings, cheap to compute byte-wise on an 8-bit MCU.
 It covers version, type, length and payload, *not* the SYNC bytes (they
 carry no information).
 
-The ASCII side (:class:`AsciiLineDecoder`) covers the hobby sketches that
-``Serial.println(analogRead(A0))`` -- the de-facto AD8232 example code
-(SparkFun "Heart_Rate_Display" sketch).
+Beside this module: :mod:`selfmis.ble_profile` (the GATT service that carries
+this byte stream over BLE, and the MTU arithmetic), :mod:`selfmis.sequence`
+(gaps and duplicates of the DATA sequence number) and :mod:`selfmis.ascii_sketch`
+(the line-oriented text hobby sketches print instead of frames).
 
 References
 ----------
 * R. N. Williams, "A painless guide to CRC error detection algorithms", 1993;
   CRC catalogue entry CRC-16/IBM-3740 a.k.a. CCITT-FALSE
   (https://reveng.sourceforge.io/crc-catalogue/16.htm).
-* Bluetooth Core Spec v5.3, Vol 3, Part F (ATT): a notification carries at
-  most ATT_MTU - 3 bytes of value.
-* SparkFun AD8232 Heart Rate Monitor hookup guide (lead-off pins LO+/LO-).
 """
 
 from __future__ import annotations
 
 import binascii
-import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -54,16 +51,10 @@ __all__ = [
     "FLAG_LEAD_OFF",
     "HEADER_LEN", "CRC_LEN", "FRAME_OVERHEAD", "MAX_PAYLOAD_LEN",
     "DATA_FIXED_LEN", "HELLO_FIXED_LEN",
-    "SERVICE_UUID", "DATA_CHAR_UUID", "CONTROL_CHAR_UUID",
-    "CTRL_SEND_HELLO", "CTRL_START", "CTRL_STOP",
-    "BLE_DEFAULT_ATT_MTU", "BLE_PREFERRED_ATT_MTU",
     "crc16_ccitt_false", "sample_width", "sample_range",
     "Hello", "DataFrame", "DecodeError", "UnknownFrame",
     "encode_hello", "encode_frame", "encode_raw_frame",
     "decode_payload", "StreamDecoder",
-    "SequenceTracker", "SeqUpdate",
-    "AsciiHeader", "LeadOff", "SampleRun", "AsciiLineDecoder",
-    "max_samples_per_notification",
 ]
 
 # --------------------------------------------------------------------------
@@ -102,38 +93,6 @@ DATA_FIXED_LEN = _DATA_FIXED.size       # 10
 # each as (u8 length, UTF-8 bytes): lead, firmware_version, device_id
 _HELLO_FIXED = struct.Struct("<Bff")
 HELLO_FIXED_LEN = _HELLO_FIXED.size + 3  # 9 fixed + 3 empty strings = 12
-
-# --- BLE GATT service (128-bit UUIDs of this project, not SIG-assigned) ----
-#: Primary service advertised by SelfMIS firmware.
-SERVICE_UUID = "5e1f0001-6d15-4c8e-9d3a-3f6b2e0c7a11"
-#: Notify: carries the same byte stream as the serial port (frames may be
-#: split across notifications -- feed every notification to one decoder).
-DATA_CHAR_UUID = "5e1f0002-6d15-4c8e-9d3a-3f6b2e0c7a11"
-#: Write (with response): one command byte, see CTRL_*.
-CONTROL_CHAR_UUID = "5e1f0003-6d15-4c8e-9d3a-3f6b2e0c7a11"
-CTRL_SEND_HELLO = 0x01  # device answers with a HELLO frame on DATA
-CTRL_START = 0x02       # start streaming DATA frames
-CTRL_STOP = 0x03        # stop streaming
-
-#: ATT_MTU every BLE link starts with; 20 bytes of value per notification.
-BLE_DEFAULT_ATT_MTU = 23
-#: What the firmware requests (BLE 4.2+ data length extension): 244 bytes.
-BLE_PREFERRED_ATT_MTU = 247
-
-
-def max_samples_per_notification(att_mtu: int, sample_format: int = FMT_INT16_LE) -> int:
-    """Samples per DATA frame so that one frame fits one notification.
-
-    A notification carries ``att_mtu - 3`` bytes.  Firmware should size
-    frames with this so that BLE loss hits whole frames; if a frame is
-    larger it is simply split over consecutive notifications and the host
-    reassembles it because it feeds all notifications, in order, to one
-    :class:`StreamDecoder` (the byte stream is the concatenation of the
-    notification values).
-    """
-    room = att_mtu - 3 - FRAME_OVERHEAD - DATA_FIXED_LEN
-    return max(0, room // sample_width(sample_format))
-
 
 def crc16_ccitt_false(data: bytes, crc: int = 0xFFFF) -> int:
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0).
@@ -528,357 +487,3 @@ class StreamDecoder:
                 continue
             self.frames_ok += 1
             out.append(msg)
-
-
-# --------------------------------------------------------------------------
-# Sequence numbers
-# --------------------------------------------------------------------------
-
-@dataclass
-class SeqUpdate:
-    """What one sequence number tells about the link."""
-
-    seq: int
-    missing: int = 0        # frames lost just before this one
-    duplicate: bool = False  # same seq as the previous frame
-    stale: bool = False      # older than the previous frame (late / replayed)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.duplicate or self.stale)
-
-
-class SequenceTracker:
-    """Gap and duplicate detection for the uint16 DATA sequence number.
-
-    The forward distance ``d = (seq - last) mod 65536`` decides: ``d == 1``
-    is in order, ``d == 0`` a duplicate, ``1 < d < 32768`` means ``d - 1``
-    frames were lost, ``d >= 32768`` a frame from the past (reordered or
-    replayed; it is reported as stale and does not move the tracker).
-    This is serial-number arithmetic as in RFC 1982.  A gap of 32768 frames
-    or more (minutes at any practical frame rate) cannot be told from a
-    stale frame; call :meth:`reset` after a reconnect.
-    """
-
-    MOD = 1 << 16
-
-    def __init__(self):
-        self.reset()
-        self.received = 0
-        self.missing = 0
-        self.duplicates = 0
-        self.stale = 0
-
-    def reset(self) -> None:
-        """Forget the last seq (after a reconnect or a HELLO)."""
-        self.last: Optional[int] = None
-
-    def update(self, seq: int) -> SeqUpdate:
-        seq &= 0xFFFF
-        self.received += 1
-        if self.last is None:
-            self.last = seq
-            return SeqUpdate(seq)
-        d = (seq - self.last) % self.MOD
-        if d == 0:
-            self.duplicates += 1
-            return SeqUpdate(seq, duplicate=True)
-        if d >= self.MOD // 2:
-            self.stale += 1
-            return SeqUpdate(seq, stale=True)
-        self.last = seq
-        self.missing += d - 1
-        return SeqUpdate(seq, missing=d - 1)
-
-
-# --------------------------------------------------------------------------
-# ASCII line protocol (hobby sketches)
-# --------------------------------------------------------------------------
-
-@dataclass
-class AsciiHeader:
-    """``# fs=250 lead=I uv_per_lsb=3.22`` -- all keys optional."""
-
-    offset: int
-    fs_hz: Optional[float] = None
-    lead: Optional[str] = None
-    uv_per_lsb: Optional[float] = None
-    extra: Dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class LeadOff:
-    """A lead-off line (``!``, ``LO``) or a non-zero ``lo:`` field: an electrode is off."""
-
-    offset: int
-
-
-@dataclass
-class SampleRun:
-    """Consecutive sample slots from :meth:`AsciiLineDecoder.feed_runs`.
-
-    ``values`` are the numbers the device printed (ADC counts, or whatever unit
-    the sketch uses); ``lead_off`` is None when no slot of the run is lead-off,
-    else one bool per value (a lead-off slot's value is 0 and means nothing).
-    ``offset`` is the byte offset of the run's first line.
-    """
-
-    offset: int
-    values: list
-    lead_off: Optional[list] = None
-
-
-#: What hobby sketches print when the AD8232's LO+/LO- pin is high (SparkFun prints ``!``).
-_LEAD_OFF_LINES = frozenset({b"!", b"lo", b"lo!", b"leadoff", b"lead off", b"leads off", b"leads off!",
-                             b"lead-off", b"lead_off"})
-#: ``label:value`` fields that carry a lead-off flag (non-zero = off)
-_LEAD_OFF_LABELS = frozenset({"lo", "lo+", "lo-", "leadoff", "lead_off", "lead-off", "off"})
-_FIELD_SEPARATORS = re.compile(rb"[,\t ;]+")
-_NOT_INTEGER_LINE = re.compile(rb"[^0-9\-\r\n]")
-
-
-class AsciiLineDecoder:
-    """Decoder for the line-oriented text that hobby ECG sketches print.
-
-    One sample slot per line, ended by ``\\n`` (a ``\\r`` before it is dropped:
-    Arduino's ``println`` sends ``\\r\\n``). Understood lines:
-
-    * a number -- ``Serial.println(analogRead(A0))``, the SparkFun AD8232
-      example (integers or decimals);
-    * Arduino Serial Plotter lines -- several values separated by commas,
-      spaces or tabs, optionally as ``label:value`` pairs (``ecg:503,lo:0``);
-      ``column`` (0-based) or ``label`` picks the ECG value (default: the first
-      value); a non-zero ``lo``/``leadoff`` field marks the slot lead-off;
-    * ``!`` or ``LO`` (any case) -- lead-off: the AD8232's LO+/LO- pin is high;
-    * ``#`` followed by ``key=value`` pairs -- a header (``# fs=250 lead=I
-      uv_per_lsb=3.22``; a ``#`` line without pairs is a comment); empty lines.
-
-    Anything else is a :class:`DecodeError` naming the byte offset where the
-    line started. Lines longer than ``max_line`` bytes are reported and
-    discarded up to the next newline, which bounds memory on a binary or
-    mis-set baud stream.
-
-    :meth:`feed` returns one message per line (int/float, :class:`LeadOff`,
-    :class:`AsciiHeader`, :class:`DecodeError`); :meth:`feed_runs` returns the
-    same with consecutive sample slots batched into :class:`SampleRun` and a
-    vectorised path for blocks of bare integers -- what a live reader should use.
-    """
-
-    def __init__(self, max_line: int = 128, column: Optional[int] = None, label: Optional[str] = None):
-        if column is not None and column < 0:
-            raise ValueError("column must be >= 0")
-        self.max_line = max_line
-        self.column = column
-        self.label = label.lower() if label else None
-        self._buf = bytearray()
-        self._line_start = 0     # absolute offset of _buf[0]
-        self._discarding = False
-        self.samples = 0
-        self.errors = 0
-
-    @property
-    def offset(self) -> int:
-        """Total number of bytes fed so far."""
-        return self._line_start + len(self._buf)
-
-    # -- line splitting ------------------------------------------------------
-
-    def _take(self, data: bytes, out: list):
-        """Append ``data``; return (offset, bytes of the whole lines now complete)."""
-        if data:
-            self._buf += data
-        nl = self._buf.rfind(b"\n")
-        if nl < 0:
-            if len(self._buf) > self.max_line:
-                if not self._discarding:
-                    self._error(out, self._line_start, f"line longer than {self.max_line} bytes")
-                    self._discarding = True
-                self._line_start += len(self._buf)
-                self._buf.clear()
-            return self._line_start, b""
-        block = bytes(self._buf[:nl + 1])
-        del self._buf[:nl + 1]
-        start = self._line_start
-        self._line_start += nl + 1
-        if self._discarding:  # the rest of an overlong line
-            self._discarding = False
-            cut = block.index(b"\n") + 1
-            block, start = block[cut:], start + cut
-        return start, block
-
-    def _lines(self, start: int, block: bytes, out: list):
-        """Yield (offset, message) for each line of ``block`` (None messages skipped)."""
-        pos = start
-        for line in block.split(b"\n")[:-1]:
-            at, pos = pos, pos + len(line) + 1
-            if len(line) > self.max_line:
-                self._error(out, at, f"line longer than {self.max_line} bytes")
-                continue
-            m = self._parse_line(line.strip(), at)
-            if m is not None:
-                yield at, m
-
-    def feed(self, data: bytes) -> list:
-        """Return one message per line: samples (int or float), :class:`LeadOff`,
-        :class:`AsciiHeader`, :class:`DecodeError`."""
-        out: list = []
-        start, block = self._take(data, out)
-        for _at, m in self._lines(start, block, out):
-            if isinstance(m, DecodeError):
-                self.errors += 1
-            out.append(m)
-        return out
-
-    def feed_runs(self, data: bytes) -> list:
-        """Like :meth:`feed`, but runs of sample slots come as one :class:`SampleRun`."""
-        out: list = []
-        start, block = self._take(data, out)
-        if not block:
-            return out
-        if self.label is not None or self.column:
-            self._runs_slow(start, block, out)
-            return out
-        # bare integers, the common case: one C-level split and int() per line; a header,
-        # a '!' or a bad line in between goes through the line parser on its own
-        pos = 0
-        while pos < len(block):
-            m = _NOT_INTEGER_LINE.search(block, pos)
-            cut = len(block) if m is None else max(pos, block.rfind(b"\n", pos, m.start()) + 1)
-            if cut > pos and not self._runs_fast(start + pos, block[pos:cut], out):
-                self._runs_slow(start + pos, block[pos:cut], out)
-            if m is None:
-                break
-            end = block.find(b"\n", m.start()) + 1
-            self._runs_slow(start + cut, block[cut:end], out)
-            pos = end
-        return out
-
-    def _runs_fast(self, start: int, block: bytes, out: list) -> bool:
-        try:
-            vals = [int(v) for v in block.split()]
-        except ValueError:  # a lone "-" or "1-2": let the line parser name it
-            return False
-        if vals and not (-(1 << 31) <= min(vals) and max(vals) < (1 << 31)):
-            return False
-        if vals:
-            self.samples += len(vals)
-            prev = out[-1] if out else None
-            if isinstance(prev, SampleRun) and prev.lead_off is None:
-                prev.values.extend(vals)
-            else:
-                out.append(SampleRun(start, vals))
-        return True
-
-    def _runs_slow(self, start: int, block: bytes, out: list) -> None:
-        run = out[-1] if out and isinstance(out[-1], SampleRun) else None
-        for at, m in self._lines(start, block, out):
-            if isinstance(m, (int, float)) or isinstance(m, LeadOff):
-                if run is None:
-                    run = SampleRun(at, [])
-                    out.append(run)
-                off = isinstance(m, LeadOff)
-                if off and run.lead_off is None:
-                    run.lead_off = [False] * len(run.values)
-                run.values.append(0 if off else m)
-                if run.lead_off is not None:
-                    run.lead_off.append(off)
-                continue
-            run = None
-            if isinstance(m, DecodeError):
-                self.errors += 1
-            out.append(m)
-
-    def flush(self) -> list:
-        """End of stream: parse a last line without its newline."""
-        return self.feed(b"\n") if self._buf else []
-
-    def _error(self, out: list, offset: int, reason: str) -> None:
-        self.errors += 1
-        out.append(DecodeError(offset, reason))
-
-    # -- one line ------------------------------------------------------------
-
-    def _parse_line(self, line: bytes, start: int):
-        if not line:
-            return None
-        if line[:1] == b"#":
-            return self._parse_header(line[1:], start)
-        if line[:1] == b"!" or line.lower() in _LEAD_OFF_LINES:
-            return LeadOff(start)
-        if self.label is None and not self.column:
-            try:
-                value = int(line)  # int() accepts b"-12"
-                self.samples += 1
-                return value
-            except ValueError:
-                pass
-        return self._parse_fields(line, start)
-
-    def _parse_fields(self, line: bytes, start: int):
-        """A number, or Serial-Plotter fields (``503,0`` / ``ecg:503 lo:0``)."""
-        fields = [f for f in _FIELD_SEPARATORS.split(line) if f]
-        values, lead_off = [], False
-        for f in fields:
-            name, sep, text = f.rpartition(b":")
-            key = name.decode("ascii", "replace").strip().lower() if sep else None
-            try:
-                v = _number(text)
-            except ValueError:
-                shown = line[:32].decode("ascii", "backslashreplace")
-                return DecodeError(start, f"not a number in {shown!r}")
-            if key in _LEAD_OFF_LABELS and key != self.label:
-                lead_off = lead_off or v != 0
-                continue
-            values.append((key, v))
-        if lead_off:
-            return LeadOff(start)
-        shown = line[:32].decode("ascii", "backslashreplace")
-        if self.label is not None:
-            hit = [v for k, v in values if k == self.label]
-            if not hit:
-                return DecodeError(start, f"no {self.label!r} field in {shown!r}")
-            value = hit[0]
-        else:
-            col = self.column or 0
-            if col >= len(values):
-                return DecodeError(start, f"no column {col} in {shown!r} ({len(values)} values)")
-            value = values[col][1]
-        self.samples += 1
-        return value
-
-    @staticmethod
-    def _parse_header(text: bytes, start: int):
-        try:
-            s = text.decode("utf-8")
-        except UnicodeDecodeError:
-            return DecodeError(start, "header line is not valid UTF-8")
-        pairs = [tok.split("=", 1) for tok in s.split() if "=" in tok]
-        if not pairs:
-            return None  # a plain comment
-        hdr = AsciiHeader(start)
-        for key, value in pairs:
-            key = key.strip().lower()
-            try:
-                if key in ("fs", "fs_hz"):
-                    hdr.fs_hz = float(value)
-                elif key in ("uv_per_lsb", "uv"):
-                    hdr.uv_per_lsb = float(value)
-                elif key == "lead":
-                    hdr.lead = value
-                else:
-                    hdr.extra[key] = value
-            except ValueError:
-                return DecodeError(start, f"header value {key}={value!r} is not a number")
-        return hdr
-
-
-def _number(text: bytes):
-    """int when it is one (ADC counts), else a finite float (a sketch printing volts)."""
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        v = float(text)  # ValueError propagates
-        if v != v or v in (float("inf"), float("-inf")):
-            raise ValueError("not finite") from None
-        return v

@@ -1,7 +1,8 @@
 """``edge-run``: stream an ECG lead from a device or a file through a model bundle.
 
-Exit codes: 0 ok, 2 usage, 3 model/bundle error, 4 source not found or not
-permitted, 5 device lost after the reconnect retries. JSON Lines on stdout
+Exit codes: :class:`selfmis.exit_codes.ExitCode` (0 ok, 2 usage, 3 model/bundle
+error, 4 source not found or not permitted, 5 device lost after the reconnect
+retries, 6 an outlet could not start). JSON Lines on stdout
 (:mod:`.output`), logs on stderr.
 
 Only the standard library is imported at module level: ``edge-run --help``
@@ -16,6 +17,7 @@ import sys
 import time
 
 from selfmis.bundle import BundleError
+from selfmis.exit_codes import ExitCode
 from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
 
 from . import gateway_args
@@ -33,7 +35,9 @@ from .sources.simulated import SimulatedSource
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_USAGE", "EXIT_MODEL", "EXIT_SOURCE", "EXIT_LOST"]
 
-EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_LOST = 0, 2, 3, 4, 5
+# Kept as names for callers of the public API; the values are :class:`selfmis.exit_codes.ExitCode`.
+EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_LOST = (ExitCode.OK, ExitCode.USAGE, ExitCode.MODEL,
+                                                          ExitCode.SOURCE, ExitCode.LOST)
 
 log = logging.getLogger("selfmis.edge_runtime")
 

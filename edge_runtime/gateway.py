@@ -49,6 +49,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from selfmis.exit_codes import ExitCode
+
 from .gateway_io import IoLoop
 from .pipeline import Pipeline
 from .sources.base import DeviceLost, SourceError, SourceNotFound
@@ -86,7 +88,7 @@ class Device:
         self.thread: threading.Thread | None = None
         self.state = "starting"   # connected | reconnecting | disconnected | lost | ended | failed
         self.error: str | None = None
-        self.exit_code = 0
+        self.exit_code = ExitCode.OK
         self.done = False          # the processing thread has seen the end
         self.summary: dict | None = None
         self.t_started = time.perf_counter()
@@ -155,12 +157,12 @@ class Gateway:
         if exc is None:
             return
         if isinstance(exc, SourceNotFound):
-            dev.error, dev.exit_code = str(exc), 4
+            dev.error, dev.exit_code = str(exc), ExitCode.SOURCE
         elif isinstance(exc, (DeviceLost, SourceError)):
-            dev.error, dev.exit_code = str(exc), 5
+            dev.error, dev.exit_code = str(exc), ExitCode.LOST
         else:  # a bug in one source must not stop the gateway
             log.error("device %s: source failed", dev.id, exc_info=exc)
-            dev.error, dev.exit_code = f"{type(exc).__name__}: {exc}", 5
+            dev.error, dev.exit_code = f"{type(exc).__name__}: {exc}", ExitCode.LOST
 
     def _reader(self, dev: Device) -> None:
         """A blocking source's thread: move its items into the device queue; any ending is one _END."""
@@ -245,7 +247,7 @@ class Gateway:
         for e in dev.pipeline.flush():
             self.emit(dev, e)
         if dev.error:
-            dev.state = "failed" if dev.exit_code == 4 else "lost"
+            dev.state = "failed" if dev.exit_code == ExitCode.SOURCE else "lost"
             log.error("device %s: %s", dev.id, dev.error)
             self.emit(dev, {"type": "error", "t": round(dev.pipeline._signal_s, 3), "message": dev.error,
                             "exit_code": dev.exit_code})
@@ -272,7 +274,7 @@ class Gateway:
             self._handle(dev, item)
         except Exception as exc:  # one device's bad data or bug: stop that device only
             log.exception("device %s: pipeline failed", dev.id)
-            dev.error, dev.exit_code = f"pipeline: {type(exc).__name__}: {exc}", 5
+            dev.error, dev.exit_code = f"pipeline: {type(exc).__name__}: {exc}", ExitCode.LOST
             dev.source.stop()
             self._drain(dev)
             self._finish(dev)

@@ -40,6 +40,8 @@ import json
 import re
 from pathlib import Path
 
+from selfmis.exit_codes import ExitCode
+
 from .gateway_args import GATEWAY_FORMAT, is_gateway_config
 
 __all__ = ["GATEWAY_FORMAT", "GatewayConfigError", "load_gateway_config", "validate_gateway_config",
@@ -47,7 +49,7 @@ __all__ = ["GATEWAY_FORMAT", "GatewayConfigError", "load_gateway_config", "valid
 
 GATEWAY_VERSION = 1
 #: exit code of ``edge-run`` when an outlet cannot start (MQTT broker refused the login, port in use)
-EXIT_OUTLET = 6
+EXIT_OUTLET = ExitCode.OUTLET
 SOURCE_KEYS = ("port", "ble", "replay", "simulate")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 

@@ -14,13 +14,15 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from selfmis.exit_codes import ExitCode
+
 from .recording import RecordingError
 from .recording_export import FORMATS, export
 from .recording_timeline import scan
 
 __all__ = ["main", "info"]
 
-EXIT_OK, EXIT_USAGE, EXIT_RECORDING = 0, 2, 4
+EXIT_OK, EXIT_USAGE, EXIT_RECORDING = ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE
 
 EPILOG = """\
 examples:

@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from selfmis import protocol as P
+from selfmis import ascii_sketch
+from selfmis import ble_profile
 from selfmis.edge_runtime.sources.base import Chunk, LinkEvent, SourceNotFound
 from selfmis.edge_runtime.sources.ble import (PMD_CONTROL_UUID, PMD_DATA_UUID, PMD_SERVICE_UUID,
                                               POLAR_START_ECG, BleSource, PmdDecodeError,
@@ -117,7 +119,7 @@ def test_framed_stream_counts_duplicates_apart_from_drops():
 @FUZZ
 @given(st.binary(max_size=400), st.integers(1, 32))
 def test_ascii_decoder_fuzz_never_raises(data, step):
-    dec = P.AsciiLineDecoder()
+    dec = ascii_sketch.AsciiLineDecoder()
     for i in range(0, len(data), step):
         dec.feed(data[i:i + step])
     dec.flush()
@@ -173,8 +175,8 @@ class FakeBleClient:
             asyncio.get_running_loop().call_soon(self.notify[PMD_CONTROL_UUID], None,
                                                  bytearray(b"\xf0\x02\x00\x00\x00"))
             asyncio.get_running_loop().create_task(self._play())
-        if uuid == P.CONTROL_CHAR_UUID and bytes(data) == bytes([P.CTRL_START]):
-            asyncio.get_running_loop().create_task(self._play(P.DATA_CHAR_UUID))
+        if uuid == ble_profile.CONTROL_CHAR_UUID and bytes(data) == bytes([ble_profile.CTRL_START]):
+            asyncio.get_running_loop().create_task(self._play(ble_profile.DATA_CHAR_UUID))
 
     async def _play(self, uuid=PMD_DATA_UUID):
         for i, f in enumerate(self.frames):
@@ -225,7 +227,7 @@ def test_polar_h10_stream_via_fake_client():
 def test_selfmis_gatt_profile_via_fake_client():
     frames = _frames(8, spf=10, fs=250.0)
     src = BleSource("CC:DD", client_factory=lambda a, cb: FakeBleClient(
-        a, cb, frames, services=(P.SERVICE_UUID,)))
+        a, cb, frames, services=(ble_profile.SERVICE_UUID,)))
     items = _collect(src, 8)
     chunks = [i for i in items if isinstance(i, Chunk)]
     assert len(chunks) == 8 and chunks[0].fs == 250.0

@@ -22,6 +22,7 @@ from hypothesis import given, settings, strategies as st
 from test_edge_support import model_bundle, quiet_env, record_path
 
 from selfmis import protocol as P
+from selfmis import ascii_sketch
 from selfmis.edge_runtime.pipeline import Pipeline
 from selfmis.edge_runtime.sources.base import Chunk, LinkEvent
 from selfmis.edge_runtime.sources.rate import RateEstimator, snap_rate
@@ -236,20 +237,20 @@ def test_documented_sim_ascii_pair_starts(tmp_path):
 ])
 def test_serial_plotter_formats(text, kw, want):
     for feed in ("feed", "feed_runs"):
-        dec = P.AsciiLineDecoder(**kw)
+        dec = ascii_sketch.AsciiLineDecoder(**kw)
         got = []
         for m in getattr(dec, feed)(text):
-            if isinstance(m, P.SampleRun):
+            if isinstance(m, ascii_sketch.SampleRun):
                 got += ["off" if m.lead_off and m.lead_off[i] else v for i, v in enumerate(m.values)]
             else:
-                got.append("off" if isinstance(m, P.LeadOff) else m)
+                got.append("off" if isinstance(m, ascii_sketch.LeadOff) else m)
         assert got == want, feed
 
 
 def test_decoder_names_the_missing_field():
-    out = P.AsciiLineDecoder(label="ecg").feed(b"x:1,y:2\r\n")
+    out = ascii_sketch.AsciiLineDecoder(label="ecg").feed(b"x:1,y:2\r\n")
     assert isinstance(out[0], P.DecodeError) and "no 'ecg' field" in out[0].reason
-    out = P.AsciiLineDecoder(column=3).feed(b"1,2\r\n")
+    out = ascii_sketch.AsciiLineDecoder(column=3).feed(b"1,2\r\n")
     assert isinstance(out[0], P.DecodeError) and "no column 3" in out[0].reason
 
 
@@ -398,18 +399,18 @@ def test_batched_decoder_agrees_with_the_line_decoder(lines, step):
     def flat(msgs):
         out = []
         for m in msgs:
-            if isinstance(m, P.SampleRun):
+            if isinstance(m, ascii_sketch.SampleRun):
                 out += ["off" if m.lead_off and m.lead_off[i] else v for i, v in enumerate(m.values)]
-            elif isinstance(m, P.LeadOff):
+            elif isinstance(m, ascii_sketch.LeadOff):
                 out.append("off")
             elif isinstance(m, P.DecodeError):
                 out.append(("err", m.offset))
-            elif isinstance(m, P.AsciiHeader):
+            elif isinstance(m, ascii_sketch.AsciiHeader):
                 out.append(("hdr", m.offset))
             else:
                 out.append(m)
         return out
-    a, b = P.AsciiLineDecoder(), P.AsciiLineDecoder()
+    a, b = ascii_sketch.AsciiLineDecoder(), ascii_sketch.AsciiLineDecoder()
     fa, fb = [], []
     for i in range(0, len(data), step):
         fa += a.feed(data[i:i + step])

@@ -17,6 +17,7 @@ import pytest
 
 import selfmis.firmware_bridge as fb
 from selfmis import protocol as P
+from selfmis import ascii_sketch
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
 ROOT = Path(fb.__file__).resolve().parent
@@ -296,13 +297,13 @@ def test_serial_sketch_ascii_output_decodes(tmp_path, adc_input):
     exe = _build(tmp_path, "ad8232_serial", ["-DOUTPUT_ASCII=1"])
     out = subprocess.run([str(exe), str(f)], capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    items = P.AsciiLineDecoder().feed(out.stdout)
-    assert isinstance(items[0], P.AsciiHeader) and items[0].fs_hz == 250 and items[0].lead == "I"
-    body = [x for x in items if not isinstance(x, P.AsciiHeader)]
+    items = ascii_sketch.AsciiLineDecoder().feed(out.stdout)
+    assert isinstance(items[0], ascii_sketch.AsciiHeader) and items[0].fs_hz == 250 and items[0].lead == "I"
+    body = [x for x in items if not isinstance(x, ascii_sketch.AsciiHeader)]
     assert not [x for x in body if isinstance(x, P.DecodeError)]
-    got = np.array([0 if isinstance(x, P.LeadOff) else x for x in body])
+    got = np.array([0 if isinstance(x, ascii_sketch.LeadOff) else x for x in body])
     np.testing.assert_array_equal(got, _expected(counts, lo))
-    assert [isinstance(x, P.LeadOff) for x in body] == list(lo == 1)
+    assert [isinstance(x, ascii_sketch.LeadOff) for x in body] == list(lo == 1)
 
 
 @needs_gxx

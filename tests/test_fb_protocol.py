@@ -8,6 +8,9 @@ import pytest
 
 from selfmis.firmware_bridge import gen_test_vectors as gtv
 from selfmis import protocol as P
+from selfmis import ascii_sketch
+from selfmis import ble_profile
+from selfmis import sequence
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -43,10 +46,10 @@ def test_crc_check_value():
 
 def test_constants():
     assert P.SYNC == b"\xA5\x5A" and P.PROTOCOL_VERSION == 1 and P.FLAG_LEAD_OFF == 0x01
-    assert len({P.SERVICE_UUID, P.DATA_CHAR_UUID, P.CONTROL_CHAR_UUID}) == 3
+    assert len({ble_profile.SERVICE_UUID, ble_profile.DATA_CHAR_UUID, ble_profile.CONTROL_CHAR_UUID}) == 3
     # a default-MTU notification (20 bytes) holds 1 int16 sample; MTU 247 holds 113
-    assert P.max_samples_per_notification(P.BLE_DEFAULT_ATT_MTU) == 1
-    assert P.max_samples_per_notification(P.BLE_PREFERRED_ATT_MTU) == 113
+    assert ble_profile.max_samples_per_notification(ble_profile.BLE_DEFAULT_ATT_MTU) == 1
+    assert ble_profile.max_samples_per_notification(ble_profile.BLE_PREFERRED_ATT_MTU) == 113
 
 
 # --- round trips --------------------------------------------------------------
@@ -203,7 +206,7 @@ def test_fuzz_valid_frames_survive_garbage_and_splits(items, chunks, hello_first
 # --- sequence tracker -------------------------------------------------------------
 
 def test_sequence_tracker_gaps_wrap_duplicates():
-    t = P.SequenceTracker()
+    t = sequence.SequenceTracker()
     ups = [t.update(s) for s in (65533, 65534, 65535, 0, 3, 3, 4, 2, 5)]
     assert [u.missing for u in ups] == [0, 0, 0, 0, 2, 0, 0, 0, 0]
     assert [u.duplicate for u in ups] == [False] * 5 + [True] + [False] * 3
@@ -218,14 +221,14 @@ def test_sequence_tracker_gaps_wrap_duplicates():
 def test_ascii_decoder_lines_header_leadoff_errors():
     text = (b"# fs=250 lead=I uv_per_lsb=3.2227 board=uno\r\n512\r\n-3\r\n!\r\n"
             b"# just a comment\r\n\r\nabc\r\n# fs=abc\r\n 77 \n")
-    dec = P.AsciiLineDecoder()
+    dec = ascii_sketch.AsciiLineDecoder()
     out = []
     for i in range(len(text)):  # worst case: one byte at a time
         out += dec.feed(text[i:i + 1])
     hdr, s1, s2, lo, err, herr, s3 = out
     assert (hdr.fs_hz, hdr.lead, hdr.uv_per_lsb, hdr.extra) == (250.0, "I", 3.2227, {"board": "uno"})
     assert (s1, s2, s3) == (512, -3, 77)
-    assert isinstance(lo, P.LeadOff) and lo.offset == text.index(b"!")
+    assert isinstance(lo, ascii_sketch.LeadOff) and lo.offset == text.index(b"!")
     assert isinstance(err, P.DecodeError) and err.offset == text.index(b"abc")
     assert "abc" in err.reason
     assert isinstance(herr, P.DecodeError) and herr.offset == text.index(b"# fs=abc")
@@ -233,7 +236,7 @@ def test_ascii_decoder_lines_header_leadoff_errors():
 
 
 def test_ascii_partial_last_line_and_overlong_line():
-    dec = P.AsciiLineDecoder(max_line=16)
+    dec = ascii_sketch.AsciiLineDecoder(max_line=16)
     assert dec.feed(b"12\n3") == [12]
     assert dec.flush() == [3]
     out = dec.feed(b"9" * 40) + dec.feed(b"99\n5\n")
@@ -243,7 +246,7 @@ def test_ascii_partial_last_line_and_overlong_line():
 @FUZZ
 @given(st.binary(max_size=300), st.lists(st.integers(1, 20), max_size=20))
 def test_fuzz_ascii_never_raises(data, chunks):
-    dec = P.AsciiLineDecoder()
+    dec = ascii_sketch.AsciiLineDecoder()
     pos = 0
     for c in chunks:
         dec.feed(data[pos:pos + c])

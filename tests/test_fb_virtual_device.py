@@ -12,6 +12,8 @@ import pytest
 
 from selfmis.readers import read_record
 from selfmis import protocol as P
+from selfmis import ascii_sketch
+from selfmis import sequence
 from selfmis.simulate import VirtualDevice, quantize
 from selfmis.firmware_bridge.virtual_device import FdWriter, default_record_path, main, open_pty
 
@@ -127,19 +129,19 @@ def test_cli_errors_and_help(caplog):
 
 def test_ascii_mode_with_lead_off(record):
     dev = VirtualDevice.from_record(record, "I", ascii=True, lead_off=[(1.0, 0.5)])
-    dec = P.AsciiLineDecoder()
+    dec = ascii_sketch.AsciiLineDecoder()
     out = []
     for data in dev.frames():
         out += dec.feed(data)
     hdr = out[0]
-    assert isinstance(hdr, P.AsciiHeader) and hdr.fs_hz == record.fs and hdr.lead == "I"
+    assert isinstance(hdr, ascii_sketch.AsciiHeader) and hdr.fs_hz == record.fs and hdr.lead == "I"
     # the header is repeated like the HELLO (every 5 s), so a reader that opens the port late learns the rate
-    headers = [i for i, x in enumerate(out) if isinstance(x, P.AsciiHeader)]
+    headers = [i for i, x in enumerate(out) if isinstance(x, ascii_sketch.AsciiHeader)]
     assert len(headers) == 2
     assert out[headers[1]].fs_hz == record.fs and headers[1] == 1 + int(5 * record.fs)
-    body = [x for x in out if not isinstance(x, P.AsciiHeader)]
+    body = [x for x in out if not isinstance(x, ascii_sketch.AsciiHeader)]
     fs = int(record.fs)
-    assert all(isinstance(x, P.LeadOff) for x in body[fs:fs + fs // 2])
+    assert all(isinstance(x, ascii_sketch.LeadOff) for x in body[fs:fs + fs // 2])
     expected = dev.counts()
     got = [x for i, x in enumerate(body) if not (fs <= i < fs + fs // 2)]
     np.testing.assert_array_equal(got, np.delete(expected, np.s_[fs:fs + fs // 2]))
@@ -162,7 +164,7 @@ def test_faults_are_seeded_and_only_intact_frames_decode(record):
     got = [m for m in dec.feed(b"".join(c.data for c in chunks)) + dec.flush()
            if isinstance(m, P.DataFrame)]
     assert got == intact and dec.crc_errors >= dev.stats.corrupted
-    tracker = P.SequenceTracker()
+    tracker = sequence.SequenceTracker()
     for f in got:
         tracker.update(f.seq)
     assert tracker.duplicates >= 1 and tracker.missing >= dev.stats.dropped

@@ -13,7 +13,7 @@ BLE SDK, ``technical_documentation/Polar_Measurement_Data_Specification.pdf``):
   timestamp (ns) of the *last* sample, frame-type byte ``0x00``, then signed
   24-bit little-endian samples in µV (73 per notification at 130 Hz).
 
-SelfMIS firmware (``SERVICE_UUID`` of :mod:`selfmis.protocol`):
+SelfMIS firmware (``SERVICE_UUID`` of :mod:`selfmis.ble_profile`):
 notifications on ``DATA_CHAR_UUID`` carry the same framed byte stream as the
 serial port; the host writes ``CTRL_SEND_HELLO`` and ``CTRL_START`` to
 ``CONTROL_CHAR_UUID``.
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selfmis import protocol as p
-from selfmis.protocol import SERVICE_UUID
+from selfmis import ble_profile
+from selfmis.ble_profile import SERVICE_UUID
 
 from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
@@ -311,9 +311,9 @@ class BleSource(Source):
             for it in items:
                 self._put(it)
 
-        await client.start_notify(p.DATA_CHAR_UUID, on_data)
-        await client.write_gatt_char(p.CONTROL_CHAR_UUID, bytes([p.CTRL_SEND_HELLO]), response=True)
-        await client.write_gatt_char(p.CONTROL_CHAR_UUID, bytes([p.CTRL_START]), response=True)
+        await client.start_notify(ble_profile.DATA_CHAR_UUID, on_data)
+        await client.write_gatt_char(ble_profile.CONTROL_CHAR_UUID, bytes([ble_profile.CTRL_SEND_HELLO]), response=True)
+        await client.write_gatt_char(ble_profile.CONTROL_CHAR_UUID, bytes([ble_profile.CTRL_START]), response=True)
 
     async def _run(self):
         try:

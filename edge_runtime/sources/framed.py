@@ -12,6 +12,7 @@ import logging
 import time
 
 from selfmis import protocol  # the wire codec, one implementation
+from selfmis import sequence
 
 from .base import Chunk, LinkEvent, coalesce
 
@@ -34,7 +35,7 @@ class FramedStream:
         self.p = protocol
         self.lead = lead
         self.decoder = protocol.StreamDecoder()
-        self.tracker = protocol.SequenceTracker()
+        self.tracker = sequence.SequenceTracker()
         self.hello = None
         self.uv_per_lsb = float(default_uv_per_lsb)
         self.fs = None

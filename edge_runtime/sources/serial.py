@@ -5,7 +5,7 @@ Also TCP (``socket://host:port``, an ESP32 over Wi-Fi) and any other pyserial UR
 Binary (default): the SelfMIS framed protocol, decoded by the wire codec
 (:class:`~.framed.FramedStream`); rate, lead and gain come from the device's HELLO.
 
-ASCII (``ascii=True``): what hobby sketches print (:class:`selfmis.protocol.AsciiLineDecoder`):
+ASCII (``ascii=True``): what hobby sketches print (:class:`selfmis.ascii_sketch.AsciiLineDecoder`):
 ``Serial.println(analogRead(A0))`` (SparkFun AD8232 example), Arduino Serial
 Plotter columns and ``label:value`` pairs (``column`` / ``label`` pick the ECG),
 ``!``/``LO`` lead-off lines, an optional ``# fs=250 lead=I uv_per_lsb=3.22`` header.
@@ -40,7 +40,8 @@ import time
 
 import numpy as np
 
-from selfmis.protocol import AsciiHeader, AsciiLineDecoder, DecodeError, SampleRun
+from selfmis.ascii_sketch import AsciiHeader, AsciiLineDecoder, SampleRun
+from selfmis.protocol import DecodeError
 
 from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
