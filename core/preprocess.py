@@ -31,6 +31,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .limits import LimitError
+
 __all__ = [
     "MODEL_FS", "PreprocessSpec", "StreamResampler", "resample", "bandpass",
     "standardise", "preprocess_window", "rational_ratio",
@@ -73,9 +75,27 @@ class PreprocessSpec:
 
 # --------------------------------------------------------------------------- resampling
 
+#: The largest ``max(up, down)`` a resampler is built for: its filter has ``20 * max(up, down) + 1``
+#: taps (three float64 copies: ~10 MB at this bound). Every ratio between two supported rates
+#: (:mod:`selfmis.limits`: 50 Hz .. 10 kHz) fits; anything else is refused, not allocated.
+MAX_RATIO_TERM = 20_000
+
+
 def rational_ratio(fs_in: float, fs_out: float, max_denominator: int = 1000) -> tuple[int, int]:
-    """(up, down) with fs_out/fs_in ~= up/down, e.g. 130 -> 100 Hz is (10, 13)."""
-    fr = Fraction(float(fs_out) / float(fs_in)).limit_denominator(max_denominator)
+    """(up, down) with fs_out/fs_in ~= up/down, e.g. 130 -> 100 Hz is (10, 13).
+
+    Raises :class:`~selfmis.limits.LimitError` when a rate is not a finite positive
+    number or the ratio needs a filter longer than :data:`MAX_RATIO_TERM` allows.
+    """
+    try:
+        fs_in, fs_out = float(fs_in), float(fs_out)
+        ok = 0.0 < fs_in < float("inf") and 0.0 < fs_out < float("inf")
+        fr = Fraction(fs_out / fs_in).limit_denominator(max_denominator) if ok else None
+    except (OverflowError, ValueError, ZeroDivisionError, TypeError):
+        fr = None
+    if fr is None or fr.numerator == 0 or max(fr.numerator, fr.denominator) > MAX_RATIO_TERM:
+        raise LimitError(f"resampler: cannot resample {fs_in!r} Hz to {fs_out!r} Hz in bounded memory "
+                         f"(supported: ratios up to {MAX_RATIO_TERM}:1 between finite positive rates)")
     return fr.numerator, fr.denominator
 
 
@@ -91,6 +111,9 @@ def _lowpass_taps(up: int, down: int, half_len: int = 10, beta: float = 8.0) -> 
     t = np.arange(n_taps) - (n_taps - 1) / 2
     h = cutoff * np.sinc(cutoff * t) * np.kaiser(n_taps, beta)
     return h * (up / h.sum())  # unity DC gain after zero-stuffing
+
+
+_GATHER_BLOCK = 1 << 20  # float64 taps gathered per block in StreamResampler.process
 
 
 class StreamResampler:
@@ -150,8 +173,12 @@ class StreamResampler:
             a = int(start[0])
             seg = buf[a: a + (len(m) - 1) * self.down + self.k]
             return np.correlate(seg, self._rev[0], "valid")[::self.down].astype(np.float32)
-        taps = buf[start[:, None] + self._taps_at]
-        return np.einsum("mk,mk->m", taps, self._rev[phase]).astype(np.float32)
+        out = np.empty(len(m), dtype=np.float32)
+        step = max(1, _GATHER_BLOCK // self.k)  # the gathered windows stay under ~8 MB per block
+        for a in range(0, len(m), step):
+            taps = buf[start[a:a + step, None] + self._taps_at]
+            out[a:a + step] = np.einsum("mk,mk->m", taps, self._rev[phase[a:a + step]])
+        return out
 
 
 def resample(x, fs_in: float, fs_out: float = MODEL_FS, axis: int = -1) -> np.ndarray:

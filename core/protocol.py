@@ -44,6 +44,8 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from .limits import LimitError, check_gain, check_rate
+
 __all__ = [
     "SYNC", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS",
     "FRAME_HELLO", "FRAME_DATA",
@@ -117,9 +119,11 @@ def sample_range(sample_format: int) -> tuple:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
-def _valid_rate(x: float) -> bool:
-    """fs_hz / uv_per_lsb must be positive and finite (NaN fails every comparison)."""
-    return 0.0 < x <= 1e9
+def _check_rate_gain(what: str, fs: float, uv: float | None = None) -> None:
+    """fs_hz (and uv_per_lsb) within the supported ranges of :mod:`selfmis.limits` (LimitError)."""
+    check_rate(fs, what, "fs_hz")
+    if uv is not None:
+        check_gain(uv, what, "uv_per_lsb")
 
 
 def _f32(x: float) -> float:
@@ -183,6 +187,8 @@ class DecodeError:
 
     offset: int
     reason: str
+    #: True for a CRC-valid frame whose rate or gain is outside :mod:`selfmis.limits`
+    refused: bool = False
 
     def __str__(self) -> str:
         return f"byte {self.offset}: {self.reason}"
@@ -231,8 +237,7 @@ def encode_hello(h: Hello) -> bytes:
     """Encode a HELLO frame."""
     if h.protocol_version not in SUPPORTED_VERSIONS:
         raise ValueError(f"cannot encode protocol version {h.protocol_version}")
-    if not (_valid_rate(h.fs_hz) and _valid_rate(h.uv_per_lsb)):
-        raise ValueError(f"fs_hz ({h.fs_hz}) and uv_per_lsb ({h.uv_per_lsb}) must be positive")
+    _check_rate_gain("HELLO", h.fs_hz, h.uv_per_lsb)
     sample_width(h.sample_format)  # validates
     payload = (_HELLO_FIXED.pack(h.sample_format, h.fs_hz, h.uv_per_lsb)
                + _pack_str(h.lead, "lead")
@@ -264,8 +269,7 @@ def encode_frame(f: DataFrame) -> bytes:
         raise ValueError(f"{n} samples do not fit one frame")
     if not 0 <= f.flags <= 0xFF:
         raise ValueError("flags must fit in one byte")
-    if not _valid_rate(f.fs_hz):
-        raise ValueError(f"fs_hz must be positive, got {f.fs_hz}")
+    _check_rate_gain("DATA", f.fs_hz)
     payload = (_DATA_FIXED.pack(f.seq & 0xFFFF, f.flags, f.sample_format, f.fs_hz, n)
                + _pack_samples(f.samples, f.sample_format))
     return encode_raw_frame(FRAME_DATA, payload)
@@ -313,8 +317,7 @@ def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello
             raise ValueError(f"DATA payload of {len(payload)} bytes is shorter than {DATA_FIXED_LEN}")
         seq, flags, fmt, fs, n = _DATA_FIXED.unpack_from(payload)
         width = sample_width(fmt)
-        if not _valid_rate(fs):
-            raise ValueError(f"DATA fs_hz {fs} is not a positive sample rate")
+        _check_rate_gain("DATA frame", fs)
         need = DATA_FIXED_LEN + n * width
         if len(payload) < need:
             raise ValueError(f"DATA frame declares {n} samples ({need} bytes) "
@@ -326,8 +329,7 @@ def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello
             raise ValueError(f"HELLO payload of {len(payload)} bytes is shorter than {HELLO_FIXED_LEN}")
         fmt, fs, uv = _HELLO_FIXED.unpack_from(payload)
         sample_width(fmt)
-        if not (_valid_rate(fs) and _valid_rate(uv)):
-            raise ValueError(f"HELLO fs_hz {fs} / uv_per_lsb {uv} must be positive")
+        _check_rate_gain("HELLO frame", fs, uv)
         pos = _HELLO_FIXED.size
         lead, pos = _read_str(payload, pos, "lead")
         fw, pos = _read_str(payload, pos, "firmware_version")
@@ -483,7 +485,9 @@ class StreamDecoder:
                 msg = decode_payload(version, ftype, payload)
             except ValueError as e:
                 self.frames_malformed += 1
-                out.append(DecodeError(start, f"malformed frame: {e}"))
+                # a CRC-valid frame declaring a rate/gain outside the limits is what the device
+                # means: a refusal of the stream, not line noise
+                out.append(DecodeError(start, f"malformed frame: {e}", refused=isinstance(e, LimitError)))
                 continue
             self.frames_ok += 1
             out.append(msg)

@@ -18,6 +18,7 @@ import time
 
 from selfmis.bundle import BundleError
 from selfmis.exit_codes import ExitCode
+from selfmis.limits import gain_arg, rate_arg
 from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
 
 from . import gateway_args
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--port", help="serial port (or pyserial URL)")
     src.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
     src.add_argument("--ascii", action="store_true", help="ASCII one-sample-per-line instead of binary frames")
-    src.add_argument("--fs", type=float,
+    src.add_argument("--fs", type=rate_arg,
                      help="sample rate of an ASCII stream or a CSV file (Hz); overrides a header. Live streams "
                           "are checked against their arrival rate: a wrong --fs withholds decisions")
     src.add_argument("--column", type=int, metavar="N",
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--trust-rate", action="store_true",
                      help="do not check the declared rate against arrival times (a stream sent faster than "
                           "real time, e.g. `selfmis sim --fast`); needs a declared rate")
-    src.add_argument("--uv-per-lsb", type=float, default=None,
+    src.add_argument("--uv-per-lsb", type=gain_arg, default=None,
                      help="microvolts per ADC count: ASCII/no-HELLO gain (default 1.0), and a "
                           "--replay text file with --units counts (required there)")
     src.add_argument("--ble", metavar="ADDRESS", help="BLE device address (Polar H10 or SelfMIS firmware)")

@@ -83,9 +83,9 @@ def test_encoder_rejects_bad_input():
         P.encode_hello(P.Hello(device_id="x" * 256))
     with pytest.raises(ValueError, match="version"):
         P.encode_hello(P.Hello(protocol_version=2))
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="not a supported sample rate"):
         P.encode_frame(P.DataFrame(seq=0, samples=np.array([1]), fs_hz=float("nan")))
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="not a supported"):
         P.encode_hello(P.Hello(uv_per_lsb=0.0))
 
 

@@ -26,7 +26,7 @@ from .rate import RateWatch
 from .steps import Call, Wait, run_blocking
 
 __all__ = [
-    "Chunk", "LinkEvent", "Item", "Source", "SourceError", "SourceNotFound", "DeviceLost",
+    "Chunk", "LinkEvent", "Item", "Source", "SourceError", "SourceNotFound", "SourceRefused", "DeviceLost",
     "Backoff", "coalesce", "STAT_KEYS",
 ]
 
@@ -83,6 +83,11 @@ class SourceError(RuntimeError):
 
 class SourceNotFound(SourceError):
     """The port, file or device does not exist or cannot be opened (permission)."""
+
+
+class SourceRefused(SourceNotFound):
+    """The source declares what the runtime does not support (a rate or gain outside
+    :mod:`selfmis.limits`): refused with exit code 4, never decoded at a wrong rate."""
 
 
 class DeviceLost(SourceError):
@@ -151,6 +156,8 @@ class Source:
                     x = gen.throw(exc) if exc is not None else gen.send(value)
                 except StopIteration:
                     return
+                except SourceRefused as refused:  # name the source: "/dev/ttyUSB0: HELLO frame: fs_hz=..."
+                    raise SourceRefused(f"{self.name}: {refused}") from None
                 value = exc = None
                 if isinstance(x, (Wait, Call)):
                     try:

@@ -305,7 +305,11 @@ class BleSource(Source):
         self._framed.reset()
 
         def on_data(_char, data):
-            items = self._framed.feed(bytes(data))
+            try:
+                items = self._framed.feed(bytes(data))
+            except SourceError as exc:  # a refused rate/gain: the consumer raises it (exit code 4)
+                self._put(exc)
+                return
             if self._framed.fs:
                 self.fs = self._framed.fs
             for it in items:

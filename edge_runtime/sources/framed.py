@@ -14,7 +14,7 @@ import time
 from selfmis import protocol  # the wire codec, one implementation
 from selfmis import sequence
 
-from .base import Chunk, LinkEvent, coalesce
+from .base import Chunk, LinkEvent, SourceRefused, coalesce
 
 __all__ = ["FramedStream"]
 
@@ -62,6 +62,9 @@ class FramedStream:
                 if msg != self.hello:  # firmware repeats its HELLO every few seconds
                     out.append(self._hello(msg, t_arrival))
             elif isinstance(msg, self.p.DecodeError):
+                if msg.refused:  # a rate or gain outside selfmis.limits: never decoded at a wrong rate
+                    self.stats["decode_errors"] += 1
+                    raise SourceRefused(f"byte {msg.offset}: refused: {msg.reason[len('malformed frame: '):]}")
                 if "CRC" in msg.reason:
                     kind = "crc_error"
                 elif msg.reason.startswith("malformed"):
