@@ -38,10 +38,20 @@ test: $(LINKED)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
-# Rebuild the shipped model from scratch on the PTB-XL subset (teacher, then student).
+# Rebuild the shipped model from scratch on the PTB-XL subset: the SelfMIS teacher (a run folder holding
+# model.pt), then the int8 student of the shipped size (dscnn-6k, benchmarks/students.py) and its table.
+# A smaller or redirected run (tests/test_make_model.py):  make model DATA=... TEACHER_RUN=... MODEL_OUT=...
+#   MODEL_RESULTS=... MODEL_WORK=... TRAIN_ARGS='--epochs 1' QUANTIZE_ARGS='--epochs 1'
+TEACHER_RUN    ?= artifacts/selfmis_lead1
+MODEL_OUT      ?= edge_runtime/models/default
+MODEL_RESULTS  ?= benchmarks/results/quantize
+MODEL_WORK     ?= artifacts/quantize
+SHIPPED_STUDENT = --stem-channels 12 --blocks 16:2,24:2,32:2,48:2,64:1
+DATA_ARG        = $(if $(DATA),--data $(DATA))
 model: $(LINKED)
-	$(VENV)/bin/selfmis train --method selfmis --out artifacts/selfmis_lead1.pt
-	$(VENV)/bin/selfmis quantize --teacher artifacts/selfmis_lead1.pt --out edge_runtime/models/default
+	$(VENV)/bin/selfmis train --method selfmis --out $(TEACHER_RUN) $(DATA_ARG) $(TRAIN_ARGS)
+	$(VENV)/bin/selfmis quantize --teacher $(TEACHER_RUN) --out $(MODEL_OUT) --results $(MODEL_RESULTS) \
+	  --work $(MODEL_WORK) $(DATA_ARG) $(SHIPPED_STUDENT) $(QUANTIZE_ARGS)
 
 bench: $(LINKED)
 	$(VENV)/bin/selfmis bench

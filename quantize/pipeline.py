@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from selfmis.bundle import sha256_file
+from selfmis.provenance import data_summary, portable_path, provenance, scrub_paths
 from selfmis.preprocess import PreprocessSpec
+from selfmis.train.checkpoint import resolve_checkpoint
 from selfmis.train.data import resolve_data_root
 from selfmis.train.evaluate import auroc, score_predictions
 
@@ -32,7 +34,7 @@ from .micro import micro_report
 from .predict import tflite_predict, torch_predict
 from .report import _clean, write_results  # _clean: strict JSON in the card (NaN -> null)
 from .student import StudentConfig, count_params
-from .teacher import load_teacher, save_standin, teacher_outputs, train_standin_teacher
+from .teacher import TeacherError, load_teacher, save_standin, teacher_outputs, train_standin_teacher
 from .validate import INT8_MI_AUROC_TOL, ValidationError, check_fp32_parity, compare_int8
 from .windows import Folds, TRAIN_STRIDE_S, load_lead1, record_mean, windows_of
 
@@ -47,7 +49,8 @@ MAX_INT8_BYTES = 64 * 1024
 @dataclass
 class PipelineOptions:
     out: Path                                   # bundle directory (model.tflite + card.json)
-    teacher: Path | None = None                 # SelfMIS checkpoint; None -> train a stand-in
+    teacher: Path | None = None                 # SelfMIS checkpoint: a training run's folder or its model.pt
+    standin: bool = False                       # train a stand-in teacher instead (never implicitly)
     work: Path = Path("artifacts/quantize")     # intermediates (ONNX, TFLite, logs)
     data: str | None = None                     # PTB-XL folder (default: the shared subset)
     results: Path | None = None                 # where to write the table (JSON + Markdown); None: <work>/results
@@ -66,6 +69,7 @@ class PipelineOptions:
     folds: object = None                        # windows.Folds override (default: the teacher's own split)
     micro_strict: bool = True                   # fail when TFLite Micro disagrees with LiteRT (else: record it)
     max_int8_bytes: int | None = MAX_INT8_BYTES  # the gateway budget; None: no limit (the student front)
+    threads: int = 0                            # torch threads for distillation; 0: torch's default (all cores)
 
 
 def _say(msg: str) -> None:
@@ -84,30 +88,53 @@ def _auroc_row(res: dict) -> dict:
     return out
 
 
+def _standin_teacher(path: Path, w_train, folds, opts: PipelineOptions):
+    """The stand-in at ``path`` when it was trained on these folds with these settings, else a new one."""
+    want = {"folds": folds.to_dict(), "epochs": opts.standin_epochs, "seed": opts.seed}
+    if path.is_file():
+        try:
+            teacher, tcfg, kind = load_teacher(path)
+            if kind == "stand-in" and all(tcfg.get("provenance", {}).get(k) == v for k, v in want.items()):
+                return teacher, tcfg
+        except TeacherError:
+            pass  # unreadable: trained again below
+    teacher = train_standin_teacher(w_train.X, w_train.window_labels, epochs=opts.standin_epochs,
+                                    seed=opts.seed, progress=opts.progress)
+    save_standin(teacher, path, want)
+    return teacher, dict(teacher.config)
+
+
 def run_pipeline(opts: PipelineOptions) -> dict:
     import torch
 
     t0 = time.time()
-    torch.set_num_threads(1)  # shared 2-core machine
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     work, out = Path(opts.work), Path(opts.out)
     work.mkdir(parents=True, exist_ok=True)
     spec = PreprocessSpec()
-    report: dict = {"options": {"out": str(out), "teacher": str(opts.teacher) if opts.teacher else None,
-                                "n_calib": opts.n_calib, "keep_ncw": opts.keep_ncw,
+    report: dict = {"options": {"out": portable_path(out),
+                                "teacher": portable_path(opts.teacher) if opts.teacher else None,
+                                "standin": opts.standin, "n_calib": opts.n_calib, "keep_ncw": opts.keep_ncw,
                                 "quant_type": opts.quant_type, "seed": opts.seed}}
 
     # ---------------------------------------------------------------- teacher and data
-    if opts.teacher is not None and Path(opts.teacher).is_file():
-        teacher_path = Path(opts.teacher)
+    if opts.standin:
+        kind, tcfg, folds = "stand-in", {}, opts.folds or Folds.from_teacher_config({})
+        teacher_path = work / "standin_teacher.pt"
+        _say("--standin: training a stand-in teacher (NOT SelfMIS)")
+    elif opts.teacher is None:
+        raise TeacherError("no teacher: pass the SelfMIS checkpoint (a training run's folder or its model.pt), "
+                           "or ask for a stand-in explicitly (--standin)")
+    else:
+        try:
+            teacher_path = resolve_checkpoint(opts.teacher)
+        except FileNotFoundError as exc:
+            raise TeacherError(f"teacher: {exc}; train it first (make model) or pass --standin") from None
         teacher_sha = sha256_file(teacher_path)  # first: the trainer may replace the file later
         teacher, tcfg, kind = load_teacher(teacher_path)
         folds = opts.folds or Folds.from_teacher_config(tcfg)
-    else:
-        kind, tcfg, folds = "stand-in", {}, opts.folds or Folds.from_teacher_config({})
-        teacher_path = work / "standin_teacher.pt"
-        if opts.teacher is not None:
-            _say(f"teacher {opts.teacher} not found: training a stand-in teacher (NOT SelfMIS)")
     _say(f"folds: train {list(folds.train)}, val {list(folds.val)}, test {list(folds.test)}")
     ds_train = load_lead1(folds.train, opts.data, opts.progress)
     ds_val = load_lead1(folds.val, opts.data, opts.progress)
@@ -117,19 +144,8 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     w_val, w_test = windows_of(ds_val), windows_of(ds_test)
     _say(f"windows: train {w_train.X.shape} ({w_train.n_records} records), val {w_val.X.shape}, "
          f"test {w_test.X.shape}")
-    if kind == "stand-in" and teacher_path.is_file():
-        teacher, tcfg, _ = load_teacher(teacher_path)  # reuse: same folds, same seed
-        if tcfg.get("provenance", {}).get("folds") != folds.to_dict() or \
-                tcfg.get("provenance", {}).get("epochs") != opts.standin_epochs or \
-                tcfg.get("provenance", {}).get("seed") != opts.seed:
-            kind = "stand-in-retrain"
-    if kind == "stand-in-retrain" or (kind == "stand-in" and not teacher_path.is_file()):
-        kind = "stand-in"
-        teacher = train_standin_teacher(w_train.X, w_train.window_labels, epochs=opts.standin_epochs,
-                                        seed=opts.seed, progress=opts.progress)
-        save_standin(teacher, teacher_path, {"folds": folds.to_dict(), "epochs": opts.standin_epochs,
-                                             "seed": opts.seed})
-        tcfg = dict(teacher.config)
+    if opts.standin:
+        teacher, tcfg = _standin_teacher(teacher_path, w_train, folds, opts)
     teacher.eval()
     if kind != "selfmis":
         teacher_sha = sha256_file(teacher_path)
@@ -251,7 +267,10 @@ def run_pipeline(opts: PipelineOptions) -> dict:
             raise ValidationError(msg)
 
     # ---------------------------------------------------------------- the shipped bundle
-    test_desc = {"data": str(ds_test_root(opts.data)), "split": f"strat_fold {list(folds.test)}",
+    data_name = ds_test_root(opts.data).name  # the folder's name: never a machine path in a card
+    data_used = data_summary(data_name, [*ds_train.ecg_ids, *ds_val.ecg_ids, *ds_test.ecg_ids],
+                             fs=spec.fs, lead="I")
+    test_desc = {"data": data_name, "split": f"strat_fold {list(folds.test)}",
                  "threshold_split": f"strat_fold {list(folds.val)}", "fs": spec.fs, "lead": "I",
                  "seed": opts.seed, "n_records": int(w_test.n_records),
                  "scoring": "record = mean logit over 5 s windows every 1 s (selfmis.train.evaluate)",
@@ -260,21 +279,23 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                    fp32_auroc=_auroc_row(results["student_fp32_tflite"]),
                    teacher_auroc=_auroc_row(results["teacher"]),
                    int8_vs_fp32=cmp, latency_ms_quick=lat)
-    training = {"teacher": str(teacher_path), "teacher_kind": kind,
+    training = {"teacher": portable_path(teacher_path), "teacher_kind": kind,
                 "teacher_sha256": teacher_sha,
                 "teacher_config": {k: v for k, v in tcfg.items() if isinstance(v, (int, float, str, bool, list))},
-                "data": str(ds_test_root(opts.data)), "folds": folds.to_dict(), "lead": "I",
+                "data": data_name, "folds": folds.to_dict(), "lead": "I",
                 "windows": f"5 s every {TRAIN_STRIDE_S} s, preprocess_window", "n_train_windows": int(len(w_train.X)),
                 "student": student.config.to_dict(), "distill": opts.distill.to_dict(),
                 "selected_epoch": int(student.selected_epoch),
                 "selection": "best validation-fold MI AUROC" if opts.select_on_val else "last epoch",
                 "calibration": {"n_windows": int(len(calib)), "from": f"training folds {list(folds.train)}",
                                 "seed": opts.seed},
-                "quant_type": opts.quant_type, "onnx_ops": onnx_op_types(onnx_path), "tflite_ops": ops["int8"]}
+                "quant_type": opts.quant_type, "onnx_ops": onnx_op_types(onnx_path), "tflite_ops": ops["int8"],
+                "provenance": provenance(opts.command or None, data_used)}
 
     card = cardmod.make_card(files.int8, files.layout, labels, spec=spec,
                              thresholds={t: float(sigmoid(v)) for t, v in thr_int8.items()},
-                             metrics=_clean(metrics), params=params, training=_clean(training),
+                             metrics=_clean(scrub_paths(metrics)), params=params,
+                             training=_clean(scrub_paths(training)),
                              description=("Distilled depthwise-separable 1-D CNN student of the "
                                           f"{'SelfMIS' if kind == 'selfmis' else 'STAND-IN (not SelfMIS)'} "
                                           "Lead-I teacher; full-integer int8 (int8 weights, activations, "
@@ -289,7 +310,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                            w_test.Y, labels, label_prevalence(opts.data, labels), opts.n_boot, opts.seed,
                            describe={**{k: test_desc[k] for k in ("data", "lead", "fs", "seed", "scoring")},
                                      "fit_split": test_desc["threshold_split"], "test_split": test_desc["split"]})
-    card = with_calibration(card, _clean(cal))
+    card = with_calibration(card, _clean(scrub_paths(cal)))
     bundle = cardmod.bundle_tflite(out, files.int8, card)
     # TFLite Micro (the microcontroller target): measured arena, parity with LiteRT on the validation windows
     card.micro = micro_report(bundle, w_val.X, w_val.record,
@@ -313,9 +334,10 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                    "sizes_bytes": sizes, "layout": files.layout, "ops": ops, "results": results,
                    "int8_vs_fp32": cmp, "latency_ms": lat, "checks": checks, "targets": targets, "micro": card.micro,
                    "thresholds_logit": thr_int8, "evaluation": test_desc, "training": training,
-                   "bundle": str(out), "seconds": time.time() - t0, "command": opts.command})
+                   "bundle": portable_path(out), "seconds": time.time() - t0, "command": opts.command,
+                   "provenance": training["provenance"]})
 
-    j, m = write_results(report, opts.results or work / "results")
+    j, m = write_results(scrub_paths(report), opts.results or work / "results")
     _say(f"table: {m} and {j}")
     return report
 

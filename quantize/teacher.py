@@ -1,11 +1,14 @@
-"""The teacher: the SelfMIS Lead-I checkpoint, or a quick stand-in until it exists.
+"""The teacher: the SelfMIS Lead-I checkpoint, or (only when asked for) a quick stand-in.
 
 The real teacher is loaded with ``selfmis.train.checkpoint.load_model(path)``
+(``path`` is the training run's folder or its ``model.pt``)
 (``forward(x (B,1,W)) -> logits (B, 11)``, ``embed(x) -> (B, D)``). The
 stand-in (:class:`StandInTeacher`) has the same interface; it is a plain 1-D
 CNN trained here in a couple of minutes so the pipeline can be built and
-tested before the real checkpoint appears. Its checkpoints carry
-``kind = "selfmis-quantize-standin"`` so they are never mistaken for SelfMIS.
+tested without a trained SelfMIS checkpoint (``selfmis quantize --standin``). Its
+checkpoints carry ``kind = "selfmis-quantize-standin"`` so they are never mistaken
+for SelfMIS. A teacher that is missing or cannot be read is a :class:`TeacherError`
+(exit code ``MODEL``), never a silent fall-back to the stand-in.
 """
 from __future__ import annotations
 
@@ -16,12 +19,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from selfmis.train.checkpoint import load_model  # the training engineer's loader
+from selfmis.exit_codes import CodedError, ExitCode
+from selfmis.train.checkpoint import CheckpointError, load_model, resolve_checkpoint
 
-__all__ = ["StandInTeacher", "train_standin_teacher", "save_standin", "load_teacher", "teacher_outputs",
+__all__ = ["TeacherError", "StandInTeacher", "train_standin_teacher", "save_standin", "load_teacher", "teacher_outputs",
            "STANDIN_KIND"]
 
 STANDIN_KIND = "selfmis-quantize-standin"
+
+
+class TeacherError(CodedError):
+    """The teacher checkpoint is missing or cannot be loaded (the message names the path)."""
+
+    exit_code = ExitCode.MODEL
 
 
 class StandInTeacher(nn.Module):
@@ -78,17 +88,35 @@ def save_standin(model: StandInTeacher, path, provenance: dict) -> Path:
 
 
 def load_teacher(path):
-    """(model in eval mode, config dict, kind) for a SelfMIS checkpoint or a stand-in."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no teacher checkpoint")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    """(model in eval mode, config dict, kind) for a SelfMIS checkpoint or a stand-in.
+
+    Parameters
+    ----------
+    path : str or Path
+        A training run's folder (holding ``model.pt``) or the checkpoint file itself.
+
+    Raises
+    ------
+    TeacherError
+        The checkpoint is missing or is neither a SelfMIS checkpoint nor a stand-in.
+    """
+    try:
+        file = resolve_checkpoint(path)
+    except FileNotFoundError as exc:
+        raise TeacherError(f"teacher: {exc}") from None
+    try:
+        # weights_only: plain tensors and dicts; a stand-in's provenance is plain data too
+        raw = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TeacherError(f"teacher {file}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
     if isinstance(raw, dict) and raw.get("kind") == STANDIN_KIND:
         model = StandInTeacher(**raw["config"])
         model.load_state_dict(raw["state_dict"])
         return model.eval(), dict(raw["config"], provenance=raw.get("provenance", {})), "stand-in"
-
-    model, config = load_model(path)
+    try:
+        model, config = load_model(file)
+    except CheckpointError as exc:
+        raise TeacherError(f"teacher: {exc}") from None
     cfg = config if isinstance(config, dict) else getattr(config, "__dict__", {"repr": repr(config)})
     return model.eval(), dict(cfg), "selfmis"
 

@@ -18,7 +18,7 @@ def test_pipeline_with_standin_teacher_writes_a_valid_bundle(tmp_path, bundled_p
     from selfmis.quantize.windows import Folds
 
     # the shipped records are all in fold 10: use it for every role (a smoke test, not a measurement)
-    opts = PipelineOptions(out=tmp_path / "bundle", teacher=None, work=tmp_path / "work", data=str(bundled_ptbxl),
+    opts = PipelineOptions(out=tmp_path / "bundle", standin=True, work=tmp_path / "work", data=str(bundled_ptbxl),
                            student=StudentConfig(stem_channels=4, blocks=[[8, 2], [8, 2]], kernel=5),
                            distill=DistillConfig(epochs=1, batch=32), n_calib=32, n_boot=10, standin_epochs=1,
                            progress=False, folds=Folds(train=(10,), val=(10,), test=(10,)))

@@ -2,6 +2,11 @@
 
 Loaded with ``torch.load(weights_only=True)``: a checkpoint is plain tensors,
 numbers, strings, lists and dicts, never pickled code.
+
+One convention from training to quantization: ``selfmis train --out RUN`` writes
+``RUN/model.pt``; every loader (:func:`load_checkpoint`, :func:`load_model`, the
+quantize teacher, ``selfmis train --teacher``) accepts either the run folder ``RUN``
+or the file itself (:func:`resolve_checkpoint`).
 """
 from __future__ import annotations
 
@@ -12,14 +17,34 @@ import torch
 
 from selfmis.train.models import build_model
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "load_weights_into"]
+__all__ = ["CheckpointError", "CHECKPOINT_NAME", "resolve_checkpoint", "save_checkpoint", "load_checkpoint", "load_model", "load_weights_into"]
 
 FORMAT = "selfmis-checkpoint"
+#: The checkpoint's file name inside a run folder.
+CHECKPOINT_NAME = "model.pt"
 VERSION = 1
 
 
 class CheckpointError(ValueError):
     """Not a SelfMIS checkpoint, or one of another architecture than expected."""
+
+
+def resolve_checkpoint(path) -> Path:
+    """The checkpoint file of ``path``: ``path/model.pt`` for a run folder, else ``path`` itself.
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither a file nor a run folder holding ``model.pt`` (the message names the path).
+    """
+    p = Path(path)
+    if p.is_dir():
+        if not (p / CHECKPOINT_NAME).is_file():
+            raise FileNotFoundError(f"{p}: a folder without {CHECKPOINT_NAME} (not a finished training run)")
+        return p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such checkpoint (a run folder with {CHECKPOINT_NAME}, or the file)")
+    return p
 
 
 def save_checkpoint(path, model, config: dict, extra: dict | None = None, optimizer=None) -> Path:
@@ -38,6 +63,8 @@ def save_checkpoint(path, model, config: dict, extra: dict | None = None, optimi
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
+    """The checkpoint's dict; ``path`` is a run folder or the file (:func:`resolve_checkpoint`)."""
+    path = resolve_checkpoint(path)
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

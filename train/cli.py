@@ -5,6 +5,11 @@
     selfmis train --method scratch --device cuda:1 --amp off
     torchrun --nproc_per_node 2 -m selfmis.train.cli --method scratch ...   # DDP (nccl on CUDA, gloo on CPU)
 
+--out is the run folder: the checkpoint is OUT/model.pt, and every command that loads a
+checkpoint (``--teacher`` here, ``selfmis quantize --teacher``, ``selfmis evaluate``) takes
+the run folder or the file. Exit codes (:class:`selfmis.exit_codes.ExitCode`): 2 bad
+arguments or device, 3 a teacher checkpoint that is missing or unreadable, 4 unreadable data.
+
 Devices: --device auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps; bf16 autocast on
 CUDA unless --amp off; --threads 0 = the available cores. Per-epoch metrics go to
 OUT/metrics.jsonl and OUT/metrics.csv (and TensorBoard with --tensorboard DIR).
@@ -17,7 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
-from selfmis.train.checkpoint import CheckpointError
+from selfmis.exit_codes import ExitCode
+from selfmis.train.checkpoint import CHECKPOINT_NAME, CheckpointError
 from selfmis.train.data import DataError
 from selfmis.train.distributed import DeviceError
 from selfmis.train.trainer import DEFAULTS, METHODS, train
@@ -77,18 +83,28 @@ def main(argv=None) -> int:
     for k in ("max_records",):
         if isinstance(cfg.get(k), str):
             cfg[k] = int(cfg[k])
+    if str(cfg.get("out", "")).endswith(".pt"):
+        print(f"selfmis train: --out is the run folder (the checkpoint is written as OUT/{CHECKPOINT_NAME}); "
+              f"got a file name {cfg['out']!r}: use --out {cfg['out'][:-3]}", file=sys.stderr)
+        return ExitCode.USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         res = train(cfg)
-    except (DeviceError, DataError, CheckpointError) as exc:
+    except DeviceError as exc:
         print(f"selfmis train: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
+    except (CheckpointError, FileNotFoundError) as exc:  # the 12-lead teacher (--teacher) or a resumed run
+        print(f"selfmis train: {exc}", file=sys.stderr)
+        return ExitCode.MODEL
+    except DataError as exc:
+        print(f"selfmis train: {exc}", file=sys.stderr)
+        return ExitCode.SOURCE
     if "test" in res:
         t = res["test"]["MI"]
         v = res["val"]["MI"]
         print(f"{res['method']}: val MI AUROC {v.get('auroc', float('nan')):.3f}  "
               f"test MI AUROC {t.get('auroc', float('nan')):.3f} {t.get('auroc_ci')}  "
-              f"({res['seconds']:.0f} s) -> {res['config']['out']}/model.pt")
+              f"({res['seconds']:.0f} s) -> {Path(res['config']['out']) / CHECKPOINT_NAME}")
     return 0
 
 
