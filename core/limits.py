@@ -28,7 +28,7 @@ import math
 
 from .exit_codes import CodedError, ExitCode
 
-__all__ = ["FS_MIN_HZ", "FS_MAX_HZ", "UV_PER_LSB_RANGE", "ADC_PER_UNIT_RANGE", "LimitError",
+__all__ = ["FS_MIN_HZ", "FS_MAX_HZ", "MAX_GAP_FILL_S", "UV_PER_LSB_RANGE", "ADC_PER_UNIT_RANGE", "LimitError",
            "check_rate", "check_gain", "rate_arg", "gain_arg", "describe_limits"]
 
 FS_MIN_HZ = 50.0
@@ -37,6 +37,10 @@ FS_MAX_HZ = 10_000.0
 UV_PER_LSB_RANGE = (1e-4, 1e5)
 #: ADC units per physical unit (WFDB ``gain``, EDF digital/physical span)
 ADC_PER_UNIT_RANGE = (1e-3, 1e9)
+#: The gap policy: samples lost on a link are filled (held, flagged) up to this many seconds;
+#: a longer gap restarts the stream (the pipeline) and is never filled -- a sequence number
+#: jumping by 32767 frames is not "14.8 days lost" (the framed source).
+MAX_GAP_FILL_S = 10.0
 
 
 class LimitError(CodedError, ValueError):

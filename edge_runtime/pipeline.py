@@ -40,6 +40,7 @@ import numpy as np
 
 from .beats import StreamingBeatDetector
 from .decision import RollingDecision
+from selfmis.limits import MAX_GAP_FILL_S
 from selfmis.preprocess import MODEL_FS, PreprocessSpec, StreamResampler, preprocess_window
 from .quality import MAX_FILLED_GAP_S, QualityGate
 from .stream import Chunk, LinkEvent
@@ -54,7 +55,7 @@ LATENCY_NOTE = ("latency: from the arrival of the chunk that completed a beat's 
                 "(at the model rate) to the decision being emitted")
 
 F_LEAD_OFF, F_GAP, F_SAT = 1, 2, 4
-_MAX_FILL_S = 10.0  # longer gaps restart the stream instead of being filled
+_MAX_FILL_S = MAX_GAP_FILL_S  # longer gaps restart the stream instead of being filled (selfmis.limits)
 
 
 def _median(values) -> float:
@@ -168,6 +169,8 @@ class Pipeline:
         self.link_counts[ev.kind] = self.link_counts.get(ev.kind, 0) + 1
         if ev.discontinuity:
             self._pending_reset = True
+        if ev.detail.get("held_back"):  # a rate-limited event (output.EventBudget): only its reset counts
+            return []
         out = {"type": "link", "kind": ev.kind, "t": round(self._timeline_s, 3)}
         out.update({k: v for k, v in ev.detail.items() if k not in out})
         events = self.flush() if ev.kind == "end" else []
@@ -452,6 +455,7 @@ class Pipeline:
                "duplicates": int(st.get("duplicates", 0)), "stale": int(st.get("stale", 0)),
                "crc_errors": int(st.get("crc_errors", 0)), "resyncs": int(st.get("resyncs", 0)),
                "decode_errors": int(st.get("decode_errors", 0)),
+               "events_held_back": int(st.get("events_held_back", 0)), "seq_jumps": int(st.get("seq_jumps", 0)),
                "reconnects": int(st.get("reconnects", 0)),
                "offline_s": round(float(st.get("offline_s", 0.0)), 3),
                "rate": dict(self.rate_detail) if self.rate_detail else None,

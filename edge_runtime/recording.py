@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
 import threading
@@ -49,6 +50,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from selfmis.limits import check_gain, check_rate
 
 from .stream import Chunk, LinkEvent, counts_to_mv
 
@@ -143,11 +146,16 @@ class Recorder:
         self._clock = 0.0       # seconds of signal the recorded chunks account for
         self._fs = None
         self.items = 0
+        #: why the recording stopped early (a failed write: full disk, I/O error), else None
+        self.failed: str | None = None
+        self._events: list = []  # the `recording` event waiting for take_events()
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._flush_timer, name="recorder-flush", daemon=True)
         self._timer.start()
 
     def write(self, item) -> None:
+        if self.failed:
+            return
         if isinstance(item, Chunk):
             body = chunk_record(item)
             self._fs = float(item.fs)
@@ -164,6 +172,8 @@ class Recorder:
         """Record the pipeline's beat/decision/quality ``events`` for the item just written,
         and its event clock ``t_signal`` (s: signal plus time disconnected, the clock of the events'
         ``t``) when that jumped (time lost over a reconnect)."""
+        if self.failed:
+            return
         kept = [e for e in events if e.get("type") in RECORDED_EVENTS]
         jumped = self._fs is not None and abs(t_signal - self._clock) * self._fs > 0.5
         if not kept and not jumped:
@@ -174,13 +184,41 @@ class Recorder:
 
     def _append(self, body: bytes) -> None:
         with self._lock:
-            self._fh.write(_LEN.pack(len(body)) + body)
-            self.items += 1
-            now = time.monotonic()
-            if self._dirty_since is None:
-                self._dirty_since = now
-            if now - self._last_flush >= self.flush_every_s:
-                self._flush_locked(now)
+            if self.failed:
+                return
+            try:
+                self._fh.write(_LEN.pack(len(body)) + body)
+                self.items += 1
+                now = time.monotonic()
+                if self._dirty_since is None:
+                    self._dirty_since = now
+                if now - self._last_flush >= self.flush_every_s:
+                    self._flush_locked(now)
+            except (OSError, ValueError) as exc:  # ENOSPC, EIO, a file closed under us
+                self._fail_locked(exc)
+
+    def _fail_locked(self, exc) -> None:
+        """A write failed: stop recording (what is on disk stays readable: a cut last record is
+        skipped by the reader), say so once on stderr and as a ``recording`` event; detection goes on."""
+        if self.failed:
+            return
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        self.failed = reason
+        self._stop.set()
+        try:
+            self._fh.close()
+        except (OSError, ValueError):  # the buffered tail cannot be written either
+            pass
+        log.error("--record %s: %s; recording stopped after %d items (detection goes on)",
+                  self.dir, reason, self.items)
+        self._events.append({"type": "recording", "state": "stopped", "reason": reason,
+                             "path": str(self.dir), "items": self.items, "t": round(self._clock, 3)})
+
+    def take_events(self) -> list:
+        """The ``recording`` event of a recording that just stopped (once), else []."""
+        with self._lock:
+            out, self._events = self._events, []
+        return out
 
     def _flush_timer(self) -> None:
         tick = min(0.25, self.flush_every_s / 4)
@@ -188,7 +226,10 @@ class Recorder:
             with self._lock:
                 if (self._dirty_since is not None and not self._fh.closed
                         and time.monotonic() - self._dirty_since >= self.flush_every_s * 0.75):
-                    self._flush_locked(time.monotonic())
+                    try:
+                        self._flush_locked(time.monotonic())
+                    except (OSError, ValueError) as exc:
+                        self._fail_locked(exc)
 
     def _flush_locked(self, now: float) -> None:
         self._fh.flush()
@@ -201,14 +242,21 @@ class Recorder:
     def flush(self) -> None:
         with self._lock:
             if not self._fh.closed:
-                self._flush_locked(time.monotonic())
+                try:
+                    self._flush_locked(time.monotonic())
+                except (OSError, ValueError) as exc:
+                    self._fail_locked(exc)
 
     def close(self) -> None:
+        """Flush and close; never raises (a failed last flush stops the recording like any write)."""
         self._stop.set()
         with self._lock:
             if not self._fh.closed:
-                self._flush_locked(time.monotonic())
-                self._fh.close()
+                try:
+                    self._flush_locked(time.monotonic())
+                    self._fh.close()
+                except (OSError, ValueError) as exc:
+                    self._fail_locked(exc)
 
     def __enter__(self):
         return self
@@ -229,9 +277,14 @@ def read_meta(directory) -> dict:
         meta = json.loads((p / META).read_text())
     except (OSError, ValueError) as exc:
         raise RecordingError(f"{p / META}: cannot read ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise RecordingError(f"{p / META}: not a SelfMIS recording (format={meta.get('format')!r})")
-    if int(meta.get("format_version", 0)) > VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RecordingError(f"{p / META}: not a SelfMIS recording")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RecordingError(f"{p / META}: format_version {version!r} is not an integer")
+    if meta.get("fs") is not None:
+        check_rate(meta["fs"], str(p / META), "fs", exc=RecordingError)
+    if version > VERSION:
         raise RecordingError(f"{p / META}: recording format {meta['format_version']} is newer "
                              f"than this runtime reads ({VERSION})")
     return meta
@@ -271,6 +324,9 @@ def iter_records(directory, block: int = 1 << 20):
 
 def _chunk(kind: bytes, body) -> Chunk:
     flags, seq, t_arr, fs, gap, lo, hi, cnt = _CHUNK.unpack_from(body, 0)
+    check_rate(fs, "chunk", "fs", exc=ValueError)  # the reader adds the file and byte offset
+    if not math.isfinite(t_arr):
+        raise ValueError(f"chunk t_arrival={t_arr!r} is not a finite time")
     off = _CHUNK.size
     rails = (float(lo), float(hi)) if flags & 2 else None
     if kind == b"C":
@@ -280,6 +336,7 @@ def _chunk(kind: bytes, body) -> Chunk:
         return Chunk(x, fs, t_arr, 0.0, seq=seq, lead_off=bool(flags & 1), gap_before=gap,
                      rails=rails)
     uv, width, has_mv = _COUNTS.unpack_from(body, off)
+    check_gain(uv, "chunk", "uv_per_lsb", exc=ValueError)
     off += _COUNTS.size
     if width not in _COUNT_TYPES:
         raise ValueError(f"count width {width} (2, 4 or 8 expected)")
@@ -300,8 +357,11 @@ def decode_record(kind: bytes, body):
         return _chunk(kind, body)
     if kind == b"E":
         d = json.loads(bytes(body).decode("utf-8"))
-        return LinkEvent(d["kind"], d.get("detail", {}), d.get("t_arrival", 0.0),
-                         bool(d.get("discontinuity", False)))
+        t = d.get("t_arrival", 0.0)
+        if (not isinstance(d.get("kind"), str) or not isinstance(d.get("detail", {}), dict)
+                or not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t)):
+            raise ValueError("link event record without a kind, a detail object and a finite t_arrival")
+        return LinkEvent(d["kind"], d.get("detail", {}), float(t), bool(d.get("discontinuity", False)))
     if kind == b"P":
         d = json.loads(bytes(body).decode("utf-8"))
         return PipelineOutput(float(d["t"]), list(d.get("events", [])))
@@ -317,5 +377,5 @@ def read_recording(directory, outputs: bool = False):
             continue
         try:
             yield decode_record(kind, body)
-        except (ValueError, KeyError, TypeError, struct.error) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, struct.error, RecursionError) as exc:
             raise RecordingError(f"{path}: byte {pos}: {exc}") from None

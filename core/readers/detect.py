@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..limits import check_rate
 from .edf import is_edf, open_edf_lead, read_edf
 from .record import LeadStream, Record, RecordError
 from .text import DELIMITERS, open_text_lead, read_text
@@ -56,11 +57,12 @@ def read_record(path, fs: float | None = None, leads=None, format: str | None = 
     ``leads`` selects leads (needed when a record's signals have different rates).
     """
     family, p = detect_format(path, format)
-    if family == "wfdb":
-        return read_wfdb(p, leads)
-    if family == "edf":
-        return read_edf(p, leads)
+    if family != "text":
+        rec = read_wfdb(p, leads) if family == "wfdb" else read_edf(p, leads)
+        _supported_rate(rec.fs, p)
+        return rec
     rec = read_text(p, fs=fs, units=units, uv_per_lsb=uv_per_lsb, **_text_kw(format))
+    _supported_rate(rec.fs, p)
     if leads:
         up = [n.upper() for n in rec.lead_names]
         for ld in leads:
@@ -82,12 +84,19 @@ def open_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = No
             raise RecordError(f"{p}: a {family.upper()} file declares its own units; --units "
                               "applies to text files")
         s = open_wfdb_lead(p, lead, chunk_s) if family == "wfdb" else open_edf_lead(p, lead, chunk_s)
+        _supported_rate(s.fs, p, s.lead)
         if fs is not None and abs(fs - s.fs) > 1e-9 * s.fs:
             raise RecordError(f"{p}: lead {s.lead} is sampled at {s.fs:g} Hz, not {fs:g} Hz; "
                               "--fs applies to text files that do not say their rate")
         return s
-    return open_text_lead(p, lead, chunk_s, fs=fs, units=units, uv_per_lsb=uv_per_lsb,
-                          **_text_kw(format))
+    s = open_text_lead(p, lead, chunk_s, fs=fs, units=units, uv_per_lsb=uv_per_lsb, **_text_kw(format))
+    _supported_rate(s.fs, p, s.lead)
+    return s
+
+
+def _supported_rate(fs, path, lead: str | None = None) -> None:
+    """Every reader's rate passes :func:`selfmis.limits.check_rate` (the one rule), whatever the format."""
+    check_rate(fs, str(path), f"sample rate of lead {lead}" if lead else "sample rate", exc=RecordError)
 
 
 def stream_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = None):

@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from ..limits import check_rate
 from .record import LeadStream, Record, RecordError, is_voltage_unit, rechunk, unit_scale_to_mv
 
 __all__ = ["open_edf_lead", "read_edf", "is_edf"]
@@ -120,6 +121,7 @@ def open_edf_lead(path: str, lead: str = "I", chunk_s: float = 1.0) -> LeadStrea
         s.close()
         raise
     fs, total, scale = s.fs[i], s.n[i], unit_scale_to_mv(s.units[i])
+    check_rate(fs, path, f"sample rate of signal {s.labels[i]!r}", exc=RecordError)
     step = max(1, int(round(chunk_s * fs)))
 
     def chunks():

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..limits import check_gain, check_rate
 from .record import LeadStream, Record, RecordError, rechunk
 
 __all__ = ["TextTable", "open_text_lead", "read_text", "DELIMITERS", "UNITS"]
@@ -130,8 +131,10 @@ class TextTable:
                     k, _, v = tok.partition("=")
                     if k.lower() == "fs" and v:
                         try:
-                            comment_fs = float(v)
-                        except ValueError:
+                            comment_fs = check_rate(v, f"{path}:{no}", "# fs", exc=RecordError)
+                        except ValueError as exc:
+                            if isinstance(exc, RecordError):
+                                raise
                             raise RecordError(f"{path}:{no}: fs {v!r} is not a number") from None
                     elif k.lower() == "units" and v:
                         comment_units = v
@@ -213,7 +216,7 @@ class TextTable:
             if uv_per_lsb is None:
                 raise RecordError(f"{self.path}: values are ADC counts; pass --uv-per-lsb "
                                   "(microvolts per count) to scale them")
-            return uv_per_lsb * 1e-3, how, "counts"
+            return check_gain(uv_per_lsb, self.path, "--uv-per-lsb", exc=RecordError) * 1e-3, how, "counts"
         if u not in ("mv", "uv", "v"):
             raise RecordError(f"{self.path}: unknown units {u!r}; use mV, uV or counts")
         return {"mv": 1.0, "uv": 1e-3, "v": 1e3}[u], how, {"mv": "mV", "uv": "uV", "v": "V"}[u]
@@ -317,6 +320,7 @@ def _rate(table: TextTable, fs: float | None, clock_vals: np.ndarray | None, fir
         measured = float(ok.sum() / dt[ok].sum())
     declared = fs if fs is not None else table.comment_fs
     if declared is not None:
+        declared = check_rate(declared, table.path, "--fs" if fs is not None else "# fs", exc=RecordError)
         if measured is not None and abs(measured / declared - 1) > 0.02:
             raise RecordError(f"{table.path}: the rate is declared {declared:g} Hz but the time "
                               f"column {table.clock.raw!r} says {measured:.3f} Hz; pass the right "
@@ -325,6 +329,8 @@ def _rate(table: TextTable, fs: float | None, clock_vals: np.ndarray | None, fir
     if measured is None:
         raise RecordError(f"{table.path}: sample rate unknown; pass --fs, add a '# fs=...' line "
                           "or a time column")
+    check_rate(round(measured, 3), table.path, f"rate measured on the time column {table.clock.raw!r}",
+               exc=RecordError)
     return round(measured, 3), f"measured on {table.clock.raw!r}"
 
 

@@ -22,6 +22,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from ..limits import ADC_PER_UNIT_RANGE, FS_MAX_HZ, check_gain, check_rate
+
 from .record import RecordError
 
 __all__ = ["WfdbHeader", "WfdbSignal", "parse_header", "read_header", "FORMATS",
@@ -121,8 +123,8 @@ def parse_header(path: str) -> WfdbHeader:
         fs = float(m.group(1))
         counter = float(m.group(2)) if m.group(2) else None
         base_counter = float(m.group(3)) if m.group(3) else None
-        if fs <= 0:
-            raise RecordError(f"{hea}: sampling frequency {fs} must be positive")
+        if not 0 < fs <= FS_MAX_HZ:  # the lead's rate (x samples per frame) is checked by the reader
+            check_rate(fs, hea, "sampling frequency", exc=RecordError)
     nsamp = _num(head[3], int, "sample count", hea, rec) if len(head) > 3 else None
     base_time = base_date = None
     if len(head) > 4:
@@ -173,6 +175,8 @@ def _parse_signal(hea: str, i: int, ln: str) -> WfdbSignal:
         s.gain = float(g.group(1))
         if s.gain == 0:
             s.gain = 200.0  # WFDB: a gain of 0 means uncalibrated, read with the default 200
+        check_gain(abs(s.gain), hea, f"{where} gain", limits=ADC_PER_UNIT_RANGE, unit="ADC units per unit",
+                   exc=RecordError)
         if g.group(2) is not None:
             s.baseline, baseline_given = int(g.group(2)), True
         if g.group(3) is not None:

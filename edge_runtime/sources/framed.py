@@ -13,6 +13,9 @@ import time
 
 from selfmis import protocol  # the wire codec, one implementation
 from selfmis import sequence
+from selfmis.limits import MAX_GAP_FILL_S
+
+from ..output import PER_FRAME_EVENTS, EventBudget
 
 from .base import Chunk, LinkEvent, SourceRefused, coalesce
 
@@ -41,9 +44,10 @@ class FramedStream:
         self.fs = None
         self.stats = stats if stats is not None else {}
         for k in ("drops", "lost_samples", "duplicates", "stale", "crc_errors", "resyncs",
-                  "decode_errors", "frames"):
+                  "decode_errors", "frames", "seq_jumps", "events_held_back"):
             self.stats.setdefault(k, 0)
         self._warned_no_hello = False
+        self.budget = EventBudget()
 
     def reset(self) -> None:
         """After a reconnect: drop partial bytes, forget the last sequence number."""
@@ -55,6 +59,7 @@ class FramedStream:
         t_mono = t_mono or time.perf_counter()
         out = []
         crc_before = self.decoder.crc_errors
+        self.budget.feed(len(data))
         for msg in self.decoder.feed(data):
             if isinstance(msg, self.p.DataFrame):
                 out.extend(self._data(msg, t_arrival, t_mono))
@@ -75,7 +80,23 @@ class FramedStream:
                     self.stats["resyncs"] += 1
                 out.append(LinkEvent(kind, {"offset": msg.offset, "reason": msg.reason}, t_arrival))
         self.stats["crc_errors"] += self.decoder.crc_errors - crc_before
-        return coalesce(out)
+        return coalesce(self._limit(out))
+
+    def _limit(self, items: list) -> list:
+        """Per-frame link events through the :class:`~..output.EventBudget` (chunks always pass)."""
+        kept = []
+        for it in items:
+            if isinstance(it, LinkEvent) and it.kind in PER_FRAME_EVENTS:
+                n = self.budget.admit(it.kind, it.t_arrival)
+                if not n:
+                    if it.discontinuity:  # the pipeline must still restart its clock
+                        kept.append(LinkEvent(it.kind, {"held_back": True}, it.t_arrival, True))
+                    continue
+                if n > 1:
+                    it.detail["count"] = n
+            kept.append(it)
+        self.stats["events_held_back"] = self.budget.held_back
+        return kept
 
     def _hello(self, h, t_arrival) -> LinkEvent:
         first = self.hello is None
@@ -110,6 +131,17 @@ class FramedStream:
             out.append(LinkEvent("no_hello", {"uv_per_lsb": self.uv_per_lsb}, t_arrival))
         n = len(f.samples)
         gap = upd.missing * n
+        cap = int(MAX_GAP_FILL_S * float(f.fs_hz)) + 1
+        if gap > cap:
+            # more lost than the gap policy fills (a sequence jump of 32767 frames claims days):
+            # passed on as just over the policy, so the pipeline restarts the stream (nothing
+            # filled, its clock moved by seconds, not by the days the number claims)
+            self.stats["seq_jumps"] += 1
+            out.append(LinkEvent("seq_jump", {"seq": int(f.seq), "missing_frames": int(upd.missing),
+                                              "claimed_s": round(gap / float(f.fs_hz), 3)}, t_arrival))
+            self.stats["drops"] += upd.missing
+            self.stats["lost_samples"] += cap
+            upd.missing, gap = 0, cap
         if upd.missing:
             self.stats["drops"] += upd.missing
             self.stats["lost_samples"] += gap
