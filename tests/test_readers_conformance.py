@@ -1,7 +1,7 @@
 """The numpy WFDB reader against the wfdb library on wfdb-python's own sample records, and the EDF
 reader against a second library: the same signal up to float32 rounding, or a documented refusal.
 
-Data: ../shared/data/wfdb-conformance (see its README). A silent difference fails.
+Data: tests/data/wfdb-conformance (vendored; see its README). A silent difference fails.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from selfmis.readers.record import is_voltage_unit, unit_scale_to_mv
 
 wfdb = pytest.importorskip("wfdb")
 
-DATA = Path(os.environ.get("SELFMIS_CONFORMANCE",
-                           Path(__file__).resolve().parents[2] / "shared" / "data" / "wfdb-conformance"))
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no conformance data at {DATA}")
-RECORDS = sorted(p.stem for p in DATA.glob("*.hea")) if DATA.is_dir() else []
+# vendored in the repository (tests/data/wfdb-conformance: source, license, what was trimmed)
+DATA = Path(os.environ.get("SELFMIS_CONFORMANCE", Path(__file__).resolve().parent / "data" / "wfdb-conformance"))
+RECORDS = sorted(p.stem for p in DATA.glob("*.hea"))
+assert RECORDS, f"no conformance records at {DATA}"
 
 # The only refusals: a lead that is not a voltage is never streamed as an ECG (read_record keeps it).
 REFUSED_STREAMS = {

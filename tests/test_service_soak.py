@@ -1,6 +1,6 @@
-"""Soak (slow; not in `make test`): faulty virtual wearables at full speed through one gateway.
+"""Soak (a study: not run by `make test`): faulty virtual wearables at full speed through one gateway.
 
-Run with ``SELFMIS_SOAK_HOURS=1 pytest -m slow tests/test_service_soak.py``; the long run and its
+Run with ``SELFMIS_SOAK_HOURS=1 pytest -m study tests/test_service_soak.py``; the long run and its
 committed result: ``python -m selfmis.benchmarks.gateway_soak`` -> benchmarks/results/gateway/soak.json.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 HOURS = float(os.environ.get("SELFMIS_SOAK_HOURS", "0") or 0)
 
 
-@pytest.mark.slow
+@pytest.mark.study
 @pytest.mark.skipif(HOURS <= 0, reason="set SELFMIS_SOAK_HOURS to run the soak")
 def test_soak_no_crash_flat_rss_every_decision_recorded(tmp_path):
     from selfmis.benchmarks.gateway_soak import soak
