@@ -11,7 +11,7 @@ import pytest
 from selfmis.benchmarks.beat_reference import TOL_S, match_beats, read_mitdb, reference_beats, runtime_beats
 
 MITDB_100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "wfdb-conformance" / "100"
-needs_record = pytest.mark.skipif(not Path(str(MITDB_100) + ".atr").is_file(), reason="MIT-BIH record 100 not available")
+needs_record = pytest.mark.skipif(not Path(str(MITDB_100) + ".atr").is_file(), reason="needs ../shared/data/wfdb-conformance/100.atr (MIT-BIH record 100, all 30 min)")
 #: floors well under what the detector measures on this minute (Se = PPV = 100%, offsets <= 5 ms):
 #: a missed or an invented beat per minute already fails it
 FLOOR = 0.985
