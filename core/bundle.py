@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .card_schema import validate_card
+from .exit_codes import CodedError, ExitCode
 from .preprocess import PreprocessSpec
 
 __all__ = [
     "CARD_FORMAT", "CARD_VERSION", "TensorSpec", "ModelCard", "Bundle", "BundleError",
-    "write_bundle", "load_bundle", "sha256_file", "LEGACY_OPERATING_POINT", "CALIBRATION_METHODS",
+    "write_bundle", "load_bundle", "reseal_bundle", "sha256_file", "LEGACY_OPERATING_POINT", "CALIBRATION_METHODS",
     "calibrated_probability",
     "TFLiteTensor", "TFLiteOperator", "TFLiteGraph", "read_tflite_graph", "model_operators",
 ]
@@ -50,11 +52,14 @@ CALIBRATION_METHODS = ("platt", "temperature", "isotonic")
 CARD_FORMAT = "selfmis-model-card"
 CARD_VERSION = 1
 CARD_NAME = "card.json"
+_MAX_CARD_BYTES = 16 << 20
 MODEL_NAME = "model.tflite"
 
 
-class BundleError(ValueError):
-    """A bundle that is missing, corrupt or inconsistent; the message names the path."""
+class BundleError(CodedError, ValueError):
+    """A bundle that is missing, corrupt or inconsistent; the message names the path (exit code 3)."""
+
+    exit_code = ExitCode.MODEL
 
 
 @dataclass
@@ -157,15 +162,21 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "card") -> "ModelCard":
-        if d.get("format") != CARD_FORMAT:
-            raise BundleError(f"{where}: not a SelfMIS model card (format={d.get('format')!r})")
-        if int(d.get("format_version", 0)) > CARD_VERSION:
+        """The card in ``d``, checked against the schema (:mod:`selfmis.card_schema`) first."""
+        if not isinstance(d, dict) or d.get("format") != CARD_FORMAT:
+            raise BundleError(f"{where}: not a SelfMIS model card (format="
+                              f"{d.get('format') if isinstance(d, dict) else None!r:.60})")
+        version = d.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BundleError(f"{where}: format_version {version!r:.40} is not an integer")
+        if version > CARD_VERSION:
             raise BundleError(f"{where}: card format_version {d['format_version']} is newer than "
                               f"this runtime understands ({CARD_VERSION}); upgrade selfmis-edge")
         missing = [k for k in ("name", "lead", "labels", "preprocessing", "input", "output")
                    if k not in d]
         if missing:
             raise BundleError(f"{where}: model card lacks {missing}")
+        validate_card(d, where, BundleError)
         d = dict(d)
         try:
             d["input"], d["output"] = TensorSpec(**d["input"]), TensorSpec(**d["output"])
@@ -253,6 +264,32 @@ def write_bundle(directory, model, card: ModelCard) -> Bundle:
     return Bundle(directory, card)
 
 
+def reseal_bundle(directory) -> Bundle:
+    """Record the model file's sha256 and size in the card of ``directory`` (``selfmis bundle reseal``).
+
+    For a card written before sha256 was required, by someone who trusts the model file
+    next to it. Every other field is kept as it is and must pass the schema.
+    """
+    directory = Path(directory)
+    card_path = directory / CARD_NAME
+    try:
+        raw = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BundleError(f"{card_path}: unreadable model card ({str(exc)[:200]})") from None
+    if not isinstance(raw, dict):
+        raise BundleError(f"{card_path}: a model card is a JSON object")
+    mf = raw.get("model_file", MODEL_NAME)
+    model = directory / mf if isinstance(mf, str) and "/" not in mf and mf not in ("", ".", "..") else None
+    if model is None or not model.is_file():
+        raise BundleError(f"{card_path}: model file {mf!r:.80} is not in the bundle")
+    raw["sha256"], raw["file_size"] = sha256_file(model), model.stat().st_size
+    ModelCard.from_dict(raw, where=str(card_path))  # the rest must pass as it is
+    tmp = directory / (CARD_NAME + ".tmp")
+    tmp.write_text(json.dumps(raw, indent=2) + "\n")
+    os.replace(tmp, card_path)
+    return load_bundle(directory)
+
+
 def load_bundle(path, verify: bool = True) -> Bundle:
     """Read a bundle directory (or its ``card.json`` or ``model.tflite``).
 
@@ -269,12 +306,17 @@ def load_bundle(path, verify: bool = True) -> Bundle:
         raise BundleError(f"{card_path}: no model card (a bundle is a directory with "
                           f"{CARD_NAME} and {MODEL_NAME})")
     try:
-        raw = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{card_path}: unreadable model card ({exc})") from None
+        if card_path.stat().st_size > _MAX_CARD_BYTES:
+            raise BundleError(f"{card_path}: {card_path.stat().st_size} bytes is no model card "
+                              f"(at most {_MAX_CARD_BYTES})")
+        raw = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BundleError(f"{card_path}: unreadable model card ({str(exc)[:200]})") from None
     card = ModelCard.from_dict(raw, where=str(card_path))
     bundle = Bundle(directory, card)
     model = bundle.model_path
+    if model.resolve().parent != Path(directory).resolve():  # a link out of the bundle
+        raise BundleError(f"{card_path}: model_file {card.model_file!r} resolves outside the bundle")
     if not model.is_file():
         raise BundleError(f"{model}: model file named by the card is missing")
     if verify:
@@ -283,7 +325,7 @@ def load_bundle(path, verify: bool = True) -> Bundle:
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise BundleError(f"{model}: not a TFLite flatbuffer (no 'TFL3' identifier)")
         digest = sha256_file(model)
-        if card.sha256 and digest != card.sha256:
+        if digest != card.sha256:
             size = os.path.getsize(model)
             if card.file_size and size != card.file_size:
                 why = (f"the file has {size} bytes, the card records {card.file_size}: a truncated or "

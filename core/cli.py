@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("selfmis.quantize.evaluate_cli", "main", "score a checkpoint or a TFLite bundle on PTB-XL"),
     "quantize": ("selfmis.quantize.cli", "main", "distil, int8-quantize and convert to TFLite"),
     "calibrate": ("selfmis.quantize.calibrate_cli", "main", "fit calibration + operating points into a bundle's card"),
+    "bundle": ("selfmis.bundle_cli", "main", "check a model bundle, or re-seal an older card (sha256)"),
     "deploy": ("selfmis.firmware_bridge.deploy", "main", "pack/push a model bundle to a gateway"),
     "recording": ("selfmis.edge_runtime.recording_cli", "main", "summarise/export an edge-run --record directory (EDF+, WFDB, CSV)"),
     "sim": ("selfmis.firmware_bridge.virtual_device", "main", "virtual ECG wearable (serial protocol)"),

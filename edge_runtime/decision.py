@@ -147,7 +147,12 @@ class RollingDecision:
 
     def add(self, proba, t: float | None = None) -> dict | None:
         """Add one beat's probabilities (label order) at signal time ``t`` (s); the decision
-        once enough beats. Without ``t`` a beat counts as one second."""
+        once enough beats. Without ``t`` a beat counts as one second. A beat whose
+        probabilities are not all finite (a float model gone wrong) is skipped: no decision
+        ever carries NaN, and a NaN never silences an alarm."""
+        if not np.isfinite(proba).all():
+            self.skipped_nonfinite = getattr(self, "skipped_nonfinite", 0) + 1
+            return None
         self._ring[self._filled % self.n_beats] = proba
         self._filled += 1
         t = float(self._n_added) if t is None else t

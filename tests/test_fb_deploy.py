@@ -171,8 +171,8 @@ def test_export_c_array_compiles(tmp_path):
 
 def make_bundle(directory, tag=0):
     card = ModelCard(
-        name=f"tiny-{tag}", lead="I", labels=["MI"], preprocessing={"fs": 100},
-        input=TensorSpec("input", [1, 4], "float32", layout="NWC"),
+        name=f"tiny-{tag}", lead="I", labels=["MI", "NORM"], preprocessing={"fs": 100},
+        input=TensorSpec("input", [1, 500, 1], "float32", layout="NWC"),
         output=TensorSpec("output", [1, 2], "float32"), description=f"test bundle {tag}")
     model = bytearray(tiny_tflite())
     model += bytes([tag])  # a trailing byte is ignored by readers: distinct files per tag
