@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--fast", action="store_true", help="replay/simulate as fast as possible")
     src.add_argument("--speed", type=float, default=1.0, help="replay/simulate speed factor (default 1)")
     src.add_argument("--simulate", metavar="RECORD", help="stream RECORD from an in-process virtual device")
+    src.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None,
+                     help="--simulate: start the record again at its end, forever (default: on with --serve, "
+                          "--mqtt or --lsl, so a demo keeps running; off otherwise)")
     src.add_argument("--lead", default=None, help="lead to use (default: the model card's, usually I)")
     m = p.add_argument_group("model and decision")
     m.add_argument("--model", metavar="BUNDLE",
@@ -183,7 +186,8 @@ def make_source(args, lead: str):
     if args.replay:
         return ReplaySource(args.replay, lead=lead, fast=args.fast, fs=args.fs, speed=args.speed,
                             format=args.format, units=args.units, uv_per_lsb=args.uv_per_lsb)
-    return SimulatedSource(args.simulate, lead=lead, speed=0.0 if args.fast else args.speed)
+    return SimulatedSource(args.simulate, lead=lead, speed=0.0 if args.fast else args.speed,
+                           loop=bool(getattr(args, "loop", False)))
 
 
 def main(argv=None) -> int:
@@ -230,6 +234,8 @@ def main(argv=None) -> int:
         return _usage(parser, "--persist-s and --hysteresis must be >= 0, --persist-beats >= 1")
     if args.fast and not (args.replay or args.simulate):
         return _usage(parser, "--fast applies to --replay and --simulate")
+    if args.loop and not args.simulate:
+        return _usage(parser, "--loop applies to --simulate")
     return run(args, out)
 
 

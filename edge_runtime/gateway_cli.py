@@ -33,7 +33,7 @@ __all__ = ["main", "derive_id", "parse_bind", "OutletError"]
 log = logging.getLogger("selfmis.edge_runtime")
 
 _SHARED = ("baud", "ascii", "fs", "uv_per_lsb", "retries", "connect_timeout", "fast", "speed", "lead",
-           "wait_for_device")
+           "wait_for_device", "loop")
 
 
 class OutletError(RuntimeError):
@@ -41,9 +41,12 @@ class OutletError(RuntimeError):
 
 
 def derive_id(kind: str, value: str, taken: set) -> str:
-    """A readable, valid, unique id from a source: ``ttyUSB0``, ``00271_hr``, ``127-0-0-1-7000``."""
+    """A readable, valid, unique id from a source: ``ttyUSB0``, ``pts-1``, ``00271_hr``, ``127-0-0-1-7000``
+    (a bare number, as in ``/dev/pts/1``, keeps its folder: "1" would name nothing)."""
     base = value.rstrip("/").split("://", 1)[-1]
-    base = Path(base).name if kind != "ble" and "/" in base else base
+    if kind != "ble" and "/" in base:
+        p = Path(base)
+        base = f"{p.parent.name}-{p.name}" if p.name.isdigit() and p.parent.name else p.name
     base = re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-_")[:56] or kind
     if not base[0].isalnum():
         base = f"{kind}-{base}"
@@ -189,6 +192,9 @@ def main(argv, cli) -> int:
                 setattr(args, k, cfg[k])
         if cfg.get("model") and not args.model:
             args.model = cfg["model"]
+    if args.loop is None:  # a simulated device feeding an outlet is a demo: it keeps running
+        args.loop = bool(args.serve or args.mqtt or args.lsl
+                         or any((cfg or {}).get(k) for k in ("serve", "mqtt", "lsl")))
     try:
         specs = _device_specs(args, cfg, cli_sources, cli_ids, parser)
     except ValueError as exc:

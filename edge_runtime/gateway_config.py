@@ -25,6 +25,8 @@ URLs and file names) and exactly one source key: ``port`` (serial device or
 pyserial URL such as ``socket://host:port``), ``ble``, ``replay`` or
 ``simulate``. Per-device options: ``baud``, ``ascii``, ``fs``, ``uv_per_lsb``,
 ``lead``, ``retries``, ``connect_timeout``, ``fast``, ``speed``, ``record``,
+``loop`` (a ``simulate`` device starts again at the record's end; default true when
+the config has ``serve``, ``mqtt`` or ``lsl``, as ``--loop``),
 ``wait_for_device`` (seconds to wait for an absent port, as ``--wait-for-device``),
 ``restart`` (default true: a device lost after its ``retries`` is restarted with
 capped exponential backoff, as long as the gateway runs; false: it stays
@@ -61,7 +63,7 @@ _DEVICE_KEYS = {
     "fs": (_NUM, lambda v: v > 0), "uv_per_lsb": (_NUM, lambda v: v > 0), "lead": (str, None),
     "retries": (int, lambda v: v >= 0), "connect_timeout": (_NUM, lambda v: v > 0),
     "fast": (bool, None), "speed": (_NUM, lambda v: v > 0), "record": (str, None),
-    "wait_for_device": (_NUM, lambda v: v > 0), "restart": (bool, None),
+    "wait_for_device": (_NUM, lambda v: v > 0), "restart": (bool, None), "loop": (bool, None),
     "restart_cap_s": (_NUM, lambda v: v > 0),
 }
 _TOP_KEYS = {

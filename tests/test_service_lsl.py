@@ -18,7 +18,7 @@ def test_ecg_and_marker_outlets(tmp_path):
     from selfmis.readers import read_record
     expected = np.rint(np.asarray(read_record(MI_500).lead("I"), np.float64) * 1000.0)  # µV, as the device sends
     edge = start_edge(["--simulate", MI_500, "--speed", "1", "--device-id", "bed1", "--model", model_bundle(),
-                       "--quiet", "--lsl", "--persist-beats", "1"], tmp_path)  # 10 s of signal: no 30-s persistence
+                       "--quiet", "--lsl", "--no-loop", "--persist-beats", "1"], tmp_path)  # 10 s of signal: no 30-s persistence
     try:
         ecg = pylsl.resolve_byprop("source_id", "bed1", timeout=15)
         mk = pylsl.resolve_byprop("source_id", "bed1-markers", timeout=15)

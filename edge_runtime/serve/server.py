@@ -17,19 +17,30 @@ named by the request -- the static files are a fixed list shipped in the package
   ``snapshot`` (last 10 s of trace and beats per device, status, model), then a
   ``tick`` every 100 ms with what changed: ``{"type": "tick", "t_wall",
   "devices": {id: {"trace": [[t0, dt, [mV...]]], "beats": [{"t", "hr", "p"}],
-  "new_alarms": [{"t", "labels", "onset", "cleared", "state"}] (only when an
-  alarm changed), "status": {"link", "quality", "hr", "beat_p", "decision",
-  "alarm": {"labels", "since", "state"}, "t", "t_arrival", "fs", "lead_off",
-  "rate_mismatch", "error"}}}}``; a snapshot carries the last alarm changes as
-  ``alarms``. ``decision`` is the latest rolling decision, ``alarm`` changes
-  only at an onset or a clear. Times ``t`` are seconds of the device's sample
-  clock, ``t_arrival``/``t_wall`` Unix time.
+  "new_alarms": [{"t", "wall", "labels", "onset", "cleared", "state"}] (only
+  when an alarm changed), "status": {"link", "quality", "hr", "beat_p",
+  "decision", "alarm": {"labels", "since", "since_wall", "state"}, "t",
+  "t_arrival", "silent_s", "fs", "lead_off", "rate": {"state", "text", "fix",
+  ...}, "source", "error"}}}}``; a snapshot carries the last alarm changes as
+  ``alarms``, the model (with its ``glossary``) and ``stale_s``. ``decision`` is
+  the latest rolling decision, ``alarm`` changes only at an onset or a clear and
+  holds alarm labels only (not NORM). Times ``t`` are seconds of the device's
+  sample clock, ``t_arrival``/``t_wall``/``wall`` Unix time (see :mod:`.state`).
 
 Each viewer has a bounded queue (:data:`CLIENT_QUEUE` messages, 5 s): a stalled
 viewer's queue is emptied and it gets a fresh snapshot when it reads again; the
 broadcaster never waits on a socket, so no viewer can slow a pipeline.
 With a token (``--serve-token``), every request needs ``?token=`` (the page
-passes it on) or ``Authorization: Bearer``; compared in constant time.
+passes it on) or ``Authorization: Bearer``; compared in constant time; the
+token is never logged.
+
+Bounded by design, because a gateway's web port may face a hostile network:
+at most :data:`MAX_CONNECTIONS` connections are served at once (one thread
+each; the next ones get a ``503`` and are closed at once, counted in
+``/api/status`` as ``view.refused``), and every connection has a
+:data:`CONNECTION_TIMEOUT_S` socket timeout, so a client that connects and sends
+nothing, or stops reading, is dropped. A client going away (reset, broken pipe,
+timeout) is routine: logged at debug level, never a traceback on stderr.
 """
 from __future__ import annotations
 
@@ -37,20 +48,27 @@ import hmac
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ..labels import glossary
+from ..outlets import link_kind, source_label
 from .state import ViewState
 
-__all__ = ["WebView", "CLIENT_QUEUE", "TICK_S"]
+__all__ = ["WebView", "CLIENT_QUEUE", "TICK_S", "MAX_CONNECTIONS", "CONNECTION_TIMEOUT_S"]
 
 log = logging.getLogger("selfmis.edge_runtime")
 
 TICK_S = 0.1
 CLIENT_QUEUE = 50
+#: connections served at once (a thread each); a few viewers need 2-3 each
+MAX_CONNECTIONS = 64
+#: socket timeout of every connection: a request must arrive, and a viewer must keep reading, within it
+CONNECTION_TIMEOUT_S = 10.0
 _STATIC = Path(__file__).resolve().parent / "static"
 _FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -63,26 +81,72 @@ class _Client:
         self.dropped = 0
 
 
+class _Server(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a cap on connections and quiet client errors (see the module doc)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address, handler, max_connections: int):
+        self.max_connections = int(max_connections)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            try:  # a short answer fits the socket buffer: never blocks the accept loop
+                request.setblocking(False)
+                request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                             b"Retry-After: 5\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # reset, broken pipe, timeout: the client went away
+            log.debug("web: %s: %s", client_address[0], exc)
+        else:  # a bug: one line, the traceback only with --verbose
+            log.warning("web: a request from %s failed: %s: %s", client_address[0], type(exc).__name__, exc)
+            log.debug("web: traceback", exc_info=exc)
+
+
 class WebView:
     """A gateway sink serving the live page on ``host:port`` (binds at construction: OSError if taken)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
+                 max_connections: int = MAX_CONNECTIONS, timeout_s: float = CONNECTION_TIMEOUT_S):
         self.state = ViewState()
         self.token = token
         self._clients: set[_Client] = set()
         self._clients_lock = threading.Lock()
         self._stop = threading.Event()
         self.gateway = None
-        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self.httpd.daemon_threads = True
+        self.timeout_s = float(timeout_s)
+        self.httpd = _Server((host, port), self._handler_class(), max_connections)
         self.host, self.port = host, self.httpd.server_address[1]
         self._threads = []
         self.ticks = 0
 
     @property
     def url(self) -> str:
+        """The page's address without the token (what may be logged)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        return f"http://{host}:{self.port}/"
 
     # ---------------------------------------------------------------- gateway sink
 
@@ -90,14 +154,15 @@ class WebView:
         self.gateway = gateway
         model = gateway.status()["model"]  # one definition of what the thresholds on the page are
         if model is not None:
-            self.state.model = {**model, "lead": gateway.model.card.lead}
-        for d in gateway.devices:  # every device is on the page from the start
+            self.state.model = {**model, "lead": gateway.model.card.lead, "glossary": glossary(model["labels"])}
+        for d in gateway.devices:  # every device is on the page from the start, under its port's full name
+            self.state.describe(d.id, source_label(d.spec.options), link_kind(d.spec.options))
             self.state.on_event(d.id, {"type": "link", "kind": "starting"})
         for target, name in ((self.httpd.serve_forever, "serve-http"), (self._broadcast, "serve-tick")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        log.info("web view on %s", self.url)
+        log.info("web view on %s%s", self.url, " (viewers need ?token=...)" if self.token else "")
 
     def on_event(self, did: str, event: dict) -> None:
         self.state.on_event(did, event)
@@ -138,7 +203,8 @@ class WebView:
         st = self.gateway.status() if self.gateway is not None else {"devices": []}
         with self._clients_lock:
             st["view"] = {"viewers": len(self._clients), "ticks": self.ticks,
-                          "dropped_messages": sum(c.dropped for c in self._clients)}
+                          "dropped_messages": sum(c.dropped for c in self._clients),
+                          "refused": self.httpd.refused, "max_connections": self.httpd.max_connections}
         return st
 
     # ---------------------------------------------------------------- HTTP
@@ -149,6 +215,7 @@ class WebView:
         class Handler(BaseHTTPRequestHandler):
             server_version = "selfmis-edge"
             protocol_version = "HTTP/1.1"
+            timeout = view.timeout_s  # the socket's: a silent or stalled client is dropped
 
             def log_message(self, fmt, *args):  # stderr is for the gateway's logs: debug level only
                 log.debug("web: %s - " + fmt, self.address_string(), *args)

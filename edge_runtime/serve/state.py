@@ -11,10 +11,24 @@ of largest magnitude, so R peaks stay visible (plain sub-sampling would cut
 their tips). Only the last :data:`HISTORY_S` seconds are kept.
 
 Decisions: ``status.decision`` is the latest rolling decision (the probability
-table with its thresholds), while the alarm -- ``status.alarm`` (the labels on,
-and since when) and the alarm log (the last :data:`ALARM_LOG` onsets and clears,
-``alarms`` in a snapshot, ``new_alarms`` in a tick) -- changes only on a state
-change (:class:`~..decision.StateChanges`), never with each beat.
+table with its thresholds), while the alarm -- ``status.alarm`` (the alarm labels
+on, and since when: signal time ``since`` and Unix time ``since_wall``) and the
+alarm log (the last :data:`ALARM_LOG` onsets and clears, ``alarms`` in a
+snapshot, ``new_alarms`` in a tick) -- changes only on a state change
+(:class:`~..decision.StateChanges`), never with each beat. Only alarm labels
+count (:func:`..labels.is_alarm`): ``NORM`` going on is not an alarm.
+
+Three states are kept apart, because they mean different things to a carer:
+
+* **link / staleness**: ``silent_s`` (seconds since the last sample arrived,
+  computed at each tick) -- at :data:`STALE_S` the page greys the device and
+  calls its alarm "last known";
+* **signal quality**: the quality gate's verdict on the samples (lead-off,
+  noise, flat line), ``status.quality``;
+* **sample rate**: ``status.rate`` -- ``checking`` (a declared rate not yet
+  confirmed by arrival times), ``ok`` or ``mismatch``, with the words to show
+  and, for a mismatch, the exact fix (:func:`rate_status`). Decisions are held
+  while it is not ``ok``; the quality badge never says "ok" for a rate.
 """
 from __future__ import annotations
 
@@ -25,18 +39,53 @@ from collections import deque
 import numpy as np
 
 from ..decision import StateChanges
+from ..labels import is_alarm
 
-__all__ = ["ViewState", "DISPLAY_HZ", "HISTORY_S", "ALARM_LOG"]
+__all__ = ["ViewState", "DISPLAY_HZ", "HISTORY_S", "ALARM_LOG", "STALE_S", "rate_status"]
 
 DISPLAY_HZ = 100.0
 HISTORY_S = 10.0
 #: alarm changes (onset / cleared) kept per device for the page's log
 ALARM_LOG = 20
+#: seconds without a sample after which a device is shown as having no signal. Live sources
+#: deliver every <= 0.5 s (BLE notifications at 130 Hz carry ~0.55 s: still under 2 s), and the page
+#: must say so within 3 s of the last sample (it ticks every 0.1 s).
+STALE_S = 2.0
 
 _LINK_STATES = {"connected": "connected", "hello": None, "reconnected": "connected",
                 "reconnecting": "reconnecting", "restarting": "reconnecting", "disconnected": "reconnecting",
-                "lost": "lost",
-                "end": "ended", "rate_mismatch": "rate mismatch"}
+                "lost": "lost", "end": "ended"}
+_RATE_KINDS = ("rate_unverified", "rate_ok", "rate_locked", "rate_mismatch")
+
+
+def rate_status(kind: str, e: dict, source_kind: str | None = None) -> dict:
+    """What the page says about a device's sample rate after a ``rate_*`` link event.
+
+    ``source_kind`` decides the fix of a mismatch: an ASCII stream's rate is whatever
+    ``--fs`` says (it overrides a ``# fs=`` header), while a framed device declares its
+    own in its HELLO, so only its firmware (or, for a recording streamed faster than
+    real time, ``--trust-rate``) can change it."""
+    def hz(v):
+        return f"{float(v):.0f}" if v is not None else "?"
+    declared, measured = e.get("declared_hz"), e.get("measured_hz")
+    if kind == "rate_unverified":
+        return {"state": "checking", "declared_hz": declared,
+                "text": f"checking the sample rate (device says {hz(declared)} Hz): decisions held until "
+                        "arrival times confirm it", "fix": None}
+    if kind == "rate_ok":
+        return {"state": "ok", "declared_hz": declared, "measured_hz": measured,
+                "text": f"{hz(declared)} Hz, confirmed by arrival times", "fix": None}
+    if kind == "rate_locked":
+        return {"state": "ok", "declared_hz": e.get("fs"), "measured_hz": measured,
+                "text": f"{hz(e.get('fs'))} Hz, measured (no rate declared)", "fix": None}
+    fs = e.get("suggested_fs") or measured
+    if source_kind == "ascii":
+        fix = f"run with --fs {hz(fs)} (gateway.json: \"fs\": {hz(fs)})"
+    else:
+        fix = (f"the device's clock or declared rate is wrong: correct its firmware to {hz(declared)} Hz "
+               "(a recording streamed faster than real time: add --trust-rate)")
+    return {"state": "mismatch", "declared_hz": declared, "measured_hz": measured, "suggested_fs": fs,
+            "text": f"device says {hz(declared)} Hz, measured {hz(measured)} Hz: decisions held", "fix": fix}
 
 
 class _Device:
@@ -48,9 +97,10 @@ class _Device:
         self.new_beats = []
         self.alarms = deque(maxlen=ALARM_LOG)  # {"t", "labels", "onset", "cleared", "state"}
         self.new_alarms = []
+        self.source_kind = None         # ascii, serial, ble, replay, simulate (the fix of a wrong rate)
         self.status = {"link": "starting", "quality": None, "hr": None, "beat_p": None, "decision": None,
                        "alarm": None, "t": 0.0, "t_arrival": None, "fs": None, "error": None,
-                       "rate_mismatch": False}
+                       "rate": None, "lead_off": False, "silent_s": None, "source": None}
         self._carry = np.zeros(0, np.float32)  # source samples not yet making a whole display block
         self._carry_t0 = 0.0
 
@@ -61,6 +111,12 @@ class ViewState:
         self._devices: dict[str, _Device] = {}
         self._changes = StateChanges()
         self.model: dict | None = None
+
+    def describe(self, did: str, source: str | None, source_kind: str | None) -> None:
+        """The device's source as people know it (the port's full name) and its kind."""
+        with self._lock:
+            d = self._dev(did)
+            d.status["source"], d.source_kind = source, source_kind
 
     def _dev(self, did: str) -> _Device:
         d = self._devices.get(did)
@@ -119,18 +175,24 @@ class ViewState:
                     st["hr"] = e["hr"]
             elif kind == "decision":
                 st["decision"] = {k: v for k, v in e.items() if k not in ("type", "device")}
-                change = self._changes.change(did, e)
+                alarms = [l for l in (e.get("labels") or ()) if is_alarm(l)]  # NORM on is not an alarm
+                change = self._changes.change(did, {"labels": alarms})
                 if change is not None:
-                    a = {"t": e.get("t"), "labels": list(e.get("labels") or ()), **change, "state": e.get("state")}
-                    st["alarm"] = {"labels": a["labels"], "since": a["t"], "state": a["state"]}
+                    a = {"t": e.get("t"), "wall": round(time.time(), 3), "labels": alarms, **change,
+                         "state": e.get("state")}
+                    st["alarm"] = {"labels": alarms, "since": a["t"], "since_wall": a["wall"], "state": a["state"]}
                     d.alarms.append(a)
                     d.new_alarms.append(a)
             elif kind == "quality":
-                st["quality"] = {"ok": e.get("ok"), "reasons": e.get("reasons", []), "t": e.get("t")}
+                reasons = list(e.get("reasons") or [])
+                # the pipeline reports rate verdicts as quality events too: they are the rate's state
+                if not ("declared_hz" in e or "measured_hz" in e or any(r.startswith("rate_") for r in reasons)):
+                    st["quality"] = {"ok": e.get("ok"), "reasons": reasons, "t": e.get("t")}
             elif kind == "link":
-                new = _LINK_STATES.get(e.get("kind"))
-                if e.get("kind") == "rate_mismatch":
-                    st["rate_mismatch"] = True
+                lk = e.get("kind")
+                new = _LINK_STATES.get(lk)
+                if lk in _RATE_KINDS:
+                    st["rate"] = rate_status(lk, e, d.source_kind)
                 elif new is not None:
                     st["link"] = new
             elif kind == "error":
@@ -139,19 +201,27 @@ class ViewState:
 
     # ---------------------------------------------------------------- server side
 
+    @staticmethod
+    def _status(d: _Device, now: float) -> dict:
+        st = dict(d.status)
+        st["silent_s"] = round(max(0.0, now - st["t_arrival"]), 2) if st["t_arrival"] else None
+        return st
+
     def tick(self) -> dict:
         """What changed since the last tick, for every device (one SSE message)."""
+        now = time.time()
         with self._lock:
             out = {}
             for did, d in self._devices.items():
-                out[did] = {"trace": d.new_trace, "beats": d.new_beats, "status": dict(d.status)}
+                out[did] = {"trace": d.new_trace, "beats": d.new_beats, "status": self._status(d, now)}
                 if d.new_alarms:
                     out[did]["new_alarms"] = d.new_alarms
                 d.new_trace, d.new_beats, d.new_alarms = [], [], []
-        return {"type": "tick", "t_wall": time.time(), "devices": out}
+        return {"type": "tick", "t_wall": now, "devices": out}
 
     def snapshot(self) -> dict:
         """Everything a new viewer needs: the last 10 s of trace and beats, and the status."""
+        now = time.time()
         with self._lock:
             out = {}
             for did, d in self._devices.items():
@@ -170,6 +240,6 @@ class ViewState:
                         else:
                             ys.append(yb)
                     segs.append([round(t0, 4), dt or 1.0 / DISPLAY_HZ, ys])
-                out[did] = {"trace": segs, "beats": list(d.beats), "status": dict(d.status),
+                out[did] = {"trace": segs, "beats": list(d.beats), "status": self._status(d, now),
                             "alarms": list(d.alarms)}
-        return {"type": "snapshot", "t_wall": time.time(), "model": self.model, "devices": out}
+        return {"type": "snapshot", "t_wall": now, "stale_s": STALE_S, "model": self.model, "devices": out}
