@@ -101,10 +101,11 @@ def _browser(pw):
 
 
 def _mi_then_norm_100hz(tmp_path) -> str:
-    """Lead I of the shipped MI record (00271) then of a shipped NORM record (00129), 100 Hz, as one
-    CSV: with --persist-beats 1 the MI alarm goes on at ~6 s and clears at ~15 s; NORM then goes on."""
+    """Lead I of the shipped MI record (00271, twice) then of a shipped NORM record (00129), 100 Hz, as
+    one CSV: with --persist-beats 1 the MI alarm goes on at ~6 s and clears at ~25 s; NORM then goes on."""
     from selfmis.readers import read_record
-    x = np.concatenate([read_record(record_path(271)).lead("I"), read_record(record_path(129)).lead("I")])
+    mi = read_record(record_path(271)).lead("I")
+    x = np.concatenate([mi, mi, read_record(record_path(129)).lead("I")])
     path = tmp_path / "mi_then_norm_100hz.csv"
     np.savetxt(path, np.c_[np.arange(len(x)) / 100.0, x], fmt="%.4f", delimiter=",", header="time_s,I_mV",
                comments="")
@@ -183,16 +184,28 @@ def test_live_page_in_chromium_in_every_state(bundle, tmp_path):
             assert page.inner_text(f"{dev} .srcname") == pty and page.inner_text(f"{dev} .id") == pty_id
             # alarm on: local clock time, signal time on hover, plain words, only alarm labels in the log
             _wait(page, f"{q(bed)}.dataset.decision === 'MI'", 40, "bed-1's MI alarm")
+            _wait(phone, f"{q(bed)} && {q(bed)}.dataset.decision === 'MI'", 10, "the alarm on the phone")
+            for pg in (page, phone):  # the states the screenshots show: a wrong rate and lead-off beside it
+                _wait(pg, f"{q(hobby)} && {q(hobby)}.dataset.rate === 'mismatch'", 30, "hobby's rate mismatch")
+                _wait(pg, f"{q(strap)} && {q(strap)}.querySelector('.quality').textContent.includes('lead off')",
+                      20, "strap's lead-off")
+            for pg, size in ((page, "desktop"), (phone, "phone")):
+                _shot(pg, tmp_path, f"live-alarm-{size}.png")
             verdict = page.inner_text(f"{bed} .verdict")
-            assert re.fullmatch(r"MI alarm: MI(, [A-Z]+)* since \d\d:\d\d:\d\d", verdict), verdict
+            assert re.fullmatch(r"MI alarm: [A-Z]+(, [A-Z]+)* since \d\d:\d\d:\d\d", verdict), verdict
+            on = verdict.split(": ", 1)[1].split(" since ")[0].split(", ")
+            from selfmis.edge_runtime.labels import describe, is_mi_class
+            assert all(is_mi_class(l) for l in on), on  # "MI alarm" whenever any MI-class alarm is on
             hhmmss = verdict.rsplit(" ", 1)[1]
             now = datetime.datetime.now()
             shown = datetime.datetime.combine(now.date(), datetime.time.fromisoformat(hhmmss))
             assert abs((now - shown).total_seconds()) < 60, (hhmmss, now)  # clock time, not "t=5.9 s"
             assert re.fullmatch(r"signal time t=\d+\.\d s", page.get_attribute(f"{bed} .verdict", "title"))
-            assert "MI: myocardial infarction (heart attack), any wall" in page.inner_text(f"{bed} .plain")
-            log = page.inner_text(f"{bed} ol.alarms").strip().splitlines()
-            assert len(log) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d on: MI(, [A-Z]+)*", log[0]), log
+            assert page.inner_text(f"{bed} .plain") == "; ".join(f"{l}: {describe(l)}" for l in on)
+            assert "myocardial infarction" in page.inner_text(f"{bed} .plain")
+            log = page.inner_text(f"{bed} ol.alarms").strip().splitlines()  # newest first
+            assert re.fullmatch(r"\d\d:\d\d:\d\d on: [A-Z]+(, [A-Z]+)*", log[-1]), log
+            assert all(re.fullmatch(r"\d\d:\d\d:\d\d (on|cleared): [A-Z]+(, [A-Z]+)*", l) for l in log), log
             # the table: MI with its plain words; the nine subtypes folded under it until asked for
             mi_row = page.locator(f'{bed} tr[data-label="MI"]')
             assert mi_row.locator("td").nth(0).inner_text().startswith("MI myocardial infarction")
@@ -206,20 +219,14 @@ def test_live_page_in_chromium_in_every_state(bundle, tmp_path):
             page.click(f"{bed} .fold-toggle")
             assert not imi.is_visible()
             # wrong rate: amber, held, with the exact fix; quality never "ok" meanwhile
-            _wait(page, f"{q(hobby)} && {q(hobby)}.dataset.rate === 'mismatch'", 30, "hobby's rate mismatch")
             rate = page.inner_text(f"{hobby} .rate")
             assert re.search(r"device says 250 Hz, measured (49\d|50\d) Hz", rate) and "run with --fs 500" in rate, rate
             assert "signal ok" not in page.inner_text(f"{hobby} .quality")
             assert "decisions held until the sample rate is right" in page.inner_text(f"{hobby} .decision-meta")
             assert page.inner_text(f"{hobby} .srcname") == f"{url_hobby} (ASCII)"
             # lead-off: said in words; no decision on it
-            _wait(page, f"{q(strap)} && {q(strap)}.querySelector('.quality').textContent.includes('lead off')", 20,
-                  "strap's lead-off")
             assert page.get_attribute(strap, "data-decision") == ""
             _wait(page, f"{q(dev)}.dataset.decision === 'MI'", 30, "the pty device's alarm")
-            _wait(phone, f"{q(bed)} && {q(bed)}.dataset.decision === 'MI'", 10, "the alarm on the phone")
-            for pg, size in ((page, "desktop"), (phone, "phone")):
-                _shot(pg, tmp_path, f"live-alarm-{size}.png")
             # stale: the pty device is unplugged; within 3 s of its last sample it is grey, says so,
             # and its alarm is "last known"
             t_kill = time.monotonic()
@@ -235,11 +242,11 @@ def test_live_page_in_chromium_in_every_state(bundle, tmp_path):
             for pg, size in ((page, "desktop"), (phone, "phone")):
                 _shot(pg, tmp_path, f"live-stale-{size}.png")
             # alarm cleared: the log says so at clock time; NORM going on is no alarm
-            _wait(page, f"{q(bed)}.dataset.decision === 'no-MI'", 40, "bed-1's alarm clearing")
+            _wait(page, f"{q(bed)}.dataset.decision === 'no-MI'", 60, "bed-1's alarm clearing")
             assert re.fullmatch(r"no alarm \(cleared \d\d:\d\d:\d\d\)", page.inner_text(f"{bed} .verdict"))
             page.wait_for_timeout(3000)  # NORM goes on ~2 s after the clear
             log = page.inner_text(f"{bed} ol.alarms").strip().splitlines()
-            assert len(log) >= 2 and "cleared: MI" in log[0], log
+            assert len(log) >= 2 and "cleared: " in log[0], log
             assert "NORM" not in page.inner_text(f"{bed} ol.alarms")
             _shot(page, tmp_path, "live-cleared-desktop.png")
             lat = page.evaluate("window.selfmis.latencies")

@@ -29,7 +29,7 @@ function card(id) {
   el.dataset.device = id;
   el.querySelector(".id").textContent = id;
   document.getElementById("devices").appendChild(el);
-  d = { el, pts: [], beats: [], status: {}, at: Date.now() / 1000, samples: 0, nbeats: 0, nalarms: 0, labels: null, rows: {} };
+  d = { el, pts: [], beats: [], status: {}, at: Date.now() / 1000, samples: 0, nbeats: 0, nalarms: 0, labels: null, rows: {}, seen: new Set() };
   devices.set(id, d);
   return d;
 }
@@ -54,6 +54,9 @@ function addBeats(d, beats) {
 function addAlarms(d, alarms) {
   const ol = d.el.querySelector("ol.alarms");
   for (const a of alarms || []) {
+    const key = `${a.t}|${a.wall}`;  // a tick may repeat what the snapshot just carried
+    if (d.seen.has(key)) continue;
+    d.seen.add(key);
     const onset = a.onset.filter(isAlarm), cleared = a.cleared.filter(isAlarm);
     if (!onset.length && !cleared.length) continue;
     const li = document.createElement("li");
@@ -240,7 +243,7 @@ function apply(msg) {
   const now = Date.now() / 1000;
   for (const [id, m] of Object.entries(msg.devices)) {
     const d = card(id);
-    if (msg.type === "snapshot") { d.pts = []; d.beats = []; d.el.querySelector("ol.alarms").innerHTML = ""; d.nalarms = 0; }
+    if (msg.type === "snapshot") { d.pts = []; d.beats = []; d.el.querySelector("ol.alarms").innerHTML = ""; d.nalarms = 0; d.seen.clear(); }
     addAlarms(d, msg.type === "snapshot" ? m.alarms : m.new_alarms);
     addTrace(d, m.trace);
     addBeats(d, m.beats);
