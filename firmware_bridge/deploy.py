@@ -14,8 +14,11 @@
 ``gateway-config`` write a validated ``gateway.json`` (several devices, web
             view, MQTT, LSL) for a multi-device install (:mod:`.deploy_gateway`);
             ``bundle --gateway`` ships it in the release.
-``export-c`` write ``model_data.h/.cc`` (a C array) for TensorFlow Lite
-            Micro, with the operators the model uses and an arena estimate.
+``export-c`` ``--engine tflm`` (default): write ``model_data.h/.cc`` (a C array) for
+            TensorFlow Lite Micro, with the operators the model uses and its arena;
+            ``--engine plain``: the model as plain C99 int8 code, no interpreter
+            (:mod:`.c_model`); an operator it does not implement is refused
+            (exit code ``MODEL``).
 
 The gateway side is :mod:`.gateway_ops` (stdlib only); for a remote target
 its source is piped to ``python3 -`` over ssh, so the gateway needs Python 3
@@ -42,10 +45,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from selfmis.bundle import CARD_NAME, BundleError, load_bundle, read_tflite_graph  # load_bundle verifies card + model sha256
+from selfmis.exit_codes import CodedError
 from selfmis.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
 from selfmis.runtime_config import default_runtime_config
 
-from . import deploy_gateway, gateway_ops
+from . import c_model, deploy_gateway, gateway_ops
 from .deploy_gateway import GATEWAY_CONFIG_NAME
 from .gateway_ops import DeployError, MANIFEST, RELEASE_FORMAT, RELEASE_FORMAT_VERSION, check_version
 
@@ -552,15 +556,39 @@ def build_parser() -> argparse.ArgumentParser:
                         "restart-backoff keys it does not know are left out")
     g = sub.add_parser("gateway-config", help="write a validated gateway.json for several devices and outlets")
     deploy_gateway.add_arguments(g)
-    e = sub.add_parser("export-c", help="write model_data.h/.cc for TensorFlow Lite Micro")
+    e = sub.add_parser("export-c", help="write the model as C: a TFLite Micro array or plain C99 kernels")
     e.add_argument("model", help=".tflite file or bundle directory")
     e.add_argument("out_dir")
-    e.add_argument("--name", default="g_model", help="C array name")
+    e.add_argument("--engine", choices=("tflm", "plain"), default="tflm",
+                   help="tflm: model_data.h/.cc (the flatbuffer as a C array, for TensorFlow Lite Micro); "
+                        "plain: NAME.h/.c + selfmis_kernels.h/.c, int8 C99 with no interpreter and no heap "
+                        "(bit-exact to TFLite Micro; refuses an operator it does not implement)")
+    e.add_argument("--name", default=None,
+                   help="C name: the array (tflm, default g_model) or the model prefix (plain, default smx_model)")
     return ap
 
 
+def _export_c(args) -> dict:
+    """``export-c``: dispatch on ``--engine`` (the generators live in this module and :mod:`.c_model`)."""
+    model, measured = Path(args.model), None
+    if model.is_dir():
+        bundle = load_bundle(model)
+        model, measured = bundle.model_path, bundle.card.micro
+    if args.engine == "plain":
+        result = c_model.export_plain_c(model, args.out_dir, args.name or "smx_model")
+        log.info("wrote %s: %d operators (%s), arena %d bytes, constants %d bytes", args.out_dir,
+                 result["n_operators"], ", ".join(result["ops"]), result["arena_bytes"], result["const_bytes"])
+        return result
+    result = export_c_array(model, args.out_dir, args.name or "g_model", measured=measured)
+    a = result["arena"]
+    log.info("wrote %s and %s: ops %s, arena %s %d bytes", result["header"], result["source"],
+             ", ".join(result["ops"]), a["method_used"], a.get("measured_bytes", a["recommended_bytes"]))
+    return result
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Exit codes: 0 ok, 1 deploy error (message on stderr), 2 usage."""
+    """Exit codes: 0 ok, 1 deploy error (message on stderr), 2 usage, 3 (``ExitCode.MODEL``) a model
+    ``export-c --engine plain`` cannot generate."""
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -597,14 +625,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.info("wrote %s: %d device(s)%s", result["gateway_config"], len(result["devices"]),
                      "".join(f", {o}" for o in result["outlets"]))
         else:
-            model, measured = Path(args.model), None
-            if model.is_dir():
-                bundle = load_bundle(model)
-                model, measured = bundle.model_path, bundle.card.micro
-            result = export_c_array(model, args.out_dir, args.name, measured=measured)
-            a = result["arena"]
-            log.info("wrote %s and %s: ops %s, arena %s %d bytes", result["header"], result["source"],
-                     ", ".join(result["ops"]), a["method_used"], a.get("measured_bytes", a["recommended_bytes"]))
+            result = _export_c(args)
+    except CodedError as e:  # e.g. an operator the plain C engine does not implement: ExitCode.MODEL
+        log.error("%s", e)
+        return int(e.exit_code)
     except (DeployError, OSError, ValueError) as e:
         log.error("%s", e)
         return 1
