@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.selfmis-installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: demo test install model bench clean
+.PHONY: demo test install model bench clean results results-render results-quick
 
 # The list of package files: when a file is added or removed, the editable tree is re-linked.
 FILES  := $(VENV)/.selfmis-files
@@ -52,6 +52,19 @@ model: $(LINKED)
 	$(VENV)/bin/selfmis train --method selfmis --out $(TEACHER_RUN) $(DATA_ARG) $(TRAIN_ARGS)
 	$(VENV)/bin/selfmis quantize --teacher $(TEACHER_RUN) --out $(MODEL_OUT) --results $(MODEL_RESULTS) \
 	  --work $(MODEL_WORK) $(DATA_ARG) $(SHIPPED_STUDENT) $(QUANTIZE_ARGS)
+
+# The committed studies (benchmarks/results/): `make results` lists each with its command and the cost its run
+# measured; `make results STUDY=name` regenerates one (its command, then its Markdown from its JSON);
+# `make results-render` re-renders every report from its JSON; `make results-quick` re-renders them all and
+# runs the cheap studies at quick sizes into artifacts/results-quick (CI-sized).
+results: $(LINKED)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m selfmis.benchmarks.reports $(if $(STUDY),run $(STUDY),list)
+
+results-render: $(LINKED)
+	$(PY) -m selfmis.benchmarks.reports render
+
+results-quick: results-render
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m selfmis.benchmarks.reports quick --out artifacts/results-quick
 
 bench: $(LINKED)
 	$(VENV)/bin/selfmis bench

@@ -2,7 +2,7 @@
 
 Search order (each overridable on the command line):
 
-* teacher (torch): ``--teacher`` or ``artifacts/selfmis_lead1.pt`` (loaded with
+* teacher (torch): ``--teacher`` or ``artifacts/selfmis_lead1`` (the run folder `make model` trains; a file also works) (loaded with
   ``selfmis.train.checkpoint.load_model``); else the stand-in ResNet1d.
 * student (torch, ONNX, TFLite fp32, TFLite int8): ``--student-dir`` or the quantize
   output folders listed in :data:`STUDENT_DIRS`; a folder counts when it holds a torch
@@ -33,7 +33,8 @@ _HERE = Path(__file__).resolve().parent
 ROOT = _HERE.parent if (_HERE.parent / "pyproject.toml").is_file() else Path.cwd()
 STUDENT_DIRS = ("artifacts/quantize", "artifacts/student", "artifacts/quantized", "artifacts/bundle",
                 "artifacts")
-TEACHER_PATHS = ("artifacts/selfmis_lead1.pt",)
+#: what `make model` trains (a run folder holding model.pt), then the older single-file name
+TEACHER_PATHS = ("artifacts/selfmis_lead1", "artifacts/selfmis_lead1.pt")
 
 
 def default_bundle():
@@ -129,6 +130,7 @@ def find_models(args, notes: list) -> dict:
     cands = [Path(tpath)] if tpath else [ROOT / p for p in TEACHER_PATHS]
     teacher = None
     for p in cands:
+        p = p / "model.pt" if p.is_dir() else p  # a run folder or the checkpoint (one convention)
         if p.is_file():
             teacher = {"kind": "teacher-checkpoint", "path": str(p), "source": f"real: {p}"}
             break
@@ -137,7 +139,7 @@ def find_models(args, notes: list) -> dict:
             notes.append(f"--teacher {tpath} not found; using the stand-in teacher")
         teacher = {"kind": "teacher-standin", "path": None,
                    "source": "stand-in: untrained ResNet1d (default single-lead config, seed 0); "
-                             f"{tpath or 'artifacts/selfmis_lead1.pt'} absent"}
+                             f"{tpath or 'artifacts/selfmis_lead1'} absent"}
     out["teacher"] = teacher
     # ---- student
     sdir = getattr(args, "student_dir", None)

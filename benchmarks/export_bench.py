@@ -94,6 +94,21 @@ def run_export(rec: Path, fmt: str, dest: Path, tmp: Path) -> dict:
             "load_avg_1min": round(load, 1), "meets_target": r["cpu_s"] <= TARGET_S}
 
 
+def markdown(result: dict) -> str:
+    """export.md from export.json."""
+    rows = result["exports"]
+    md = [f"# Export of a {result['hours']:g}-hour 500 Hz recording", "",
+          f"Signal: {result['signal']}; stream.bin {result['stream_bin_mb']} MB. One process per format, "
+          f"pinned to one core; target <= {result['target_s']:g} s of one core (CPU time: the export is "
+          f"single-threaded; wall time waits for the core when the machine is shared, see the load). "
+          f"`python -m selfmis.benchmarks.export_bench`", "",
+          "| format | CPU, one core (s) | wall (s) | load avg | peak RSS (MB) | output (MB) | target met |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['format']} | {r['cpu_s']} | {r['wall_s']} | {r['load_avg_1min']} | {r['rss_peak_mb']} | "
+           f"{r['output_mb']} | {'yes' if r['meets_target'] else 'NO'} |" for r in rows]
+    return "\n".join(md) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hours", type=float, default=24.0)
@@ -126,17 +141,8 @@ def main(argv=None) -> int:
                           "cores": os.cpu_count()},
               "exports": rows}
     (out / "export.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = [f"# Export of a {result['hours']:g}-hour 500 Hz recording", "",
-          f"Signal: {result['signal']}; stream.bin {result['stream_bin_mb']} MB. One process per format, "
-          f"pinned to one core; target <= {TARGET_S:g} s of one core (CPU time: the export is "
-          f"single-threaded; wall time waits for the core when the machine is shared, see the load). "
-          f"`python -m selfmis.benchmarks.export_bench`", "",
-          "| format | CPU, one core (s) | wall (s) | load avg | peak RSS (MB) | output (MB) | target met |",
-          "|---|---|---|---|---|---|---|"]
-    md += [f"| {r['format']} | {r['cpu_s']} | {r['wall_s']} | {r['load_avg_1min']} | {r['rss_peak_mb']} | "
-           f"{r['output_mb']} | {'yes' if r['meets_target'] else 'NO'} |" for r in rows]
-    (out / "export.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    (out / "export.md").write_text(markdown(result))
+    print(markdown(result))
     return 0 if all(r["meets_target"] for r in rows) else 1
 
 

@@ -199,32 +199,38 @@ def _weighted_median_setup(x, rounds):
     return np.asarray(x, float)[order], np.asarray(rounds, int)[order]
 
 
-def bootstrap_ratio(a, a_rounds, b, b_rounds, n_boot: int = 500, seed: int = 0, alpha: float = 0.05):
-    """(median(a) / median(b), [lo, hi]): percentile CI from resampling the interleaved *rounds*.
+def _weighted_median(s, i, counts):
+    """Median of the sorted samples ``s`` whose rounds ``i`` are weighted by ``counts`` (i = -1: not used)."""
+    w = np.where(i >= 0, counts[np.clip(i, 0, None)], 0)
+    cw = np.cumsum(w)
+    return s[np.searchsorted(cw, cw[-1] / 2.0)]
 
-    Samples of one round were taken back to back, so background load is shared within a round:
-    resampling rounds (not single samples) keeps that correlation in the interval.
+
+def bootstrap_ratio(a, a_rounds, b, b_rounds, n_boot: int = 500, seed: int = 0, alpha: float = 0.05):
+    """(median(a) / median(b), [lo, hi]): one estimator for the point and its interval.
+
+    The estimator is the ratio of the medians over the interleaved rounds both runtimes share; the
+    point is that estimator on the rounds as measured (each round once) and the percentile CI is the
+    same estimator on rounds resampled with replacement. Samples of one round were taken back to
+    back, so background load is shared within a round: resampling rounds (not single samples)
+    keeps that correlation in the interval. With fewer than 5 shared rounds: the plain ratio of
+    medians and no interval.
     """
     a_s, a_r = _weighted_median_setup(a, a_rounds)
     b_s, b_r = _weighted_median_setup(b, b_rounds)
     common = np.intersect1d(np.unique(a_r), np.unique(b_r))
-    point = float(np.median(a) / np.median(b))
     if len(common) < 5:
-        return point, None
+        return float(np.median(a) / np.median(b)), None
     idx = {r: i for i, r in enumerate(common)}
     a_i = np.array([idx.get(r, -1) for r in a_r])
     b_i = np.array([idx.get(r, -1) for r in b_r])
+    ones = np.ones(len(common), int)
+    point = float(_weighted_median(a_s, a_i, ones) / _weighted_median(b_s, b_i, ones))
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(n_boot):
         counts = np.bincount(rng.integers(0, len(common), len(common)), minlength=len(common))
-
-        def wmed(s, i):
-            w = np.where(i >= 0, counts[np.clip(i, 0, None)], 0)
-            cw = np.cumsum(w)
-            return s[np.searchsorted(cw, cw[-1] / 2.0)]
-
-        vals.append(wmed(a_s, a_i) / wmed(b_s, b_i))
+        vals.append(_weighted_median(a_s, a_i, counts) / _weighted_median(b_s, b_i, counts))
     lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
     return point, [float(lo), float(hi)]
 

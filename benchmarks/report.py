@@ -9,7 +9,7 @@ from .energy import format_energy
 from .live_paths import markdown as live_markdown
 from .targets import format_verdict
 
-__all__ = ["write_markdown", "write_plots", "fmt"]
+__all__ = ["render_markdown", "write_markdown", "write_plots", "fmt"]
 
 
 def fmt(v, nd: int = 3, unit: str = "") -> str:
@@ -36,7 +36,7 @@ def _src(s):
     return "stand-in" if s.startswith("stand-in") else ("real" if s.startswith("real") else (s or "?"))
 
 
-def write_markdown(res: dict, path) -> Path:
+def _header(res: dict) -> list:
     m = res["machine"]
     L = []
     a = L.append
@@ -55,6 +55,12 @@ def write_markdown(res: dict, path) -> Path:
     a("Absolute times belong to this machine (a shared 2-core VM unless stated otherwise); compare runtimes by "
       "the ratios measured side by side in this run.")
     a("")
+    return L
+
+
+def _targets(res: dict) -> list:
+    L = []
+    a = L.append
     a("## Targets")
     a("")
     a("| target | figure | verdict | how |")
@@ -62,12 +68,25 @@ def write_markdown(res: dict, path) -> Path:
     for t in res.get("targets", []):
         a(f"| {t['target']} | {fmt(t['value'])} {t['unit'] if t['value'] is not None else ''} | "
           f"**{format_verdict(t).split(':')[0]}** | {t['source'] or '-'} |")
+    sci = (res.get("latency") or {}).get("speedup_ci") or {}
+    if sci.get("ci95") and not sci.get("estimator"):  # a run before the one-estimator rule
+        a("")
+        a(f"In this run the speed-up's point ({sci['ratio_of_medians']:.2f}x: the ratio of the medians of all "
+          f"samples) and its 95% CI ({sci['ci95'][0]:.1f}-{sci['ci95'][1]:.1f}x: medians of resampled rounds, "
+          f"{sci['method']}) came from two estimators, so the point can lie outside its interval; `selfmis bench` "
+          "now reports ""the point and its interval from one estimator (rerun it for a consistent pair).")
     h = res.get("headline", {})
     if h.get("int8_speedup_vs_teacher_torch") is not None:
         a("")
         a(f"int8 TFLite student vs the torch fp32 *teacher* (1 thread, p50): "
           f"{h['int8_speedup_vs_teacher_torch']:.1f}x.")
     a("")
+    return L
+
+
+def _models(res: dict) -> list:
+    L = []
+    a = L.append
     a("## Models measured")
     a("")
     for k, mm in (res.get("models") or {}).items():
@@ -79,6 +98,13 @@ def write_markdown(res: dict, path) -> Path:
     for k, c in (res.get("costs") or {}).items():
         a(f"| {k} | {fmt(c.get('params'))} | {fmt(c.get('macs'))} | {_size(c.get('file_size'))} | "
           f"{c.get('method', '-')} | {_src(c.get('source'))} |")
+    return L
+
+
+def _latency(res: dict) -> list:
+    m = res["machine"]
+    L = []
+    a = L.append
     lat = res.get("latency")
     if lat:
         pk = res.get("peak", {})
@@ -109,6 +135,12 @@ def write_markdown(res: dict, path) -> Path:
               f"{fmt(s.get('p50'))} | {fmt(s.get('p90'))} | {fmt(s.get('p99'))} | {s.get('n')} | "
               f"{fmt(ach / 1e9 if ach else None, 2)} | {fmt(ft * 100 if ft else None, 1)} | "
               f"{fmt(fm * 100 if fm else None, 1)} | {fmt(sp.get(key), 2)} | {_src(r['source'])} |")
+    return L
+
+
+def _coldstart(res: dict) -> list:
+    L = []
+    a = L.append
     cs = res.get("coldstart")
     if cs:
         a("")
@@ -120,6 +152,12 @@ def write_markdown(res: dict, path) -> Path:
             md = r["median"]
             a(f"| {r['id']} | {fmt(md['process_wall_s'])} | {fmt(md['import_s'])} | {fmt(md['load_s'])} | "
               f"{fmt((md['first_s'] or 0) * 1e3)} | {fmt(md['rss_peak_mb'], 1)} | {r['reps']} |")
+    return L
+
+
+def _imports(res: dict) -> list:
+    L = []
+    a = L.append
     imp = res.get("imports")
     if imp:
         a("")
@@ -138,6 +176,12 @@ def write_markdown(res: dict, path) -> Path:
             a("")
             a(f"Largest imports (`-X importtime`, cumulative, {imp['importtime_top']['case']}): " +
               ", ".join(f"{t['module']} {t['cumulative_us'] / 1e3:.0f} ms" for t in top[:8]))
+    return L
+
+
+def _streaming(res: dict) -> list:
+    L = []
+    a = L.append
     st = res.get("streaming")
     if st:
         a("")
@@ -162,59 +206,101 @@ def write_markdown(res: dict, path) -> Path:
             if rep.get("n_slow_decisions"):
                 a(f"- decisions later than 20 ms: {rep['n_slow_decisions']} (signal time s, ms): "
                   f"{rep.get('slow_decisions')}")
-        sb = st.get("stage_breakdown") or {}
-        if sb.get("stages"):
-            a("")
-            a(f"Where the replay's time goes ({sb['method']}; total {fmt(sb.get('total_s'))} s, {sb.get('beats')} beats):")
-            a("")
-            a("| stage | s | ms per beat | share |")
-            a("|---|---|---|---|")
-            for k, v in sb["stages"].items():
-                a(f"| {k} | {fmt(v['s'])} | {fmt(v['ms_per_beat'])} | "
-                  f"{fmt(v['share'] * 100 if v.get('share') is not None else None, 1)} % |")
-        du = st.get("duty_cycle") or {}
-        if du.get("per_bpm"):
-            a("")
-            a(f"Duty cycle ({du['method']}; {du['ecg_minutes']:g} min each; start-up CPU "
-              f"{fmt(du.get('startup_cpu_s'))} s):")
-            a("")
-            a("| heart rate | beats found / expected | decisions | CPU per beat ms | duty cycle (one core) | peak RSS MB |")
-            a("|---|---|---|---|---|---|")
-            for bpm, r in du["per_bpm"].items():
-                a(f"| {bpm} bpm | {r['beats']} / {r['expected_beats']} | {r['decisions']} | "
-                  f"{fmt(r['cpu_per_beat_ms'])} | {fmt(r['duty_cycle'] * 100, 3)} % | {fmt(r['rss_peak_mb'], 1)} |")
-            if du.get("marginal_cpu_per_beat_ms") is not None:
-                a("")
-                a(f"Marginal CPU of one more beat ((CPU at 120 - CPU at 60) / extra beats): "
-                  f"{fmt(du['marginal_cpu_per_beat_ms'])} ms.")
-        df = st.get("deferral") or {}
-        if df.get("cases"):
-            a("")
-            a(f"Waiting for later chunks ({df['method']}):")
-            a("")
-            a("| signal | decisions | deferred by >= 1 frame | wait p50 ms | wait p99 ms |")
-            a("|---|---|---|---|---|")
-            for k, v in df["cases"].items():
-                w = v.get("wait_ms", {})
-                a(f"| {k} | {v['decisions']} | {fmt((v['deferred_share'] or 0) * 100, 1)} % | {fmt(w.get('p50'))} | "
-                  f"{fmt(w.get('p99'))} |")
-        vd = st.get("virtual_device") or {}
+    return L
+
+
+def _stage_breakdown(res: dict) -> list:
+    st = res.get("streaming") or {}
+    if not st:
+        return []
+    L = []
+    a = L.append
+    sb = st.get("stage_breakdown") or {}
+    if sb.get("stages"):
         a("")
-        if vd.get("skipped"):
-            a(f"- virtual device: skipped ({vd['skipped']})")
-        elif vd:
-            a(f"- virtual device (pty, real time, {fmt(vd.get('ecg_s'), 0)} s): {vd.get('beats')} beats, "
-              f"{vd.get('decisions')} decisions, latency p50 {fmt(vd.get('latency_p50_ms'))} ms, "
-              f"p99 **{fmt(vd.get('latency_p99_ms'))} ms**, peak RSS {fmt(vd.get('rss_peak_mb'), 1)} MB, "
-              f"CPU {fmt(vd.get('cpu_s'))} s")
-            if vd.get("n_slow_decisions"):
-                a(f"- decisions later than 20 ms: {vd['n_slow_decisions']} of {vd.get('decisions')} "
-                  f"(signal time s, ms): {vd.get('slow_decisions_t_s_latency_ms')}")
-            a(f"- commands: `{vd.get('simulator')}` | `{vd.get('command')}`")
-        lp = st.get("live_paths")
-        if lp:
+        a(f"Where the replay's time goes ({sb['method']}; total {fmt(sb.get('total_s'))} s, {sb.get('beats')} beats):")
+        a("")
+        a("| stage | s | ms per beat | share |")
+        a("|---|---|---|---|")
+        for k, v in sb["stages"].items():
+            a(f"| {k} | {fmt(v['s'])} | {fmt(v['ms_per_beat'])} | "
+              f"{fmt(v['share'] * 100 if v.get('share') is not None else None, 1)} % |")
+    return L
+
+
+def _duty_cycle(res: dict) -> list:
+    st = res.get("streaming") or {}
+    if not st:
+        return []
+    L = []
+    a = L.append
+    du = st.get("duty_cycle") or {}
+    if du.get("per_bpm"):
+        a("")
+        a(f"Duty cycle ({du['method']}; {du['ecg_minutes']:g} min each; start-up CPU "
+          f"{fmt(du.get('startup_cpu_s'))} s):")
+        a("")
+        a("| heart rate | beats found / expected | decisions | CPU per beat ms | duty cycle (one core) | peak RSS MB |")
+        a("|---|---|---|---|---|---|")
+        for bpm, r in du["per_bpm"].items():
+            a(f"| {bpm} bpm | {r['beats']} / {r['expected_beats']} | {r['decisions']} | "
+              f"{fmt(r['cpu_per_beat_ms'])} | {fmt(r['duty_cycle'] * 100, 3)} % | {fmt(r['rss_peak_mb'], 1)} |")
+        if du.get("marginal_cpu_per_beat_ms") is not None:
             a("")
-            a(live_markdown(lp).rstrip())
+            a(f"Marginal CPU of one more beat ((CPU at 120 - CPU at 60) / extra beats): "
+              f"{fmt(du['marginal_cpu_per_beat_ms'])} ms.")
+    return L
+
+
+def _deferral(res: dict) -> list:
+    st = res.get("streaming") or {}
+    if not st:
+        return []
+    L = []
+    a = L.append
+    df = st.get("deferral") or {}
+    if df.get("cases"):
+        a("")
+        a(f"Waiting for later chunks ({df['method']}):")
+        a("")
+        a("| signal | decisions | deferred by >= 1 frame | wait p50 ms | wait p99 ms |")
+        a("|---|---|---|---|---|")
+        for k, v in df["cases"].items():
+            w = v.get("wait_ms", {})
+            a(f"| {k} | {v['decisions']} | {fmt((v['deferred_share'] or 0) * 100, 1)} % | {fmt(w.get('p50'))} | "
+              f"{fmt(w.get('p99'))} |")
+    return L
+
+
+def _virtual_device(res: dict) -> list:
+    st = res.get("streaming") or {}
+    if not st:
+        return []
+    L = []
+    a = L.append
+    vd = st.get("virtual_device") or {}
+    a("")
+    if vd.get("skipped"):
+        a(f"- virtual device: skipped ({vd['skipped']})")
+    elif vd:
+        a(f"- virtual device (pty, real time, {fmt(vd.get('ecg_s'), 0)} s): {vd.get('beats')} beats, "
+          f"{vd.get('decisions')} decisions, latency p50 {fmt(vd.get('latency_p50_ms'))} ms, "
+          f"p99 **{fmt(vd.get('latency_p99_ms'))} ms**, peak RSS {fmt(vd.get('rss_peak_mb'), 1)} MB, "
+          f"CPU {fmt(vd.get('cpu_s'))} s")
+        if vd.get("n_slow_decisions"):
+            a(f"- decisions later than 20 ms: {vd['n_slow_decisions']} of {vd.get('decisions')} "
+              f"(signal time s, ms): {vd.get('slow_decisions_t_s_latency_ms')}")
+        a(f"- commands: `{vd.get('simulator')}` | `{vd.get('command')}`")
+    lp = st.get("live_paths")
+    if lp:
+        a("")
+        a(live_markdown(lp).rstrip())
+    return L
+
+
+def _energy(res: dict) -> list:
+    L = []
+    a = L.append
     en = res.get("energy")
     if en:
         a("")
@@ -227,6 +313,12 @@ def write_markdown(res: dict, path) -> Path:
         a("|---|---|---|")
         for k, f in en.get("figures", {}).items():
             a(f"| {k} | {format_energy(f)} | {f.get('detail', '')} |")
+    return L
+
+
+def _accuracy(res: dict) -> list:
+    L = []
+    a = L.append
     acc = res.get("accuracy")
     if acc:
         a("")
@@ -254,6 +346,12 @@ def write_markdown(res: dict, path) -> Path:
             a("")
             a("Rows whose cost was measured on a stand-in pair a real AUROC with the stand-in's cost "
               "(same architecture, so the same size and latency).")
+    return L
+
+
+def _plots_and_notes(res: dict) -> list:
+    L = []
+    a = L.append
     if res.get("plots"):
         a("")
         a("## Plots")
@@ -266,8 +364,27 @@ def write_markdown(res: dict, path) -> Path:
         a("")
         for n in res["notes"]:
             a(f"- {n}")
+    return L
+
+
+#: The sections of bench.md, in order: each is a view of one part of the result dict.
+SECTIONS = (_header, _targets, _models, _latency, _coldstart, _imports, _streaming, _stage_breakdown, _duty_cycle,
+            _deferral, _virtual_device, _energy, _accuracy, _plots_and_notes)
+
+
+def render_markdown(res: dict) -> str:
+    """bench.md from the result dict (``bench.json``): the sections in order, then the beat reference."""
+    text = "\n".join(line for section in SECTIONS for line in section(res)) + "\n"
+    if res.get("beats"):
+        from .beat_reference import markdown as beats_markdown
+        text += "\n" + beats_markdown(res["beats"], level=2).replace("](beats.png)", "](beats/beats.png)") + "\n"
+    return text
+
+
+def write_markdown(res: dict, path) -> Path:
+    """Write :func:`render_markdown` of ``res`` to ``path``."""
     path = Path(path)
-    path.write_text("\n".join(L) + "\n")
+    path.write_text(render_markdown(res))
     return path
 
 

@@ -47,8 +47,11 @@ from selfmis.quantize.student import StudentConfig
 from selfmis.quantize.windows import load_lead1
 from selfmis.train.evaluate import score_records
 
+from selfmis.provenance import provenance, scrub_paths
+
 from .latency import load_runner, summarize_runner, time_interleaved
 from .macs import count_tflite
+from .students_report import plot_front, render
 
 RESULTS = Path(__file__).resolve().parent / "results" / "students"
 MAX_DEFAULT_BYTES = 64 * 1024
@@ -177,78 +180,13 @@ def choose(rows: dict) -> dict:
                               "LiteRT's builtin kernels, no record-level decision changed)"}}
 
 
-def _fmt(a):
-    if not a:
-        return "n/a"
-    return f"{a['auroc']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]" if a.get("ci") else f"{a['auroc']:.3f}"
-
-
-def _parity(r) -> str:
-    if r.get("ensemble"):
-        return "(members)"
-    p = r.get("micro_parity") or {}
-    if not p:
-        return "-"
-    ref = p.get("reference", {})
-    return ("ok" if p.get("ok") else "**fails**") + (f" (max {ref.get('max_lsb')} LSB, "
-                                                     f"{ref.get('record_decision_flips')} record decisions differ)")
-
-
-def _rel(x):
-    return "" if not x else f"{x:.1f}x"
-
-
 def write_report(report: dict, out: Path) -> None:
+    """students.json, then README.md and front.png rendered from it (:mod:`.students_report`)."""
     out.mkdir(parents=True, exist_ok=True)
+    report = scrub_paths(report)
     (out / "students.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    rows, pick = report["rows"], report["choice"]
-    lines = ["# The student front: accuracy against size, latency and microcontroller memory", "",
-             report["data_note"], "",
-             "| student | params | int8 bytes | MACs | val MI AUROC fp32 | val MI int8 | val IMI int8 | "
-             "test MI int8 | test IMI int8 | int8 - fp32 (val MI) | LiteRT p50 / p99 ms | TFLM arena B | "
-             "TFLM / LiteRT time | TFLM parity |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for n, r in rows.items():
-        mark = " **(default)**" if n == pick["default"] else (" **(micro)**" if n == pick["micro"] else "")
-        d = (r["val_int8"]["MI"]["auroc"] - r["val_fp32"]["MI"]["auroc"]) if r.get("val_fp32") and \
-            r["val_fp32"]["MI"] and r["val_int8"]["MI"] else None
-        lines.append(f"| {n}{mark} | {r['params']:,} | {r['int8_bytes']:,} | {r['macs'] or 0:,} | "
-                     f"{_fmt(r.get('val_fp32', {}).get('MI'))} | {_fmt(r['val_int8']['MI'])} | "
-                     f"{_fmt(r['val_int8']['IMI'])} | {_fmt(r['test_int8']['MI'])} | {_fmt(r['test_int8']['IMI'])} | "
-                     f"{'' if d is None else f'{d:+.4f}'} | {r['litert_ms']['p50']:.4f} / {r['litert_ms']['p99']:.4f} | "
-                     f"{r.get('arena_bytes') or '-'} | "
-                     f"{_rel(r.get('micro_rel'))} | {_parity(r)} |")
-    lines += ["", f"Rule (validation only): `default` = {pick['rule']['default']}; `micro` = {pick['rule']['micro']}.",
-              f"Chosen: `default` = **{pick['default']}**, `micro` = **{pick['micro']}**.", "",
-              "![front](front.png)", "", "Regenerate: `" + report["command"] + "`", ""]
-    lines += [f"- {n}" for n in report["notes"]]
-    (out / "README.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, (key, label) in zip(axes, (("int8_bytes", "int8 file (bytes)"), ("litert_p50", "LiteRT p50 (ms)"),
-                                       ("arena_bytes", "TFLM arena (bytes)"))):
-        for n, r in rows.items():
-            x = r["litert_ms"]["p50"] if key == "litert_p50" else r.get(key)
-            if not x or not r["val_int8"]["MI"]:
-                continue
-            y = r["val_int8"]["MI"]["auroc"]
-            color = "tab:red" if n == pick["default"] else ("tab:green" if n == pick["micro"] else
-                                                            ("tab:purple" if r.get("ensemble") else "tab:blue"))
-            ax.scatter(x, y, color=color, s=40, marker="s" if "resnet" in n else "o")
-            ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation MI AUROC (int8)")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Student front (red: default, green: micro, purple: ensembles; squares: resnet family)")
-    fig.tight_layout()
-    fig.savefig(out / "front.png", dpi=110)
-    plt.close(fig)
+    (out / "README.md").write_text(render(report))
+    plot_front(report, out / "front.png")
 
 
 def main(argv=None) -> int:
@@ -309,30 +247,13 @@ def main(argv=None) -> int:
                          arena_bytes=max(rows[n]["arena_bytes"] or 0 for n in names),
                          note="k interpreters, logits averaged; arena: the largest member's (run in turn)")
     choice = choose(rows)
-    notes = [
-        "Accuracy: shared PTB-XL subset, 100 Hz, Lead I; validation = strat_fold 1, test = strat_fold 10, training "
-        "= folds 2-9 (the teacher's split); seed per member as listed; AUROC with bootstrap 95% CIs "
-        f"({a.n_boot} record resamples).",
-        "The chosen models were picked on validation fold 1 only. The front itself is not cross-validated (a "
-        "SelfMIS teacher per fold and every member: 10x this study's compute); the two shipped students are, by "
-        "`python -m selfmis.benchmarks.crossval` (a teacher per test fold, the folds that finished are named there): "
-        "benchmarks/results/crossval.",
-        "LiteRT latency: one thread, XNNPACK, int8, all members interleaved in one run on this machine "
-        "(shared VM: compare ratios). TFLM time: reference kernels on the host, relative to LiteRT's builtin "
-        "kernels; an MCU's absolute speed is not measured here.",
-        "Shipped: `default` = dscnn-6k (validation MI 0.830 against the previous default dscnn-15k's 0.805, "
-        "overlapping CIs; test fold 10: 0.752 against 0.758), swapped with `--ship default`, then calibrated with "
-        "`selfmis calibrate --model edge_runtime/models/default`; `micro` = dscnn-2k-s1. Cross-validated figures "
-        "of both (a teacher per test fold): benchmarks/results/crossval.",
-        "Selection on validation fold 1 (39 MI records) is noisy: the three seeds of dscnn-2k span 0.807-0.822 on "
-        "validation and 0.726-0.758 on test, and the micro pick (seed 1) is the weakest of them on test.",
-        "TFLM parity fails for both resnet members: at most 1 LSB, but the 1-step differences (ADD of the residual "
-        "path) change a few record-level decisions; the rule excludes them from micro.",
-        "Quantization-aware training was not needed where int8 - fp32 (val MI) is within -0.003; rows beyond "
-        "that say so in the column and would need QAT.",
-    ]
-    report = {"rows": rows, "choice": choice, "notes": notes, "seconds": time.time() - t0,
-              "data_note": notes[0], "command": "python -m selfmis.benchmarks.students --teacher "
+    sample = load_bundle(bundles[choice["default"]]).card.metrics
+    report = {"rows": rows, "choice": choice, "seconds": time.time() - t0,
+              "data": {**(load_bundle(bundles[choice["default"]]).card.training.get("provenance") or {}).get(
+                           "data", {"name": sample.get("data")}),
+                       "val": sample.get("threshold_split"), "test": sample.get("split"), "n_boot": a.n_boot},
+              "provenance": provenance(),
+              "command": "python -m selfmis.benchmarks.students --teacher "
               f"{a.teacher}" + (" --ship " + " ".join(a.ship) if a.ship is not None else "")}
     if a.ship is not None:
         for role in (a.ship or ["default", "micro"]):

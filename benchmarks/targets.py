@@ -25,14 +25,27 @@ def verdict(value, op: str, threshold: float):
     raise ValueError(f"unknown comparison {op!r}")
 
 
-def evaluate_targets(values: dict, sources: dict | None = None) -> list:
-    """One dict per target: key, target text, value, unit, met (True/False/None), source."""
-    sources = sources or {}
+def interval_verdict(interval, op: str, threshold: float) -> str | None:
+    """Where a 95% interval lies against the target: "all of it meets", "straddles", "none of it meets"."""
+    if not interval:
+        return None
+    ends = [verdict(x, op, threshold) for x in interval]
+    return "all of it meets" if all(ends) else ("none of it meets" if not any(ends) else "straddles the target")
+
+
+def evaluate_targets(values: dict, sources: dict | None = None, intervals: dict | None = None) -> list:
+    """One dict per target: key, target text, value, unit, met (True/False/None: the *point*), source, and,
+    where the figure has one, its 95% interval and where that interval lies against the target."""
+    sources, intervals = sources or {}, intervals or {}
     out = []
     for key, (text, op, thr, unit) in TARGETS.items():
         v = values.get(key)
-        out.append({"key": key, "target": text, "op": op, "threshold": thr, "unit": unit,
-                    "value": v, "met": verdict(v, op, thr), "source": sources.get(key, "")})
+        row = {"key": key, "target": text, "op": op, "threshold": thr, "unit": unit,
+               "value": v, "met": verdict(v, op, thr), "source": sources.get(key, "")}
+        if intervals.get(key):
+            row["interval"] = list(intervals[key])
+            row["interval_verdict"] = interval_verdict(intervals[key], op, thr)
+        out.append(row)
     return out
 
 
@@ -44,4 +57,8 @@ def format_verdict(row: dict) -> str:
     else:
         word = "MET" if row["met"] else "NOT MET"
         shown = f"{v:.4g} {row['unit']}"
-    return f"{word}: {shown} (target {row['op']} {row['threshold']:g} {row['unit']})"
+    text = f"{word}: {shown} (target {row['op']} {row['threshold']:g} {row['unit']})"
+    if row.get("interval"):  # the claim is about the point; say where its interval lies
+        lo, hi = row["interval"]
+        text += f"; point estimate; 95% CI {lo:.4g}-{hi:.4g} {row['unit']}: {row['interval_verdict']}"
+    return text

@@ -60,6 +60,9 @@ def command_line(argv=None) -> str:
 def _portable_token(token: str) -> str:
     """An absolute path (alone or after ``--flag=``) made portable; anything else unchanged."""
     flag, eq, value = token.rpartition("=") if token.startswith("-") and "=" in token else ("", "", token)
+    scheme, colon, rest = value.partition(":")
+    if colon and rest.startswith("/") and "/" not in scheme:  # serial:/dev/..., file:/...
+        return flag + eq + scheme + colon + _portable_token(rest)
     if value.startswith("/") and len(value) > 1:
         return flag + eq + portable_path(value)
     return token

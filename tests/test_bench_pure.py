@@ -252,7 +252,7 @@ def test_headline_values_pick_the_right_figures():
                          "virtual_device": {"latency_p99_ms": 12.0, "rss_peak_mb": 50.0, "ecg_s": 60}},
            "imports": {"modules": {"selfmis.edge_runtime": {"median_s": 0.01},
                                    "edge-run ready": {"median_s": 0.2, "method": "m"}}}}
-    v, src = headline_values(res)
+    v, src, _ = headline_values(res)
     assert v["int8_speedup_vs_torch"] == pytest.approx(20.0)       # best 1-thread int8, same model
     assert v["int8_speedup_vs_teacher_torch"] == pytest.approx(40.0)
     assert v["streaming_rtf"] == 2500.0
@@ -264,8 +264,17 @@ def test_headline_values_pick_the_right_figures():
     assert sp["student/tflite-int8/xnnpack/2t vs student/torch-fp32/1t"] == pytest.approx(100.0)
     assert "student/tflite-int8/xnnpack/2t vs student/torch-fp32/2t" not in sp   # no 2-thread torch row
     # nothing measured: nothing claimed
-    v, _ = headline_values({})
+    v, _, _ = headline_values({})
     assert v == {}
+
+
+def test_a_claim_says_where_its_interval_lies():
+    rows = evaluate_targets({"int8_speedup_vs_torch": 12.0}, {}, {"int8_speedup_vs_torch": [9.0, 14.0]})
+    r = rows[0]
+    assert r["met"] is True and r["interval_verdict"] == "straddles the target"
+    assert "point estimate; 95% CI 9-14 x: straddles the target" in format_verdict(r)
+    r = evaluate_targets({"int8_speedup_vs_torch": 12.0}, {}, {"int8_speedup_vs_torch": [11.0, 14.0]})[0]
+    assert r["interval_verdict"] == "all of it meets"
 
 
 def test_bootstrap_ratio_over_rounds():
@@ -277,7 +286,13 @@ def test_bootstrap_ratio_over_rounds():
     a = 10.0 * load * rng.uniform(0.95, 1.05, rounds.size)
     b = 1.0 * load * rng.uniform(0.95, 1.05, rounds.size)
     point, ci = bootstrap_ratio(a, rounds, b, rounds, n_boot=300)
-    assert point == pytest.approx(float(np.median(a) / np.median(b)))
+    assert point == pytest.approx(float(np.median(a) / np.median(b)), rel=0.01)
     assert ci[0] <= point <= ci[1] and ci[0] < 10.0 * 1.1 and ci[1] > 10.0 * 0.9
+    # the point is the interval's own estimator on the rounds as measured: inside its interval
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        a2, b2 = a * r.uniform(0.8, 1.2, a.size), b * r.uniform(0.8, 1.2, b.size)
+        p2, c2 = bootstrap_ratio(a2, rounds, b2, rounds, n_boot=200, seed=seed)
+        assert c2[0] <= p2 <= c2[1]
     # too few common rounds: no interval
     assert bootstrap_ratio(a[:20], rounds[:20], b[:20], rounds[:20])[1] is None

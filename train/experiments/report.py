@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfmis.provenance import data_summary
+from selfmis.train.data import resolve_data_root
 from selfmis.train.evaluate import auroc
 from selfmis.train.experiments.grid import BASELINES, CV_FOLDS, MAIN_SPLITS, STUDIES
 from selfmis.train.experiments.stats import (collect, cv_two_seeds, method_rows, paired_cv, selfmis_minus_scratch,
@@ -34,7 +36,8 @@ def make_report(root: Path, results: Path, selfmis_name: str, ablation: dict | N
     for n in extra_selfmis:
         if n in runs:
             methods.append(n)
-    report = {"command": command, "selfmis_variant": selfmis_name, "ablation": ablation, "budget": budget,
+    report = {"command": command, "data": _data_of(root), "selfmis_variant": selfmis_name, "ablation": ablation,
+              "budget": budget,
               "splits": {"fold10_seeds": [0, 1, 2], "cv": "test fold k, val fold k%10+1, seed 0"}}
     report["methods"] = method_rows(runs, methods, n_boot)
     report["selfmis_minus_scratch"] = selfmis_minus_scratch(runs, n_boot)
@@ -113,6 +116,27 @@ def _f(x, nd=3):
     return "–" if x is None else f"{x:.{nd}f}"
 
 
+def _data_line(d) -> str:
+    """The data named from the report (never a typed count): name, records, rate, record-list hash."""
+    if not d:
+        return "PTB-XL (the data set's name, record count and rate are not recorded in this report.json)"
+    return (f"{d['name']} ({d['n_records']:,} records, {d.get('fs', '?'):g} Hz; record list sha256 "
+            f"{d['records_sha256'][:12]})")
+
+
+def _data_of(root: Path):
+    """:func:`selfmis.provenance.data_summary` of the data the runs under ``root`` trained on."""
+    import pandas as pd
+
+    cfg = next(root.rglob("config.json"), None)
+    if cfg is None:
+        return None
+    c = json.loads(cfg.read_text())
+    data = resolve_data_root(c.get("data"))
+    ids = pd.read_csv(data / "ptbxl_database.csv", index_col=0).index
+    return data_summary(data.name, ids, fs=100.0)
+
+
 def render_markdown(rep, methods) -> str:
     """The README.md of the report, from the report dict (``make_report``'s return value)."""
     L = ["# Accuracy: SelfMIS (Lead I) vs baselines on the PTB-XL subset", "",
@@ -123,7 +147,7 @@ def render_markdown(rep, methods) -> str:
          "`--phase clip`, `--phase baselines-seed1` (then `--phase report`).", "",
          f"This report's last command: `{rep['command']}` (runs under `runs/exp`, `runs/ablate`; "
          "each run's exact config is its `config.json`, seeds in the table).", "",
-         "Data: shared PTB-XL subset (1,987 records, 100 Hz). Single-lead models see Lead I only; a 10 s "
+         f"Data: {_data_line(rep.get('data'))}. Single-lead models see Lead I only; a 10 s "
          "record is scored as the mean logit over 5 s windows every 1 s (6 windows). The 12-lead model sees "
          "the whole record. Splits: test fold k, validation fold k%10+1, train on the other 8 "
          "(patient-disjoint `strat_fold`). Fold 10: seeds 0, 1, 2. Cross-validation: every fold as test once, "
@@ -246,7 +270,7 @@ def render_markdown(rep, methods) -> str:
     ab = rep.get("ablation")
     if ab:
         L += ["## SelfMIS ablations (validation MI AUROC only; never test)", "",
-              f"Splits: {ab['splits']} (test fold, seed) -> validation fold = test%10+1.", "",
+              f"Splits: {[tuple(x) for x in ab['splits']]} (test fold, seed) -> validation fold = test%10+1.", "",
               "| variant | overrides | " + " | ".join(f"val f{f % 10 + 1} (test f{f})" for f, _ in ab["splits"]) + " | mean |",
               "|---|---|" + "---|" * (len(ab["splits"]) + 1)]
         for n, v in sorted(ab["val"].items(), key=lambda kv: -kv[1]["mean"]):
@@ -256,7 +280,7 @@ def render_markdown(rep, methods) -> str:
         mb = ab.get("main_budget")
         if mb and mb["val"]:
             L += ["### Second round: validation MI AUROC at the main-grid budget (main grid's teachers)", "",
-                  f"Splits: {mb['splits']}.", "",
+                  f"Splits: {[tuple(x) for x in mb['splits']]}.", "",
                   "| variant | " + " | ".join(f"val f{f % 10 + 1} (test f{f})" for f, _ in mb["splits"]) + " | mean |",
                   "|---|" + "---|" * (len(mb["splits"]) + 1)]
             for n, v in sorted(mb["val"].items(), key=lambda kv: -kv[1]["mean"]):

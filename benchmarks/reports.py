@@ -1,0 +1,264 @@
+"""Every committed study: its JSON, the one function that renders its Markdown, its command and cost.
+
+A report under ``benchmarks/results/`` is a view of its JSON: :data:`STUDIES` names, for each
+Markdown file, the JSON it is rendered from and the function that renders it (the study's own
+``markdown``), the command that regenerates the JSON, and the cost that run measured (read from
+the JSON; "not recorded" where the study did not record it). ``tests/test_reports.py`` re-renders
+every report from its JSON and fails on any difference.
+
+    python -m selfmis.benchmarks.reports list              # every study, command and measured cost
+    python -m selfmis.benchmarks.reports render [NAME...]  # rewrite the Markdown from the committed JSON
+    python -m selfmis.benchmarks.reports check             # exit 1 when a report differs from its JSON
+    python -m selfmis.benchmarks.reports run NAME          # regenerate one study (its command), then render
+    python -m selfmis.benchmarks.reports quick --out DIR   # the cheap studies, quick sizes, into DIR
+
+(``make results``, ``make results STUDY=NAME``, ``make results-quick``.)
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from selfmis.quantize.report import markdown_table as quantize_markdown
+from selfmis.train.experiments.report import render_markdown as accuracy_markdown
+from selfmis.train.scaling import markdown as scaling_markdown
+
+from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_scale, live_paths
+from . import replay_formats, training_scale
+from .report import render_markdown as bench_markdown
+from .students_report import render as students_markdown
+
+__all__ = ["Study", "STUDIES", "render", "check", "cost", "main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    markdown: str                       # relative to benchmarks/results
+    json: str                           # the data it is rendered from
+    render: Callable[[dict], str]       # JSON -> Markdown, the only writer of the file
+    command: str                        # regenerates the JSON (and the Markdown)
+    quick: str = ""                     # a CI-sized run of the same study ({out}: its folder), if any
+
+
+# --------------------------------------------------------------------------- renderers without a module
+def _paced(res: dict) -> str:
+    """live_paths/paced_10min.md: one real-time run, from its JSON."""
+    s = res["summary"]
+    lat = s["latency_ms"]
+    held = sum((s.get("suppressed") or {}).values())
+    return "\n".join([
+        f"# Decision latency in real time, {s['signal_s'] / 60:g} minutes", "",
+        " → ".join(f"`{c}`" for c in res["commands"]) + f" (git {res['git']}; load: `{res['uptime_start']}` at "
+        f"start, `{res['uptime_end']}` at end).", "",
+        "| signal | beats | decisions | latency p50 | p99 | max | first decision | held while the rate was unverified |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {s['signal_s']:g} s | {s['beats']} | {s['decisions']} | {lat['p50']:.3f} ms | {lat['p99']:.3f} ms | "
+        f"{lat['max']:.3f} ms | t = {res['first_decision_t_s']:.2f} s | {held} beats |", "",
+        f"Target: p99 <= {res.get('target_p99_ms', 20):g} ms after the window completes: "
+        f"{'met' if lat['p99'] <= res.get('target_p99_ms', 20) else 'NOT met'}. Latency = "
+        f"{res['latency_definition']}.", *([""] + res["notes"] if res.get("notes") else []), ""])
+
+
+def _seed_check(res: dict) -> str:
+    """quantize/seed_check.md: the same teacher, student seeds side by side."""
+    runs = {k: v for k, v in res.items() if isinstance(v, dict)}
+    test = res.get("test_split", "the test fold")
+    lines = [f"# Seed check: MI AUROC on {test} (same teacher, student seed {' vs '.join(k.split()[1] for k in runs)})",
+             "", "| run | teacher | student torch | student fp32 TFLite | student int8 TFLite | selected epoch |",
+             "|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        lines.append(f"| {name} | {r['teacher']:.4f} | {r['student_torch']:.4f} | {r['student_fp32_tflite']:.4f} | "
+                     f"{r['student_int8_tflite']:.4f} | {r['selected_epoch']} |")
+    lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in runs.values()), ""]
+    return "\n".join(lines)
+
+
+def _training_scale(rep: dict) -> str:
+    """training/scale.md: the study's tables, then the runs it was assembled from."""
+    text = training_scale.markdown(rep)
+    if rep.get("runs"):
+        text += "\n## Runs\n\n" + "\n".join(f"- `{r}`" for r in rep["runs"]) + "\n"
+    sg = rep.get("synth_generation")
+    if sg:
+        text += (f"\nSynthetic set: `{sg['command']}`: {sg['wall_s']:g} s wall, {sg['cpu_s']:g} s CPU.\n")
+    for note in rep.get("run_notes", []):
+        text += f"{note}\n"
+    return text
+
+
+def _live_paths(res: dict) -> str:
+    return f"Command: `{res['command']}`\n\n" + live_paths.markdown(res)
+
+
+def _accuracy(rep: dict) -> str:
+    return accuracy_markdown(rep, list(rep["methods"]))
+
+
+def _crossval(r: dict) -> str:
+    return crossval_report.markdown(r, r.get("command", ""))
+
+
+def _beats(res: dict) -> str:
+    return beat_reference.markdown(res) + "\n"
+
+
+# --------------------------------------------------------------------------- the registry
+_GW = "python -m selfmis.benchmarks.gateway_scale --rt"
+STUDIES = (
+    Study("bench", "latest/bench.md", "latest/bench.json", bench_markdown, "selfmis bench",
+          "selfmis bench --quick --out {out}"),
+    Study("bench-beats", "latest/beats/beats.md", "latest/beats/beats.json", _beats, "selfmis bench"),
+    Study("bench-gateway", "latest/gateway_scale.md", "latest/gateway_scale.json", gateway_scale.markdown,
+          "selfmis bench"),
+    Study("beats", "beats/beats.md", "beats/beats.json", _beats, "python -m selfmis.benchmarks.beat_reference",
+          "python -m selfmis.benchmarks.beat_reference --quick --out {out}"),
+    Study("clinical", "clinical/clinical.md", "clinical/clinical.json", clinical.markdown,
+          "python -m selfmis.benchmarks.clinical --minutes 10"),
+    Study("crossval", "crossval/README.md", "crossval/crossval.json", _crossval,
+          "python -m selfmis.benchmarks.crossval run && python -m selfmis.benchmarks.crossval report"),
+    Study("export", "export/export.md", "export/export.json", export_bench.markdown,
+          "python -m selfmis.benchmarks.export_bench",
+          "python -m selfmis.benchmarks.export_bench --hours 0.05 --out {out}"),
+    Study("gap-policy", "gap_policy/gap_policy.md", "gap_policy/gap_policy.json", gap_policy._markdown,
+          "python -m selfmis.benchmarks.gap_policy"),
+    Study("gateway-scale", "gateway/gateway_scale.md", "gateway/gateway_scale.json", gateway_scale.markdown,
+          f"{_GW} --out benchmarks/results/gateway"),
+    Study("gateway-scale-run1", "gateway/gateway_scale_run1.md", "gateway/gateway_scale_run1.json",
+          gateway_scale.markdown, f"{_GW} (first of two runs)"),
+    Study("gateway-outlets", "gateway/outlets/gateway_scale.md", "gateway/outlets/gateway_scale.json",
+          gateway_scale.markdown, f"{_GW} --outlets-n 10 --out benchmarks/results/gateway/outlets"),
+    Study("live-paths", "live_paths/live_paths.md", "live_paths/live_paths.json", _live_paths,
+          "python -m selfmis.benchmarks.live_paths",
+          "python -m selfmis.benchmarks.live_paths --quick --out {out}"),
+    Study("paced-10min", "live_paths/paced_10min.md", "live_paths/paced_10min.json", _paced,
+          "see the JSON's commands (a virtual device paced in real time into edge-run for 10 minutes)"),
+    Study("quantize", "quantize/quantize_results.md", "quantize/quantize_results.json", quantize_markdown,
+          "make model"),
+    Study("seed-check", "quantize/seed_check.md", "quantize/seed_check.json", _seed_check,
+          "see the JSON's commands (selfmis quantize with --seed 0 and --seed 1)"),
+    Study("replay-formats", "replay_formats/replay_formats.md", "replay_formats/replay_formats.json",
+          replay_formats.markdown, "python -m selfmis.benchmarks.replay_formats",
+          "python -m selfmis.benchmarks.replay_formats --hours 0.05 --out {out}"),
+    Study("students", "students/README.md", "students/students.json", students_markdown,
+          "python -m selfmis.benchmarks.students --teacher artifacts/selfmis_lead1 --ship default micro"),
+    Study("training-scale", "training/scale.md", "training/scale.json", _training_scale,
+          "python -m selfmis.benchmarks.training_scale (the runs listed in the JSON)"),
+    Study("scaling-reduced", "training/scaling_reduced.md", "training/scaling_reduced.json", scaling_markdown,
+          "python -m selfmis.train.scaling --root runs/scaling --results benchmarks/results/training --folds 10 "
+          "--seeds 0 --label reduced --epochs 8"),
+    Study("accuracy", "accuracy/README.md", "accuracy/report.json", _accuracy,
+          "python -m selfmis.train.experiments --phase all"),
+)
+BY_NAME = {s.name: s for s in STUDIES}
+
+#: JSON keys where a study records its own cost (seconds of wall time).
+_COST_KEYS = ("elapsed_s", "seconds", "wall_s")
+
+
+def load(study: Study, root: Path = RESULTS) -> dict:
+    return json.loads((root / study.json).read_text())
+
+
+def render(study: Study, root: Path = RESULTS) -> str:
+    return study.render(load(study, root))
+
+
+def cost(study: Study, root: Path = RESULTS) -> str:
+    """The run's own measured wall time, from its JSON, or say that it was not recorded."""
+    res = load(study, root)
+    for k in _COST_KEYS:
+        if isinstance(res.get(k), (int, float)):
+            return f"{res[k] / 60:.1f} min (measured: {k} in {study.json})"
+    sg = res.get("synth_generation")
+    return "not recorded in " + study.json + ("" if not sg else " (synthetic data: measured separately)")
+
+
+def check(root: Path = RESULTS) -> list:
+    """``[(study, unified diff)]`` for every report that differs from a render of its JSON."""
+    out = []
+    for s in STUDIES:
+        want, got = (root / s.markdown).read_text(), render(s, root)
+        if got != want:
+            out.append((s, "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True),
+                                                        s.markdown + " (committed)", s.markdown + " (rendered)"))))
+    return out
+
+
+def _missing() -> list:
+    """Markdown files under results/ that no study renders (each must be a view of data, or say why not)."""
+    known = {s.markdown for s in STUDIES} | set(NOT_RENDERED)
+    return sorted(str(p.relative_to(RESULTS)) for p in RESULTS.rglob("*.md") if str(p.relative_to(RESULTS)) not in known)
+
+
+#: Markdown under results/ that is prose about several studies, not the view of one JSON.
+NOT_RENDERED = {
+    "accuracy/FINDINGS.md": "the reading of the accuracy study (prose; its figures are views in accuracy/README.md)",
+    "training/README.md": "index of the training studies (prose)",
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.reports", description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=["list", "render", "check", "run", "quick"])
+    ap.add_argument("names", nargs="*", help="studies (default: all)")
+    ap.add_argument("--out", type=Path, default=Path("artifacts/results-quick"), help="folder of `quick`")
+    a = ap.parse_args(argv)
+    unknown = [n for n in a.names if n not in BY_NAME]
+    if unknown:
+        print(f"unknown study {unknown}; known: {', '.join(BY_NAME)}", file=sys.stderr)
+        return 2
+    chosen = [BY_NAME[n] for n in a.names] or list(STUDIES)
+    if a.action == "list":
+        for s in chosen:
+            print(f"{s.name:20s} {s.markdown}\n{'':20s} command: {s.command}\n{'':20s} cost: {cost(s)}"
+                  + (f"\n{'':20s} quick: {s.quick.format(out='DIR')}" if s.quick else ""))
+        return 0
+    if a.action == "render":
+        for s in chosen:
+            (RESULTS / s.markdown).write_text(render(s))
+            print(f"rendered {s.markdown} from {s.json}")
+        return 0
+    if a.action == "check":
+        bad = [d for d in check() if d[0] in chosen]
+        for s, diff in bad:
+            print(diff)
+        missing = _missing()
+        for m in missing:
+            print(f"{m}: no study renders it (add it to STUDIES or NOT_RENDERED)")
+        return 1 if bad or missing else 0
+    if a.action == "run":
+        for s in chosen:
+            print(f"$ {s.command}", file=sys.stderr)
+            t0 = time.time()
+            if subprocess.run(s.command, shell=True).returncode != 0:
+                return 1
+            res = load(s)
+            if not any(isinstance(res.get(k), (int, float)) for k in _COST_KEYS):  # record what it cost
+                res["elapsed_s"] = round(time.time() - t0, 1)
+                (RESULTS / s.json).write_text(json.dumps(res, indent=1) + "\n")
+            (RESULTS / s.markdown).write_text(render(s))
+        return 0
+    for s in [s for s in chosen if s.quick]:  # quick
+        out = a.out / s.name
+        cmd = s.quick.format(out=shlex.quote(str(out)))
+        print(f"$ {cmd}", file=sys.stderr)
+        t0 = time.time()
+        if subprocess.run(cmd, shell=True).returncode != 0:
+            return 1
+        print(f"{s.name}: {time.time() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
