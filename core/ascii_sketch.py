@@ -14,12 +14,14 @@ References
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from .protocol import DecodeError
 
-__all__ = ["AsciiHeader", "LeadOff", "SampleRun", "AsciiLineDecoder"]
+__all__ = ["AsciiHeader", "ColumnNames", "LeadOff", "SampleRun", "AsciiLineDecoder", "pick_column_by_name",
+           "MAX_ABS_VALUE"]
 
 
 @dataclass
@@ -31,6 +33,15 @@ class AsciiHeader:
     lead: Optional[str] = None
     uv_per_lsb: Optional[float] = None
     extra: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ColumnNames:
+    """A line of column names (``time_ms,ecg,lo``): applied to the data lines that have as many
+    values (so a start-up banner such as ``AD8232 ready`` never names single-value lines)."""
+
+    offset: int
+    names: List[str]
 
 
 @dataclass
@@ -61,6 +72,15 @@ _LEAD_OFF_LINES = frozenset({b"!", b"lo", b"lo!", b"leadoff", b"lead off", b"lea
 #: ``label:value`` fields that carry a lead-off flag (non-zero = off)
 _LEAD_OFF_LABELS = frozenset({"lo", "lo+", "lo-", "leadoff", "lead_off", "lead-off", "off"})
 _FIELD_SEPARATORS = re.compile(rb"[,\t ;]+")
+#: the largest magnitude a sample may have: whole numbers are exact in float64 below 2**53
+#: (``millis()`` and 32-bit counters fit); a 20-digit integer is a garbled line, not a sample
+MAX_ABS_VALUE = float(2 ** 53)
+_NAME = re.compile(r"^[A-Za-z_\[(][\w\[\]().+/-]*$")
+#: names that say "this is the ECG" (any case; a name containing ecg/ekg counts too)
+_ECG_NAMES = frozenset({"i", "lead_i", "leadi", "lead1", "lead_1", "lead-i", "mlii"})
+#: names of columns that are never the ECG: clocks and counters
+_TIME_NAME = re.compile(r"^(t|ts|s|ms|us|time.*|.*[_-](ms|us|s|sec)|millis.*|micros.*|timestamp.*|sec|secs|"
+                        r"seconds|seq.*|n|count.*|index|idx|sample_?(no|num|n|index)?|frame.*)$")
 _NOT_INTEGER_LINE = re.compile(rb"[^0-9\-\r\n]")
 
 
@@ -78,7 +98,14 @@ class AsciiLineDecoder:
       value); a non-zero ``lo``/``leadoff`` field marks the slot lead-off;
     * ``!`` or ``LO`` (any case) -- lead-off: the AD8232's LO+/LO- pin is high;
     * ``#`` followed by ``key=value`` pairs -- a header (``# fs=250 lead=I
-      uv_per_lsb=3.22``; a ``#`` line without pairs is a comment); empty lines.
+      uv_per_lsb=4.44 units=mV``; a ``#`` line without pairs is a comment); empty lines;
+    * a line of names (``time_ms,ecg,lo``; :class:`ColumnNames`) -- names the values of the
+      data lines with as many values, as if they were ``label:value`` pairs.
+
+    Without ``column`` or ``label``, a line whose values have names picks the ECG by name when
+    that is unambiguous (:func:`pick_column_by_name`: the one name with ``ecg``/``ekg`` in it or
+    naming lead I; else the one name that is not a clock or a counter), else the first value.
+    Numbers beyond :data:`MAX_ABS_VALUE` are decode errors (a garbled line, never a sample).
 
     Anything else is a :class:`DecodeError` naming the byte offset where the
     line started. Lines longer than ``max_line`` bytes are reported and
@@ -91,7 +118,8 @@ class AsciiLineDecoder:
     vectorised path for blocks of bare integers -- what a live reader should use.
     """
 
-    def __init__(self, max_line: int = 128, column: Optional[int] = None, label: Optional[str] = None):
+    def __init__(self, max_line: int = 128, column: Optional[int] = None, label: Optional[str] = None,
+                 keep_rows: int = 6000):
         if column is not None and column < 0:
             raise ValueError("column must be >= 0")
         self.max_line = max_line
@@ -102,6 +130,19 @@ class AsciiLineDecoder:
         self._discarding = False
         self.samples = 0
         self.errors = 0
+        #: names from a header line, or the labels of ``label:value`` lines (None: none seen)
+        self.names: Optional[list] = None
+        self._pending_names: Optional[list] = None
+        self._auto: dict = {}    # key tuple -> index picked by name (no --column/--label)
+        #: the column the ECG is read from, in words (for logs): "column 0", "'ecg' (column 1)"
+        self.chosen = f"column {column}" if column is not None else (f"{label!r}" if label else "column 0")
+        self.chosen_index = column or 0
+        #: the last lines with several values (all of them, lead-off slots excluded), for
+        #: the ECG check's "another column looks like ECG" hint: rows of floats, and their keys
+        self.rows: deque = deque(maxlen=keep_rows)
+        self.row_keys: Optional[list] = None
+        #: a sample had a decimal point (a sketch printing mV or V, not ADC counts)
+        self.decimals = False
 
     @property
     def offset(self) -> int:
@@ -153,6 +194,8 @@ class AsciiLineDecoder:
         for _at, m in self._lines(start, block, out):
             if isinstance(m, DecodeError):
                 self.errors += 1
+            if isinstance(m, ColumnNames):
+                self._pending_names = m.names
             out.append(m)
         return out
 
@@ -162,7 +205,7 @@ class AsciiLineDecoder:
         start, block = self._take(data, out)
         if not block:
             return out
-        if self.label is not None or self.column:
+        if self.label is not None or self.column or self.names is not None:
             self._runs_slow(start, block, out)
             return out
         # bare integers, the common case: one C-level split and int() per line; a header,
@@ -185,8 +228,8 @@ class AsciiLineDecoder:
             vals = [int(v) for v in block.split()]
         except ValueError:  # a lone "-" or "1-2": let the line parser name it
             return False
-        if vals and not (-(1 << 31) <= min(vals) and max(vals) < (1 << 31)):
-            return False
+        if vals and not (-MAX_ABS_VALUE <= min(vals) and max(vals) <= MAX_ABS_VALUE):
+            return False  # the line parser names the offending line
         if vals:
             self.samples += len(vals)
             prev = out[-1] if out else None
@@ -199,6 +242,9 @@ class AsciiLineDecoder:
     def _runs_slow(self, start: int, block: bytes, out: list) -> None:
         run = out[-1] if out and isinstance(out[-1], SampleRun) else None
         for at, m in self._lines(start, block, out):
+            if isinstance(m, ColumnNames):
+                self._pending_names = m.names
+                continue
             if isinstance(m, (int, float)) or isinstance(m, LeadOff):
                 if run is None:
                     run = SampleRun(at, [])
@@ -232,46 +278,80 @@ class AsciiLineDecoder:
             return self._parse_header(line[1:], start)
         if line[:1] == b"!" or line.lower() in _LEAD_OFF_LINES:
             return LeadOff(start)
-        if self.label is None and not self.column:
+        if self.label is None and not self.column and self.names is None:
             try:
                 value = int(line)  # int() accepts b"-12"
-                self.samples += 1
-                return value
             except ValueError:
                 pass
+            else:
+                if abs(value) <= MAX_ABS_VALUE:
+                    self.samples += 1
+                    return value
         return self._parse_fields(line, start)
 
     def _parse_fields(self, line: bytes, start: int):
-        """A number, or Serial-Plotter fields (``503,0`` / ``ecg:503 lo:0``)."""
+        """A number, Serial-Plotter fields (``503,0`` / ``ecg:503 lo:0``), or a names line."""
         fields = [f for f in _FIELD_SEPARATORS.split(line) if f]
-        values, lead_off = [], False
+        shown = line[:32].decode("ascii", "backslashreplace")
+        names = _names_line(fields)
+        if names is not None:
+            return ColumnNames(start, names)
+        parsed = []
         for f in fields:
             name, sep, text = f.rpartition(b":")
             key = name.decode("ascii", "replace").strip().lower() if sep else None
             try:
-                v = _number(text)
-            except ValueError:
-                shown = line[:32].decode("ascii", "backslashreplace")
-                return DecodeError(start, f"not a number in {shown!r}")
+                parsed.append((key, _number(text)))
+            except ValueError as exc:
+                return DecodeError(start, f"{exc} in {shown!r}")
+        if self._pending_names is not None and len(self._pending_names) == len(parsed) > 1 \
+                and all(k is None for k, _ in parsed):
+            self.names, self._pending_names = self._pending_names, None
+        if self.names is not None and len(self.names) == len(parsed) and all(k is None for k, _ in parsed):
+            parsed = [(k, v) for k, (_, v) in zip(self.names, parsed)]
+        values, lead_off = [], False
+        for key, v in parsed:
             if key in _LEAD_OFF_LABELS and key != self.label:
                 lead_off = lead_off or v != 0
                 continue
             values.append((key, v))
         if lead_off:
             return LeadOff(start)
-        shown = line[:32].decode("ascii", "backslashreplace")
-        if self.label is not None:
-            hit = [v for k, v in values if k == self.label]
-            if not hit:
-                return DecodeError(start, f"no {self.label!r} field in {shown!r}")
-            value = hit[0]
-        else:
-            col = self.column or 0
-            if col >= len(values):
-                return DecodeError(start, f"no column {col} in {shown!r} ({len(values)} values)")
-            value = values[col][1]
+        idx = self._pick(values)
+        if isinstance(idx, str):
+            return DecodeError(start, f"{idx} in {shown!r}")
+        value = values[idx][1]
+        if isinstance(value, float):
+            self.decimals = True
+        if len(values) > 1:
+            self.rows.append([float(v) for _, v in values])
+            self.row_keys = [k for k, _ in values]
         self.samples += 1
         return value
+
+    def _pick(self, values: list):
+        """Index of the ECG among ``values``, or a reason (str) why there is none."""
+        if not values:
+            return "no value"
+        if self.label is not None:
+            for i, (k, _) in enumerate(values):
+                if k == self.label:
+                    self.chosen, self.chosen_index = f"{self.label!r} (column {i})", i
+                    return i
+            return f"no {self.label!r} field"
+        if self.column is not None:
+            if self.column >= len(values):
+                return f"no column {self.column} ({len(values)} values)"
+            return self.column
+        keys = tuple(k for k, _ in values)
+        if not any(keys) or len(keys) < 2:
+            return 0
+        if keys not in self._auto:
+            i = pick_column_by_name(list(keys))
+            self._auto[keys] = 0 if i is None else i
+            self.chosen = f"{keys[self._auto[keys]]!r} (column {self._auto[keys]})"
+        self.chosen_index = self._auto[keys]
+        return self._auto[keys]
 
     @staticmethod
     def _parse_header(text: bytes, start: int):
@@ -292,6 +372,8 @@ class AsciiLineDecoder:
                     hdr.uv_per_lsb = float(value)
                 elif key == "lead":
                     hdr.lead = value
+                elif key in ("units", "unit"):
+                    hdr.extra["units"] = value
                 else:
                     hdr.extra[key] = value
             except ValueError:
@@ -300,12 +382,50 @@ class AsciiLineDecoder:
 
 
 def _number(text: bytes):
-    """int when it is one (ADC counts), else a finite float (a sketch printing volts)."""
+    """int when it is one (ADC counts), else a finite float (a sketch printing mV or volts);
+    ValueError (with the reason) for anything else, or beyond :data:`MAX_ABS_VALUE`."""
     text = text.strip()
     try:
-        return int(text)
+        v = int(text)
     except ValueError:
-        v = float(text)  # ValueError propagates
+        try:
+            v = float(text)
+        except ValueError:
+            raise ValueError("not a number") from None
         if v != v or v in (float("inf"), float("-inf")):
-            raise ValueError("not finite") from None
-        return v
+            raise ValueError("not a finite number") from None
+    if abs(v) > MAX_ABS_VALUE:
+        raise ValueError("number out of range")
+    return v
+
+
+def _names_line(fields: list) -> Optional[list]:
+    """The column names when every field is a name (``time_ms``, ``ecg``, ``[uV]`` joins the
+    name before it) and there are at least two, else None (one word is not a header)."""
+    names: list = []
+    for f in fields:
+        try:
+            t = f.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if not _NAME.match(t) or b":" in f:
+            return None
+        if t[0] in "[(" and names:
+            names[-1] += t
+        else:
+            names.append(t.lower())
+    return names if len(names) > 1 else None
+
+
+def pick_column_by_name(names: list) -> Optional[int]:
+    """Index of the ECG among column ``names`` when the names make it unambiguous, else None:
+    the one name containing ``ecg``/``ekg`` or naming lead I; else the one name that is not a
+    clock or a counter (``time_ms``, ``millis``, ``t``, ``seq``...)."""
+    base = [re.sub(r"[\[(].*$", "", (n or "")).strip().lower() for n in names]
+    ecg = [i for i, n in enumerate(base) if "ecg" in n or "ekg" in n or n in _ECG_NAMES]
+    if len(ecg) == 1:
+        return ecg[0]
+    if ecg:
+        return None
+    rest = [i for i, n in enumerate(base) if n and not _TIME_NAME.match(n) and n not in _LEAD_OFF_LABELS]
+    return rest[0] if len(rest) == 1 else None

@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "polar", "text"),
                      help="--replay file format where the content cannot tell (default: detected)")
     src.add_argument("--units", choices=("mV", "uV", "counts"),
-                     help="units of a --replay text file's values (default: as its header says, "
-                          "else mV; counts need --uv-per-lsb)")
+                     help="units of the values of a --replay text file (default: as its header says, else "
+                          "mV; counts need --uv-per-lsb) or of an --ascii stream (default: decimals are mV, "
+                          "whole numbers ADC counts)")
     src.add_argument("--fast", action="store_true", help="replay/simulate as fast as possible")
     src.add_argument("--speed", type=float, default=1.0, help="replay/simulate speed factor (default 1)")
     src.add_argument("--simulate", metavar="RECORD", help="stream RECORD from an in-process virtual device")
@@ -179,7 +180,8 @@ def make_source(args, lead: str):
         return SerialSource(args.port, args.baud, ascii=args.ascii, fs=args.fs, lead=lead,
                             uv_per_lsb=1.0 if args.uv_per_lsb is None else args.uv_per_lsb,
                             backoff=Backoff(args.retries), wait_for_device_s=args.wait_for_device,
-                            column=args.column, label=args.label, check_rate=not args.trust_rate)
+                            column=args.column, label=args.label, check_rate=not args.trust_rate,
+                            units=args.units)
     if args.ble:
         return ble.BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),
                          connect_timeout_s=args.connect_timeout, check_rate=not args.trust_rate)
@@ -227,8 +229,10 @@ def main(argv=None) -> int:
         return _usage(parser, "--trust-rate needs --fs for an ASCII stream (nothing else declares its rate)")
     if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1 or args.retries < 0:
         return _usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
-    if (args.format or args.units) and not args.replay:
-        return _usage(parser, "--format and --units apply to --replay only")
+    if args.format and not args.replay:
+        return _usage(parser, "--format applies to --replay only")
+    if args.units and not (args.replay or args.ascii):
+        return _usage(parser, "--units applies to --replay and --ascii streams")
     if (args.persist_s or 0) < 0 or (args.hysteresis or 0) < 0 or (args.persist_beats is not None
                                                                     and args.persist_beats < 1):
         return _usage(parser, "--persist-s and --hysteresis must be >= 0, --persist-beats >= 1")
@@ -240,7 +244,7 @@ def main(argv=None) -> int:
 
 
 class _native_stderr_silenced:
-    """Point file descriptor 2 at /dev/null while native code prints INFO lines (``--quiet``)."""
+    """Point file descriptor 2 at /dev/null while native code prints INFO lines (unless ``--verbose``)."""
 
     def __init__(self, active: bool):
         self.active, self.saved = active, None
@@ -273,7 +277,9 @@ def decision_options(args, card) -> dict:
 
 def load_model(path, threads: int):
     try:
-        return TFLiteModel(resolve_bundle(path), num_threads=threads)
+        # LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line: only with --verbose
+        with _native_stderr_silenced(not logging.getLogger("selfmis").isEnabledFor(logging.DEBUG)):
+            return TFLiteModel(resolve_bundle(path), num_threads=threads)
     except BundleError:
         if path is None and not (default_bundle_dir() / "card.json").exists():
             raise BundleError(f"no default model shipped in {default_bundle_dir()} yet; "
@@ -288,8 +294,7 @@ def run(args, out, on_source=None) -> int:
     (the demo uses it to stop the stream when its virtual device is done)."""
     t0 = time.perf_counter()
     try:
-        with _native_stderr_silenced(args.quiet):  # TFLite's "INFO: Created ... XNNPACK" line
-            model = load_model(args.model, args.threads)
+        model = load_model(args.model, args.threads)
     except (BundleError, OSError) as exc:
         log.error("model: %s", exc)
         return EXIT_MODEL
@@ -362,6 +367,8 @@ def run(args, out, on_source=None) -> int:
     summary["source"] = source.name
     if source.rate_summary() is not None:
         summary["rate"] = {**(summary.get("rate") or {}), **source.rate_summary()}
+    if source.signal_summary() is not None:
+        summary["signal"] = source.signal_summary()
     summary["model"] = model.card.name
     summary["startup_s"] = round(t_run - t0, 3)
     if recorder is not None:

@@ -98,6 +98,8 @@ class Pipeline:
         #: time base: "ok" unless the source says otherwise (rate_* link events)
         self.rate_state = "ok"
         self.rate_detail = {}
+        #: is the column ECG: "ok" unless the source checks it (signal_* link events, :mod:`.ecg_check`)
+        self.signal_state = "ok"
         self.signal, self.signal_t0, self.beat_log = [], [], []
         self.n_beats = self.n_decisions = self.n_scored = 0
         self.samples_filled = 0  # source samples lost on the link and filled in
@@ -177,7 +179,19 @@ class Pipeline:
         state = self._RATE_STATES.get(ev.kind)
         if state is not None:
             events += self._rate(state, ev.detail)
+        state = self._SIGNAL_STATES.get(ev.kind)
+        if state is not None and state != self.signal_state:
+            self.signal_state = state
+            if state != "ok":
+                self.decider.reset()
+                self._last_beat = None
+                self._rr.clear()
+            events.append({"type": "quality", "t": round(self._timeline_s, 3),
+                           "ok": state == "ok" and self.rate_state == "ok" and not self._bad,
+                           "reasons": [] if state == "ok" else [f"signal_{state}"]})
         return events + [out]
+
+    _SIGNAL_STATES = {"signal_unverified": "unverified", "signal_not_ecg": "not_ecg", "signal_ecg": "ok"}
 
     def _rate(self, state: str, detail: dict) -> list:
         """The source's verdict on its time base; decisions only while it is "ok"."""
@@ -335,9 +349,10 @@ class Pipeline:
 
     def _beat(self, r: int) -> list:
         events = []
-        if self.rate_state != "ok":
-            # heart rate and windows are wrong by the rate's error: report nothing
-            reason = f"rate_{self.rate_state}"
+        if self.rate_state != "ok" or self.signal_state != "ok":
+            # heart rate and windows are wrong by the rate's error, and a column that is not ECG
+            # has no beats: report nothing
+            reason = f"rate_{self.rate_state}" if self.rate_state != "ok" else f"signal_{self.signal_state}"
             self.suppressed[reason] = self.suppressed.get(reason, 0) + 1
             self._last_beat = None
             self._rr.clear()

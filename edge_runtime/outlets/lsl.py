@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 
 import numpy as np
 
@@ -35,10 +37,25 @@ __all__ = ["LslOutlet"]
 log = logging.getLogger("selfmis.edge_runtime")
 
 
+def _quiet_liblsl() -> None:
+    """liblsl logs INFO lines ("Loaded default config", its build) to stderr when it loads: keep
+    them for ``--verbose`` only, through its own config (``LSLAPICFG``; a user's file wins)."""
+    if "LSLAPICFG" in os.environ or logging.getLogger("selfmis").isEnabledFor(logging.DEBUG):
+        return
+    path = os.path.join(tempfile.gettempdir(), f"selfmis-liblsl-{os.getuid() if hasattr(os, 'getuid') else 0}.cfg")
+    try:
+        with open(path, "w") as fh:
+            fh.write("[log]\nlevel = -1\n")  # warnings and errors only
+    except OSError:
+        return
+    os.environ["LSLAPICFG"] = path
+
+
 class LslOutlet:
     """A gateway sink (``on_chunk``, ``on_event``) with an ECG and a marker outlet per device."""
 
     def __init__(self, name_prefix: str = "SelfMIS"):
+        _quiet_liblsl()
         try:
             import pylsl
         except ImportError:

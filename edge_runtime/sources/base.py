@@ -17,6 +17,8 @@ backend bridges its asyncio client through a bounded queue.
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Iterator, Optional
 
 import numpy as np
@@ -24,6 +26,8 @@ import numpy as np
 from ..stream import Chunk, Item, LinkEvent
 from .rate import RateWatch
 from .steps import Call, Wait, run_blocking
+
+log = logging.getLogger("selfmis.edge_runtime")
 
 __all__ = [
     "Chunk", "LinkEvent", "Item", "Source", "SourceError", "SourceNotFound", "SourceRefused", "DeviceLost",
@@ -128,6 +132,32 @@ class Source:
         self._closed = False
         #: live sources measure the rate they receive (see :mod:`.rate`); None: no check
         self.rate_watch = RateWatch(self.name) if check_rate else None
+        #: sources whose column is not known to be ECG (ASCII sketches) set an
+        #: :class:`~selfmis.edge_runtime.ecg_check.EcgWatch`; None: no check
+        self.ecg_watch = None
+        self._lead_off_since: Optional[float] = None
+        self._lead_off_told_at = -1e9
+        self._lead_off_untold = 0
+
+    #: seconds between two lead-off lines on stderr (a flapping electrode is told with a count)
+    LEAD_OFF_LOG_EVERY_S = 30.0
+
+    def _note_lead_off(self, c: Chunk) -> None:
+        """Lead-off on stderr, once per stretch (and at most every :data:`LEAD_OFF_LOG_EVERY_S`)."""
+        now = time.monotonic()
+        if c.lead_off and self._lead_off_since is None:
+            self._lead_off_since = now
+            if now - self._lead_off_told_at >= self.LEAD_OFF_LOG_EVERY_S:
+                more = f" ({self._lead_off_untold} more since the last line)" if self._lead_off_untold else ""
+                log.warning("%s: lead-off: an electrode is off or loose (RA, LA, RL): no beats or "
+                            "decisions until it is back%s", self.name, more)
+                self._lead_off_told_at, self._lead_off_untold = now, 0
+            else:
+                self._lead_off_untold += 1
+        elif not c.lead_off and self._lead_off_since is not None and len(c.samples):
+            if self._lead_off_told_at >= self._lead_off_since:
+                log.info("%s: electrodes back on after %.1f s", self.name, now - self._lead_off_since)
+            self._lead_off_since = None
 
     #: True when :meth:`steps` never blocks (it yields :class:`~.steps.Wait` / :class:`~.steps.Call`
     #: instead), so the gateway can drive it from its one selector thread
@@ -165,8 +195,12 @@ class Source:
                     except Exception as e:  # a Call's exception goes back to where it was asked
                         exc = e
                     continue
-                for it in (watch.process(x) if watch is not None else (x,)):
+                items = watch.process(x) if watch is not None else [x]
+                if self.ecg_watch is not None:
+                    items = [y for it in items for y in self.ecg_watch.process(it)]
+                for it in items:
                     if isinstance(it, Chunk):
+                        self._note_lead_off(it)
                         self.stats["chunks"] += 1
                         self.stats["samples"] += len(it.samples)
                         if watch is not None and watch.locked and not self.fs:
@@ -205,3 +239,11 @@ class Source:
             return None
         return {"state": w.state, "declared_hz": w._declared, "locked_hz": w.locked,
                 "measured_hz": None if w.measured is None else round(w.measured, 2)}
+
+    def signal_summary(self) -> Optional[dict]:
+        """What the run summary says about the ECG check (None when the column is not checked)."""
+        w = self.ecg_watch
+        if w is None:
+            return None
+        return {"state": w.state, "column": w.column_desc,
+                **({"reasons": w.last.reasons, **w.last.metrics} if w.last is not None else {})}

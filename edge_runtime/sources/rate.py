@@ -69,31 +69,50 @@ class RateEstimator:
     def reset(self) -> None:
         self._pts = deque()
         self._n = 0
+        self._seg = 0
+
+    def break_segment(self) -> None:
+        """Arrivals before and after this point are never paired: a stretch whose samples do not
+        keep the stream's pace (lead-off lines, shorter than samples, print faster) lies between."""
+        self._seg += 1
 
     def add(self, n: int, t: float) -> None:
         self._n += int(n)
         pts = self._pts
-        if pts and t - pts[-1][0] < self.point_every_s:
+        if pts and pts[-1][2] == self._seg and t - pts[-1][0] < self.point_every_s:
             return
-        pts.append((t, self._n))
+        pts.append((t, self._n, self._seg))
         while pts and t - pts[0][0] > self.window_s:
             pts.popleft()
 
     @property
     def span_s(self) -> float:
-        return self._pts[-1][0] - self._pts[0][0] if len(self._pts) > 1 else 0.0
+        """The longest time one segment covers (see :meth:`break_segment`)."""
+        best, first = 0.0, {}
+        for t, _n, seg in self._pts:
+            first.setdefault(seg, t)
+            best = max(best, t - first[seg])
+        return best
 
-    def estimate(self) -> Optional[float]:
-        """Samples per second, or None until ``min_span_s`` of arrivals were seen."""
-        if self.span_s < self.min_span_s or len(self._pts) < 5:
+    def current_span_s(self) -> float:
+        """Time the newest segment covers."""
+        pts = [p for p in self._pts if p[2] == self._seg]
+        return pts[-1][0] - pts[0][0] if len(pts) > 1 else 0.0
+
+    def estimate(self, current_only: bool = False) -> Optional[float]:
+        """Samples per second, or None until ``min_span_s`` of arrivals were seen (in the newest
+        segment when ``current_only``; else in any one segment, pairs never crossing segments)."""
+        pts = [p for p in self._pts if p[2] == self._seg] if current_only else list(self._pts)
+        if len(pts) < 5:
             return None
-        a = np.asarray(self._pts, dtype=np.float64)
-        t, n = a[:, 0], a[:, 1]
+        a = np.asarray(pts, dtype=np.float64)
+        t, n, seg = a[:, 0], a[:, 1], a[:, 2]
         i, j = np.triu_indices(len(t), 1)
         dt = t[j] - t[i]
-        ok = dt >= 0.5 * self.min_span_s  # short baselines only add jitter
-        if not ok.any():
+        same = seg[i] == seg[j]
+        if not (same & (dt >= self.min_span_s)).any():
             return None
+        ok = same & (dt >= 0.5 * self.min_span_s)  # short baselines only add jitter
         return float(np.median((n[j] - n[i])[ok] / dt[ok]))
 
 
@@ -106,6 +125,9 @@ class RateWatch:
 
     def __init__(self, name: str, tolerance: float = TOLERANCE, hint: str = "--fs",
                  max_hold_s: float = 30.0, every_s: float = 0.5, estimator: RateEstimator | None = None):
+        #: True between the end of a lead-off stretch and the rate being measured again
+        self.reverifying = False
+        self._in_lead_off = False
         self.name, self.tolerance, self.hint = name, tolerance, hint
         self.max_hold_s, self.every_s = max_hold_s, every_s
         self.est = estimator or RateEstimator()
@@ -123,14 +145,14 @@ class RateWatch:
         self.est.reset()
         self.state, self._declared, self._next_check = None, None, None
         self._held, self._held_n = [], 0
+        self.reverifying = self._in_lead_off = False
 
     def process(self, item) -> list:
         if not isinstance(item, Chunk):
             if isinstance(item, LinkEvent) and item.discontinuity:
                 self.reset()
             return [item]
-        self.est.add(len(item.samples) + int(item.gap_before), item.t_mono)
-        out: list = []
+        out: list = self._lead_off(item)
         declared = float(item.fs) if item.fs else None
         if declared is None:
             if self.locked is None:
@@ -148,6 +170,59 @@ class RateWatch:
             out.append(LinkEvent("rate_unverified", {"declared_hz": declared}, item.t_arrival))
         out.append(item)
         return out
+
+    def _lead_off(self, c: Chunk) -> list:
+        """Count a chunk's arrival unless it is lead-off. A sketch printing ``!`` for lead-off
+        prints shorter lines than samples: over a 9600-baud link (960 characters/s) ``512\\r\\n``
+        goes out at 192 lines/s but ``!\\r\\n`` at 320, so lead-off slots are not samples at the
+        stream's rate. Their stretch splits the estimate, and after it the rate is measured
+        again (``rate_unverified`` until then: no beat, no decision) before it is trusted."""
+        if c.lead_off:
+            if not self._in_lead_off:
+                self._in_lead_off = True
+                self.est.break_segment()
+            return []
+        self.est.add(len(c.samples) + int(c.gap_before), c.t_mono)
+        if not self._in_lead_off:
+            return []
+        self._in_lead_off = False
+        self.est.break_segment()
+        rate = self.locked if self._declared is None else self._declared
+        if rate is None or self.state not in ("ok", "mismatch"):
+            return []  # not trusted yet anyway
+        self.reverifying = True
+        self._next_check = c.t_mono
+        key = "locked_hz" if self._declared is None else "declared_hz"
+        return [LinkEvent("rate_unverified", {key: rate, "reason": "re-measuring after lead-off"},
+                          c.t_arrival)]
+
+    def _reverify(self, t: float, t_arrival: float) -> list:
+        """After lead-off: the newest stretch alone must show the rate again."""
+        if self.est.current_span_s() < self.est.min_span_s:
+            return []
+        est = self.est.estimate(current_only=True)
+        if est is None:
+            return []
+        self.reverifying = False
+        self.measured = est
+        rate = self.locked if self._declared is None else self._declared
+        if abs(est - rate) <= self.tolerance * rate:
+            self.state = "ok"
+            log.debug("%s: %g Hz measured again after lead-off (%.1f Hz)", self.name, rate, est)
+            key = "locked_hz" if self._declared is None else "declared_hz"
+            return [LinkEvent("rate_ok", {key: rate, "measured_hz": round(est, 2)}, t_arrival)]
+        if self._declared is not None:
+            self.state = "mismatch"
+            fix = snap_rate(est)
+            log.warning("%s: after lead-off, samples arrive at %.1f Hz but the stream is declared %g Hz: "
+                        "no decisions until this is fixed; pass %s %g", self.name, est, rate, self.hint, fix)
+            return [LinkEvent("rate_mismatch", {"declared_hz": rate, "measured_hz": round(est, 2),
+                                                "suggested_fs": fix}, t_arrival)]
+        old, self.locked = self.locked, snap_rate(est)
+        log.warning("%s: samples now arrive at %.1f Hz, not %g: re-locked to %g Hz", self.name, est, old,
+                    self.locked)
+        return [LinkEvent("rate_locked", {"fs": self.locked, "measured_hz": round(est, 2), "was": old},
+                          t_arrival)]
 
     # -- no declared rate ----------------------------------------------------
 
@@ -183,6 +258,8 @@ class RateWatch:
         if t < self._next_check:
             return []
         self._next_check = t + self.every_s
+        if self.reverifying:
+            return self._reverify(t, 0.0)
         est = self.est.estimate()
         if est is None or abs(est - self.locked) <= self.tolerance * self.locked:
             return []
@@ -197,6 +274,8 @@ class RateWatch:
         if t < self._next_check:
             return []
         self._next_check = t + self.every_s
+        if self.reverifying:
+            return self._reverify(t, t_arrival)
         est = self.est.estimate()
         if est is None:
             return []

@@ -8,8 +8,18 @@ Binary (default): the SelfMIS framed protocol, decoded by the wire codec
 ASCII (``ascii=True``): what hobby sketches print (:class:`selfmis.ascii_sketch.AsciiLineDecoder`):
 ``Serial.println(analogRead(A0))`` (SparkFun AD8232 example), Arduino Serial
 Plotter columns and ``label:value`` pairs (``column`` / ``label`` pick the ECG),
-``!``/``LO`` lead-off lines, an optional ``# fs=250 lead=I uv_per_lsb=3.22`` header.
+``!``/``LO`` lead-off lines, an optional ``# fs=250 lead=I uv_per_lsb=4.44`` header, a line of
+column names (``time_ms,ecg``: the ECG is picked by name when unambiguous).
 ``fs`` (``--fs``) overrides the header.
+
+Units of an ASCII stream (``units``, ``edge-run --units``): ``counts`` (times ``uv_per_lsb`` µV),
+``uV`` or ``mV``. Without it, the rule is: a ``# units=`` header says; else the first samples
+decide -- values printed with a decimal point (``0.512``, ``-1.20``) are mV, whole numbers are
+ADC counts. It is said once on stderr, with the option that overrides it.
+
+Is it ECG? An ASCII stream's column is checked (:mod:`..ecg_check`) before the first beat and
+continuously: a ``millis()`` column, a sawtooth or a PPG gets no beat and no decision, and when
+another column of the lines passes the check, the warning names the option that picks it.
 
 Every stream's rate is checked against the arrival times (:mod:`.rate`): without
 a declared rate the source locks to the measured one; a declared rate that is
@@ -43,6 +53,7 @@ import numpy as np
 from selfmis.ascii_sketch import AsciiHeader, AsciiLineDecoder, SampleRun
 from selfmis.protocol import DecodeError
 
+from ..ecg_check import EcgWatch
 from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
 from .framed import FramedStream
 from .steps import Call, Wait
@@ -119,6 +130,24 @@ def _close_port(ser) -> None:
     ser.close()
 
 
+def ports_present() -> str:
+    """The serial ports this machine has, for a "no such port" message (pyserial's list_ports)."""
+    try:
+        from serial.tools import list_ports
+        ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    except Exception:  # no pyserial, or no way to list on this platform: say nothing
+        return ""
+    if not ports:
+        return " (no serial ports present: is the board plugged in, and its USB cable a data cable?)"
+    shown = ", ".join(p.device + (f" ({p.description})" if p.description and p.description != "n/a" else "")
+                      for p in ports[:8])
+    return f" (ports present: {shown}{', ...' if len(ports) > 8 else ''})"
+
+
+#: what ``units`` may be for an ASCII stream (None: the stated rule decides)
+UNITS = ("mV", "uV", "counts")
+
+
 class _PortPermission(SourceNotFound):
     """The port exists but may not be opened: waiting does not fix it (beyond udev's moment)."""
 
@@ -135,7 +164,8 @@ class SerialSource(Source):
                  lead: str = "I", uv_per_lsb: float = 1.0, backoff: Backoff | None = None,
                  read_timeout_s: float = 0.02, idle_timeout_s: float = 10.0,
                  wait_for_device_s: float | None = None,
-                 column: int | None = None, label: str | None = None, check_rate: bool = True):
+                 column: int | None = None, label: str | None = None, check_rate: bool = True,
+                 units: str | None = None, check_signal: bool = True):
         self.name = f"serial:{port}" + (" (ascii)" if ascii else "")
         super().__init__(check_rate=check_rate)
         #: None: an absent port fails at once; else wait this long (inf: forever) for it
@@ -145,6 +175,12 @@ class SerialSource(Source):
         self.fs_override = self.fs
         self.uv_per_lsb = float(uv_per_lsb)
         self.column, self.label = column, label
+        if units is not None and units not in UNITS:
+            raise SourceError(f"units must be one of {', '.join(UNITS)}, not {units!r}")
+        self.units = units
+        self._dec = None  # the ASCII decoder in use (its other columns feed the ECG check's hint)
+        if ascii and check_signal:
+            self.ecg_watch = EcgWatch(self.name, alternatives=self._other_columns)
         self.backoff = backoff or Backoff()
         self.read_timeout_s = read_timeout_s
         #: no byte for this long on an open port counts as a lost device
@@ -168,7 +204,7 @@ class SerialSource(Source):
         except ImportError:
             raise SourceError("pyserial is not installed: pip install 'selfmis-edge[edge]'") from None
         if not os.path.exists(self.port) and not self.port.upper().startswith(("COM", "SOCKET://", "RFC2217://", "LOOP://")):
-            raise SourceNotFound(f"{self.port}: no such serial port")
+            raise SourceNotFound(f"{self.port}: no such serial port{ports_present()}")
         try:
             ser = serial.serial_for_url(self.port, baudrate=self.baud, timeout=self.read_timeout_s)
         except serial.SerialException as exc:
@@ -177,7 +213,7 @@ class SerialSource(Source):
                 raise _PortPermission(f"{self.port}: permission denied (add yourself to the "
                                      "'dialout' group, then log in again)") from None
             if err in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-                raise SourceNotFound(f"{self.port}: no such serial port") from None
+                raise SourceNotFound(f"{self.port}: no such serial port{ports_present()}") from None
             raise SourceNotFound(f"{self.port}: cannot open ({exc})") from None
         self._ser = ser
         self._opened_at = time.monotonic()
@@ -226,7 +262,7 @@ class SerialSource(Source):
 
     def describe(self) -> dict:
         return {**super().describe(), "port": self.port, "baud": self.baud, "ascii": self.ascii,
-                "column": self.column, "label": self.label}
+                "column": self.column, "label": self.label, "units": self.units}
 
     # -- reading -------------------------------------------------------------
 
@@ -368,43 +404,98 @@ class SerialSource(Source):
         return self._ascii_parser()
 
     def _ascii_parser(self):
-        dec = AsciiLineDecoder(column=self.column, label=self.label)
-        state = {"fs": self.fs_override, "uv": self.uv_per_lsb}
+        dec = self._dec = AsciiLineDecoder(column=self.column, label=self.label)
+        state = {"fs": self.fs_override, "uv": self.uv_per_lsb, "units": self.units}
 
         def parse(data):
             t_arr, t_mono = time.time(), time.perf_counter()
             out = []
             for m in dec.feed_runs(data):
                 if isinstance(m, SampleRun):
-                    counts = np.asarray(m.values)  # from_counts keeps them on the chunk for --record
+                    values = np.asarray(m.values)
+                    scale = self._scale(state, dec, values)
                     fs = state["fs"] or 0.0  # 0: not declared, the rate watch locks it
-                    self._samples_seen += len(counts)
+                    self._samples_seen += len(values)
+                    if self.ecg_watch is not None:
+                        self.ecg_watch.column_desc = dec.chosen
                     if m.lead_off is None:
                         self._seq += 1
-                        out.append(Chunk.from_counts(counts, state["uv"], fs, t_arr, t_mono, seq=self._seq))
+                        out.append(Chunk.from_counts(values, scale, fs, t_arr, t_mono, seq=self._seq))
                         continue
                     off = np.asarray(m.lead_off, dtype=bool)
                     # one chunk per run of good / lead-off slots: a lead-off slot keeps time,
                     # and the pipeline holds the last good value through it
                     edges = np.flatnonzero(np.diff(off.astype(np.int8))) + 1
-                    for a, b in zip(np.r_[0, edges], np.r_[edges, len(counts)]):
+                    for a, b in zip(np.r_[0, edges], np.r_[edges, len(values)]):
                         self._seq += 1
-                        out.append(Chunk.from_counts(counts[a:b], state["uv"], fs, t_arr, t_mono,
+                        out.append(Chunk.from_counts(values[a:b], scale, fs, t_arr, t_mono,
                                                      seq=self._seq, lead_off=bool(off[a])))
                 elif isinstance(m, AsciiHeader):
-                    if m.fs_hz:
-                        if self.fs_override and abs(m.fs_hz - self.fs_override) > 1e-6:
-                            log.warning("header says fs=%g, --fs says %g: using --fs", m.fs_hz, self.fs_override)
-                        else:
-                            state["fs"] = float(m.fs_hz)
-                            self.fs = state["fs"]
-                    if m.uv_per_lsb:
-                        state["uv"] = float(m.uv_per_lsb)
-                    if m.lead and m.lead.upper() != self.lead.upper():
-                        log.warning("the sketch streams lead %s, the model expects %s", m.lead, self.lead)
-                    out.append(LinkEvent("hello", {"fs": state["fs"], "lead": m.lead, "uv_per_lsb": state["uv"],
-                                                   **m.extra}, t_arr))
+                    out.append(self._header(m, state, t_arr))
                 elif isinstance(m, DecodeError):
                     self._decode_error(m.offset, m.reason, t_arr, out)
             return coalesce(out)
         return parse
+
+    def _header(self, m: AsciiHeader, state: dict, t_arr: float) -> LinkEvent:
+        if m.fs_hz:
+            if self.fs_override and abs(m.fs_hz - self.fs_override) > 1e-6:
+                log.warning("header says fs=%g, --fs says %g: using --fs", m.fs_hz, self.fs_override)
+            else:
+                state["fs"] = float(m.fs_hz)
+                self.fs = state["fs"]
+        if m.uv_per_lsb:
+            state["uv"] = float(m.uv_per_lsb)
+        units = m.extra.get("units")
+        if units and self.units is None:
+            found = {u.lower(): u for u in UNITS}.get(units.lower())
+            if found is None:
+                log.warning("header says units=%s: not one of %s, ignored", units, ", ".join(UNITS))
+            else:
+                state["units"] = found
+        if m.lead and m.lead.upper() != self.lead.upper():
+            log.warning("the sketch streams lead %s, the model expects %s", m.lead, self.lead)
+        return LinkEvent("hello", {"fs": state["fs"], "lead": m.lead, "uv_per_lsb": state["uv"],
+                                   **m.extra}, t_arr)
+
+    def _scale(self, state: dict, dec: AsciiLineDecoder, values: np.ndarray) -> float:
+        """µV per printed unit. The rule when nothing says (``--units``, a ``# units=`` header):
+        the first samples decide, decimals -> mV, whole numbers -> ADC counts (``uv_per_lsb``)."""
+        if state["units"] is None:
+            state["units"] = "mV" if dec.decimals else "counts"
+            if state["units"] == "mV":
+                log.info("%s: the values have decimals: taken as mV (pass --units uV, or --units counts "
+                         "with --uv-per-lsb, if they are not)", self.port)
+            else:
+                log.info("%s: whole numbers: taken as ADC counts at %g uV per count (--uv-per-lsb; "
+                         "--units mV or uV if the sketch prints those)", self.port, state["uv"])
+            state["checked"] = False
+        if state["units"] == "mV" and not state.get("checked") and len(values):
+            state["checked"] = True
+            peak = float(np.max(np.abs(values)))
+            if peak > 30:
+                log.warning("%s: values up to %g taken as mV are not an ECG in mV: pass --units uV, or "
+                            "--units counts --uv-per-lsb N", self.port, peak)
+        return {"mV": 1000.0, "uV": 1.0}.get(state["units"], state["uv"])
+
+    def _other_columns(self) -> dict:
+        """{option: (mV samples, fs)} for the columns of the last lines other than the ECG's:
+        what the ECG check tries when the chosen column is refused."""
+        dec, fs = self._dec, self.fs
+        if dec is None or not fs or len(dec.rows) < 2 or not dec.row_keys:
+            return {}
+        n = min(len(dec.rows), int(10 * fs))
+        rows = list(dec.rows)[-n:]
+        width = min(len(r) for r in rows)
+        a = np.asarray([r[:width] for r in rows], dtype=np.float64)
+        out = {}
+        for j in range(width):
+            if j == dec.chosen_index:
+                continue
+            key = dec.row_keys[j] if j < len(dec.row_keys) else None
+            option = f"--label {key}" if key else f"--column {j}"
+            col = a[:, j]
+            # the same rule as the chosen column: decimals are mV, whole numbers counts
+            scale = 1000.0 if np.any(col != np.trunc(col)) else self.uv_per_lsb
+            out[option] = (col * (scale / 1000.0), fs)
+        return out
