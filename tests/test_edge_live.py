@@ -129,7 +129,7 @@ RATES = (125.0, 250.0, 360.0, 500.0, 1000.0)
 def _rate_case(fs, declared, header, results, key):
     lines = println(ecg_counts(fs, 12.0))
     with Sketch(lines, fs, header=header) as sk:
-        src = SerialSource(sk.path, ascii=True, fs=declared)
+        src = SerialSource(sk.path, ascii=True, fs=declared, check_signal=False)  # the rate alone
         pipe = Pipeline(None)
         ev = drive(src, pipe, 6.5)
     results[key] = (ev, src, pipe)

@@ -18,8 +18,7 @@ decide -- values printed with a decimal point (``0.512``, ``-1.20``) are mV, who
 ADC counts. It is said once on stderr, with the option that overrides it.
 
 Is it ECG? An ASCII stream's column is checked (:mod:`..ecg_check`) before the first beat and
-continuously: a ``millis()`` column, a sawtooth or a PPG gets no beat and no decision, and when
-another column of the lines passes the check, the warning names the option that picks it.
+continuously; when another column passes instead, the warning names the option that picks it.
 
 Every stream's rate is checked against the arrival times (:mod:`.rate`): without
 a declared rate the source locks to the measured one; a declared rate that is
