@@ -132,6 +132,15 @@ def test_a_20_digit_integer_is_a_decode_error_not_a_crash():
     assert isinstance(dec.feed(b"1" * 25 + b"\n")[0], DecodeError)
 
 
+@pytest.mark.parametrize("header", [b"# fs=1e9\r\n", b"# fs=0.001\r\n", b"# fs=nan\r\n",
+                                    b"# fs=250 uv_per_lsb=inf\r\n"])
+def test_an_unsupported_header_rate_or_gain_refuses_the_device(header):
+    from selfmis.edge_runtime.sources.base import SourceRefused
+    parse = SerialSource("/dev/x", ascii=True)._ascii_parser()
+    with pytest.raises(SourceRefused, match="byte 0"):
+        parse(header + b"512\r\n")
+
+
 def test_units_rule_decimals_are_mv_whole_numbers_counts(caplog):
     parse = SerialSource("/dev/x", ascii=True, fs=250.0)._ascii_parser()
     c = [i for i in parse(b"0.512\r\n-1.250\r\n") if isinstance(i, Chunk)][0]

@@ -29,6 +29,8 @@ from typing import Optional
 
 import numpy as np
 
+from selfmis.limits import FS_MAX_HZ, FS_MIN_HZ
+
 from ..stream import Chunk, LinkEvent
 
 __all__ = ["RateEstimator", "RateWatch", "snap_rate", "COMMON_RATES", "TOLERANCE", "SNAP_TOLERANCE"]
@@ -240,6 +242,12 @@ class RateWatch:
         if est is None or est <= 0:
             return []
         self.measured = est
+        if not FS_MIN_HZ <= snap_rate(est) <= FS_MAX_HZ:  # selfmis.limits: nothing is decoded at it
+            if self.state != "unsupported":
+                self.state = "unsupported"
+                log.warning("%s: samples arrive at %.1f Hz, outside the supported %g Hz to %g Hz: "
+                            "nothing is analysed", self.name, est, FS_MIN_HZ, FS_MAX_HZ)
+            return []
         self.locked = snap_rate(est)
         self.state = "ok"
         log.info("%s: no sample rate declared; locked to %g Hz measured from arrival times "

@@ -5,17 +5,11 @@ Also TCP (``socket://host:port``, an ESP32 over Wi-Fi) and any other pyserial UR
 Binary (default): the SelfMIS framed protocol, decoded by the wire codec
 (:class:`~.framed.FramedStream`); rate, lead and gain come from the device's HELLO.
 
-ASCII (``ascii=True``): what hobby sketches print (:class:`selfmis.ascii_sketch.AsciiLineDecoder`):
-``Serial.println(analogRead(A0))`` (SparkFun AD8232 example), Arduino Serial
-Plotter columns and ``label:value`` pairs (``column`` / ``label`` pick the ECG),
-``!``/``LO`` lead-off lines, an optional ``# fs=250 lead=I uv_per_lsb=4.44`` header, a line of
-column names (``time_ms,ecg``: the ECG is picked by name when unambiguous).
-``fs`` (``--fs``) overrides the header.
-
-Units of an ASCII stream (``units``, ``edge-run --units``): ``counts`` (times ``uv_per_lsb`` µV),
-``uV`` or ``mV``. Without it, the rule is: a ``# units=`` header says; else the first samples
-decide -- values printed with a decimal point (``0.512``, ``-1.20``) are mV, whole numbers are
-ADC counts. It is said once on stderr, with the option that overrides it.
+ASCII (``ascii=True``): what hobby sketches print (:class:`selfmis.ascii_sketch.AsciiLineDecoder`:
+one value per line, Serial Plotter columns or ``label:value`` pairs, ``!`` lead-off, ``# fs=250``
+headers, a names line). ``fs`` (``--fs``) overrides the header. Units (``units``, ``--units``):
+``counts`` (times ``uv_per_lsb`` µV), ``uV`` or ``mV``; without it a ``# units=`` header says, else
+the first samples decide -- decimals (``0.512``) are mV, whole numbers ADC counts (said once).
 
 Is it ECG? An ASCII stream's column is checked (:mod:`..ecg_check`) before the first beat and
 continuously; when another column passes instead, the warning names the option that picks it.
@@ -26,9 +20,8 @@ wrong withholds decisions. A stream that yields no sample, or mostly
 undecodable lines, says so once on stderr with a hint; decode errors reach
 stdout at most once a second (with a count).
 
-Reads take whatever the OS has (``os.read``/``recv`` of up to 4 KiB after
-``select``): one system call per burst, never one per byte, and never a wait for
-more bytes than have arrived.
+Reads take whatever the OS has (``os.read``/``recv`` of up to 4 KiB after ``select``): one
+system call per burst, never one per byte, never a wait for more bytes than have arrived.
 
 A lost port (USB unplugged, pty closed) is reopened with exponential backoff;
 after the retries :class:`~.base.DeviceLost` is raised. A port that is absent or
@@ -50,10 +43,12 @@ import time
 import numpy as np
 
 from selfmis.ascii_sketch import AsciiHeader, AsciiLineDecoder, SampleRun
+from selfmis.limits import check_gain, check_rate
 from selfmis.protocol import DecodeError
 
 from ..ecg_check import EcgWatch
-from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, coalesce
+from .base import (Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, SourceRefused,
+                   coalesce)
 from .framed import FramedStream
 from .steps import Call, Wait
 
@@ -437,6 +432,11 @@ class SerialSource(Source):
         return parse
 
     def _header(self, m: AsciiHeader, state: dict, t_arr: float) -> LinkEvent:
+        where = f"byte {m.offset}: '#' header"  # like a HELLO: an unsupported rate refuses the device
+        if m.fs_hz is not None:
+            check_rate(m.fs_hz, where, "fs", exc=SourceRefused)
+        if m.uv_per_lsb is not None:
+            check_gain(m.uv_per_lsb, where, "uv_per_lsb", exc=SourceRefused)
         if m.fs_hz:
             if self.fs_override and abs(m.fs_hz - self.fs_override) > 1e-6:
                 log.warning("header says fs=%g, --fs says %g: using --fs", m.fs_hz, self.fs_override)
