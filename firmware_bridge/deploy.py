@@ -40,6 +40,7 @@ import shlex
 import subprocess
 import sys
 import tarfile
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -95,7 +96,25 @@ def _gateway_file(gateway_config) -> bytes:
     return (json.dumps(cfg, indent=2) + "\n").encode()
 
 
-def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None, gateway_config=None) -> dict:
+def sign_manifest(manifest_bytes: bytes, key) -> bytes:
+    """An OpenSSH signature of the manifest (``ssh-keygen -Y sign -n selfmis-release``) with the
+    private ed25519 key at ``key``; the manifest pins every file's sha256, so this signs the release."""
+    with tempfile.TemporaryDirectory() as tmp:
+        msg = Path(tmp) / MANIFEST
+        msg.write_bytes(manifest_bytes)
+        try:
+            p = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", gateway_ops.SIG_NAMESPACE,
+                                str(msg)], capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DeployError(f"ssh-keygen (OpenSSH) is needed to sign a release: {e}") from None
+        sig = msg.with_name(MANIFEST + ".sig")
+        if p.returncode != 0 or not sig.is_file():
+            raise DeployError(f"{key}: ssh-keygen could not sign ({p.stderr.decode('utf-8', 'replace').strip()})")
+        return sig.read_bytes()
+
+
+def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None, gateway_config=None,
+                sign_key=None) -> dict:
     """Pack a bundle directory into a verified release archive; return its manifest.
 
     ``runtime_config``: a dict, a path to a JSON file, or None (use
@@ -139,6 +158,8 @@ def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None, gate
                   for name, data in sorted(files.items())},
     }
     members = [(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())]
+    if sign_key is not None:
+        members.append((gateway_ops.SIGNATURE, sign_manifest(members[0][1], sign_key)))
     members += sorted(files.items())
     out_archive = Path(out_archive)
     out_archive.parent.mkdir(parents=True, exist_ok=True)
@@ -156,23 +177,22 @@ def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None, gate
     return manifest
 
 
-def verify_archive(archive) -> dict:
-    """Check an archive's manifest, hashes and card/model pairing; return the manifest."""
-    manifest, files = gateway_ops.read_archive(str(archive))
-    card_raw = files.get("card.json")
-    if card_raw is None:
-        raise DeployError(f"{archive}: no card.json in the release")
-    try:
-        card = json.loads(card_raw)
-    except ValueError as e:
-        raise DeployError(f"{archive}: card.json is not valid JSON ({e})") from None
-    model = files.get(card.get("model_file", "model.tflite"))
-    if model is None:
-        raise DeployError(f"{archive}: the model file named by card.json is missing")
-    if model[4:8] != b"TFL3":
-        raise DeployError(f"{archive}: {card.get('model_file')} is not a TFLite flatbuffer")
-    if card.get("sha256") and hashlib.sha256(model).hexdigest() != card["sha256"]:
-        raise DeployError(f"{archive}: model sha256 does not match card.json")
+def verify_archive(archive, allowed_signers=None) -> dict:
+    """Check an archive (streamed, capped: :func:`gateway_ops.read_archive`), its hashes, its card
+    (the schema, via :func:`load_bundle`) and, given an ``allowed_signers`` file, its signature;
+    return the manifest (with ``signed``: whether it carries a signature)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest, files = gateway_ops.read_archive(str(archive), tmp)
+        if CARD_NAME not in files:
+            raise DeployError(f"{archive}: no card.json in the release")
+        try:
+            load_bundle(tmp)  # schema, model file inside the bundle, TFL3, sha256 against the card
+        except ValueError as e:  # BundleError
+            raise DeployError(f"{archive}: {e}") from None
+        if allowed_signers is not None:
+            manifest["signed_by"] = gateway_ops.verify_signature(
+                (Path(tmp) / MANIFEST).read_bytes(), files.get(gateway_ops.SIGNATURE), str(allowed_signers))
+        manifest["signed"] = gateway_ops.SIGNATURE in files
     return manifest
 
 
@@ -237,6 +257,9 @@ def push(archive, to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] =
     ``keep`` newest releases afterwards (``current``/``previous`` always stay).
     """
     manifest = verify_archive(archive)
+    if not manifest["signed"]:
+        log.warning("%s is not signed: a gateway with an allowed_signers file will refuse it "
+                    "(selfmis deploy bundle --sign-key KEY)", archive)
     if not is_remote(to):
         return gateway_ops.install(str(to), str(archive), post_cmd=post_cmd, force=force, keep=keep)
     host, path = _split_remote(to)
@@ -254,6 +277,20 @@ def push(archive, to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] =
         log.warning("force is only honoured for local targets")
     return _remote(host, "install", [path, remote_archive, post_cmd or "",
                                      "" if keep is None else str(int(keep))], ssh_options, ssh)
+
+
+def trust(to, public_key_file, principal: str = "release", ssh_options: Sequence[str] = (),
+          ssh: str = "ssh") -> dict:
+    """Set the gateway's ``allowed_signers`` (at install): from then on it activates only releases
+    signed by the private half of ``public_key_file`` (an ed25519 ``.pub``)."""
+    try:
+        key = Path(public_key_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DeployError(f"{public_key_file}: cannot read the public key ({e})") from None
+    if not is_remote(to):
+        return gateway_ops.trust(str(to), key, principal)
+    host, path = _split_remote(to)
+    return _remote(host, "trust", [path, key.strip(), principal], ssh_options, ssh)
 
 
 def rollback(to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] = None,
@@ -517,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="selfmis deploy",
                                  description="Pack, push and roll back model releases; export for TFLite Micro.")
     ap.add_argument("-v", "--verbose", action="store_true")
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{bundle,verify,push,rollback,status,systemd-unit,gateway-config,export-c}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{bundle,verify,trust,push,rollback,status,systemd-unit,gateway-config,export-c}")
     b = sub.add_parser("bundle", help="pack a bundle directory into a release archive")
     b.add_argument("bundle_dir", help="directory with model.tflite and card.json")
     b.add_argument("-o", "--output", required=True, help="archive to write (.tar.gz)")
@@ -527,8 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gateway", metavar="GATEWAY_JSON",
                    help="also ship this gateway.json (several devices and outlets; see gateway-config); "
                         "without a model it runs the release's bundle")
+    b.add_argument("--sign-key", metavar="KEY",
+                   help="sign the release with this ed25519 private key (ssh-keygen -Y sign -n selfmis-release)")
     v = sub.add_parser("verify", help="check a release archive")
     v.add_argument("archive")
+    v.add_argument("--allowed-signers", metavar="FILE", help="also check its signature against this file")
+    t = sub.add_parser("trust", help="set a gateway's allowed_signers: only releases signed by this key "
+                                     "activate from then on")
+    t.add_argument("to", help="local directory or HOST:PATH")
+    t.add_argument("--pubkey", required=True, metavar="KEY.pub", help="the release key's ed25519 public key")
+    t.add_argument("--principal", default="release", help="name recorded for the key (default release)")
+    _add_ssh_args(t)
     p = sub.add_parser("push", help="install an archive on a gateway and activate it")
     p.add_argument("archive")
     p.add_argument("to", help="local directory or HOST:PATH (e.g. pi@gateway.local:/opt/selfmis)")
@@ -595,17 +641,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="selfmis deploy: %(message)s")
     try:
         if args.cmd == "bundle":
-            m = pack_bundle(args.bundle_dir, args.output, args.version, args.config, args.gateway)
+            m = pack_bundle(args.bundle_dir, args.output, args.version, args.config, args.gateway,
+                            args.sign_key)
             log.info("wrote %s: release %s, %d files", args.output, m["version"], len(m["files"]))
             result = {"archive": str(args.output), "manifest": m}
         elif args.cmd == "verify":
-            result = verify_archive(args.archive)
+            result = verify_archive(args.archive, args.allowed_signers)
             log.info("%s: release %s OK", args.archive, result["version"])
         elif args.cmd == "push":
             result = push(args.archive, args.to, args.ssh_option, args.post_cmd, args.ssh,
                           args.scp, args.force, args.keep)
             log.info("%s: release %s is current (previous: %s)", args.to, result.get("current"),
                      result.get("previous"))
+        elif args.cmd == "trust":
+            result = trust(args.to, args.pubkey, args.principal, args.ssh_option, args.ssh)
         elif args.cmd == "rollback":
             result = rollback(args.to, args.ssh_option, args.post_cmd, args.ssh)
             log.info("%s: rolled back to %s", args.to, result["current"])

@@ -51,51 +51,161 @@ def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def read_archive(path):
-    """Read and verify a release archive; return (manifest, {name: bytes}).
+#: Caps checked while the archive streams, before anything is unpacked: a 1 MB gzip of 1 GB
+#: (or of a million members) is refused after reading at most these many bytes.
+MAX_ARCHIVE_BYTES = 512 << 20      # the .tar.gz as stored
+MAX_MEMBERS = 16
+MAX_MEMBER_BYTES = 256 << 20
+MAX_TOTAL_BYTES = 512 << 20        # everything the gzip stream expands to (tar headers included)
+MAX_MANIFEST_BYTES = 1 << 20
+SIGNATURE = "MANIFEST.json.sig"
+SIG_NAMESPACE = "selfmis-release"
+ALLOWED_SIGNERS = "allowed_signers"
 
-    Checks: only regular files with plain names (no directories, links,
-    absolute paths or ``..``), a MANIFEST.json listing every file with its
-    size and sha256, nothing unlisted, nothing missing.
+
+class _Capped(object):
+    """A read-only stream that refuses to deliver more than ``cap`` bytes (the expanded tar)."""
+
+    def __init__(self, raw, cap, path):
+        self.raw, self.left, self.path = raw, cap, path
+
+    def read(self, n=-1):
+        want = self.left + 1 if n is None or n < 0 else min(n, self.left + 1)
+        data = self.raw.read(want)
+        self.left -= len(data)
+        if self.left < 0:
+            raise DeployError("%s: expands to more than %d MiB; refused before unpacking"
+                              % (self.path, MAX_TOTAL_BYTES >> 20))
+        return data
+
+
+def read_archive(path, dest):
+    """Stream and verify a release archive into directory ``dest``; return (manifest, {name: path}).
+
+    Checks, member by member as the gzip stream is read (never the whole archive in memory):
+    the caps above, only regular files with plain names (no directories, links, absolute
+    paths or ``..``), no name twice; then a MANIFEST.json listing every file with its size
+    and sha256, nothing unlisted, nothing missing. The signature (MANIFEST.json.sig), if
+    any, is kept as a file for :func:`verify_signature`.
     """
-    files = {}
+    import gzip
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            for m in tar.getmembers():
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise DeployError("%s: cannot read (%s)" % (path, e.strerror))
+    if size > MAX_ARCHIVE_BYTES:
+        raise DeployError("%s: %d bytes; a release archive is at most %d MiB"
+                          % (path, size, MAX_ARCHIVE_BYTES >> 20))
+    files, hashes, total = {}, {}, 0
+    try:
+        with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz, \
+                tarfile.open(fileobj=_Capped(gz, MAX_TOTAL_BYTES, path), mode="r|") as tar:
+            for m in tar:
+                if len(files) >= MAX_MEMBERS:
+                    raise DeployError("%s: more than %d members" % (path, MAX_MEMBERS))
                 if not m.isfile():
                     raise DeployError("%s: member %r is not a regular file" % (path, m.name))
                 if not _NAME_RE.match(m.name):
                     raise DeployError("%s: member name %r is not a plain file name" % (path, m.name))
                 if m.name in files:
                     raise DeployError("%s: member %r appears twice" % (path, m.name))
-                files[m.name] = tar.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
+                cap = MAX_MANIFEST_BYTES if m.name in (MANIFEST, SIGNATURE) else MAX_MEMBER_BYTES
+                total += m.size
+                if m.size > cap or total > MAX_TOTAL_BYTES:
+                    raise DeployError("%s: member %r of %d bytes is over the cap (%d MiB)"
+                                      % (path, m.name, m.size, cap >> 20))
+                target = os.path.join(dest, m.name)
+                h = hashlib.sha256()
+                src = tar.extractfile(m)
+                with open(target, "wb") as out:
+                    for block in iter(lambda: src.read(1 << 16), b""):
+                        h.update(block)
+                        out.write(block)
+                files[m.name], hashes[m.name] = target, (h.hexdigest(), m.size)
+    except (tarfile.TarError, OSError, EOFError, zlib_error()) as e:
         raise DeployError("%s: not a readable .tar.gz (%s)" % (path, e))
     if MANIFEST not in files:
         raise DeployError("%s: no %s in the archive" % (path, MANIFEST))
     try:
-        manifest = json.loads(files.pop(MANIFEST).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        with open(files.pop(MANIFEST), "rb") as fh:  # stays on disk in dest: the signed bytes
+            manifest = json.loads(fh.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise DeployError("%s: %s is not valid JSON (%s)" % (path, MANIFEST, e))
-    if manifest.get("format") != RELEASE_FORMAT:
-        raise DeployError("%s: not a SelfMIS release (format=%r)" % (path, manifest.get("format")))
-    if int(manifest.get("format_version", 0)) > RELEASE_FORMAT_VERSION:
-        raise DeployError("%s: release format_version %s is newer than this tool understands"
-                          % (path, manifest.get("format_version")))
+    hashes.pop(MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("format") != RELEASE_FORMAT:
+        raise DeployError("%s: not a SelfMIS release" % path)
+    fv = manifest.get("format_version", 0)
+    if not isinstance(fv, int) or fv > RELEASE_FORMAT_VERSION:
+        raise DeployError("%s: release format_version %r is not one this tool understands" % (path, fv))
     check_version(manifest.get("version"))
     listed = manifest.get("files") or {}
-    missing = sorted(set(listed) - set(files))
-    extra = sorted(set(files) - set(listed))
+    if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
+        raise DeployError("%s: the manifest's files are not {name: {sha256, size}}" % path)
+    payload = set(files) - {SIGNATURE}
+    missing = sorted(set(listed) - payload)
+    extra = sorted(payload - set(listed))
     if missing:
         raise DeployError("%s: files listed in the manifest are missing: %s" % (path, missing))
     if extra:
         raise DeployError("%s: files not listed in the manifest: %s" % (path, extra))
-    for name, data in sorted(files.items()):
+    for name in sorted(payload):
+        digest, n = hashes[name]
         want = listed[name]
-        if len(data) != want.get("size") or sha256_bytes(data) != want.get("sha256"):
+        if n != want.get("size") or digest != want.get("sha256"):
             raise DeployError("%s: %s does not match its manifest entry (size %d, sha256 %s...)"
-                              % (path, name, len(data), sha256_bytes(data)[:12]))
+                              % (path, name, n, digest[:12]))
     return manifest, files
+
+
+def zlib_error():
+    import zlib
+    return zlib.error
+
+
+def _ssh_keygen(args, data=None):
+    try:
+        return subprocess.run(["ssh-keygen"] + list(args), input=data, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DeployError("ssh-keygen (OpenSSH) is needed to check release signatures: %s" % e)
+
+
+def verify_signature(manifest_bytes, sig_path, allowed_signers):
+    """The principal whose key in ``allowed_signers`` signed ``manifest_bytes`` (namespace
+    ``selfmis-release``), or DeployError. ``ssh-keygen -Y find-principals`` then ``-Y verify``."""
+    if sig_path is None:
+        raise DeployError("the release is not signed (no %s) and this gateway requires signed "
+                          "releases (%s): sign it with `selfmis deploy bundle --sign-key KEY`"
+                          % (SIGNATURE, allowed_signers))
+    p = _ssh_keygen(["-Y", "find-principals", "-s", sig_path, "-f", allowed_signers])
+    principals = p.stdout.decode("utf-8", "replace").split()
+    if p.returncode != 0 or not principals:
+        raise DeployError("the release's signature is by no key in %s (or is malformed)" % allowed_signers)
+    v = _ssh_keygen(["-Y", "verify", "-f", allowed_signers, "-I", principals[0], "-n", SIG_NAMESPACE,
+                     "-s", sig_path], data=manifest_bytes)
+    if v.returncode != 0:
+        raise DeployError("the release's signature does not verify against %s (%s): the manifest "
+                          "was changed after signing" % (allowed_signers,
+                                                          v.stderr.decode("utf-8", "replace").strip()[:200]))
+    return principals[0]
+
+
+def trust(root, public_key, principal="release"):
+    """Write ROOT/allowed_signers from ``public_key`` (the text of an ed25519 .pub): from then on
+    every release installed under ROOT must be signed by that key."""
+    root = os.path.abspath(os.path.expanduser(root))
+    fields = public_key.strip().split()
+    if len(fields) < 2 or not fields[0].startswith(("ssh-ed25519", "sk-ssh-ed25519")):
+        raise DeployError("expected an ed25519 public key (ssh-ed25519 AAAA...), got %r" % public_key[:40])
+    if not re.match(r"^[A-Za-z0-9._@-]{1,64}$", principal):
+        raise DeployError("principal %r: letters, digits and . _ @ - only" % principal)
+    with _explain_permissions(root):
+        os.makedirs(root, exist_ok=True)
+        tmp = os.path.join(root, ALLOWED_SIGNERS + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write('%s namespaces="%s" %s %s\n' % (principal, SIG_NAMESPACE, fields[0], fields[1]))
+        os.replace(tmp, os.path.join(root, ALLOWED_SIGNERS))
+    return {"root": root, "allowed_signers": os.path.join(root, ALLOWED_SIGNERS), "principal": principal}
 
 
 def _link_target(link):
@@ -235,10 +345,28 @@ def install(root, archive, activate=True, force=False, post_cmd=None, keep=None)
 
 
 def _install(root, archive, activate, force, post_cmd):
-    manifest, files = read_archive(archive)
-    version = manifest["version"]
     releases = os.path.join(root, "releases")
     os.makedirs(releases, exist_ok=True)
+    # stream into a temporary directory beside the final name: nothing is unpacked anywhere
+    # else, and no half-unpacked or unverified release is ever visible under releases/<version>
+    tmp = os.path.join(releases, ".incoming.tmp-%d" % os.getpid())
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        return _install_from(root, releases, tmp, archive, activate, force, post_cmd)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install_from(root, releases, tmp, archive, activate, force, post_cmd):
+    manifest, files = read_archive(archive, tmp)
+    with open(os.path.join(tmp, MANIFEST), "rb") as fh:
+        manifest_bytes = fh.read()
+    signers = os.path.join(root, ALLOWED_SIGNERS)
+    signer = None
+    if os.path.exists(signers):  # set at install (`selfmis deploy trust`): signatures required
+        signer = verify_signature(manifest_bytes, files.get(SIGNATURE), signers)
+    version = manifest["version"]
     final = os.path.join(releases, version)
     if os.path.exists(final) and not _release_dir_matches(final, manifest):
         if not force:
@@ -248,24 +376,14 @@ def _install(root, archive, activate, force, post_cmd):
             raise DeployError("%s: refusing to replace the running release %s" % (root, version))
         shutil.rmtree(final)
     if not os.path.exists(final):
-        # unpack beside the final name, then rename: no half-unpacked release is ever visible
-        tmp = os.path.join(releases, ".%s.tmp-%d" % (version, os.getpid()))
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        try:
-            for name, data in files.items():
-                with open(os.path.join(tmp, name), "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            with open(os.path.join(tmp, MANIFEST), "wb") as fh:
-                fh.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        for name in list(files) + [MANIFEST]:
+            with open(os.path.join(tmp, name), "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.rename(tmp, final)
+        os.makedirs(tmp)  # the caller's cleanup finds an empty directory
         _fsync_dir(releases)
-    result = {"root": root, "version": version, "path": final, "activated": False}
+    result = {"root": root, "version": version, "path": final, "activated": False,
+              "signed_by": signer}
     if activate:
         result.update(switch(root, version))
         result["activated"] = True
@@ -360,6 +478,8 @@ def _main(argv):
             out = rollback(root, post_cmd=rest[0] if rest and rest[0] else None)
         elif op == "status":
             out = status(root)
+        elif op == "trust":
+            out = trust(root, rest[0], rest[1] if len(rest) > 1 and rest[1] else "release")
         else:
             raise DeployError("unknown operation %r" % op)
     except (DeployError, OSError) as e:
