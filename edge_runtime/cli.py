@@ -341,6 +341,7 @@ def run(args, out, on_source=None) -> int:
                 events = pipe.handle(item)
                 if recorder is not None:  # beats and decisions go into the recording too
                     recorder.write_outputs(events, pipe._timeline_s)
+                    events += recorder.take_events()  # a failed write: the `recording` event, once
                 out.write_all(events)
                 if args.max_seconds and pipe._signal_s >= args.max_seconds:
                     break
@@ -361,7 +362,8 @@ def run(args, out, on_source=None) -> int:
         tail = pipe.flush()  # the last beats still inside the resampler's delay
         if recorder is not None:
             recorder.write_outputs(tail, pipe._timeline_s)
-            recorder.close()
+            recorder.close()  # never raises: a failed last flush becomes the `recording` event
+            tail += recorder.take_events()
     out.write_all(tail)
     summary = pipe.summary(source.stats, wall_s=time.perf_counter() - t_run)
     summary["source"] = source.name
@@ -373,6 +375,8 @@ def run(args, out, on_source=None) -> int:
     summary["startup_s"] = round(t_run - t0, 3)
     if recorder is not None:
         summary["recorded"] = str(args.record)
+        if recorder.failed:
+            summary["recording_stopped"] = recorder.failed
     out.write(summary)
     if args.plot:
         try:

@@ -224,6 +224,8 @@ class Gateway:
                          "disconnected": "disconnected",
                          "lost": "lost", "end": "ended"}.get(item.kind, dev.state)
         events = dev.pipeline.handle(item)
+        if dev.recorder is not None:
+            events += dev.recorder.take_events()  # a failed write: the `recording` event, once
         if isinstance(item, Chunk):
             if dev.state in ("starting", "disconnected", "reconnecting"):
                 dev.state = "connected"

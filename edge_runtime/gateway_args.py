@@ -63,10 +63,10 @@ def add_arguments(parser) -> None:
 def is_gateway_config(path) -> bool:
     """True when ``path`` is a JSON file that looks like a gateway config (has ``devices``).
     Here, not in :mod:`.gateway_config`, because ``edge-run`` asks before it imports anything."""
-    import json  # only with --config: edge-run's start-up imports no more than argparse needs
+    from selfmis.runtime_config import parse_config_json  # only with --config (start-up stays small)
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
+            cfg = parse_config_json(f.read(), str(path))  # size/depth capped: never a RecursionError
     except (OSError, ValueError):
         return False
     return isinstance(cfg, dict) and (cfg.get("format") == GATEWAY_FORMAT or "devices" in cfg)

@@ -43,6 +43,8 @@ import re
 from pathlib import Path
 
 from selfmis.exit_codes import ExitCode
+from selfmis.limits import FS_MAX_HZ, FS_MIN_HZ, UV_PER_LSB_RANGE
+from selfmis.runtime_config import parse_config_json
 
 from .gateway_args import GATEWAY_FORMAT, is_gateway_config
 
@@ -60,7 +62,8 @@ _NUM = (int, float)
 _DEVICE_KEYS = {
     "id": (str, None), "port": (str, None), "ble": (str, None), "replay": (str, None),
     "simulate": (str, None), "baud": (int, lambda v: v > 0), "ascii": (bool, None),
-    "fs": (_NUM, lambda v: v > 0), "uv_per_lsb": (_NUM, lambda v: v > 0), "lead": (str, None),
+    "fs": (_NUM, lambda v: FS_MIN_HZ <= v <= FS_MAX_HZ),
+    "uv_per_lsb": (_NUM, lambda v: UV_PER_LSB_RANGE[0] <= v <= UV_PER_LSB_RANGE[1]), "lead": (str, None),
     "retries": (int, lambda v: v >= 0), "connect_timeout": (_NUM, lambda v: v > 0),
     "fast": (bool, None), "speed": (_NUM, lambda v: v > 0), "record": (str, None),
     "wait_for_device": (_NUM, lambda v: v > 0), "restart": (bool, None), "loop": (bool, None),
@@ -196,11 +199,7 @@ def load_gateway_config(path) -> dict:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GatewayConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GatewayConfigError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} "
-                                 f"({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GatewayConfigError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    cfg = parse_config_json(text, str(path), GatewayConfigError)  # size and depth capped (no RecursionError)
     return validate_gateway_config(cfg, str(path), path.resolve().parent)
