@@ -230,7 +230,7 @@ def test_a_tiny_tmpfs_filling_up_stops_the_recording_not_detection(tmp_path, cap
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}); /dev/full covers ENOSPC")
     try:
         st = os.statvfs(mnt)
-        (mnt / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - 8192))  # 8 KiB left: ~1 s
+        (mnt / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - 1024))  # 1 KiB left: the first flush fails
         code, events, err = _simulate_with_recording(tmp_path, capsys, mnt / "stream.bin")
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
