@@ -1,0 +1,467 @@
+/* The chain: hold & fill, resampling, quality gate, beats, windows, model, decisions.
+ * Mirrors edge_runtime/pipeline.py Pipeline._chunk / _beat for one chunk at a time (see
+ * selfmis_chain.h for the map); the beat detector is selfmis_detect.c, the FFT and the
+ * libm-free arithmetic selfmis_dsp.c. */
+#include <string.h>
+#include "selfmis_chain.h"
+#include "smx_model.h"
+
+#if SMX_MODEL_INPUT_LEN != SMX_W
+#error "the model's input is not the card's window: smx_model.* and smx_chain_params.* come from different bundles"
+#endif
+#if SMX_MODEL_OUTPUT_LEN < SMX_N_LABELS
+#error "the model has fewer outputs than the card has labels"
+#endif
+
+#define F_LEAD_OFF 1u
+#define F_GAP 2u
+#define F_SAT 4u
+
+const char *smx_chain_error_text(int err) {
+  switch (err) {
+    case SMX_OK: return "ok";
+    case SMX_ERR_RATE: return "sample rate differs from the one the chain was generated for (SMX_FS_IN): "
+                              "regenerate with python -m selfmis.firmware_bridge.c_chain --fs RATE";
+    case SMX_ERR_CHUNK: return "chunk longer than SMX_MAX_CHUNK samples: push it in pieces";
+    case SMX_ERR_OVERFLOW: return "an internal buffer would overflow: the chain stopped deciding";
+    case SMX_ERR_MODEL: return "the model failed, or was generated from another bundle than the chain";
+    default: return "the chain is not initialised";
+  }
+}
+
+static int32_t floordiv(int32_t a, int32_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/* round half to even of a float (numpy rint) without libm: exact for |v| < 2^22 */
+static float rint_f(float v) {
+  volatile float big = 12582912.0f;  /* 1.5 * 2^23 */
+  float a = v < 0 ? -v : v, r;
+  if (a >= 4194304.0f) return v;
+  r = (a + big) - big;
+  return v < 0 ? -r : r;
+}
+
+static double rint_d(double v) {  /* Python round() of a non-negative double */
+  volatile double big = 6755399441055744.0;  /* 1.5 * 2^52 */
+  return (v + big) - big;
+}
+
+int smx_chain_init(smx_chain *c, double fs_in, smx_event_fn cb, void *user) {
+  memset(c, 0, sizeof *c);
+  c->cb = cb;
+  c->user = user;
+  c->q_state = -1;
+  c->last_r = -1000000000;
+  c->last_beat = -1;
+  smx_det_reset(&c->det);
+  if (!(fs_in > 0) || (fs_in - SMX_FS_IN > 1e-6 * SMX_FS_IN) || (SMX_FS_IN - fs_in > 1e-6 * SMX_FS_IN)) {
+    c->error = SMX_ERR_RATE;
+    return c->error;
+  }
+  if (smx_model_input_scale != SMX_IN_SCALE || smx_model_input_zero_point != SMX_IN_ZP
+      || smx_model_output_scale != SMX_OUT_SCALE || smx_model_output_zero_point != SMX_OUT_ZP) {
+    c->error = SMX_ERR_MODEL;
+    return c->error;
+  }
+  return SMX_OK;
+}
+
+static void emit(smx_chain *c, smx_event *ev) { if (c->cb) c->cb(c->user, ev); }
+
+/* ------------------------------------------------------------------ resampler */
+
+static smx_real rs_in(const smx_chain *c, const smx_real *x, int j) {  /* buf = hist ++ x */
+  return j < SMX_RS_K ? c->rs_hist[j] : x[j - SMX_RS_K];
+}
+
+/* StreamResampler.process: outputs into y (may be 0: count only) */
+static int rs_process(smx_chain *c, const smx_real *x, int n, smx_real *y) {
+  int32_t first_in = c->rs_n_in - SMX_RS_K, last, m_stop, m, count = 0;
+  int i;
+  c->rs_n_in += n;
+  last = c->rs_n_in - 1;
+  m_stop = last >= 0 ? (int32_t)(((int64_t)last * SMX_RS_UP) / SMX_RS_DOWN + 1) : 0;
+  for (m = c->rs_m_out; m < m_stop; m++) {
+    int64_t k_up = (int64_t)m * SMX_RS_DOWN;
+    int32_t n0 = (int32_t)(k_up / SMX_RS_UP), phase = (int32_t)(k_up % SMX_RS_UP);
+    int32_t start = (n0 - first_in) - (SMX_RS_K - 1);
+    const float *taps = smx_rs_taps + phase * SMX_RS_K;
+    smx_real acc = 0;
+    for (i = 0; i < SMX_RS_K; i++) acc += rs_in(c, x, start + i) * taps[i];
+    if (y) y[count] = acc;
+    count++;
+  }
+  if (m_stop > c->rs_m_out) c->rs_m_out = m_stop;
+  if (n >= SMX_RS_K) {
+    for (i = 0; i < SMX_RS_K; i++) c->rs_hist[i] = x[n - SMX_RS_K + i];
+  } else {
+    for (i = 0; i < SMX_RS_K - n; i++) c->rs_hist[i] = c->rs_hist[i + n];
+    for (i = 0; i < n; i++) c->rs_hist[SMX_RS_K - n + i] = x[i];
+  }
+  return count;
+}
+
+/* Pipeline._resample: primed with the first value, each output inheriting its source's flags */
+static int resample(smx_chain *c, const smx_real *x, const uint8_t *fl, int n, smx_real *y, uint8_t *yfl) {
+  int ny, i, d;
+  if (SMX_RS_IDENTITY) {
+    for (i = 0; i < n; i++) { y[i] = x[i]; yfl[i] = fl[i]; }
+    return n;
+  }
+  if (!c->primed && n) {
+    smx_real x0 = x[0];
+    int j = (SMX_RS_K + SMX_RS_DOWN - 1) / SMX_RS_DOWN, produced = 0, k;
+    c->primed = 1;
+    for (k = 0; k < j * SMX_RS_DOWN; k++) produced += rs_process(c, &x0, 1, 0);
+    c->discard = j * SMX_RS_UP - produced;
+  }
+  ny = rs_process(c, x, n, y);
+  if (c->discard > 0) {
+    d = c->discard < ny ? c->discard : ny;
+    for (i = 0; i + d < ny; i++) y[i] = y[i + d];
+    ny -= d;
+    c->discard -= d;
+  }
+  for (i = 0; i < ny; i++) {
+    int src = (int)((int64_t)i * n / (ny > 0 ? ny : 1));
+    yfl[i] = fl[src < n - 1 ? src : n - 1];
+  }
+  return ny;
+}
+
+/* ------------------------------------------------------------------ quality gate */
+
+static double median_sorted(const double *v, int m) { return 0.5 * (v[(m - 1) / 2] + v[m / 2]); }
+
+static double mad(double *v, int m) {  /* sorts v */
+  int i;
+  double med;
+  if (m <= 0) return 0.0;
+  smx_sort_d(v, m);
+  med = median_sorted(v, m);
+  for (i = 0; i < m; i++) v[i] = v[i] - med < 0 ? med - v[i] : v[i] - med;
+  smx_sort_d(v, m);
+  return median_sorted(v, m);
+}
+
+/* quality.py assess_block (via QualityGate.assess: a stretch under half a block is not judged) */
+static uint32_t assess(const smx_real *x, const uint8_t *fl, int n) {
+  double xs[SMX_Q_BLOCK], d2[SMX_Q_BLOCK], amp, m1, m2, noise;
+  int i, k, sat = 0, h;
+  uint32_t r = 0;
+  if (n < SMX_Q_BLOCK / 2) return 0;
+  for (i = 0; i < n; i++) { if (fl[i] & F_LEAD_OFF) r |= SMX_Q_LEAD_OFF; if (fl[i] & F_SAT) sat++; }
+  if (n && 4.0 * sat / n > 0.02) r |= SMX_Q_SATURATION;  /* np.mean(flags & 4) > 0.02, as written */
+  if (r || n < 4) return r;
+  for (i = 0; i < n; i++) xs[i] = (double)x[i];
+  smx_sort_d(xs, n);
+  k = (int)(0.005 * (n - 1) + 0.5);
+  amp = xs[n - 1 - k] - xs[k];
+  if (amp < SMX_Q_FLAT_MV) return SMX_Q_FLAT;
+  if (amp > SMX_Q_MAX_MV) return SMX_Q_NOISE;
+  for (i = 0; i < n - 2; i++) d2[i] = ((double)x[i + 2] - 2 * (double)x[i + 1]) + (double)x[i];
+  h = (n - 2) / 2;
+  m1 = mad(d2, h);
+  m2 = mad(d2 + h, n - 2 - h);
+  noise = (m1 > m2 ? m1 : m2) * 1.4826 / __builtin_sqrt(6.0);
+  if (noise > SMX_Q_NOISE_RATIO * amp) r |= SMX_Q_NOISE;
+  return r;
+}
+
+static int ring_i(int32_t i) { return (int)(i % SMX_RING); }
+
+/* QualityGate.window_reasons over [start, stop) plus the tail verdict */
+static uint32_t window_reasons(const smx_chain *c, int32_t start, int32_t stop, uint32_t tail) {
+  int32_t first = floordiv(start, SMX_Q_BLOCK), hi = stop < c->q_n_done ? stop : c->q_n_done;
+  int32_t last = floordiv(hi - 1, SMX_Q_BLOCK), b;
+  uint32_t r = tail;
+  int32_t newest = c->q_n_done / SMX_Q_BLOCK - 1;  /* the gate keeps blocks (newest - KEEP, newest] */
+  for (b = first; b <= last; b++) {
+    if (b <= newest - SMX_Q_KEEP) continue;
+    int s = (int)(((b % (SMX_Q_KEEP + 2)) + (SMX_Q_KEEP + 2)) % (SMX_Q_KEEP + 2));
+    if (c->q_verdict_idx[s] == b && b >= 0) r |= c->q_verdict[s];
+  }
+  return r;
+}
+
+/* Pipeline._tail_reasons: a block's worth ending at stop, when the gate has not reached stop */
+static uint32_t tail_reasons(const smx_chain *c, int32_t stop, int *has) {
+  smx_real x[SMX_Q_BLOCK];
+  uint8_t fl[SMX_Q_BLOCK];
+  int32_t i0, i;
+  *has = stop > c->q_n_done;
+  if (!*has) return 0;
+  i0 = stop - SMX_Q_BLOCK;
+  if (i0 < c->buf_start) i0 = c->buf_start;
+  for (i = i0; i < stop; i++) { x[i - i0] = c->ring[ring_i(i)]; fl[i - i0] = c->ring_flags[ring_i(i)]; }
+  return assess(x, fl, (int)(stop - i0));
+}
+
+/* QualityGate.push for one model-rate sample; returns 1 when the verdict changed (*start, *reasons) */
+static int quality_push(smx_chain *c, smx_real y, uint8_t fl, int32_t *start, uint32_t *reasons) {
+  int32_t idx;
+  uint32_t r;
+  int s, changed;
+  c->q_block[c->q_pending] = y;
+  c->q_flags[c->q_pending] = fl;
+  if (++c->q_pending < SMX_Q_BLOCK) return 0;
+  c->q_pending = 0;
+  r = assess(c->q_block, c->q_flags, SMX_Q_BLOCK);
+  idx = c->q_n_done / SMX_Q_BLOCK;
+  s = (int)(idx % (SMX_Q_KEEP + 2));
+  c->q_verdict[s] = (uint8_t)r;
+  c->q_verdict_idx[s] = idx;
+  changed = c->q_state < 0 || (uint32_t)c->q_state != r;
+  *start = c->q_n_done;
+  *reasons = r;
+  c->q_state = (int)r;
+  c->q_n_done += SMX_Q_BLOCK;
+  return changed;
+}
+
+/* ------------------------------------------------------------------ window -> model -> probabilities */
+
+/* preprocess_window (band-pass, z-score) and the interpreter's int8 quantisation of the
+ * SMX_W samples from w0, then the model and the card's calibration into p */
+static int score(smx_chain *c, int32_t w0, double *p) {
+  smx_real *xp = c->s.f.x, *y, sum = 0, dot = 0, slope, mean, sd, step, inv_sd;
+  int i;
+  const int pad = SMX_BP_PAD, n = SMX_W;
+  step = (smx_real)2 / (smx_real)(n - 1);
+  for (i = 0; i < n; i++) {  /* a straight line through the window is removed first */
+    smx_real v = c->ring[ring_i(w0 + i)], t = i == n - 1 ? 1 : (smx_real)i * step + (smx_real)-1;
+    sum += v;
+    dot += v * t;
+  }
+  slope = dot / (smx_real)SMX_BP_TT;
+  mean = sum / (smx_real)n;
+  for (i = 0; i < n; i++) {
+    smx_real t = i == n - 1 ? 1 : (smx_real)i * step + (smx_real)-1;
+    xp[pad + i] = c->ring[ring_i(w0 + i)] - mean - slope * t;
+  }
+  for (i = 0; i < pad; i++) { xp[i] = xp[2 * pad - i]; xp[pad + n + i] = xp[pad + n - 2 - i]; }  /* reflect */
+  smx_fft_filter(c, SMX_BP_M, SMX_BP_M, smx_bp_gain);
+  if (c->error != SMX_OK) return -1;
+  y = c->s.f.y + pad;
+  sum = 0;
+  for (i = 0; i < n; i++) sum += y[i];
+  mean = sum / (smx_real)n;
+  sd = 0;
+  for (i = 0; i < n; i++) { smx_real d = y[i] - mean; sd += d * d; }
+  sd = smx_sqrt(sd / (smx_real)n);
+  inv_sd = sd > (smx_real)1e-6f ? sd : (smx_real)1e-6f;
+  for (i = 0; i < n; i++) {
+    float q = rint_f((float)((y[i] - mean) / inv_sd) / SMX_IN_SCALE + (float)SMX_IN_ZP);
+    c->qwin[i] = (int8_t)(q < -128.0f ? -128 : (q > 127.0f ? 127 : (int)q));
+  }
+  if (smx_model_invoke(c->qwin, c->qout) != 0) { c->error = SMX_ERR_MODEL; return -1; }
+  for (i = 0; i < SMX_N_LABELS; i++) {  /* ModelCard.probabilities of the dequantised logits */
+    double z = (double)(((float)c->qout[i] - (float)SMX_OUT_ZP) * SMX_OUT_SCALE);
+    int at = smx_iso_at[i][0], m = smx_iso_at[i][1];
+    if (m >= 2) {  /* numpy.interp on the isotonic table */
+      const double *kx = smx_iso_x + at, *ky = smx_iso_y + at;
+      int j = 0;
+      if (z <= kx[0]) p[i] = ky[0];
+      else if (z >= kx[m - 1]) p[i] = ky[m - 1];
+      else {
+        while (j + 1 < m && kx[j + 1] <= z) j++;
+        p[i] = (ky[j + 1] - ky[j]) / (kx[j + 1] - kx[j]) * (z - kx[j]) + ky[j];
+      }
+    } else {
+      p[i] = 1.0 / (1.0 + smx_exp(-(z * smx_cal_a[i] + smx_cal_b[i])));
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ decisions */
+
+static void decider_reset(smx_chain *c) {
+  int j;
+  c->filled = 0;
+  for (j = 0; j < SMX_N_LABELS; j++) { c->since_set[j] = 0; c->count[j] = 0; }
+}
+
+/* RollingDecision.add + AlarmState.update; returns 1 with ev filled when a decision is made */
+static int decide(smx_chain *c, const double *p, double t, smx_event *ev) {
+  double col[SMX_N_BEATS];
+  int j, k, len;
+  for (j = 0; j < SMX_N_LABELS; j++) c->hist[c->filled % SMX_N_BEATS][j] = p[j];
+  c->filled++;
+  len = c->filled < SMX_N_BEATS ? c->filled : SMX_N_BEATS;
+  if (len < SMX_MIN_BEATS) return 0;
+  ev->active = 0;
+  for (j = 0; j < SMX_N_LABELS; j++) {
+    double v;
+    int act = c->alarm_on[j], evidence, flip = 0;
+    for (k = 0; k < len; k++) col[k] = c->hist[k][j];
+    smx_sort_d(col, len);
+    v = 0.5 * (col[(len - 1) / 2] + col[len / 2]);
+    ev->p[j] = v;
+    evidence = act ? (v < smx_thr_off[j]) : (v >= smx_thr_on[j]);
+    if (evidence) {
+      if (!c->since_set[j]) { c->since_set[j] = 1; c->since[j] = t; }
+      c->count[j]++;
+      flip = SMX_PERSIST_BEATS > 0 ? c->count[j] >= SMX_PERSIST_BEATS
+                                   : t - c->since[j] >= SMX_PERSIST_S - 1e-9;
+      if (flip) {
+        act = c->alarm_on[j] = (uint8_t)!act;
+        c->since_set[j] = 0;
+        c->count[j] = 0;
+        ev->states[j] = act ? SMX_STATE_ONSET : SMX_STATE_CLEARED;
+      }
+    } else {
+      c->since_set[j] = 0;
+      c->count[j] = 0;
+    }
+    if (!flip) ev->states[j] = act ? SMX_STATE_ONGOING : SMX_STATE_OFF;
+    if (act) ev->active |= (uint16_t)(1u << j);
+  }
+  ev->state = ev->states[0];
+  ev->n_beats = (uint8_t)len;
+  return 1;
+}
+
+static double median5(const double *v, int n) {
+  double s[5];
+  int i;
+  for (i = 0; i < n; i++) s[i] = v[i];
+  smx_sort_d(s, n);
+  return 0.5 * (s[(n - 1) / 2] + s[n / 2]);
+}
+
+/* Pipeline._beat */
+static void beat(smx_chain *c, int32_t r) {
+  smx_event ev;
+  double t = (double)r / SMX_FS - SMX_RS_DELAY_S, rr = -1, p[SMX_N_LABELS];
+  int has_tail, i;
+  uint32_t tail, reasons;
+  int32_t w0 = r - SMX_O;
+  if (t < 0) t = 0;
+  tail = tail_reasons(c, r + SMX_POST, &has_tail);
+  if (window_reasons(c, r - SMX_POST, r + SMX_POST, tail)) { c->last_beat = -1; c->n_rr = 0; return; }
+  if (c->last_beat >= 0) {
+    rr = (double)(r - c->last_beat) / SMX_FS;
+    if (0.25 <= rr && rr <= 3.0) {
+      if (c->n_rr == 5) { for (i = 0; i < 4; i++) c->rr[i] = c->rr[i + 1]; c->n_rr = 4; }
+      c->rr[c->n_rr++] = rr;
+    } else {
+      c->n_rr = 0;
+    }
+  }
+  c->last_beat = r;
+  memset(&ev, 0, sizeof ev);
+  ev.type = SMX_EV_BEAT;
+  ev.r = r;
+  ev.t = t;
+  ev.rr = rr;
+  ev.hr = c->n_rr ? 60.0 / median5(c->rr, c->n_rr) : -1;
+  c->n_beats_total++;
+  emit(c, &ev);
+  if (w0 < 0 || w0 < c->buf_start || r + SMX_POST > c->n) return;
+  if (w0 < c->n - SMX_RING) { c->error = SMX_ERR_OVERFLOW; return; }
+  c->eligible++;
+  if ((c->eligible - 1) % SMX_EVERY_K) return;
+  reasons = window_reasons(c, w0, r + SMX_POST, tail);
+  if (SMX_MAX_GAP >= 0) {
+    int filled = 0;
+    for (i = 0; i < SMX_W; i++) filled += (c->ring_flags[ring_i(w0 + i)] & F_GAP) != 0;
+    if (filled > SMX_MAX_GAP) reasons |= SMX_Q_GAP;
+  }
+  if (reasons) { decider_reset(c); return; }
+  if (score(c, w0, p) != 0) return;
+  ev.type = SMX_EV_WINDOW;
+  ev.window = c->qwin;
+  ev.logits_q = c->qout;
+  emit(c, &ev);
+  if (!decide(c, p, t, &ev)) return;
+  ev.type = SMX_EV_DECISION;
+  ev.window = 0;
+  ev.logits_q = 0;
+  c->n_decisions++;
+  emit(c, &ev);
+}
+
+/* ------------------------------------------------------------------ Pipeline._chunk */
+
+static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int count_time, int32_t limit) {
+  smx_real x[SMX_MAX_CHUNK], y[SMX_MAX_CHUNK + 2];
+  uint8_t fl[SMX_MAX_CHUNK], yfl[SMX_MAX_CHUNK + 2];
+  int32_t beats[8], restart_at = -1, start;
+  uint32_t reasons;
+  int i, ny, nb;
+  if (c->error != SMX_OK) return c->error;
+  if (n < 0 || n > SMX_MAX_CHUNK || (int64_t)n * SMX_RS_UP / SMX_RS_DOWN + 1 > SMX_MAX_CHUNK) {
+    return SMX_ERR_CHUNK;
+  }
+  if (count_time) c->flushed = 0;
+  for (i = 0; i < n; i++) {  /* 1. hold & fill */
+    fl[i] = (uint8_t)(flags & SMX_SATURATED ? F_SAT : 0);
+    if (flags & SMX_LEAD_OFF) { fl[i] |= F_LEAD_OFF; x[i] = c->has_last_good ? c->last_good : 0; }
+    else if (x_in[i] != x_in[i] || x_in[i] - x_in[i] != 0) { x[i] = c->has_last_good ? c->last_good : 0; fl[i] |= F_GAP; }
+    else x[i] = x_in[i];
+  }
+  if (n && !(flags & SMX_LEAD_OFF)) { c->last_good = x[n - 1]; c->has_last_good = 1; }
+  if (count_time) c->n_in += n;
+  ny = resample(c, x, fl, n, y, yfl);  /* 2. */
+  if (limit >= 0 && ny > limit - c->n) ny = limit - c->n > 0 ? (int)(limit - c->n) : 0;
+  for (i = 0; i < ny; i++) { c->ring[ring_i(c->n + i)] = y[i]; c->ring_flags[ring_i(c->n + i)] = yfl[i]; }
+  c->n += ny;
+  if (ny == 0) return SMX_OK;
+  for (i = 0; i < ny; i++) {  /* 3. quality */
+    if (quality_push(c, y[i], yfl[i], &start, &reasons)) {
+      smx_event ev;
+      memset(&ev, 0, sizeof ev);
+      ev.type = SMX_EV_QUALITY;
+      ev.r = start;
+      ev.t = (double)start / SMX_FS - SMX_RS_DELAY_S;
+      if (ev.t < 0) ev.t = 0;
+      ev.quality = reasons;
+      emit(c, &ev);
+      if (!reasons && c->bad) restart_at = start;
+      c->bad = reasons != 0;
+    }
+  }
+  if (restart_at >= 0) {  /* after a bad stretch the detector starts afresh from the good block */
+    smx_real feed[SMX_MAX_CHUNK + SMX_Q_BLOCK + 2];
+    int nf;
+    smx_det_reset(&c->det);
+    c->det_offset = restart_at > c->buf_start ? restart_at : c->buf_start;
+    nf = (int)(c->n - c->det_offset);
+    if (nf > (int)(sizeof feed / sizeof feed[0]) || c->det_offset < c->n - SMX_RING) { c->error = SMX_ERR_OVERFLOW; return c->error; }
+    for (i = 0; i < nf; i++) feed[i] = c->ring[ring_i(c->det_offset + i)];
+    nb = smx_det_push(c, &c->det, feed, nf, beats, 8);
+  } else {
+    nb = smx_det_push(c, &c->det, y, ny, beats, 8);
+  }
+  if (nb < 0) { if (c->error == SMX_OK) c->error = SMX_ERR_OVERFLOW; return c->error; }
+  for (i = 0; i < nb; i++) {  /* 4. beats -> 5. windows -> 6. decisions */
+    int32_t r = beats[i] + c->det_offset;
+    if (r - c->last_r >= SMX_DET_REFRACTORY) { c->last_r = r; beat(c, r); }
+    if (c->error != SMX_OK) return c->error;
+  }
+  if (c->n - c->buf_start > 2 * (SMX_W + (int32_t)SMX_FS)) c->buf_start = c->n - (SMX_W + (int32_t)SMX_FS);
+  return SMX_OK;
+}
+
+int smx_chain_push(smx_chain *c, const float *x, int n, unsigned flags) {
+  return chunk(c, x, n, flags, 1, -1);
+}
+
+int smx_chain_flush(smx_chain *c) {
+  float pad[SMX_MAX_CHUNK];
+  int32_t npad, n_signal, limit;
+  int i;
+  double v;
+  if (c->error != SMX_OK) return c->error;
+  if (SMX_RS_IDENTITY || !c->has_last_good || c->flushed) return SMX_OK;
+  c->flushed = 1;
+  v = SMX_RS_DELAY_S * SMX_FS_IN;
+  npad = (int32_t)v;
+  if ((double)npad < v) npad++;  /* ceil */
+  npad += SMX_RS_DOWN;
+  n_signal = (int32_t)rint_d((double)c->n_in / SMX_FS_IN * SMX_FS);
+  limit = n_signal + (int32_t)rint_d(SMX_RS_DELAY_S * SMX_FS);
+  if (npad > SMX_MAX_CHUNK) return SMX_ERR_CHUNK;
+  for (i = 0; i < npad; i++) pad[i] = c->last_good;
+  return chunk(c, pad, (int)npad, 0, 0, limit);
+}

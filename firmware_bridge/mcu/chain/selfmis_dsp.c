@@ -1,0 +1,224 @@
+/* The arithmetic the chain needs without libm: a mixed-radix FFT, cos, exp, sqrt, sorting.
+ *
+ * Why no libm: glibc and newlib differ in the last bit of cos/exp, and the point of the
+ * host build is to print exactly what the Cortex-M4F prints. Everything here is plain
+ * IEEE-754 arithmetic (+ - * / and the correctly rounded square root), so with
+ * -ffp-contract=off both compilers produce the same bits.
+ *
+ * The FFT is a recursive decimation-in-time mixed-radix transform in the style of
+ * KISS FFT (M. Borgerding, BSD): radix-4 and radix-2 butterflies, a generic one for odd
+ * primes up to SMX_MAX_RADIX. It serves the two zero-phase FFT filters of the gateway
+ * (the beat detector's 5-15 Hz band on 2-3-5-smooth lengths, the window's 0.5-40 Hz band
+ * on W + 2*pad points); twiddles are computed for the length in use and kept until the
+ * length changes.
+ */
+#include "selfmis_chain.h"
+
+#define PI_F 3.14159265358979323846f
+
+/* cos(pi*u) for u in [0, 1], float, Taylor series to x^18 on [0, pi/2] (error < 1e-12) */
+static float cos_pi_f(float u) {
+  float sign = 1.0f, x, x2, s;
+  if (u > 0.5f) { u = 1.0f - u; sign = -1.0f; }  /* exact (Sterbenz) */
+  x = PI_F * u;
+  x2 = x * x;
+  s = 1.0f - x2 / 306.0f;          /* 1 - x^2/(17*18) ... nested: cos = 1 - x^2/2 (1 - x^2/12 (1 - ...)) */
+  s = 1.0f - x2 / 240.0f * s;      /* 15*16 */
+  s = 1.0f - x2 / 182.0f * s;      /* 13*14 */
+  s = 1.0f - x2 / 132.0f * s;      /* 11*12 */
+  s = 1.0f - x2 / 90.0f * s;       /* 9*10 */
+  s = 1.0f - x2 / 56.0f * s;       /* 7*8 */
+  s = 1.0f - x2 / 30.0f * s;       /* 5*6 */
+  s = 1.0f - x2 / 12.0f * s;       /* 3*4 */
+  s = 1.0f - x2 / 2.0f * s;
+  return sign * s;
+}
+
+double smx_cos_pi(double u) {
+  double sign = 1.0, x, x2, s;
+  int k;
+  if (u < 0) u = -u;
+  u = u - 2.0 * (double)(int32_t)(u / 2.0);
+  if (u > 1.0) u = 2.0 - u;
+  if (u > 0.5) { u = 1.0 - u; sign = -1.0; }
+  x = 3.14159265358979323846 * u;
+  x2 = x * x;
+  s = 1.0;
+  for (k = 26; k >= 2; k -= 2) s = 1.0 - x2 / (double)(k * (k - 1)) * s;
+  return sign * s;
+}
+
+/* exp(x), double: Cody-Waite reduction by ln 2, Taylor to r^14 on |r| <= ln2/2 (< 1 ulp-ish) */
+double smx_exp(double x) {
+  const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+  double r, s, p;
+  int32_t k, i;
+  union { double d; uint64_t u; } scale;
+  if (x > 709.0) return 1.0 / 0.0;
+  if (x < -745.0) return 0.0;
+  k = (int32_t)(x * 1.44269504088896340736 + (x >= 0 ? 0.5 : -0.5));
+  r = (x - k * ln2_hi) - k * ln2_lo;
+  s = 1.0;
+  for (i = 14; i >= 1; i--) s = 1.0 + r / (double)i * s;
+  p = s;
+  /* times 2^k in two steps so that large |k| stay normal */
+  if (k > 1000) { k -= 1000; scale.u = (uint64_t)(1023 + 1000) << 52; p *= scale.d; }
+  if (k < -1000) { k += 1000; scale.u = (uint64_t)(1023 - 1000) << 52; p *= scale.d; }
+  scale.u = (uint64_t)(1023 + k) << 52;
+  return p * scale.d;
+}
+
+smx_real smx_sqrt(smx_real x) { return __builtin_sqrtf(x); }
+double smx_sqrt_d(double x) { return __builtin_sqrt(x); }
+
+/* Shell sort (Ciura gaps): in place, ascending; a few hundred elements at most */
+static const int gaps[] = {57, 23, 10, 4, 1};
+void smx_sort_d(double *v, int n) {
+  int g, i, j;
+  for (g = 0; g < 5; g++) {
+    int h = gaps[g];
+    for (i = h; i < n; i++) {
+      double t = v[i];
+      for (j = i; j >= h && v[j - h] > t; j -= h) v[j] = v[j - h];
+      v[j] = t;
+    }
+  }
+}
+void smx_sort_f(smx_real *v, int n) {
+  int g, i, j;
+  for (g = 0; g < 5; g++) {
+    int h = gaps[g];
+    for (i = h; i < n; i++) {
+      smx_real t = v[i];
+      for (j = i; j >= h && v[j - h] > t; j -= h) v[j] = v[j - h];
+      v[j] = t;
+    }
+  }
+}
+
+int smx_fast_len(int n) {  /* as beats.py _fast_len: the smallest 2-3-5-smooth m >= n */
+  int m = n;
+  for (;;) {
+    int k = m;
+    while (k % 2 == 0) k /= 2;
+    while (k % 3 == 0) k /= 3;
+    while (k % 5 == 0) k /= 5;
+    if (k == 1) return m;
+    m++;
+  }
+}
+
+/* ---------------------------------------------------------------- FFT */
+
+static void plan(smx_chain *c, int n) {
+  int k;
+  if (c->tw_n == n) return;
+  for (k = 0; 2 * k <= n; k++) {
+    /* exp(-2 pi i k / n): cos(pi * 2k/n), sin(pi * 2k/n) = cos(pi * (n - 4k) / (2n)) */
+    float u = (float)(2 * k) / (float)n;
+    int a = n - 4 * k;
+    float s = cos_pi_f((float)(a < 0 ? -a : a) / (float)(2 * n));
+    c->tw[k].r = cos_pi_f(u);
+    c->tw[k].i = -s;
+    if (k > 0 && k < n) { c->tw[n - k].r = c->tw[k].r; c->tw[n - k].i = s; }
+  }
+  c->tw_n = n;
+}
+
+#define CMUL(o, a, b) do { smx_real ar_ = (a).r, ai_ = (a).i; \
+    (o).r = ar_ * (b).r - ai_ * (b).i; (o).i = ar_ * (b).i + ai_ * (b).r; } while (0)
+
+static void bfly2(smx_cpx *f, int fstride, const smx_cpx *tw, int m) {
+  smx_cpx *f2 = f + m, t;
+  int k;
+  for (k = 0; k < m; k++) {
+    CMUL(t, f2[k], tw[k * fstride]);
+    f2[k].r = f[k].r - t.r; f2[k].i = f[k].i - t.i;
+    f[k].r += t.r; f[k].i += t.i;
+  }
+}
+
+static void bfly4(smx_cpx *f, int fstride, const smx_cpx *tw, int m) {
+  smx_cpx s0, s1, s2, s3, s4, s5;
+  int k;
+  for (k = 0; k < m; k++) {
+    CMUL(s0, f[k + m], tw[k * fstride]);
+    CMUL(s1, f[k + 2 * m], tw[2 * k * fstride]);
+    CMUL(s2, f[k + 3 * m], tw[3 * k * fstride]);
+    s5.r = f[k].r - s1.r; s5.i = f[k].i - s1.i;
+    f[k].r += s1.r; f[k].i += s1.i;
+    s3.r = s0.r + s2.r; s3.i = s0.i + s2.i;
+    s4.r = s0.r - s2.r; s4.i = s0.i - s2.i;
+    f[k + 2 * m].r = f[k].r - s3.r; f[k + 2 * m].i = f[k].i - s3.i;
+    f[k].r += s3.r; f[k].i += s3.i;
+    f[k + m].r = s5.r + s4.i; f[k + m].i = s5.i - s4.r;
+    f[k + 3 * m].r = s5.r - s4.i; f[k + 3 * m].i = s5.i + s4.r;
+  }
+}
+
+static void bfly_generic(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int p, int n) {
+  smx_cpx scratch[SMX_MAX_RADIX], t;
+  int u, q1, q, k;
+  for (u = 0; u < m; u++) {
+    for (q1 = 0, k = u; q1 < p; q1++, k += m) scratch[q1] = f[k];
+    for (q1 = 0, k = u; q1 < p; q1++, k += m) {
+      int twidx = 0;
+      f[k] = scratch[0];
+      for (q = 1; q < p; q++) {
+        twidx += fstride * k;
+        if (twidx >= n) twidx -= n;
+        CMUL(t, scratch[q], tw[twidx]);
+        f[k].r += t.r; f[k].i += t.i;
+      }
+    }
+  }
+}
+
+static void work(smx_cpx *out, const smx_cpx *in, int fstride, const int *fac, const smx_cpx *tw, int n) {
+  const int p = fac[0], m = fac[1];
+  int q;
+  if (m == 1) {
+    for (q = 0; q < p; q++) out[q] = in[q * fstride];
+  } else {
+    for (q = 0; q < p; q++) work(out + q * m, in + q * fstride, fstride * p, fac + 2, tw, n);
+  }
+  if (p == 2) bfly2(out, fstride, tw, m);
+  else if (p == 4) bfly4(out, fstride, tw, m);
+  else bfly_generic(out, fstride, tw, m, p, n);
+}
+
+static int factorise(int n, int *fac) {
+  int p = 4, k = 0;
+  do {
+    while (n % p) {
+      p = (p == 4) ? 2 : (p == 2 ? 3 : p + 2);
+      if (p * p > n) p = n;
+    }
+    if (p > SMX_MAX_RADIX) return -1;
+    n /= p;
+    fac[k++] = p;
+    fac[k++] = n;
+  } while (n > 1);
+  return 0;
+}
+
+/* c->s.f.y[0..nfft) = the real part of irfft(rfft(x zero-padded to nfft) * gain), x = c->s.f.x[0..n):
+ * numpy's rfft/irfft pair, as one complex FFT each way (the gain is real and even) */
+void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain) {
+  int fac[64], k;
+  smx_cpx *a = c->s.fft.a, *b = c->s.fft.b;
+  smx_real inv = (smx_real)1 / (smx_real)nfft, *y = c->s.f.y;
+  const smx_real *x = c->s.f.x;
+  if (nfft > SMX_FFT_MAX || n > nfft || factorise(nfft, fac) < 0) { c->error = SMX_ERR_OVERFLOW; return; }
+  plan(c, nfft);
+  for (k = 0; k < nfft; k++) { a[k].r = k < n ? x[k] : 0; a[k].i = 0; }  /* x overlays b: read before b is written */
+  work(b, a, 1, fac, c->tw, nfft);
+  for (k = 0; k < nfft; k++) {
+    smx_real g = gain[k <= nfft - k ? k : nfft - k];
+    b[k].r *= g;
+    b[k].i = -(b[k].i * g);   /* conjugate: ifft(X) = conj(fft(conj(X))) / n */
+  }
+  work(a, b, 1, fac, c->tw, nfft);
+  /* y overlays a: y[k] is written after a[k'] for every k' <= k was read (float 2k' >= k) */
+  for (k = 0; k < nfft; k++) y[k] = a[k].r * inv;
+}
