@@ -13,6 +13,13 @@
 #error "the model has fewer outputs than the card has labels"
 #endif
 
+#ifdef SMX_TRACE_MARKS  /* instruction-count markers of the QEMU measurement build (qemu/marks.c) */
+void smx_mark_score_begin(void), smx_mark_score_end(void), smx_mark_model_begin(void), smx_mark_model_end(void);
+#define MARK(f) f()
+#else
+#define MARK(f) ((void)0)
+#endif
+
 #define F_LEAD_OFF 1u
 #define F_GAP 2u
 #define F_SAT 4u
@@ -239,7 +246,7 @@ static int score(smx_chain *c, int32_t w0, double *p) {
     xp[pad + i] = c->ring[ring_i(w0 + i)] - mean - slope * t;
   }
   for (i = 0; i < pad; i++) { xp[i] = xp[2 * pad - i]; xp[pad + n + i] = xp[pad + n - 2 - i]; }  /* reflect */
-  smx_fft_filter(c, SMX_BP_M, SMX_BP_M, smx_bp_gain);
+  smx_fft_filter(c, SMX_BP_M, SMX_BP_M, smx_bp_gain, SMX_BP_M / 2 + 1);
   if (c->error != SMX_OK) return -1;
   y = c->s.f.y + pad;
   sum = 0;
@@ -253,7 +260,10 @@ static int score(smx_chain *c, int32_t w0, double *p) {
     float q = rint_f((float)((y[i] - mean) / inv_sd) / SMX_IN_SCALE + (float)SMX_IN_ZP);
     c->qwin[i] = (int8_t)(q < -128.0f ? -128 : (q > 127.0f ? 127 : (int)q));
   }
-  if (smx_model_invoke(c->qwin, c->qout) != 0) { c->error = SMX_ERR_MODEL; return -1; }
+  MARK(smx_mark_model_begin);
+  i = smx_model_invoke(c->qwin, c->qout);
+  MARK(smx_mark_model_end);
+  if (i != 0) { c->error = SMX_ERR_MODEL; return -1; }
   for (i = 0; i < SMX_N_LABELS; i++) {  /* ModelCard.probabilities of the dequantised logits */
     double z = (double)(((float)c->qout[i] - (float)SMX_OUT_ZP) * SMX_OUT_SCALE);
     int at = smx_iso_at[i][0], m = smx_iso_at[i][1];
@@ -368,12 +378,15 @@ static void beat(smx_chain *c, int32_t r) {
     if (filled > SMX_MAX_GAP) reasons |= SMX_Q_GAP;
   }
   if (reasons) { decider_reset(c); return; }
-  if (score(c, w0, p) != 0) return;
+  MARK(smx_mark_score_begin);
+  if (score(c, w0, p) != 0) { MARK(smx_mark_score_end); return; }
+  i = decide(c, p, t, &ev);
+  MARK(smx_mark_score_end);
   ev.type = SMX_EV_WINDOW;
   ev.window = c->qwin;
   ev.logits_q = c->qout;
   emit(c, &ev);
-  if (!decide(c, p, t, &ev)) return;
+  if (!i) return;
   ev.type = SMX_EV_DECISION;
   ev.window = 0;
   ev.logits_q = 0;
@@ -384,13 +397,13 @@ static void beat(smx_chain *c, int32_t r) {
 /* ------------------------------------------------------------------ Pipeline._chunk */
 
 static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int count_time, int32_t limit) {
-  smx_real x[SMX_MAX_CHUNK], y[SMX_MAX_CHUNK + 2];
-  uint8_t fl[SMX_MAX_CHUNK], yfl[SMX_MAX_CHUNK + 2];
+  smx_real x[SMX_MAX_CHUNK], y[SMX_MAX_OUT];
+  uint8_t fl[SMX_MAX_CHUNK], yfl[SMX_MAX_OUT];
   int32_t beats[8], restart_at = -1, start;
   uint32_t reasons;
   int i, ny, nb;
   if (c->error != SMX_OK) return c->error;
-  if (n < 0 || n > SMX_MAX_CHUNK || (int64_t)n * SMX_RS_UP / SMX_RS_DOWN + 1 > SMX_MAX_CHUNK) {
+  if (n < 0 || n > SMX_MAX_CHUNK) {
     return SMX_ERR_CHUNK;
   }
   if (count_time) c->flushed = 0;
@@ -422,7 +435,7 @@ static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int cou
     }
   }
   if (restart_at >= 0) {  /* after a bad stretch the detector starts afresh from the good block */
-    smx_real feed[SMX_MAX_CHUNK + SMX_Q_BLOCK + 2];
+    smx_real feed[SMX_MAX_OUT + SMX_Q_BLOCK];
     int nf;
     smx_det_reset(&c->det);
     c->det_offset = restart_at > c->buf_start ? restart_at : c->buf_start;

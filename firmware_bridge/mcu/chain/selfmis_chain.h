@@ -84,7 +84,7 @@ typedef struct {
   smx_real buf[SMX_DET_CAP];
   int32_t len, buf_start, n, done, due, last;
   int32_t fft_n;               /* length the gains below were computed for */
-  smx_real gain[SMX_FFT_MAX / 2 + 1];
+  smx_real gain[SMX_DET_GAIN_LEN];  /* the band's gains up to 20 Hz (zero above) */
 } smx_detector;
 
 /* ---- the whole chain ---- */
@@ -132,7 +132,7 @@ typedef struct {
     struct { smx_real y[2 * SMX_FFT_MAX], x[2 * SMX_FFT_MAX]; } f;
   } s;
   int16_t pk[SMX_DET_CAP / 2 + 2], keep[SMX_DET_CAP / 2 + 2], qrs[SMX_DET_CAP / 2 + 2];
-  smx_cpx tw[SMX_FFT_MAX];
+  smx_cpx tw[SMX_FFT_MAX / 2 + 1];  /* exp(-2 pi i k / tw_n), k <= tw_n / 2 (the rest by symmetry) */
   int32_t tw_n;
   int8_t qwin[SMX_W];
   int8_t qout[SMX_N_LABELS + 8];
@@ -162,8 +162,8 @@ void smx_det_reset(smx_detector *d);
  * or -1 on overflow */
 int smx_det_push(smx_chain *c, smx_detector *d, const smx_real *x, int n, int32_t *out, int max_out);
 /* c->s.f.y[0..nfft) = real(irfft(rfft(x zero-padded to nfft) * gain)) for x = c->s.f.x[0..n)
- * (gain: nfft/2+1 values); numpy's rfft/irfft pair */
-void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain);
+ * (gain: n_gain values, zero beyond); numpy's rfft/irfft pair */
+void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain, int n_gain);
 int smx_fast_len(int n);
 double smx_cos_pi(double u);    /* cos(pi * u), no libm: identical on every IEEE-754 target */
 double smx_exp(double x);

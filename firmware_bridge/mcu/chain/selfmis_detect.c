@@ -25,7 +25,7 @@ static void band_gain(smx_detector *d, int n) {
   float val;
   if (d->fft_n == n) return;
   val = (float)(1.0 / ((double)n * (1.0 / SMX_FS)));  /* rfftfreq: i / (n * d) */
-  for (i = 0; i <= n / 2; i++) {
+  for (i = 0; i <= n / 2 && i < SMX_DET_GAIN_LEN; i++) {
     float f = (float)i * val, lo, hi;
     lo = f / (float)(2 * SMX_DET_LO_HZ);
     lo = lo < 0 ? 0 : (lo > 1 ? 1 : lo);
@@ -52,7 +52,7 @@ static const smx_real *band(smx_chain *c, smx_detector *d, int *ok) {
   n = smx_fast_len(m);
   if (n > SMX_FFT_MAX) { *ok = 0; return 0; }
   band_gain(d, n);
-  smx_fft_filter(c, m, n, d->gain);
+  smx_fft_filter(c, m, n, d->gain, SMX_DET_GAIN_LEN);
   *ok = c->error == SMX_OK;
   return c->s.f.y + pad;
 }

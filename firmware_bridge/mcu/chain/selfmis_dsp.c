@@ -120,31 +120,32 @@ static void plan(smx_chain *c, int n) {
     float s = cos_pi_f((float)(a < 0 ? -a : a) / (float)(2 * n));
     c->tw[k].r = cos_pi_f(u);
     c->tw[k].i = -s;
-    if (k > 0 && k < n) { c->tw[n - k].r = c->tw[k].r; c->tw[n - k].i = s; }
   }
   c->tw_n = n;
 }
 
-#define CMUL(o, a, b) do { smx_real ar_ = (a).r, ai_ = (a).i; \
-    (o).r = ar_ * (b).r - ai_ * (b).i; (o).i = ar_ * (b).i + ai_ * (b).r; } while (0)
+/* a * twiddle k (k < n): the table holds k <= n/2, the rest is the conjugate of n - k */
+#define CMUL_TW(o, a, k) do { smx_real ar_ = (a).r, ai_ = (a).i, wr_, wi_; int k_ = (k); \
+    if (2 * k_ <= n) { wr_ = tw[k_].r; wi_ = tw[k_].i; } else { wr_ = tw[n - k_].r; wi_ = -tw[n - k_].i; } \
+    (o).r = ar_ * wr_ - ai_ * wi_; (o).i = ar_ * wi_ + ai_ * wr_; } while (0)
 
-static void bfly2(smx_cpx *f, int fstride, const smx_cpx *tw, int m) {
+static void bfly2(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int n) {
   smx_cpx *f2 = f + m, t;
   int k;
   for (k = 0; k < m; k++) {
-    CMUL(t, f2[k], tw[k * fstride]);
+    CMUL_TW(t, f2[k], k * fstride);
     f2[k].r = f[k].r - t.r; f2[k].i = f[k].i - t.i;
     f[k].r += t.r; f[k].i += t.i;
   }
 }
 
-static void bfly4(smx_cpx *f, int fstride, const smx_cpx *tw, int m) {
+static void bfly4(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int n) {
   smx_cpx s0, s1, s2, s3, s4, s5;
   int k;
   for (k = 0; k < m; k++) {
-    CMUL(s0, f[k + m], tw[k * fstride]);
-    CMUL(s1, f[k + 2 * m], tw[2 * k * fstride]);
-    CMUL(s2, f[k + 3 * m], tw[3 * k * fstride]);
+    CMUL_TW(s0, f[k + m], k * fstride);
+    CMUL_TW(s1, f[k + 2 * m], 2 * k * fstride);
+    CMUL_TW(s2, f[k + 3 * m], 3 * k * fstride);
     s5.r = f[k].r - s1.r; s5.i = f[k].i - s1.i;
     f[k].r += s1.r; f[k].i += s1.i;
     s3.r = s0.r + s2.r; s3.i = s0.i + s2.i;
@@ -167,7 +168,7 @@ static void bfly_generic(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int 
       for (q = 1; q < p; q++) {
         twidx += fstride * k;
         if (twidx >= n) twidx -= n;
-        CMUL(t, scratch[q], tw[twidx]);
+        CMUL_TW(t, scratch[q], twidx);
         f[k].r += t.r; f[k].i += t.i;
       }
     }
@@ -182,8 +183,8 @@ static void work(smx_cpx *out, const smx_cpx *in, int fstride, const int *fac, c
   } else {
     for (q = 0; q < p; q++) work(out + q * m, in + q * fstride, fstride * p, fac + 2, tw, n);
   }
-  if (p == 2) bfly2(out, fstride, tw, m);
-  else if (p == 4) bfly4(out, fstride, tw, m);
+  if (p == 2) bfly2(out, fstride, tw, m, n);
+  else if (p == 4) bfly4(out, fstride, tw, m, n);
   else bfly_generic(out, fstride, tw, m, p, n);
 }
 
@@ -204,7 +205,7 @@ static int factorise(int n, int *fac) {
 
 /* c->s.f.y[0..nfft) = the real part of irfft(rfft(x zero-padded to nfft) * gain), x = c->s.f.x[0..n):
  * numpy's rfft/irfft pair, as one complex FFT each way (the gain is real and even) */
-void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain) {
+void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain, int n_gain) {
   int fac[64], k;
   smx_cpx *a = c->s.fft.a, *b = c->s.fft.b;
   smx_real inv = (smx_real)1 / (smx_real)nfft, *y = c->s.f.y;
@@ -214,7 +215,8 @@ void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain) {
   for (k = 0; k < nfft; k++) { a[k].r = k < n ? x[k] : 0; a[k].i = 0; }  /* x overlays b: read before b is written */
   work(b, a, 1, fac, c->tw, nfft);
   for (k = 0; k < nfft; k++) {
-    smx_real g = gain[k <= nfft - k ? k : nfft - k];
+    int kk = k <= nfft - k ? k : nfft - k;
+    smx_real g = kk < n_gain ? gain[kk] : 0;
     b[k].r *= g;
     b[k].i = -(b[k].i * g);   /* conjugate: ifft(X) = conj(fft(conj(X))) / n */
   }

@@ -50,16 +50,12 @@ static void on_event(void *user, const smx_event *ev) {
   }
 }
 
-int main(int argc, char **argv) {
-  const char *path = "input.f32";
+static int run(const char *path) {
   FILE *f;
   float buf[256];
   size_t got, i;
   long n = 0;
-  int err, a;
-  for (a = 1; a < argc; a++) {
-    if (!strcmp(argv[a], "-w")) show_windows = 1; else path = argv[a];
-  }
+  int err;
   f = fopen(path, "rb");
   if (!f) { printf("E 0 cannot open %s\n", path); return 1; }
   err = smx_chain_init(&chain, SMX_FS_IN, on_event, 0);
@@ -76,3 +72,27 @@ int main(int argc, char **argv) {
   printf("S %ld %ld %ld\n", n, (long)chain.n_beats_total, (long)chain.n_decisions);
   return 0;
 }
+
+#ifdef SMX_TARGET
+/* Cortex-M4F under QEMU: semihosting opens input.f32 in QEMU's working directory */
+extern void initialise_monitor_handles(void);
+uint32_t smx_stack_high_water(void);
+int main(void) {
+  int rc;
+  initialise_monitor_handles();
+  show_windows = 1;
+  rc = run("input.f32");
+  printf("M stack %lu chain %lu\n", (unsigned long)smx_stack_high_water(), (unsigned long)sizeof chain);
+  fflush(stdout);
+  return rc;
+}
+#else
+int main(int argc, char **argv) {
+  const char *path = "input.f32";
+  int a;
+  for (a = 1; a < argc; a++) {
+    if (!strcmp(argv[a], "-w")) show_windows = 1; else path = argv[a];
+  }
+  return run(path);
+}
+#endif
