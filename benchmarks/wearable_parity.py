@@ -237,5 +237,14 @@ def compare(name: str, py: dict, c: dict, labels: list) -> RecordParity:
     return rp
 
 
-def default_work_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="selfmis-wearable-"))
+def model_dir_for(bundle, work) -> Path:
+    """Folder with the bundle's model as C (smx_model.h/.c), written into ``work``.
+
+    Until `selfmis deploy export-c --engine plain` exists this is the test-only stub
+    (firmware_bridge/mcu/stub_model), which :func:`reference_model` mirrors in numpy."""
+    return MCU_DIR / "stub_model"
+
+
+def reference_model(bundle):
+    """What the gateway scores windows with, for the bundle whose C model :func:`model_dir_for` gives."""
+    return StubModel(bundle.card)

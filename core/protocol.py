@@ -48,14 +48,14 @@ from .limits import LimitError, check_gain, check_rate
 
 __all__ = [
     "SYNC", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS",
-    "FRAME_HELLO", "FRAME_DATA",
+    "FRAME_HELLO", "FRAME_DATA", "FRAME_DECISION", "DECISION_STATES", "DECISION_FIXED_LEN",
     "FMT_INT16_LE", "FMT_INT24_LE", "FMT_INT32_LE", "SAMPLE_FORMATS",
     "FLAG_LEAD_OFF",
     "HEADER_LEN", "CRC_LEN", "FRAME_OVERHEAD", "MAX_PAYLOAD_LEN",
     "DATA_FIXED_LEN", "HELLO_FIXED_LEN",
     "crc16_ccitt_false", "sample_width", "sample_range",
-    "Hello", "DataFrame", "DecodeError", "UnknownFrame",
-    "encode_hello", "encode_frame", "encode_raw_frame",
+    "Hello", "DataFrame", "DecisionFrame", "DecodeError", "UnknownFrame",
+    "encode_hello", "encode_frame", "encode_decision", "encode_raw_frame",
     "decode_payload", "StreamDecoder",
 ]
 
@@ -71,6 +71,10 @@ SUPPORTED_VERSIONS = frozenset({1})
 
 FRAME_HELLO = 0x01
 FRAME_DATA = 0x02
+#: a decision made on the device (firmware_bridge/mcu/chain): a few bytes per beat instead of the samples
+FRAME_DECISION = 0x03
+#: alarm state codes of a DECISION frame, as edge_runtime/decision.py names them
+DECISION_STATES = ("off", "onset", "ongoing", "cleared")
 
 FMT_INT16_LE = 0x01
 FMT_INT24_LE = 0x02
@@ -95,6 +99,13 @@ DATA_FIXED_LEN = _DATA_FIXED.size       # 10
 # each as (u8 length, UTF-8 bytes): lead, firmware_version, device_id
 _HELLO_FIXED = struct.Struct("<Bff")
 HELLO_FIXED_LEN = _HELLO_FIXED.size + 3  # 9 fixed + 3 empty strings = 12
+
+# DECISION payload: seq u16, t_ms u32, bundle_id u32, state u8, n_beats u8, active u16,
+# hr_decibpm u16 (0xFFFF: unknown), n_labels u8, then n_labels x u16 probabilities (p x 65535),
+# then the operating point's name (u8 length + UTF-8)
+_DECISION_FIXED = struct.Struct("<HIIBBHHB")
+DECISION_FIXED_LEN = _DECISION_FIXED.size + 1  # 17 fixed + an empty name = 18
+
 
 def crc16_ccitt_false(data: bytes, crc: int = 0xFFFF) -> int:
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0).
@@ -178,6 +189,29 @@ class DataFrame:
 
 
 @dataclass
+class DecisionFrame:
+    """One decision of the on-device chain (the gateway's ``decision`` event, in 45-60 bytes).
+
+    ``t_s`` is the beat's time in seconds of signal since the device started (ms on the
+    wire); ``bundle_id`` the first 4 bytes of the bundle's sha256 (big-endian), so the
+    gateway can tell whether the labels are its card's; ``active`` has bit j set when label
+    j's alarm is on; ``probabilities`` are the rolling median of the calibrated per-beat
+    probabilities in card order (1/65535 resolution on the wire); ``state`` the primary
+    label's alarm state (:data:`DECISION_STATES`).
+    """
+
+    seq: int
+    t_s: float
+    probabilities: list
+    state: str = "off"
+    active: int = 0
+    n_beats: int = 0
+    hr: Optional[float] = None
+    bundle_id: int = 0
+    operating_point: str = ""
+
+
+@dataclass
 class DecodeError:
     """Something in the stream could not be decoded.
 
@@ -209,7 +243,7 @@ class UnknownFrame:
     payload: bytes
 
 
-Message = Union[Hello, DataFrame, DecodeError, UnknownFrame]
+Message = Union[Hello, DataFrame, DecisionFrame, DecodeError, UnknownFrame]
 
 
 # --------------------------------------------------------------------------
@@ -275,6 +309,35 @@ def encode_frame(f: DataFrame) -> bytes:
     return encode_raw_frame(FRAME_DATA, payload)
 
 
+def encode_decision(d: DecisionFrame) -> bytes:
+    """Encode a DECISION frame (what firmware_bridge/c/selfmis_decision.c writes)."""
+    p = np.asarray(d.probabilities, dtype=np.float64)
+    if not 1 <= len(p) <= 16 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError("a DECISION carries 1..16 probabilities within [0, 1]")
+    if d.state not in DECISION_STATES:
+        raise ValueError(f"state must be one of {DECISION_STATES}, got {d.state!r}")
+    hr = 0xFFFF if d.hr is None else int(min(0xFFFE, max(0, round(d.hr * 10))))
+    payload = (_DECISION_FIXED.pack(d.seq & 0xFFFF, int(round(d.t_s * 1000)) & 0xFFFFFFFF,
+                                    d.bundle_id & 0xFFFFFFFF, DECISION_STATES.index(d.state),
+                                    min(255, d.n_beats), d.active & 0xFFFF, hr, len(p))
+               + np.round(p * 65535).astype("<u2").tobytes() + _pack_str(d.operating_point, "operating_point"))
+    return encode_raw_frame(FRAME_DECISION, payload)
+
+
+def _decode_decision(payload: bytes) -> DecisionFrame:
+    seq, t_ms, bid, state, n_beats, active, hr, n = _DECISION_FIXED.unpack_from(payload)
+    if state >= len(DECISION_STATES) or not 1 <= n <= 16:
+        raise ValueError(f"DECISION state {state} / {n} labels out of range")
+    end = _DECISION_FIXED.size + 2 * n
+    if len(payload) < end + 1:
+        raise ValueError(f"DECISION declares {n} labels but the payload has {len(payload)} bytes")
+    p = np.frombuffer(payload[_DECISION_FIXED.size:end], "<u2") / 65535.0
+    op, _ = _read_str(payload, end, "operating_point")
+    return DecisionFrame(seq=seq, t_s=t_ms / 1000.0, probabilities=p.tolist(), state=DECISION_STATES[state],
+                         active=active, n_beats=n_beats, hr=None if hr == 0xFFFF else hr / 10.0,
+                         bundle_id=bid, operating_point=op)
+
+
 # --------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------
@@ -294,18 +357,18 @@ def _unpack_samples(raw: bytes, n: int, width: int) -> np.ndarray:
 
 def _read_str(payload: bytes, pos: int, what: str):
     if pos >= len(payload):
-        raise ValueError(f"HELLO payload ends before {what}")
+        raise ValueError(f"payload ends before {what}")
     n = payload[pos]
     end = pos + 1 + n
     if end > len(payload):
-        raise ValueError(f"HELLO {what} length {n} runs past the payload end")
+        raise ValueError(f"{what} length {n} runs past the payload end")
     try:
         return payload[pos + 1:end].decode("utf-8"), end
     except UnicodeDecodeError as e:
         raise ValueError(f"HELLO {what} is not valid UTF-8 ({e.reason})") from None
 
 
-def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello, DataFrame]:
+def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello, DataFrame, DecisionFrame]:
     """Parse the payload of a CRC-valid frame of a known type and version.
 
     Raises ValueError with a human-readable reason if it is malformed.
@@ -336,10 +399,14 @@ def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello
         dev, pos = _read_str(payload, pos, "device_id")
         return Hello(protocol_version=version, fs_hz=fs, lead=lead, uv_per_lsb=uv,
                      sample_format=fmt, firmware_version=fw, device_id=dev)
+    if frame_type == FRAME_DECISION:
+        if len(payload) < DECISION_FIXED_LEN:
+            raise ValueError(f"DECISION payload of {len(payload)} bytes is shorter than {DECISION_FIXED_LEN}")
+        return _decode_decision(payload)
     raise ValueError(f"unknown frame type 0x{frame_type:02X}")
 
 
-_MIN_PAYLOAD = {FRAME_DATA: DATA_FIXED_LEN, FRAME_HELLO: HELLO_FIXED_LEN}
+_MIN_PAYLOAD = {FRAME_DATA: DATA_FIXED_LEN, FRAME_HELLO: HELLO_FIXED_LEN, FRAME_DECISION: DECISION_FIXED_LEN}
 
 
 class StreamDecoder:

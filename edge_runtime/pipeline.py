@@ -58,6 +58,22 @@ F_LEAD_OFF, F_GAP, F_SAT = 1, 2, 4
 _MAX_FILL_S = MAX_GAP_FILL_S  # longer gaps restart the stream instead of being filled (selfmis.limits)
 
 
+def device_decision_event(f, labels: list, card_id) -> dict:
+    """A DECISION frame (decided on the wearable) as the gateway's own ``decision`` event,
+    marked ``on_device``; labels are the card's when the device runs the same bundle."""
+    names = labels if card_id == f.bundle_id and len(labels) == len(f.probabilities) else \
+        [f"label{j}" for j in range(len(f.probabilities))]
+    ev = {"type": "decision", "t": round(f.t_s, 3),
+          "probabilities": dict(zip(names, [round(p, 6) for p in f.probabilities])),
+          "labels": [n for j, n in enumerate(names) if f.active >> j & 1], "n_beats": f.n_beats,
+          "state": f.state, "operating_point": f.operating_point or None, "hr": f.hr,
+          "quality": "ok", "latency_ms": None, "on_device": True, "seq": f.seq}
+    if names is not labels:
+        ev["warning"] = (f"the device's bundle (id {f.bundle_id:08x}) is not this gateway's model card; "
+                         "labels by position")
+    return ev
+
+
 def _median(values) -> float:
     v = sorted(values)  # a handful of RR intervals: plain Python beats np.median's overhead
     m = len(v)
@@ -85,6 +101,7 @@ class Pipeline:
         self.O = self.spec.beat_offset_samples
         self.post = self.W - self.O
         self.labels = list(card.labels) if card is not None else []
+        self._card_id = int(card.sha256[:8], 16) if card is not None and card.sha256 else None
         # operating point, persistence, hysteresis: RollingDecision.from_card's options
         dk = {"n_beats": n_beats, "min_beats": min_beats, **(decision_kwargs or {})}
         self.decider = (RollingDecision.from_card(card, **dk) if card is not None
@@ -168,6 +185,8 @@ class Pipeline:
                     "rate_ok": "ok", "rate_locked": "ok"}
 
     def _link(self, ev: LinkEvent) -> list:
+        if ev.kind == "device_decision":
+            return [device_decision_event(ev.detail["frame"], self.labels, self._card_id)]
         self.link_counts[ev.kind] = self.link_counts.get(ev.kind, 0) + 1
         if ev.discontinuity:
             self._pending_reset = True

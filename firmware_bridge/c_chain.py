@@ -224,7 +224,8 @@ def _header(p: dict) -> str:
              "#ifndef SMX_CHAIN_PARAMS_H", "#define SMX_CHAIN_PARAMS_H", "#include <stdint.h>", ""]
     lines += [f"#define {k} {v}" for k, v in d.items()]
     lines += [f'#define SMX_OPERATING_POINT "{p["op_name"]}"', f'#define SMX_BUNDLE_NAME "{p["bundle"]}"',
-              f'#define SMX_BUNDLE_SHA256 "{p["sha"]}"', "",
+              f'#define SMX_BUNDLE_SHA256 "{p["sha"]}"',
+              f'#define SMX_BUNDLE_ID 0x{(p["sha"] or "0" * 8)[:8]}u  /* the DECISION frame\'s bundle_id */', "",
               "extern const float smx_rs_taps[];", "extern const float smx_bp_gain[];",
               "extern const double smx_thr_on[], smx_thr_off[], smx_cal_a[], smx_cal_b[];",
               "extern const double smx_iso_x[], smx_iso_y[];", "extern const uint16_t smx_iso_at[][2];",

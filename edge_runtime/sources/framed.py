@@ -63,6 +63,10 @@ class FramedStream:
         for msg in self.decoder.feed(data):
             if isinstance(msg, self.p.DataFrame):
                 out.extend(self._data(msg, t_arrival, t_mono))
+            elif isinstance(msg, self.p.DecisionFrame):
+                # decided on the wearable (firmware_bridge/mcu/chain): relayed as a decision
+                self.stats["device_decisions"] = self.stats.get("device_decisions", 0) + 1
+                out.append(LinkEvent("device_decision", {"frame": msg}, t_arrival))
             elif isinstance(msg, self.p.Hello):
                 if msg != self.hello:  # firmware repeats its HELLO every few seconds
                     out.append(self._hello(msg, t_arrival))

@@ -152,7 +152,7 @@ static double mad(double *v, int m) {  /* sorts v */
 
 /* quality.py assess_block (via QualityGate.assess: a stretch under half a block is not judged) */
 static uint32_t assess(const smx_real *x, const uint8_t *fl, int n) {
-  double xs[SMX_Q_BLOCK], d2[SMX_Q_BLOCK], amp, m1, m2, noise;
+  double xs[SMX_Q_BLOCK], *d2 = xs, amp, m1, m2, noise;  /* d2 reuses xs once amp is known */
   int i, k, sat = 0, h;
   uint32_t r = 0;
   if (n < SMX_Q_BLOCK / 2) return 0;

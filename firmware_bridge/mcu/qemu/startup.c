@@ -26,6 +26,20 @@ static int semihost(int op, void *arg) {
   return r0;
 }
 
+/* semihosting file input and text output without newlib (the device image links no stdio) */
+int smx_sh_open(const char *path) {
+  uint32_t n = 0, args[3];
+  while (path[n]) n++;
+  args[0] = (uint32_t)path; args[1] = 1; /* "rb" */ args[2] = n;
+  return semihost(0x01 /* SYS_OPEN */, args);
+}
+int smx_sh_read(int fd, void *buf, uint32_t len) {  /* bytes read */
+  uint32_t args[3];
+  args[0] = (uint32_t)fd; args[1] = (uint32_t)buf; args[2] = len;
+  return (int)len - semihost(0x06 /* SYS_READ: returns bytes NOT read */, args);
+}
+void smx_sh_write0(const char *s) { semihost(0x04 /* SYS_WRITE0 */, (void *)s); }
+
 /* bytes of the stack region ever used (painted words overwritten, from the top) */
 uint32_t smx_stack_high_water(void) {
   uint32_t *p = &_stack_bottom;
@@ -39,7 +53,7 @@ void smx_exit(int status) {
   for (;;) {}
 }
 
-__attribute__((noreturn)) void smx_reset(void) {
+void smx_reset(void) {
   uint32_t *src = &_sidata, *dst = &_sdata, *sp;
   while (dst < &_edata) *dst++ = *src++;
   for (dst = &_sbss; dst < &_ebss; dst++) *dst = 0;

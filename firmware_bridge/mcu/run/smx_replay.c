@@ -11,12 +11,14 @@
  *   E <error> <text>      (and exit status 1) | S <samples> <beats> <decisions>
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "selfmis_chain.h"
 
 void smx_mark(int what);  /* instruction-count markers (qemu/); a no-op on the host */
 
 static int show_windows;
+static double fs_in = SMX_FS_IN;  /* host: -r RATE starts the chain at another rate (it must refuse) */
 static smx_chain chain;
 
 static void hexd(double v) {
@@ -58,7 +60,9 @@ static int run(const char *path) {
   int err;
   f = fopen(path, "rb");
   if (!f) { printf("E 0 cannot open %s\n", path); return 1; }
-  err = smx_chain_init(&chain, SMX_FS_IN, on_event, 0);
+  err = smx_chain_init(&chain, fs_in, on_event, 0);
+  if (err == SMX_ERR_RATE) printf("E %d %s: input at %g Hz, generated for %g Hz\n", err, smx_chain_error_text(err), fs_in, SMX_FS_IN);
+  if (err) { fclose(f); return 1; }
   while (!err && (got = fread(buf, sizeof(float), 256, f)) > 0) {
     for (i = 0; i < got && !err; i++, n++) {
       smx_mark(1);
@@ -91,7 +95,9 @@ int main(int argc, char **argv) {
   const char *path = "input.f32";
   int a;
   for (a = 1; a < argc; a++) {
-    if (!strcmp(argv[a], "-w")) show_windows = 1; else path = argv[a];
+    if (!strcmp(argv[a], "-w")) show_windows = 1;
+    else if (!strcmp(argv[a], "-r") && a + 1 < argc) fs_in = atof(argv[++a]);
+    else path = argv[a];
   }
   return run(path);
 }

@@ -1,0 +1,187 @@
+"""The wearable decides on its own: the C chain against the gateway, on the host and on a
+Cortex-M4F under QEMU; the DECISION frame from C to `edge-run`.
+
+CI subset (the full >= 100-record parity is `python -m selfmis.benchmarks.wearable`): the
+bundled PTB-XL records -- 00271 at 500 Hz, the same record decimated to 250 Hz, the nine
+100 Hz records -- each tiled 3x (30 s, so alarms have time to go on), pushed one sample at a
+time through both chains, compared beat by beat, window by window and decision by decision
+with no tolerance; one record under QEMU compared byte for byte with the host build.
+Missing compilers or QEMU fail these tests (CI installs them), they never skip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selfmis import protocol
+from selfmis.benchmarks import wearable_parity as wp
+from selfmis.bundle import load_bundle
+from selfmis.edge_runtime.models import resolve_bundle
+from selfmis.firmware_bridge import c_chain
+from selfmis.firmware_bridge.c_chain import ChainConfig, ChainError
+
+REPO = Path(__file__).resolve().parents[1]
+REC500 = REPO / "core" / "sample_data" / "ptbxl" / "records500" / "00000" / "00271_hr"
+REC100 = sorted((REPO / "core" / "sample_data" / "ptbxl" / "records100").glob("*/*.hea"))
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: .ci/run installs it (apt-get install gcc-arm-none-eabi " \
+                 "libnewlib-arm-none-eabi qemu-system-arm)"
+    return path
+
+
+@pytest.fixture(scope="module")
+def micro():
+    return load_bundle(resolve_bundle("micro"))
+
+
+def _parity(bundle, x, fs, tmp, name):
+    cfg = ChainConfig(fs, persist_s=5.0)  # 5-s persistence: onsets and clears within 30 s
+    exe = wp.build_host(bundle, cfg, tmp / f"h{int(fs)}", model_dir=wp.model_dir_for(bundle, tmp))
+    c, _ = wp.run_c(exe, x)
+    py = wp.python_reference(x, fs, wp.reference_model(bundle), cfg)
+    return wp.compare(name, py, c, list(bundle.card.labels))
+
+
+@pytest.mark.parametrize("rate", [500, 250])
+def test_host_chain_equals_gateway_on_the_bundled_500hz_record(micro, tmp_path, rate):
+    _tool("gcc")
+    x, fs = wp.read_lead_i(REC500)
+    if rate == 250:
+        x, fs = x[::2].copy(), 250.0  # decimated: a real 250 Hz input through the 2/5 polyphase path
+    rp = _parity(micro, np.tile(x, 3), fs, tmp_path, f"00271 at {rate} Hz")
+    assert rp.beats_py >= 25 and rp.windows >= 20 and rp.decisions_py >= 15, rp
+    assert rp.identical, rp
+
+
+def test_host_chain_equals_gateway_on_the_bundled_100hz_records(micro, tmp_path):
+    _tool("gcc")
+    cfg = ChainConfig(100.0, persist_s=5.0)
+    exe = wp.build_host(micro, cfg, tmp_path / "h100", model_dir=wp.model_dir_for(micro, tmp_path))
+    model = wp.reference_model(micro)
+    states, diffs = {}, []
+    for hea in REC100:
+        x, fs = wp.read_lead_i(hea.with_suffix(""))
+        x = np.tile(x, 3)
+        c, _ = wp.run_c(exe, x)
+        rp = wp.compare(hea.stem, wp.python_reference(x, fs, model, cfg), c, list(micro.card.labels))
+        diffs += [] if rp.identical else [rp]
+        for k, v in rp.states.items():
+            states[k] = states.get(k, 0) + v
+    assert not diffs, diffs
+    assert states.get("onset") and states.get("ongoing") and states.get("off"), states
+
+
+def test_generation_and_start_refuse_what_would_decide_wrongly(micro, tmp_path):
+    with pytest.raises(ChainError, match="polyphase taps"):
+        c_chain.generate(micro, ChainConfig(100.0 * np.pi), tmp_path / "pi")
+    with pytest.raises(ChainError, match="not a rational ratio"):
+        c_chain.generate(micro, ChainConfig(333.3), tmp_path / "odd")
+    with pytest.raises(ChainError, match="outside"):
+        c_chain.generate(micro, ChainConfig(0.5), tmp_path / "slow")
+    assert c_chain.main(["--bundle", "micro", "--fs", "333.3", "--out", str(tmp_path / "x")]) == 2
+    # a chain generated for 500 Hz, started at 250 Hz: refused at start, naming both rates
+    _tool("gcc")
+    exe = wp.build_host(micro, ChainConfig(500.0), tmp_path / "h500", model_dir=wp.model_dir_for(micro, tmp_path))
+    inp = tmp_path / "x.f32"
+    np.zeros(100, "<f4").tofile(inp)
+    r = subprocess.run([str(exe), "-r", "250", str(inp)], capture_output=True, text=True)
+    assert r.returncode == 1 and "E 1 sample rate differs" in r.stdout and "250 Hz" in r.stdout, r.stdout
+    assert "500 Hz" in r.stdout
+
+
+def test_cortex_m4f_under_qemu_prints_what_the_host_prints(micro, tmp_path):
+    for t in ("gcc", "arm-none-eabi-gcc", "qemu-system-arm"):
+        _tool(t)
+    from selfmis.benchmarks import wearable
+    x, fs = wp.read_lead_i(REC500)
+    cfg = ChainConfig(fs, persist_s=5.0)
+    mdir = wp.model_dir_for(micro, tmp_path)
+    exe = wp.build_host(micro, cfg, tmp_path / "host", model_dir=mdir)
+    _, host_text = wp.run_c(exe, x)
+    elf = wearable.build_target(micro, cfg, tmp_path / "m4f", model_dir=mdir)
+    out = wearable.run_qemu(elf, x, tmp_path / "q")
+    lines = [l for l in out.splitlines() if not l.startswith("M ")]
+    assert "\n".join(lines) + "\n" == host_text
+    mem = [l for l in out.splitlines() if l.startswith("M ")]
+    assert mem and int(mem[0].split()[2]) > 0  # the painted stack's high-water mark
+
+
+def _c_decision_bytes(tmp_path) -> bytes:
+    src = tmp_path / "enc.c"
+    src.write_text(r'''
+#include <stdio.h>
+#include "selfmis_decision.h"
+int main(void) {
+  double p[11] = {0.5, 0.25, 0.0, 1.0, 0.123456, 0.9, 0.01, 0.02, 0.03, 0.04, 0.6};
+  sm_decision_t d = {7, 12340, 0xDEADBEEFu, 1, 8, 0x0401, 72.5f, 11, p, "balanced"};
+  uint8_t out[128];
+  size_t n = sm_encode_decision(out, sizeof out, &d), i;
+  for (i = 0; i < n; i++) printf("%02x", out[i]);
+  return n == 0;
+}''')
+    c = REPO / "firmware_bridge" / "c"
+    exe = tmp_path / "enc"
+    subprocess.run([_tool("gcc"), "-std=c99", "-Wall", "-Werror", "-I", str(c), str(src), str(c / "selfmis_decision.c"),
+                    str(c / "selfmis_frame.c"), "-o", str(exe)], check=True)
+    return bytes.fromhex(subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout)
+
+
+def test_decision_frame_c_encoder_equals_python_and_decodes(tmp_path):
+    raw = _c_decision_bytes(tmp_path)
+    f = protocol.DecisionFrame(seq=7, t_s=12.34, probabilities=[0.5, 0.25, 0.0, 1.0, 0.123456, 0.9, 0.01, 0.02,
+                                                                 0.03, 0.04, 0.6],
+                               state="onset", active=0x0401, n_beats=8, hr=72.5, bundle_id=0xDEADBEEF,
+                               operating_point="balanced")
+    assert raw == protocol.encode_decision(f)
+    (msg,) = protocol.StreamDecoder().feed(b"\x00junk" + raw)[1:]
+    assert msg.state == "onset" and msg.active == 0x0401 and msg.hr == 72.5 and msg.operating_point == "balanced"
+    assert abs(msg.probabilities[4] - 0.123456) <= 0.5 / 65535
+    with pytest.raises(ValueError, match="state"):
+        protocol.encode_decision(protocol.DecisionFrame(seq=0, t_s=0, probabilities=[0.5], state="alarm"))
+
+
+def test_edge_run_relays_a_device_decision_from_a_pty(tmp_path, micro):
+    """A wearable that decides sends HELLO, then DECISION frames; `edge-run --port` relays each
+    as a decision event marked on_device, labelled with its card when the bundle ids match."""
+    master, slave = os.openpty()
+    hello = protocol.encode_hello(protocol.Hello(fs_hz=250.0, device_id="wearable", firmware_version="decide-1"))
+    bid = int(micro.card.sha256[:8], 16)
+    frames = [protocol.encode_decision(protocol.DecisionFrame(
+        seq=i, t_s=5.0 + i, probabilities=[0.7] + [0.1] * 10, state="onset" if i == 1 else "ongoing" if i else "off",
+        active=1 if i else 0, n_beats=3 + i, hr=70.0, bundle_id=bid, operating_point="balanced")) for i in range(3)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "selfmis.edge_runtime.cli", "--port", os.ttyname(slave),
+                          "--model", "micro", "--max-seconds", "6", "--retries", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        log = ""
+        deadline = time.time() + 60
+        while "source serial" not in log and time.time() < deadline:  # the port is open: bytes now count
+            r, _, _ = select.select([p.stderr], [], [], 1.0)
+            if r:
+                log += p.stderr.readline()
+        time.sleep(0.5)
+        os.write(master, hello + b"".join(frames))
+        out, err = p.communicate(timeout=60)
+        err = log + err
+    finally:
+        p.kill()
+        os.close(master)
+        os.close(slave)
+    ev = [json.loads(l) for l in out.splitlines() if l.strip()]
+    dec = [e for e in ev if e["type"] == "decision"]
+    assert len(dec) == 3, err[-2000:]
+    assert all(d["on_device"] for d in dec) and [d["state"] for d in dec] == ["off", "onset", "ongoing"]
+    assert dec[1]["labels"] == ["MI"] and abs(dec[1]["probabilities"]["MI"] - 0.7) < 1e-4
