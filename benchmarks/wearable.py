@@ -47,11 +47,11 @@ def _run(cmd, **kw):
     return r
 
 
-def build_target(bundle, cfg: ChainConfig, out_dir, model_dir=None, marks: bool = True) -> Path:
+def build_target(bundle, cfg: ChainConfig, out_dir, model_dir, marks: bool = True) -> Path:
     """The replay program for Cortex-M4F (semihosting I/O, painted stack) -> ELF path (+ .map)."""
     out = Path(out_dir)
     generate(bundle, cfg, out)
-    model_dir = Path(model_dir) if model_dir else MCU / "stub_model"
+    model_dir = Path(model_dir)
     srcs = sorted((MCU / "chain").glob("*.c")) + sorted(model_dir.glob("*.c")) + [
         MCU / "run" / "smx_replay.c", MCU / "qemu" / "startup.c", MCU / "qemu" / "marks.c",
         out / "smx_chain_params.c"]
@@ -63,11 +63,11 @@ def build_target(bundle, cfg: ChainConfig, out_dir, model_dir=None, marks: bool 
     return elf
 
 
-def build_minimal(bundle, cfg: ChainConfig, out_dir, model_dir=None) -> Path:
+def build_minimal(bundle, cfg: ChainConfig, out_dir, model_dir) -> Path:
     """The device image: library + model + the sketch's minimal main, no stdio (memory figures)."""
     out = Path(out_dir)
     generate(bundle, cfg, out)
-    model_dir = Path(model_dir) if model_dir else MCU / "stub_model"
+    model_dir = Path(model_dir)
     fw = MCU.parent / "firmware" / "ad8232_decide"
     c = MCU.parent / "c"
     srcs = sorted((MCU / "chain").glob("*.c")) + sorted(model_dir.glob("*.c")) + [

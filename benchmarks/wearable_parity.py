@@ -24,10 +24,13 @@ import numpy as np
 from selfmis.readers import open_lead
 from ..edge_runtime.pipeline import Pipeline
 from ..edge_runtime.stream import Chunk
+from ..edge_runtime.interpreter import TFLiteModel
 from ..firmware_bridge.c_chain import CHAIN_DIR, ChainConfig, generate
+from ..firmware_bridge.c_model import export_plain_c
+from ..quantize.micro import MicroModel
 
 __all__ = ["MCU_DIR", "read_lead_i", "build_host", "run_c", "parse_events", "python_reference",
-           "compare", "StubModel", "RecordParity"]
+           "compare", "RecordParity", "model_dir_for", "reference_model"]
 
 MCU_DIR = CHAIN_DIR.parent
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-ffp-contract=off", "-fno-math-errno"]
@@ -39,11 +42,10 @@ def read_lead_i(path) -> tuple:
     return np.concatenate(list(s.chunks)).astype(np.float32), float(s.fs)
 
 
-def build_host(bundle, cfg: ChainConfig, out_dir, model_dir=None, cc: str = "gcc") -> Path:
+def build_host(bundle, cfg: ChainConfig, out_dir, model_dir, cc: str = "gcc") -> Path:
     """Generate the parameters for ``bundle`` at ``cfg.fs_in`` and compile the replay program."""
     out = Path(out_dir)
     generate(bundle, cfg, out)
-    model_dir = Path(model_dir) if model_dir else MCU_DIR / "stub_model"
     srcs = sorted((MCU_DIR / "chain").glob("*.c")) + sorted(Path(model_dir).glob("*.c")) + [
         MCU_DIR / "run" / "smx_replay.c", MCU_DIR / "run" / "smx_mark_host.c", out / "smx_chain_params.c"]
     exe = out / "smx_replay"
@@ -95,35 +97,6 @@ def run_c(exe, samples: np.ndarray, windows: bool = True) -> tuple:
     return ev, r.stdout
 
 
-class StubModel:
-    """numpy mirror of ``firmware_bridge/mcu/stub_model`` (the test-only stand-in model)."""
-
-    def __init__(self, card):
-        self.card = card
-
-    def int8_out(self, q: np.ndarray) -> np.ndarray:
-        W, L = len(q), len(self.card.labels)
-        idx = (37 * np.arange(L)[:, None] + 5 * np.arange(100)[None, :]) % W
-        s = q.astype(np.int64)[idx].sum(axis=1)
-        return np.clip(int(self.card.output.zero_point) + s // 8, -128, 127).astype(np.int8)
-
-    def quantise(self, w: np.ndarray) -> np.ndarray:  # the interpreter's _quantise
-        y = np.rint(w.astype(np.float32) / float(self.card.input.scale) + int(self.card.input.zero_point))
-        return np.clip(y, -128, 127).astype(np.int8)
-
-    def predict_q(self, w):
-        q = self.quantise(w)
-        return q, self.int8_out(q)
-
-    def predict_proba(self, windows):
-        rows = []
-        for w in np.asarray(windows, np.float32):
-            _, o = self.predict_q(w)
-            z = ((o.astype(np.float32) - int(self.card.output.zero_point)) * float(self.card.output.scale))
-            rows.append(self.card.probabilities(z.astype(np.float32)[None])[0])
-        return np.asarray(rows)
-
-
 class _Capture:
     """Wraps a model: records the int8 input and output of every window it scores."""
 
@@ -134,12 +107,13 @@ class _Capture:
         for w in np.asarray(windows, np.float32):
             if hasattr(self.model, "predict_q"):
                 self.log.append(self.model.predict_q(w))
-            else:  # the TFLite interpreter: its own quantisation, its own output
-                q = self.model._quantise(w.reshape(self.model._in_shape))
-                it = self.model.interpreter
-                it.set_tensor(self.model._in["index"], q)
-                it.invoke()
-                self.log.append((q.reshape(-1).copy(), it.get_tensor(self.model._out["index"]).reshape(-1).copy()))
+                continue
+            # the interpreter's own quantisation and int8 output (TFLiteModel's internals)
+            q = self.model._quantise(w.reshape(self.model._in_shape))
+            it = self.model.interpreter
+            it.set_tensor(self.model._in["index"], q)
+            it.invoke()
+            self.log.append((q.reshape(-1).copy(), it.get_tensor(self.model._out["index"]).reshape(-1).copy()))
         return self.model.predict_proba(windows)
 
 
@@ -185,14 +159,17 @@ class RecordParity:
     window_samples_differing: int = 0
     window_max_lsb: int = 0
     outputs_differing: int = 0
+    output_max_lsb: int = 0
     decisions_py: int = 0
     decisions_c: int = 0
-    decision_diffs: list = field(default_factory=list)  # (r, what)
+    decision_diffs: list = field(default_factory=list)  # (r, what): state, active labels or n_beats differ
+    probability_diffs: int = 0                            # decisions whose probabilities (6 decimals) differ
     states: dict = field(default_factory=dict)          # state name -> count (C side)
 
     @property
     def identical(self) -> bool:
-        return not (self.beat_diffs or self.windows_differing or self.outputs_differing or self.decision_diffs)
+        return not (self.beat_diffs or self.windows_differing or self.outputs_differing or self.decision_diffs
+                    or self.probability_diffs)
 
 
 _STATES = {0: "off", 1: "onset", 2: "ongoing", 3: "cleared"}
@@ -210,8 +187,10 @@ def compare(name: str, py: dict, c: dict, labels: list) -> RecordParity:
             rp.windows_differing += 1
             rp.window_samples_differing += int((d > 0).sum())
             rp.window_max_lsb = max(rp.window_max_lsb, int(d.max()))
-        if not np.array_equal(op[:len(oc)], oc):
+        do = np.abs(op.reshape(-1)[:len(oc)].astype(int) - oc.astype(int))
+        if do.any():
             rp.outputs_differing += 1
+            rp.output_max_lsb = max(rp.output_max_lsb, int(do.max()))
     rp.decisions_py, rp.decisions_c = len(py["decisions"]), len(c["decisions"])
     for r in sorted(set(py["decisions"]) | set(c["decisions"])):
         e, d = py["decisions"].get(r), c["decisions"].get(r)
@@ -229,22 +208,39 @@ def compare(name: str, py: dict, c: dict, labels: list) -> RecordParity:
             why.append(f"n_beats {e['n_beats']} vs {d['n_beats']}")
         pc = [round(v, 6) for v in d["p"]]
         pp = [e["probabilities"][l] for l in labels]
-        bad = [l for l, a, b in zip(labels, pp, pc) if a != b]
-        if bad:
-            why.append("p " + ",".join(f"{l} {pp[labels.index(l)]} vs {pc[labels.index(l)]}" for l in bad[:3]))
+        if pp != pc:
+            rp.probability_diffs += 1
         if why:
             rp.decision_diffs.append((r, "; ".join(why)))
     return rp
 
 
 def model_dir_for(bundle, work) -> Path:
-    """Folder with the bundle's model as C (smx_model.h/.c), written into ``work``.
+    """Folder in ``work`` with the bundle's model as plain C (``selfmis deploy export-c --engine
+    plain``: smx_model.h/.c and the int8 kernels), written once per bundle."""
+    out = Path(work) / f"model-{bundle.card.sha256[:12]}"
+    if not (out / "smx_model.c").is_file():
+        export_plain_c(bundle.model_path, out)
+    return out
 
-    Until `selfmis deploy export-c --engine plain` exists this is the test-only stub
-    (firmware_bridge/mcu/stub_model), which :func:`reference_model` mirrors in numpy."""
-    return MCU_DIR / "stub_model"
+
+class MicroGateway:
+    """The gateway's model contract (``card``, ``predict_proba``) on TFLite Micro: the reference
+    kernels the plain C engine equals bit for bit (benchmarks/results/wearable/model_parity.*)."""
+
+    def __init__(self, bundle):
+        self.micro = MicroModel(bundle)
+        self.card = self.micro.card
+
+    def predict_q(self, w):
+        q = self.micro.quantize(np.asarray(w, np.float32).reshape(1, -1))
+        return q.reshape(-1), self.micro.predict_raw(np.asarray(w, np.float32)[None]).reshape(-1)
+
+    def predict_proba(self, windows):
+        return self.card.probabilities(self.micro.predict_logits(np.asarray(windows, np.float32)))
 
 
-def reference_model(bundle):
-    """What the gateway scores windows with, for the bundle whose C model :func:`model_dir_for` gives."""
-    return StubModel(bundle.card)
+def reference_model(bundle, engine: str = "litert"):
+    """What the gateway scores windows with: ``litert`` -- the bundle in LiteRT (XNNPACK), as
+    `edge-run` runs it; ``tflm`` -- TFLite Micro's reference kernels."""
+    return TFLiteModel(bundle) if engine == "litert" else MicroGateway(bundle)
