@@ -76,34 +76,34 @@ static void emit(smx_chain *c, smx_event *ev) { if (c->cb) c->cb(c->user, ev); }
 
 /* ------------------------------------------------------------------ resampler */
 
-static smx_real rs_in(const smx_chain *c, const smx_real *x, int j) {  /* buf = hist ++ x */
-  return j < SMX_RS_K ? c->rs_hist[j] : x[j - SMX_RS_K];
+/* StreamResampler.process: outputs into y (may be 0: count only). The history is a ring
+ * written twice (at pos and pos + K), so the K inputs before any point are contiguous. */
+static void rs_put(smx_chain *c, smx_real v) {
+  c->rs_hist[c->rs_pos] = v;
+  c->rs_hist[c->rs_pos + SMX_RS_K] = v;
+  if (++c->rs_pos == SMX_RS_K) c->rs_pos = 0;
 }
 
-/* StreamResampler.process: outputs into y (may be 0: count only) */
 static int rs_process(smx_chain *c, const smx_real *x, int n, smx_real *y) {
-  int32_t first_in = c->rs_n_in - SMX_RS_K, last, m_stop, m, count = 0;
-  int i;
+  int32_t last, m_stop, m, count = 0, n_before = c->rs_n_in;
+  int i, j = 0;
   c->rs_n_in += n;
   last = c->rs_n_in - 1;
   m_stop = last >= 0 ? (int32_t)(((int64_t)last * SMX_RS_UP) / SMX_RS_DOWN + 1) : 0;
   for (m = c->rs_m_out; m < m_stop; m++) {
     int64_t k_up = (int64_t)m * SMX_RS_DOWN;
     int32_t n0 = (int32_t)(k_up / SMX_RS_UP), phase = (int32_t)(k_up % SMX_RS_UP);
-    int32_t start = (n0 - first_in) - (SMX_RS_K - 1);
     const float *taps = smx_rs_taps + phase * SMX_RS_K;
+    const smx_real *win;
     smx_real acc = 0;
-    for (i = 0; i < SMX_RS_K; i++) acc += rs_in(c, x, start + i) * taps[i];
+    for (; j < n && n_before + j <= n0; j++) rs_put(c, x[j]);  /* the window ends at input n0 */
+    win = c->rs_hist + c->rs_pos;  /* the last K inputs, oldest first */
+    for (i = 0; i < SMX_RS_K; i++) acc += win[i] * taps[i];
     if (y) y[count] = acc;
     count++;
   }
   if (m_stop > c->rs_m_out) c->rs_m_out = m_stop;
-  if (n >= SMX_RS_K) {
-    for (i = 0; i < SMX_RS_K; i++) c->rs_hist[i] = x[n - SMX_RS_K + i];
-  } else {
-    for (i = 0; i < SMX_RS_K - n; i++) c->rs_hist[i] = c->rs_hist[i + n];
-    for (i = 0; i < n; i++) c->rs_hist[SMX_RS_K - n + i] = x[i];
-  }
+  for (; j < n; j++) rs_put(c, x[j]);
   return count;
 }
 

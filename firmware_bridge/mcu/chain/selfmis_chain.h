@@ -98,7 +98,8 @@ typedef struct {
   /* resampler */
   int primed;
   int32_t discard, rs_n_in, rs_m_out, n_in;
-  smx_real rs_hist[SMX_RS_K];
+  smx_real rs_hist[2 * SMX_RS_K];  /* the last K inputs, written twice: a window is always contiguous */
+  int32_t rs_pos;
   /* model-rate signal ring (the last SMX_RING samples) and its flags */
   smx_real ring[SMX_RING];
   uint8_t ring_flags[SMX_RING];
@@ -165,7 +166,8 @@ int smx_det_push(smx_chain *c, smx_detector *d, const smx_real *x, int n, int32_
  * (gain: n_gain values, zero beyond); numpy's rfft/irfft pair */
 void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain, int n_gain);
 int smx_fast_len(int n);
-double smx_cos_pi(double u);    /* cos(pi * u), no libm: identical on every IEEE-754 target */
+float smx_cos_pi_f(float u);    /* cos(pi * u), u in [0, 1], no libm: identical on every IEEE-754 target */
+extern const smx_cpx smx_bp_tw[];  /* exp(-2 pi i k / SMX_BP_M), k <= SMX_BP_M / 2 (generated) */
 double smx_exp(double x);
 smx_real smx_sqrt(smx_real x);
 double smx_sqrt_d(double x);

@@ -32,7 +32,7 @@ static void band_gain(smx_detector *d, int n) {
     hi = (f - (float)(SMX_DET_HI_HZ - SMX_DET_EDGE_HZ)) / (float)(2 * SMX_DET_EDGE_HZ);
     hi = hi < 0 ? 0 : (hi > 1 ? 1 : hi);
     if (hi >= 1.0f) { d->gain[i] = 0; continue; }
-    d->gain[i] = (0.5f - 0.5f * (float)smx_cos_pi(lo)) * (0.5f + 0.5f * (float)smx_cos_pi(hi));
+    d->gain[i] = (0.5f - 0.5f * smx_cos_pi_f(lo)) * (0.5f + 0.5f * smx_cos_pi_f(hi));
   }
   d->fft_n = n;
 }
@@ -101,8 +101,10 @@ static int select_qrs(smx_chain *c, const smx_real *env, const smx_real *ad, int
   for (i = 0; i < np; i++) {
     int p = pk[i], a = p - SMX_DET_HALF < 0 ? 0 : p - SMX_DET_HALF;
     int b = p + SMX_DET_HALF + 1 > len ? len : p + SMX_DET_HALF + 1;
-    double sl = 0;
-    for (j = a; j < b; j++) if (ad[j] > sl) sl = ad[j];
+    smx_real slf = 0;
+    double sl;
+    for (j = a; j < b; j++) if (ad[j] > slf) slf = ad[j];
+    sl = slf;
     if ((double)env[p] < thr) continue;
     if (nq && p - q[nq - 1] < SMX_DET_TWAVE && sl < 0.6 * last_slope) continue;
     q[nq++] = (int16_t)p;

@@ -17,7 +17,7 @@
 #define PI_F 3.14159265358979323846f
 
 /* cos(pi*u) for u in [0, 1], float, Taylor series to x^18 on [0, pi/2] (error < 1e-12) */
-static float cos_pi_f(float u) {
+float smx_cos_pi_f(float u) {
   float sign = 1.0f, x, x2, s;
   if (u > 0.5f) { u = 1.0f - u; sign = -1.0f; }  /* exact (Sterbenz) */
   x = PI_F * u;
@@ -34,19 +34,8 @@ static float cos_pi_f(float u) {
   return sign * s;
 }
 
-double smx_cos_pi(double u) {
-  double sign = 1.0, x, x2, s;
-  int k;
-  if (u < 0) u = -u;
-  u = u - 2.0 * (double)(int32_t)(u / 2.0);
-  if (u > 1.0) u = 2.0 - u;
-  if (u > 0.5) { u = 1.0 - u; sign = -1.0; }
-  x = 3.14159265358979323846 * u;
-  x2 = x * x;
-  s = 1.0;
-  for (k = 26; k >= 2; k -= 2) s = 1.0 - x2 / (double)(k * (k - 1)) * s;
-  return sign * s;
-}
+static const double inv_i[15] = {0.0, 1.0, 1.0 / 2, 1.0 / 3, 1.0 / 4, 1.0 / 5, 1.0 / 6, 1.0 / 7, 1.0 / 8,
+                                  1.0 / 9, 1.0 / 10, 1.0 / 11, 1.0 / 12, 1.0 / 13, 1.0 / 14};
 
 /* exp(x), double: Cody-Waite reduction by ln 2, Taylor to r^14 on |r| <= ln2/2 (< 1 ulp-ish) */
 double smx_exp(double x) {
@@ -59,7 +48,7 @@ double smx_exp(double x) {
   k = (int32_t)(x * 1.44269504088896340736 + (x >= 0 ? 0.5 : -0.5));
   r = (x - k * ln2_hi) - k * ln2_lo;
   s = 1.0;
-  for (i = 14; i >= 1; i--) s = 1.0 + r / (double)i * s;
+  for (i = 14; i >= 1; i--) s = 1.0 + r * inv_i[i] * s;  /* multiplications: a soft-double divide costs ~10x */
   p = s;
   /* times 2^k in two steps so that large |k| stay normal */
   if (k > 1000) { k -= 1000; scale.u = (uint64_t)(1023 + 1000) << 52; p *= scale.d; }
@@ -117,8 +106,8 @@ static void plan(smx_chain *c, int n) {
     /* exp(-2 pi i k / n): cos(pi * 2k/n), sin(pi * 2k/n) = cos(pi * (n - 4k) / (2n)) */
     float u = (float)(2 * k) / (float)n;
     int a = n - 4 * k;
-    float s = cos_pi_f((float)(a < 0 ? -a : a) / (float)(2 * n));
-    c->tw[k].r = cos_pi_f(u);
+    float s = smx_cos_pi_f((float)(a < 0 ? -a : a) / (float)(2 * n));
+    c->tw[k].r = smx_cos_pi_f(u);
     c->tw[k].i = -s;
   }
   c->tw_n = n;
@@ -157,6 +146,52 @@ static void bfly4(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int n) {
   }
 }
 
+#define TW_AT(o, k) do { int k_ = (k); if (2 * k_ <= n) { (o) = tw[k_]; } \
+    else { (o).r = tw[n - k_].r; (o).i = -tw[n - k_].i; } } while (0)
+
+static void bfly3(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int n) {
+  smx_cpx s0, s1, s2, s3, epi3;
+  int k;
+  TW_AT(epi3, fstride * m);
+  for (k = 0; k < m; k++) {
+    CMUL_TW(s1, f[k + m], k * fstride);
+    CMUL_TW(s2, f[k + 2 * m], 2 * k * fstride);
+    s3.r = s1.r + s2.r; s3.i = s1.i + s2.i;
+    s0.r = s1.r - s2.r; s0.i = s1.i - s2.i;
+    f[k + m].r = f[k].r - s3.r * (smx_real)0.5; f[k + m].i = f[k].i - s3.i * (smx_real)0.5;
+    s0.r *= epi3.i; s0.i *= epi3.i;
+    f[k].r += s3.r; f[k].i += s3.i;
+    f[k + 2 * m].r = f[k + m].r + s0.i; f[k + 2 * m].i = f[k + m].i - s0.r;
+    f[k + m].r -= s0.i; f[k + m].i += s0.r;
+  }
+}
+
+static void bfly5(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int n) {
+  smx_cpx s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, ya, yb;
+  smx_cpx *f0 = f, *f1 = f + m, *f2 = f + 2 * m, *f3 = f + 3 * m, *f4 = f + 4 * m;
+  int u;
+  TW_AT(ya, fstride * m);
+  TW_AT(yb, 2 * fstride * m);
+  for (u = 0; u < m; u++) {
+    s0 = f0[u];
+    CMUL_TW(s1, f1[u], u * fstride);
+    CMUL_TW(s2, f2[u], 2 * u * fstride);
+    CMUL_TW(s3, f3[u], 3 * u * fstride);
+    CMUL_TW(s4, f4[u], 4 * u * fstride);
+    s7.r = s1.r + s4.r; s7.i = s1.i + s4.i; s10.r = s1.r - s4.r; s10.i = s1.i - s4.i;
+    s8.r = s2.r + s3.r; s8.i = s2.i + s3.i; s9.r = s2.r - s3.r; s9.i = s2.i - s3.i;
+    f0[u].r = s0.r + s7.r + s8.r; f0[u].i = s0.i + s7.i + s8.i;
+    s5.r = s0.r + s7.r * ya.r + s8.r * yb.r; s5.i = s0.i + s7.i * ya.r + s8.i * yb.r;
+    s6.r = s10.i * ya.i + s9.i * yb.i; s6.i = -s10.r * ya.i - s9.r * yb.i;
+    f1[u].r = s5.r - s6.r; f1[u].i = s5.i - s6.i;
+    f4[u].r = s5.r + s6.r; f4[u].i = s5.i + s6.i;
+    s11.r = s0.r + s7.r * yb.r + s8.r * ya.r; s11.i = s0.i + s7.i * yb.r + s8.i * ya.r;
+    s12.r = -s10.i * yb.i + s9.i * ya.i; s12.i = s10.r * yb.i - s9.r * ya.i;
+    f2[u].r = s11.r + s12.r; f2[u].i = s11.i + s12.i;
+    f3[u].r = s11.r - s12.r; f3[u].i = s11.i - s12.i;
+  }
+}
+
 static void bfly_generic(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int p, int n) {
   smx_cpx scratch[SMX_MAX_RADIX], t;
   int u, q1, q, k;
@@ -185,6 +220,8 @@ static void work(smx_cpx *out, const smx_cpx *in, int fstride, const int *fac, c
   }
   if (p == 2) bfly2(out, fstride, tw, m, n);
   else if (p == 4) bfly4(out, fstride, tw, m, n);
+  else if (p == 3) bfly3(out, fstride, tw, m, n);
+  else if (p == 5) bfly5(out, fstride, tw, m, n);
   else bfly_generic(out, fstride, tw, m, p, n);
 }
 
@@ -208,19 +245,21 @@ static int factorise(int n, int *fac) {
 void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain, int n_gain) {
   int fac[64], k;
   smx_cpx *a = c->s.fft.a, *b = c->s.fft.b;
+  const smx_cpx *tw;
   smx_real inv = (smx_real)1 / (smx_real)nfft, *y = c->s.f.y;
   const smx_real *x = c->s.f.x;
   if (nfft > SMX_FFT_MAX || n > nfft || factorise(nfft, fac) < 0) { c->error = SMX_ERR_OVERFLOW; return; }
-  plan(c, nfft);
+  if (nfft == SMX_BP_M) tw = smx_bp_tw;  /* the window's length: a table in flash (c_chain.py) */
+  else { plan(c, nfft); tw = c->tw; }
   for (k = 0; k < nfft; k++) { a[k].r = k < n ? x[k] : 0; a[k].i = 0; }  /* x overlays b: read before b is written */
-  work(b, a, 1, fac, c->tw, nfft);
+  work(b, a, 1, fac, tw, nfft);
   for (k = 0; k < nfft; k++) {
     int kk = k <= nfft - k ? k : nfft - k;
     smx_real g = kk < n_gain ? gain[kk] : 0;
     b[k].r *= g;
     b[k].i = -(b[k].i * g);   /* conjugate: ifft(X) = conj(fft(conj(X))) / n */
   }
-  work(a, b, 1, fac, c->tw, nfft);
+  work(a, b, 1, fac, tw, nfft);
   /* y overlays a: y[k] is written after a[k'] for every k' <= k was read (float 2k' >= k) */
   for (k = 0; k < nfft; k++) y[k] = a[k].r * inv;
 }
