@@ -71,3 +71,10 @@ bench: $(LINKED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The wearable decides on its own: C chain parity (host, >= 100 records), Cortex-M4F under QEMU
+# (memory, instructions), energy model -> benchmarks/results/wearable/ (needs gcc-arm-none-eabi,
+# libnewlib-arm-none-eabi, qemu-system-arm; see firmware_bridge/README.md)
+.PHONY: target-wearable
+target-wearable: $(LINKED)
+	$(PY) -m selfmis.benchmarks.wearable
