@@ -65,10 +65,10 @@ def _run(cmd, **kw):
     return p
 
 
-def build_host(model_path, work_dir, cc: str = "gcc") -> Path:
+def build_host(model_path, work_dir, cc: str = "gcc", fuse: bool = True) -> Path:
     """Export ``model_path`` as plain C into ``work_dir`` and build the host harness; return the binary."""
     work_dir = Path(work_dir)
-    export_plain_c(model_path, work_dir)
+    export_plain_c(model_path, work_dir, fuse=fuse)
     exe = work_dir / "smx_model_host"
     _run([cc, *HOST_FLAGS, "-I", work_dir, HOST_HARNESS, work_dir / "smx_model.c",
           work_dir / "selfmis_kernels.c", "-o", exe])
@@ -110,12 +110,12 @@ def _diff(a: np.ndarray, b: np.ndarray) -> dict:
             "max_lsb": int(d.max(initial=0))}
 
 
-def parity(bundle_dir, X: np.ndarray, work_dir) -> dict:
+def parity(bundle_dir, X: np.ndarray, work_dir, fuse: bool = True) -> dict:
     """Plain C (host gcc) against TFLite Micro and LiteRT on float windows ``X`` (n, W)."""
     b = load_bundle(bundle_dir)
     micro = MicroModel(b)
     q = micro.quantize(np.asarray(X, np.float32).reshape(len(X), -1))
-    exe = build_host(b.model_path, work_dir)
+    exe = build_host(b.model_path, work_dir, fuse=fuse)
     n_out = int(np.prod(b.card.output.shape))
     t0 = time.perf_counter()
     plain = run_plain(exe, q, n_out)

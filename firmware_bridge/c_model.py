@@ -87,9 +87,10 @@ def _read_tensors(tfl, m, sg, where) -> List[Tensor]:
     return out
 
 
-def read_model(tflite_path) -> CModel:
+def read_model(tflite_path, fuse: bool = True) -> CModel:
     """Read ``tflite_path`` into :class:`CModel` (one subgraph, int8 in and out), lowering each operator
-    to a kernel call; :class:`UnsupportedModelError` for anything the plain C engine does not implement."""
+    to a kernel call; :class:`UnsupportedModelError` for anything the plain C engine does not implement.
+    ``fuse``: fold a PAD that only feeds a convolution into it (:func:`fuse_pads`)."""
     path = Path(tflite_path)
     data = path.read_bytes()
     where = path.name
@@ -130,7 +131,75 @@ def read_model(tflite_path) -> CModel:
         if len(outs) != 1:
             raise UnsupportedModelError(f"{at}: {len(outs)} outputs; expected 1")
         steps.append(c_model_ops.lower(tfl, name, k, op, ins, outs[0], tensors, at))
-    return CModel(tensors, steps, inp, outp, path.name, hashlib.sha256(data).hexdigest())
+    model = CModel(tensors, steps, inp, outp, path.name, hashlib.sha256(data).hexdigest())
+    return fuse_pads(model) if fuse else model
+
+
+# --------------------------------------------------------------------------
+# PAD folded into the convolution it feeds
+# --------------------------------------------------------------------------
+
+def _spatial_padding(pad_step, conv_in_shape) -> Tuple[int, int, int, int] | None:
+    """The PAD as (top, bottom, left, right) padding of the conv's NHWC input, or None when it pads
+    anything else (batch, channels, or not as a block once reshaped). Decided by laying the PAD out on
+    element indices and comparing with a spatial pad of the unpadded block."""
+    p = pad_step.params
+    nd = 4
+    src = np.arange(int(np.prod(p["in_dims"])), dtype=np.int64).reshape(p["in_dims"])
+    laid = np.pad(src, [(p["before"][d], p["after"][d]) for d in range(nd)], constant_values=-1)
+    n, h, w, c = conv_in_shape
+    if laid.size != n * h * w * c:
+        return None
+    laid = laid.reshape(n, h, w, c)
+    inside = laid >= 0
+    rows, cols = np.flatnonzero(inside.any(axis=(0, 2, 3))), np.flatnonzero(inside.any(axis=(0, 1, 3)))
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    top, bottom, left, right = int(rows[0]), h - 1 - int(rows[-1]), int(cols[0]), w - 1 - int(cols[-1])
+    block = src.reshape(n, h - top - bottom, w - left - right, c) if src.size == n * (h - top - bottom) * \
+        (w - left - right) * c else None
+    if block is None:
+        return None
+    expect = np.pad(block, [(0, 0), (top, bottom), (left, right), (0, 0)], constant_values=-1)
+    return (top, bottom, left, right) if np.array_equal(expect, laid) else None
+
+
+def fuse_pads(model: CModel) -> CModel:
+    """Fold PAD (-> RESHAPE ...) -> CONV_2D into the convolution when the padded tensor feeds nothing else
+    and the pad value is the convolution's input zero point: a padded element then contributes
+    w * (zp - zp) = 0, exactly what TFLite's kernel gives a tap it skips outside the image. Saves the
+    padded buffer (RAM) and its copy. Anything else is left as it is."""
+    readers: Dict[int, int] = {}
+    for s in model.steps:
+        for t in s.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    producer = {s.output: s for s in model.steps}
+    drop = set()
+    for conv in model.steps:
+        if conv.kind != "conv":
+            continue
+        chain, t = [], conv.inputs[0]
+        while t in producer and producer[t].kind == "reshape":
+            chain.append(producer[t])
+            t = producer[t].inputs[0]
+        pad = producer.get(t)
+        if pad is None or pad.kind != "pad" or pad.params["pad_value"] != -conv.params["input_offset"]:
+            continue
+        tensors = [pad.output] + [r.output for r in chain]
+        if any(readers.get(x, 0) != 1 or x == model.output for x in tensors):
+            continue
+        spatial = _spatial_padding(pad, (conv.params["batches"], conv.params["in_h"], conv.params["in_w"],
+                                         conv.params["in_c"]))
+        if spatial is None:
+            continue
+        top, bottom, left, right = spatial
+        conv.params.update(in_h=conv.params["in_h"] - top - bottom, in_w=conv.params["in_w"] - left - right,
+                           pad_h=conv.params["pad_h"] + top, pad_w=conv.params["pad_w"] + left)
+        conv.inputs = [pad.inputs[0]]
+        conv.fused.append(f"op{pad.op_index} PAD")
+        drop.update(id(x) for x in [pad, *chain])
+    model.steps = [s for s in model.steps if id(s) not in drop]
+    return model
 
 
 # --------------------------------------------------------------------------
@@ -174,8 +243,8 @@ def plan_memory(model: CModel) -> dict:
         placed[r] = ("arena", offset)
     arena = max((o + sz for o, sz, _, _ in blocks), default=0)
     where = {t: placed[root[t]] for t in root}
-    buffers = [{"tensor": model.tensors[r].name, "bytes": model.tensors[r].size, "offset": o,
-                "live_steps": [f, l]} for (o, sz, f, l), r in zip(blocks, arena_roots)]
+    buffers = [{"tensor": r, "shape": list(model.tensors[r].shape), "bytes": model.tensors[r].size,
+                "offset": o, "live_steps": [f, l]} for (o, sz, f, l), r in zip(blocks, arena_roots)]
     return {"arena_bytes": int(arena), "where": where, "copy_out": copy_out, "buffers": buffers,
             "activation_bytes_without_reuse": int(sum(b["bytes"] for b in buffers))}
 
@@ -184,12 +253,14 @@ def plan_memory(model: CModel) -> dict:
 # Export
 # --------------------------------------------------------------------------
 
-def export_plain_c(tflite_path, out_dir, name: str = "smx_model", copy_kernels: bool = True) -> dict:
+def export_plain_c(tflite_path, out_dir, name: str = "smx_model", copy_kernels: bool = True,
+                   fuse: bool = True) -> dict:
     """Write ``<name>.h`` / ``<name>.c`` (and, with ``copy_kernels``, ``selfmis_kernels.h/.c``) into
-    ``out_dir``; return a summary: operators, arena bytes, constant bytes, paths."""
+    ``out_dir``; return a summary: operators, arena bytes, constant bytes, paths. ``fuse=False`` keeps
+    every PAD as its own step (the tests check both forms)."""
     if not name.isidentifier():
         raise ValueError(f"{name!r} is not a valid C identifier")
-    model = read_model(tflite_path)
+    model = read_model(tflite_path, fuse=fuse)
     plan = plan_memory(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +274,8 @@ def export_plain_c(tflite_path, out_dir, name: str = "smx_model", copy_kernels: 
             shutil.copyfile(KERNELS_DIR / f, out_dir / f)
             files.append(str(out_dir / f))
     ops = sorted({s.op for s in model.steps})
-    return {"engine": "plain", "name": name, "ops": ops, "n_operators": len(model.steps),
+    return {"engine": "plain", "name": name, "ops": ops, "n_steps": len(model.steps),
+            "fused": [f"{f} into op{s.op_index} {s.op}" for s in model.steps for f in s.fused],
             "input_len": model.tensors[model.input].size, "output_len": model.tensors[model.output].size,
             "arena_bytes": plan["arena_bytes"],
             "activation_bytes_without_reuse": plan["activation_bytes_without_reuse"],

@@ -50,6 +50,7 @@ class Step:
     output: int
     params: Dict[str, object] = field(default_factory=dict)
     consts: Dict[str, np.ndarray] = field(default_factory=dict)
+    fused: List[str] = field(default_factory=list)  # operators folded into this one (PAD into CONV_2D)
 
 
 @dataclass
@@ -199,9 +200,15 @@ def _lower_conv(tfl, op, ins, out, tensors, at) -> Step:
                   k_in_c=kic, stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_h=pad_h, pad_w=pad_w,
                   input_offset=-int(x.zero_point[0]), output_offset=int(y.zero_point[0]),
                   act_min=act_min, act_max=act_max)
-    consts = {"filter": np.asarray(f.data, np.int8).reshape(-1), "multiplier": mult, "shift": shift}
+    w = np.asarray(f.data, np.int8)
+    consts = {"filter": w.reshape(-1), "multiplier": mult, "shift": shift}
     if bias is not None:
         consts["bias"] = bias
+    # interior positions: sum(w * (x + off)) + bias == sum(w * x) + (bias + off * sum(w)), exact in integers
+    full = (0 if bias is None else bias.astype(np.int64)) + params["input_offset"] * \
+        w.reshape(oc, -1).astype(np.int64).sum(axis=1)
+    _need(bool(np.all(np.abs(full) < 2 ** 31)), at, "bias + input offset x filter sum overflows int32")
+    consts["bias_full"] = full.astype(np.int32)
     return Step(0, "CONV_2D", "conv", [ins[0]], out, params, consts)
 
 

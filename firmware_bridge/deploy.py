@@ -622,8 +622,8 @@ def _export_c(args) -> dict:
         model, measured = bundle.model_path, bundle.card.micro
     if args.engine == "plain":
         result = c_model.export_plain_c(model, args.out_dir, args.name or "smx_model")
-        log.info("wrote %s: %d operators (%s), arena %d bytes, constants %d bytes", args.out_dir,
-                 result["n_operators"], ", ".join(result["ops"]), result["arena_bytes"], result["const_bytes"])
+        log.info("wrote %s: %d kernel calls (%s), arena %d bytes, constants %d bytes", args.out_dir,
+                 result["n_steps"], ", ".join(result["ops"]), result["arena_bytes"], result["const_bytes"])
         return result
     result = export_c_array(model, args.out_dir, args.name or "g_model", measured=measured)
     a = result["arena"]

@@ -50,10 +50,13 @@ def bundled_windows(bundled_ptbxl):
     return wm.load_windows(bundled_ptbxl)
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["pad-folded", "pad-as-step"])
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
-def test_plain_equals_tflite_micro_on_the_bundled_records(bundle, bundled_windows, tmp_path):
+def test_plain_equals_tflite_micro_on_the_bundled_records(bundle, fuse, bundled_windows, tmp_path):
+    """Both forms: PADs folded into the convolutions (the export; border taps skipped as TFLite does) and
+    PADs kept as steps (every tap inside: the folded-offset interior path only)."""
     _need("gcc")
-    rep = wm.parity(bundle, bundled_windows.X, tmp_path)
+    rep = wm.parity(bundle, bundled_windows.X, tmp_path, fuse=fuse)
     assert rep["windows"] == len(bundled_windows.X) == 54
     _check(rep)
 
@@ -106,6 +109,10 @@ def test_generated_code_compiles_strictly_for_host_and_cortex_m4(bundle, tmp_pat
         assert needle in h
     c = (tmp_path / "smx_model.c").read_text()
     assert "malloc" not in c and "float" not in c.split("smx_model_output_zero_point =")[1]
+    # every PAD of the students feeds one convolution with the zero point as pad value: all folded in
+    unfused = export_plain_c(load_bundle(bundle).model_path, tmp_path / "unfused", fuse=False)
+    assert len(info["fused"]) == 5 and info["n_steps"] == unfused["n_steps"] - 10  # 5 PADs + 5 RESHAPEs
+    assert info["arena_bytes"] < unfused["arena_bytes"]
     fp = wm.m4_footprint(load_bundle(bundle).model_path, tmp_path / "m4")
     assert fp["ram_bytes"] == fp["arena_bytes"] == info["arena_bytes"]  # the arena is the only static RAM
     assert fp["arena_bytes"] < fp["activation_bytes_without_reuse"]

@@ -74,22 +74,40 @@ void smx_conv2d_s8(const smx_conv_params *p, const int8_t *input, int8_t *output
                 const int32_t x0 = ox * p->stride_w - p->pad_w;
                 int32_t xlo, xhi;
                 tap_range(x0, p->dil_w, p->k_w, p->in_w, &xlo, &xhi);
+                const int full = ylo == 0 && yhi == p->k_h && xlo == 0 && xhi == p->k_w;
                 for (oc = 0; oc < p->out_c; oc++) {
                     const int32_t group_off = (oc / per_group) * p->k_in_c;
-                    int32_t acc = 0, fy, fx, ic;
-                    for (fy = ylo; fy < yhi; fy++) {
-                        const int8_t *in_row = in_b + (size_t)(y0 + p->dil_h * fy) * p->in_w * p->in_c;
-                        const int8_t *f_row = p->filter + ((size_t)(oc * p->k_h + fy) * p->k_w) * p->k_in_c;
-                        for (fx = xlo; fx < xhi; fx++) {
-                            const int8_t *x = in_row + (size_t)(x0 + p->dil_w * fx) * p->in_c + group_off;
-                            const int8_t *w = f_row + (size_t)fx * p->k_in_c;
-                            for (ic = 0; ic < p->k_in_c; ic++) {
-                                acc += (int32_t)w[ic] * ((int32_t)x[ic] + p->input_offset);
+                    int32_t acc, fy, fx, ic;
+                    if (full) { /* every tap inside: the input offset is folded into bias_full */
+                        const int8_t *w = p->filter + (size_t)oc * p->k_h * p->k_w * p->k_in_c;
+                        acc = p->bias_full[oc];
+                        for (fy = 0; fy < p->k_h; fy++) {
+                            const int8_t *x = in_b + ((size_t)(y0 + p->dil_h * fy) * p->in_w + x0) * p->in_c
+                                              + group_off;
+                            for (fx = 0; fx < p->k_w; fx++) {
+                                for (ic = 0; ic < p->k_in_c; ic++) {
+                                    acc += (int32_t)w[ic] * (int32_t)x[ic];
+                                }
+                                w += p->k_in_c;
+                                x += (size_t)p->dil_w * p->in_c;
                             }
                         }
-                    }
-                    if (p->bias != NULL) {
-                        acc += p->bias[oc];
+                    } else { /* at a border: TFLite's loop, taps outside the image skipped */
+                        acc = 0;
+                        for (fy = ylo; fy < yhi; fy++) {
+                            const int8_t *in_row = in_b + (size_t)(y0 + p->dil_h * fy) * p->in_w * p->in_c;
+                            const int8_t *f_row = p->filter + ((size_t)(oc * p->k_h + fy) * p->k_w) * p->k_in_c;
+                            for (fx = xlo; fx < xhi; fx++) {
+                                const int8_t *x = in_row + (size_t)(x0 + p->dil_w * fx) * p->in_c + group_off;
+                                const int8_t *w = f_row + (size_t)fx * p->k_in_c;
+                                for (ic = 0; ic < p->k_in_c; ic++) {
+                                    acc += (int32_t)w[ic] * ((int32_t)x[ic] + p->input_offset);
+                                }
+                            }
+                        }
+                        if (p->bias != NULL) {
+                            acc += p->bias[oc];
+                        }
                     }
                     acc = smx_mbqm(acc, p->multiplier[oc], p->shift[oc]) + p->output_offset;
                     *output++ = clamp_s8(acc, p->act_min, p->act_max);

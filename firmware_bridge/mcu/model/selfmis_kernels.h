@@ -38,6 +38,9 @@ typedef struct {
     const int32_t *bias;             /* [out_c] or NULL */
     const int32_t *multiplier;       /* [out_c] */
     const int32_t *shift;            /* [out_c] */
+    /* [out_c]: bias + input_offset * (sum of the channel's filter taps), for output positions whose taps
+     * all fall inside the image: there sum(w * (x + offset)) + bias == sum(w * x) + bias_full exactly. */
+    const int32_t *bias_full;
 } smx_conv_params;
 
 void smx_conv2d_s8(const smx_conv_params *p, const int8_t *input, int8_t *output);
