@@ -45,7 +45,7 @@ from selfmis.quantize.micro import MicroModel, measure_arena, micro_version
 from selfmis.quantize.windows import EVAL_STRIDE_S, windows_of
 from selfmis.train.data import PTBXL, load_split
 
-from .machine import machine_info
+from selfmis.provenance import data_summary, provenance, scrub_paths
 
 __all__ = ["HOST_HARNESS", "M4_FLAGS", "build_host", "run_plain", "stratified_ids", "load_windows",
            "parity", "m4_footprint", "study", "main"]
@@ -197,7 +197,8 @@ def study(data_root, subset: str = "all", bundles=None, progress=print) -> dict:
             rep["footprint_m4"] = m4_footprint(b.model_path, Path(tmp) / f"{bdir.name}-m4")
             rep["tflite_micro_footprint"] = _tflm_side(b.model_path)
             fp, tf = rep["footprint_m4"], rep["tflite_micro_footprint"]
-            rep["ram_ratio_plain_over_tflm_arena"] = round(fp["ram_bytes"] / tf["arena_bytes"], 4)
+            rep["ram_ratio_plain_over_tflm_arena"] = round((fp["ram_bytes"] + fp["stack_bytes_upper"])
+                                                           / tf["arena_bytes"], 4)
             rep["flash_ratio_plain_over_tflm_flatbuffer"] = round(fp["flash_bytes"] / tf["flatbuffer_bytes"], 4)
             rep["bundle_dir"] = f"edge_runtime/models/{bdir.name}"
             progress(f"{bdir.name}: TFLM differing outputs {rep['tflite_micro']['outputs_differing']}, "
@@ -205,20 +206,21 @@ def study(data_root, subset: str = "all", bundles=None, progress=print) -> dict:
                      f"arena {tf['arena_bytes']} B; flash {fp['flash_bytes']} B vs flatbuffer "
                      f"{tf['flatbuffer_bytes']} B")
             rows.append(rep)
-    return {"data": {"dataset": "PTB-XL subset (ptbxl-subset), lead I, 100 Hz", "subset": subset,
-                     "records": int(w.n_records), "windows": int(len(w.X)),
-                     "windows_per_record": "5 s windows every 1 s (selfmis.quantize.windows.windows_of)"},
+    return {"data": data_summary(data_root, [int(e) for e in w.ecg_ids], subset=subset, lead="I", fs_hz=100,
+                                 records=int(w.n_records), windows=int(len(w.X)),
+                                 windows_per_record="5 s windows every 1 s (selfmis.quantize.windows.windows_of)"),
             "bundles": rows, "ok": all(r["ok"] for r in rows)}
 
 
 def _markdown(res: dict) -> str:
-    d, m = res["data"], res["machine"]
+    d, p = res["data"], res["provenance"]
     lines = [
         "# The model on a wearable: plain C engine vs TFLite Micro and LiteRT",
         "",
-        f"Commit `{m.get('git_commit')}`, {m.get('date_utc')}. Command: `{res['command']}`.",
-        f"Data: {d['dataset']}, {d['subset']} records: {d['records']} records, {d['windows']} windows "
-        f"({d['windows_per_record']}), quantised with each bundle's input scale and zero point.",
+        f"Commit `{p['commit']}`, {res['date_utc']}. Command: `{p['command']}`.",
+        f"Data: PTB-XL `{d['name']}`, lead I at 100 Hz, {d['subset']} records: {d['records']} records "
+        f"(records sha256 {d['records_sha256'][:12]}...), {d['windows']} windows ({d['windows_per_record']}), "
+        "quantised with each bundle's input scale and zero point.",
         "",
         "## Parity (int8 outputs of the plain engine, host gcc, against each reference)",
         "",
@@ -259,7 +261,7 @@ def _markdown(res: dict) -> str:
         "share is lower than these ratios. Targets (issue 22): plain RAM <= 50% of TFLite Micro's, and no "
         "more flash.",
         "",
-        f"Host timing (this machine, shared; not a device figure): plain harness process vs TFLite Micro's "
+        "Host timing (this machine, shared; not a device figure): plain harness process vs TFLite Micro's "
         "Python-driven reference kernels, seconds for all windows: "
         + "; ".join(f"{r['bundle_dir']} {r['seconds']['plain_host_process']} vs {r['seconds']['tflite_micro_python']}"
                     for r in res["bundles"]) + ".",
@@ -282,14 +284,12 @@ def main(argv=None) -> int:
             print(f"{tool} not found: apt-get install gcc gcc-arm-none-eabi libnewlib-arm-none-eabi", file=sys.stderr)
             return 4
     res = study(data, a.subset, progress=lambda s: print(s, file=sys.stderr, flush=True))
-    res["machine"] = machine_info(argv)
-    res["command"] = "python -m selfmis.benchmarks.wearable_model" + (f" --subset {a.subset}" if a.subset != "all" else "")
+    command = ["python", "-m", "selfmis.benchmarks.wearable_model", *(sys.argv[1:] if argv is None else argv)]
+    res["provenance"] = provenance(command=command)
+    res["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    res = scrub_paths(res)  # no machine paths in committed results
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for r in res["bundles"]:  # no machine paths in committed results
-        for o in r["footprint_m4"]["objects"].values():
-            o.pop("path", None)
-    res["machine"].pop("python_executable", None)
     (out / "model_parity.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     (out / "model_parity.md").write_text(_markdown(res), encoding="utf-8")
     print(json.dumps({"ok": res["ok"], "json": str(out / "model_parity.json")}))

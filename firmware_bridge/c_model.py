@@ -33,7 +33,7 @@ import numpy as np
 
 from . import c_model_ops
 from .c_model_emit import emit_header, emit_source
-from .c_model_ops import CModel, Tensor, UnsupportedModelError, _names, quantize_multiplier
+from .c_model_ops import CModel, Tensor, UnsupportedModelError, enum_names, quantize_multiplier
 
 __all__ = ["UnsupportedModelError", "SUPPORTED_OPERATORS", "KERNELS_DIR", "CModel", "read_model",
            "quantize_multiplier", "export_plain_c"]
@@ -42,6 +42,10 @@ __all__ = ["UnsupportedModelError", "SUPPORTED_OPERATORS", "KERNELS_DIR", "CMode
 KERNELS_DIR = Path(__file__).resolve().parent / "mcu" / "model"
 KERNEL_FILES = ("selfmis_kernels.h", "selfmis_kernels.c")
 SUPPORTED_OPERATORS = ("CONV_2D", "FULLY_CONNECTED", "MEAN", "PAD", "RESHAPE")
+_C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline int long "
+    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile "
+    "while _Bool _Complex _Imaginary".split())
 #: Arena buffers start on 4-byte boundaries (word loads stay possible; costs at most 3 B a buffer).
 ARENA_ALIGN = 4
 
@@ -60,7 +64,7 @@ def _schema():
 
 
 def _read_tensors(tfl, m, sg, where) -> List[Tensor]:
-    types = _names(tfl.TensorType)
+    types = enum_names(tfl.TensorType)
     out = []
     for i in range(sg.TensorsLength()):
         t = sg.Tensors(i)
@@ -112,7 +116,7 @@ def read_model(tflite_path, fuse: bool = True) -> CModel:
             raise UnsupportedModelError(f"{where}: the model {role} {t.name!r} is {t.dtype}"
                                         f"{'' if t.scale is not None else ' without quantisation'}; "
                                         "the plain C engine runs full-int8 models")
-    op_names = _names(tfl.BuiltinOperator)
+    op_names = enum_names(tfl.BuiltinOperator)
     steps = []
     for k in range(sg.OperatorsLength()):
         op = sg.Operators(k)
@@ -258,8 +262,8 @@ def export_plain_c(tflite_path, out_dir, name: str = "smx_model", copy_kernels: 
     """Write ``<name>.h`` / ``<name>.c`` (and, with ``copy_kernels``, ``selfmis_kernels.h/.c``) into
     ``out_dir``; return a summary: operators, arena bytes, constant bytes, paths. ``fuse=False`` keeps
     every PAD as its own step (the tests check both forms)."""
-    if not name.isidentifier():
-        raise ValueError(f"{name!r} is not a valid C identifier")
+    if not name.isidentifier() or not name.isascii() or name in _C_KEYWORDS:
+        raise ValueError(f"--name {name!r} is not a valid C identifier")
     model = read_model(tflite_path, fuse=fuse)
     plan = plan_memory(model)
     out_dir = Path(out_dir)

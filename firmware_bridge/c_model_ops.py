@@ -14,7 +14,7 @@ import numpy as np
 
 from selfmis.exit_codes import CodedError, ExitCode
 
-__all__ = ["UnsupportedModelError", "Tensor", "Step", "CModel", "quantize_multiplier", "lower"]
+__all__ = ["UnsupportedModelError", "Tensor", "Step", "CModel", "quantize_multiplier", "enum_names", "lower"]
 
 
 class UnsupportedModelError(CodedError, ValueError):
@@ -106,7 +106,8 @@ def _activation_range(act: str, t: Tensor, where: str) -> Tuple[int, int]:
     raise UnsupportedModelError(f"{where}: fused activation {act} is not implemented by the plain C engine")
 
 
-def _names(enum_class) -> dict:
+def enum_names(enum_class) -> dict:
+    """{value: NAME} of a flatbuffer enum class of the tflite schema."""
     return {v: k for k, v in vars(enum_class).items() if k.isupper() and isinstance(v, int)}
 
 
@@ -178,7 +179,7 @@ def _lower_conv(tfl, op, ins, out, tensors, at) -> Step:
           f"input depth {ic} and filter depth {kic} / {oc} outputs do not form groups")
     o = _options(tfl, op, "Conv2DOptions")
     _need(o is not None, at, "no Conv2DOptions")
-    acts, pads = _names(tfl.ActivationFunctionType), _names(tfl.Padding)
+    acts, pads = enum_names(tfl.ActivationFunctionType), enum_names(tfl.Padding)
     sh, sw, dh, dw = o.StrideH(), o.StrideW(), o.DilationHFactor(), o.DilationWFactor()
     _need(min(sh, sw, dh, dw) >= 1, at, f"stride {sh}x{sw} / dilation {dh}x{dw} must be >= 1")
     padding = pads.get(o.Padding(), str(o.Padding()))
@@ -226,7 +227,7 @@ def _lower_fc(tfl, op, ins, out, tensors, at) -> Step:
     _need(x.size % depth == 0, at, f"input of {x.size} values is not a multiple of the depth {depth}")
     batches = x.size // depth
     _need(y.size == batches * n_out, at, f"output has {y.size} values, expected {batches * n_out}")
-    acts = _names(tfl.ActivationFunctionType)
+    acts = enum_names(tfl.ActivationFunctionType)
     act_min, act_max = _activation_range(acts.get(o.FusedActivationFunction(), "?"), y, at)
     in_scale, out_scale = np.float32(x.scale[0]), np.float32(y.scale[0])
     if len(scales) > 1:  # per-channel: symmetric weights, TFLM's FullyConnectedPerChannel
