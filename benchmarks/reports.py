@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from selfmis.provenance import provenance, scrub_paths
 from selfmis.quantize.report import markdown_table as quantize_markdown
 from selfmis.train.experiments.report import render_markdown as accuracy_markdown
 from selfmis.train.scaling import markdown as scaling_markdown
@@ -246,7 +247,9 @@ def main(argv=None) -> int:
             res = load(s)
             if not any(isinstance(res.get(k), (int, float)) for k in _COST_KEYS):  # record what it cost
                 res["elapsed_s"] = round(time.time() - t0, 1)
-                (RESULTS / s.json).write_text(json.dumps(res, indent=1) + "\n")
+            # where it came from (a study that records its data adds it to its own provenance block)
+            res.setdefault("provenance", provenance(command=s.command))
+            (RESULTS / s.json).write_text(json.dumps(scrub_paths(res), indent=1) + "\n")
             (RESULTS / s.markdown).write_text(render(s))
         return 0
     for s in [s for s in chosen if s.quick]:  # quick

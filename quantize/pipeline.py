@@ -291,6 +291,8 @@ def run_pipeline(opts: PipelineOptions) -> dict:
                                 "seed": opts.seed},
                 "quant_type": opts.quant_type, "onnx_ops": onnx_op_types(onnx_path), "tflite_ops": ops["int8"],
                 "provenance": provenance(opts.command or None, data_used)}
+    if kind == "selfmis" and (teacher_path.parent / "provenance.json").is_file():  # written by selfmis train
+        training["teacher_provenance"] = json.loads((teacher_path.parent / "provenance.json").read_text())
 
     card = cardmod.make_card(files.int8, files.layout, labels, spec=spec,
                              thresholds={t: float(sigmoid(v)) for t, v in thr_int8.items()},

@@ -66,6 +66,9 @@ def test_make_model_builds_a_selfmis_teacher_bundle(tiny, tmp_path):
     assert tr["teacher_kind"] == "selfmis" and "of the SelfMIS Lead-I teacher" in card["description"]
     assert tr["teacher_sha256"] == _sha(teacher / "model.pt")  # the checkpoint the trainer wrote
     assert tr["teacher_config"]["method"] == "selfmis"
+    tp = json.loads((teacher / "provenance.json").read_text())  # selfmis train's own provenance, in the card too
+    assert tp["data"]["name"] == tiny.name and tp["data"]["n_records"] == 40 and tp["command"].startswith("selfmis train")
+    assert tr["teacher_provenance"]["data"] == tp["data"]
     prov = tr["provenance"]
     assert prov["data"]["name"] == tiny.name and prov["data"]["n_records"] == 40
     assert len(prov["data"]["records_sha256"]) == 64 and prov["command"].startswith("selfmis quantize")

@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 from selfmis.exit_codes import ExitCode
+from selfmis.provenance import data_summary, provenance
 from selfmis.train.checkpoint import CHECKPOINT_NAME, CheckpointError
-from selfmis.train.data import DataError
+from selfmis.train.data import DataError, resolve_data_root
 from selfmis.train.distributed import DeviceError
 from selfmis.train.trainer import DEFAULTS, METHODS, train
 
@@ -71,6 +72,18 @@ def build_parser():
     return p
 
 
+def _write_provenance(cfg: dict, argv) -> None:
+    """OUT/provenance.json: commit, command, data (name, records, hash of the record list), machine, libraries."""
+    import pandas as pd
+
+    root = resolve_data_root(cfg.get("data"))
+    ids = pd.read_csv(root / "ptbxl_database.csv", index_col=0).index
+    data = data_summary(root.name, ids, fs=100.0, folds={"train": cfg.get("train_folds"), "val": cfg.get("val_fold"),
+                                                          "test": cfg.get("test_fold")})
+    out = Path(cfg["out"]) / "provenance.json"
+    out.write_text(json.dumps(provenance(["selfmis", "train", *argv], data), indent=1) + "\n")
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     cfg = load_config_file(a.config) if a.config else {}
@@ -99,7 +112,8 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"selfmis train: {exc}", file=sys.stderr)
         return ExitCode.SOURCE
-    if "test" in res:
+    if "test" in res:  # rank 0
+        _write_provenance(res["config"], sys.argv[1:] if argv is None else argv)
         t = res["test"]["MI"]
         v = res["val"]["MI"]
         print(f"{res['method']}: val MI AUROC {v.get('auroc', float('nan')):.3f}  "
