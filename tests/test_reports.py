@@ -53,7 +53,8 @@ def surviving_numbers(render, data) -> set:
 def test_every_committed_report_is_a_render_of_its_json():
     bad = reports.check()
     assert not bad, "re-render with `make results-render` and commit:\n" + "\n".join(d for _, d in bad)[:6000]
-    assert reports._missing() == [], "a Markdown report no study renders"
+    assert reports._missing() == [], ("a Markdown report under benchmarks/results that no study renders: add a "
+                                      "Study (its JSON, render function, command) to benchmarks/reports.py STUDIES")
 
 
 def test_a_report_edited_by_hand_or_left_stale_is_caught(tmp_path):
