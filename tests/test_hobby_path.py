@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -172,6 +173,7 @@ CASES = {
     # name: (sketch line, baud, loop ms, edge-run args, lead-off spans, header)
     "sparkfun_9600_leadoff": (sparkfun, 9600, 1.1, ["--baud", "9600"], [(13.0, 4.0)], b""),
     "plain_115200": (plain, 115200, 4.11, [], [], b""),
+    "plain_fs_250": (plain, 115200, 4.11, ["--fs", "250"], [], b""),  # the old README's advice
     "plotter_115200": (plotter, 115200, 4.11, ["--label", "ecg"], [(13.0, 2.0)], b""),
     "millis_csv_default_column": (millis_csv, 115200, 4.11, [], [], b""),
     "millis_csv_column_1": (millis_csv, 115200, 4.11, ["--column", "1"], [], b""),
@@ -252,7 +254,8 @@ def test_9600_baud_lead_off_never_relocks_and_is_told_once(runs):
     code, events, stderr = results["sparkfun_9600_leadoff"]
     sk = sketches["sparkfun_9600_leadoff"]
     assert sk.rate(3, 12) == pytest.approx(192, rel=0.01) and sk.rate(13.5, 16.5) == pytest.approx(320, rel=0.01)
-    assert [e["fs"] for e in _kinds(events, "rate_locked")] == [192.0]
+    locked = [e["fs"] for e in _kinds(events, "rate_locked")]
+    assert len(locked) == 1 and locked[0] == pytest.approx(192, abs=1.0), locked  # never 233 Hz
     assert "re-locked" not in stderr
     assert sum("lead-off" in line for line in stderr.splitlines()) == 1, stderr
     assert sum("back on" in line for line in stderr.splitlines()) == 1, stderr
@@ -280,6 +283,14 @@ def test_non_ecg_columns_get_no_decision(runs, name, reason):
     assert len(refusals) == 1, stderr
     if name == "millis_csv_default_column":
         assert "--column 1" in refusals[0], refusals
+
+
+def test_fs_250_on_a_243_hz_sketch_is_accepted_with_the_cost_said_once(runs):
+    results, sketches = runs
+    code, events, stderr = results["plain_fs_250"]
+    assert code == 0 and _summary(events)["decisions"] >= 3, stderr
+    said = [line for line in stderr.splitlines() if "heart rates read" in line]
+    assert len(said) == 1 and "high" in said[0] and re.search(r"--fs 24[234]\b", said[0]), stderr
 
 
 def test_millivolt_floats_are_taken_as_mv_and_said_once(runs):

@@ -296,6 +296,12 @@ class RateWatch:
             if was == "mismatch":
                 log.warning("%s: samples arrive at %.1f Hz again, as declared (%g Hz): decisions resume",
                             self.name, est, d)
+            elif abs(est - d) > SNAP_TOLERANCE * d:
+                # within the tolerance, but a sketch's delay() loop is not its --fs: say what it costs
+                log.warning("%s: declared %g Hz is accepted but samples arrive at %.1f Hz: heart rates read "
+                            "%.1f%% %s; pass %s %g (a sketch: no %s, the rate is then measured)", self.name, d,
+                            est, 100 * abs(d / est - 1), "high" if d > est else "low", self.hint,
+                            snap_rate(est), self.hint)
             else:
                 log.info("%s: declared %g Hz confirmed by arrival times (%.1f Hz)", self.name, d, est)
             return [LinkEvent("rate_ok", {"declared_hz": d, "measured_hz": round(est, 2)}, t_arrival)]
