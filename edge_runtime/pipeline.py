@@ -21,7 +21,9 @@ Per chunk of source samples (any rate):
    :data:`.quality.MAX_FILLED_GAP_S`), and while the source's time base is not
    trusted (``rate_unverified`` / ``rate_mismatch`` link events, :mod:`.sources.rate`):
    a wrong sample rate makes every heart rate and every window wrong, so no
-   beat and no decision is reported until the rate is confirmed.
+   beat and no decision is reported until the rate is confirmed; and likewise while
+   the source has not verified that its column is ECG (``signal_unverified`` /
+   ``signal_not_ecg`` link events, :mod:`.ecg_check`).
 
 Events are plain dicts with a ``type``: ``beat``, ``decision``, ``quality``,
 ``link``; :meth:`Pipeline.summary` gives the final ``summary``. Times ``t`` are

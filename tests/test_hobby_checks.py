@@ -191,3 +191,19 @@ def test_lead_off_then_a_real_rate_change_is_caught():
                           t_mono=c.t_mono)
         events += [e for e in w.process(c) if isinstance(e, LinkEvent)]
     assert events[-1].kind == "rate_locked" and events[-1].detail["fs"] == 250.0
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_liblsl_start_up_lines_only_with_verbose(verbose, tmp_path):
+    """liblsl prints "Loaded default config" and its build at INFO when it loads."""
+    import subprocess
+    import sys
+    code = ("import logging, sys; logging.getLogger('selfmis').setLevel(logging.DEBUG if sys.argv[1] == '1' "
+            "else logging.INFO)\nfrom selfmis.edge_runtime.outlets.lsl import LslOutlet\nLslOutlet()\n"
+            "import pylsl; pylsl.StreamOutlet(pylsl.StreamInfo('t', 'ECG', 1, 100.0, pylsl.cf_float32, 't'))")
+    env = {k: v for k, v in os.environ.items() if k != "LSLAPICFG"}
+    env["TMPDIR"] = str(tmp_path)
+    p = subprocess.run([sys.executable, "-c", code, "1" if verbose else "0"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    assert ("INFO" in p.stderr) == verbose, p.stderr

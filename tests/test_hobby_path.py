@@ -169,15 +169,16 @@ def _edge_run(sketch: ArduinoSketch, args: list, seconds: float, results: dict, 
     results[key] = (code, events, "".join(err))
 
 
+U = ["--uv-per-lsb", "4.44"]  # as the README says for a 5 V Uno
 CASES = {
-    # name: (sketch line, baud, loop ms, edge-run args, lead-off spans, header)
-    "sparkfun_9600_leadoff": (sparkfun, 9600, 1.1, ["--baud", "9600"], [(13.0, 4.0)], b""),
-    "plain_115200": (plain, 115200, 4.11, [], [], b""),
-    "plain_fs_250": (plain, 115200, 4.11, ["--fs", "250"], [], b""),  # the old README's advice
-    "plotter_115200": (plotter, 115200, 4.11, ["--label", "ecg"], [(13.0, 2.0)], b""),
-    "millis_csv_default_column": (millis_csv, 115200, 4.11, [], [], b""),
-    "millis_csv_column_1": (millis_csv, 115200, 4.11, ["--column", "1"], [], b""),
-    "millis_csv_header": (millis_csv, 115200, 4.11, [], [], b"time_ms,ecg\r\n"),
+    # name: (sketch line, baud, loop ms, edge-run args: the README's, lead-off spans, header)
+    "sparkfun_9600_leadoff": (sparkfun, 9600, 1.1, ["--baud", "9600"] + U, [(13.0, 4.0)], b""),
+    "plain_115200": (plain, 115200, 4.11, U, [], b""),
+    "plain_fs_250": (plain, 115200, 4.11, ["--fs", "250"] + U, [], b""),  # the old README's advice
+    "plotter_115200": (plotter, 115200, 4.11, U, [(13.0, 2.0)], b""),
+    "millis_csv_default_column": (millis_csv, 115200, 4.11, U, [], b""),
+    "millis_csv_column_1": (millis_csv, 115200, 4.11, ["--column", "1"] + U, [], b""),
+    "millis_csv_header": (millis_csv, 115200, 4.11, U, [], b"time_ms,ecg\r\n"),
     "millivolt_floats": (millivolts, 115200, 4.11, [], [], b""),
     "sawtooth": (sawtooth, 115200, 4.11, [], [], b""),
     "ppg": (ppg, 115200, 4.11, [], [], b""),
