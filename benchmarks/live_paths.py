@@ -154,7 +154,7 @@ def ble_worker(argv) -> int:
     ble._default_client_factory = lambda address, cb: PolarFake(
         address, cb, np.round(y * 1000), backlog=lambda: holder["src"]._q.qsize())
     args = cli.build_parser().parse_args(["--ble", "PO:LA:RF:AK:E0:01", "--retries", "0"] + rest)
-    cli._setup_logging(args.quiet, args.verbose)
+    cli.setup_logging(args.quiet, args.verbose)
     out = JsonlWriter(sys.stdout, quiet=args.quiet, flush=False)
     return cli.run(args, out, on_source=lambda s: holder.__setitem__("src", s))
 

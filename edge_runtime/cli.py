@@ -5,9 +5,10 @@ error, 4 source not found or not permitted, 5 device lost after the reconnect
 retries, 6 an outlet could not start). JSON Lines on stdout
 (:mod:`.output`), logs on stderr.
 
-Only the standard library is imported at module level: ``edge-run --help``
-and start-up stay well under 0.3 s; numpy, the interpreter, pyserial, bleak
-and matplotlib load when (and only if) they are needed.
+One device or many, with or without outlets, run the same way: :func:`main`
+parses and checks the options, :mod:`.runtime` builds one :class:`~.gateway.Gateway`.
+pyserial, bleak, the interpreter, matplotlib, the web server and the outlets load
+when (and only if) they are needed.
 """
 from __future__ import annotations
 
@@ -16,29 +17,24 @@ import logging
 import sys
 import time
 
-from selfmis.bundle import BundleError
 from selfmis.exit_codes import ExitCode
 from selfmis.limits import gain_arg, rate_arg
 from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_config
 
-from . import gateway_args
-from .interpreter import TFLiteModel
-from .models import default_bundle_dir, resolve_bundle
+from . import gateway_args, runtime
+from .gateway_args import SOURCE_KEYS
+from .gateway_config import GatewayConfigError, load_gateway_config
 from .output import JsonlWriter
-from .pipeline import Pipeline
-from .plot import plot_run
-from .recording import Recorder, RecordingError
-from .sources.base import Backoff, DeviceLost, SourceError, SourceNotFound
+from .runtime import UsageError, make_source
 from .sources import ble
-from .sources.replay import ReplaySource
-from .sources.serial import SerialSource
-from .sources.simulated import SimulatedSource
+from .sources.base import SourceError
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_USAGE", "EXIT_MODEL", "EXIT_SOURCE", "EXIT_LOST"]
+__all__ = ["main", "run", "build_parser", "setup_logging", "make_source", "EXIT_OK", "EXIT_USAGE", "EXIT_MODEL",
+           "EXIT_SOURCE", "EXIT_LOST", "EXIT_OUTLET"]
 
 # Kept as names for callers of the public API; the values are :class:`selfmis.exit_codes.ExitCode`.
-EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_LOST = (ExitCode.OK, ExitCode.USAGE, ExitCode.MODEL,
-                                                          ExitCode.SOURCE, ExitCode.LOST)
+EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_LOST, EXIT_OUTLET = (
+    ExitCode.OK, ExitCode.USAGE, ExitCode.MODEL, ExitCode.SOURCE, ExitCode.LOST, ExitCode.OUTLET)
 
 log = logging.getLogger("selfmis.edge_runtime")
 
@@ -61,8 +57,8 @@ examples:
   edge-run --replay holter.edf --lead "ECG I" --fast
   edge-run --replay adc.csv --fs 250 --units counts --uv-per-lsb 3.22
 
-exit codes: 0 ok, 2 usage, 3 model/bundle error, 4 source not found/permission,
-5 device lost after retries.
+exit codes (selfmis.exit_codes.ExitCode): 0 ok, 2 usage, 3 model/bundle error,
+4 source not found/permission, 5 device lost after retries, 6 an outlet could not start.
 """
 
 
@@ -139,12 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "default forever) with a log line instead of exiting 4 (what the systemd unit does)")
     src.add_argument("--connect-timeout", type=float, default=15.0,
                      help="seconds to wait for a BLE device to answer (default 15)")
-    gateway_args.add_arguments(p)  # several devices, --serve, --mqtt, --lsl: see gateway_cli
+    gateway_args.add_arguments(p)  # several devices, --serve, --mqtt, --lsl: see runtime
     p.epilog += "\n" + gateway_args.EPILOG
     return p
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    """Logs on stderr as ``edge-run: LEVEL: message`` (``--quiet``: warnings only; ``--verbose``: debug)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     h = logging.StreamHandler(sys.stderr)
     h.setFormatter(logging.Formatter("edge-run: %(levelname)s: %(message)s"))
@@ -165,7 +162,7 @@ def _ble_scan(out) -> int:
         devices = ble.scan()
     except SourceError as exc:
         log.error("%s", exc)
-        return EXIT_SOURCE
+        return exc.exit_code
     except Exception as exc:  # no adapter, BlueZ not running, permission
         log.error("BLE scan failed: %s", exc)
         return EXIT_SOURCE
@@ -174,217 +171,99 @@ def _ble_scan(out) -> int:
     return EXIT_OK
 
 
-def make_source(args, lead: str):
-    """The :class:`~.sources.base.Source` the arguments ask for (may raise SourceNotFound)."""
-    if args.port:
-        return SerialSource(args.port, args.baud, ascii=args.ascii, fs=args.fs, lead=lead,
-                            uv_per_lsb=1.0 if args.uv_per_lsb is None else args.uv_per_lsb,
-                            backoff=Backoff(args.retries), wait_for_device_s=args.wait_for_device,
-                            column=args.column, label=args.label, check_rate=not args.trust_rate,
-                            units=args.units)
-    if args.ble:
-        return ble.BleSource(args.ble, lead=lead, backoff=Backoff(args.retries),
-                         connect_timeout_s=args.connect_timeout, check_rate=not args.trust_rate)
-    if args.replay:
-        return ReplaySource(args.replay, lead=lead, fast=args.fast, fs=args.fs, speed=args.speed,
-                            format=args.format, units=args.units, uv_per_lsb=args.uv_per_lsb)
-    return SimulatedSource(args.simulate, lead=lead, speed=0.0 if args.fast else args.speed,
-                           loop=bool(getattr(args, "loop", False)))
+def _parse(parser, rest, sources):
+    """``(args, gateway config or None)``: the options, with ``--config`` filled in (a runtime.json
+    from ``selfmis deploy`` gives defaults and perhaps the source; a gateway.json the devices).
+    Raises SystemExit (``--help``, argparse's usage errors) or UsageError."""
+    args = parser.parse_args(rest)
+    if not args.config:
+        return args, None
+    try:
+        if gateway_args.is_gateway_config(args.config):
+            cfg = load_gateway_config(args.config)
+            for k in ("decision_beats", "every_k_beats", "threads", "max_seconds"):
+                if k in cfg and getattr(args, k) == parser.get_default(k):
+                    setattr(args, k, cfg[k])
+            if cfg.get("model") and not args.model:
+                args.model = cfg["model"]
+            return args, cfg
+        d = cli_defaults(load_runtime_config(args.config), include_source=not sources)
+    except (ConfigError, GatewayConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    sources.extend((k, d.pop(k)) for k in SOURCE_KEYS if d.get(k) is not None)
+    parser.set_defaults(**d)  # the file fills in defaults, then the command line is read again
+    return parser.parse_args(rest), None
 
 
 def main(argv=None) -> int:
+    """``edge-run ARGV``: run one device or many until they end; returns the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``); see ``edge-run --help``.
+
+    Returns
+    -------
+    int
+        An :class:`~selfmis.exit_codes.ExitCode`: 0 ok, 2 usage, 3 model, 4 source not found,
+        5 device lost, 6 outlet. JSON Lines go to stdout, logs to stderr.
+
+    Example
+    -------
+    >>> main(["--replay", "core/sample_data/ptbxl/records100/00000/00057_lr", "--fast"])  # doctest: +SKIP
+    0
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    if gateway_args.wanted(argv):  # several devices or an outlet: loaded only then
-        from .gateway_cli import main as gateway_main
-        return gateway_main(argv, sys.modules[__name__])
+    sources, ids, rest = gateway_args.split_sources(argv)
+    tagged = gateway_args.wanted(argv)  # the gateway format: lines name their device
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if args.config:  # the file fills in defaults, then the command line is read again
-            try:
-                given = any(getattr(args, a) for a in ("port", "ble", "replay", "simulate"))
-                parser.set_defaults(**cli_defaults(load_runtime_config(args.config),
-                                                   include_source=not given))
-            except ConfigError as exc:
-                print(f"edge-run: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-            args = parser.parse_args(argv)
+        args, cfg = _parse(parser, rest, sources)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
-    _setup_logging(args.quiet, args.verbose)
-    sources = [a for a in ("port", "ble", "replay", "simulate") if getattr(args, a)]
-    out = JsonlWriter(sys.stdout, quiet=args.quiet, flush=not args.fast)
+    except UsageError as exc:
+        print(f"edge-run: {exc}", file=sys.stderr)
+        return exc.exit_code
+    setup_logging(args.quiet, args.verbose)
     if args.ble_scan:
-        return _ble_scan(out)
-    if len(sources) != 1:
-        return _usage(parser, "give exactly one source: --port, --ble, --replay or --simulate"
-                      + (f" (got {', '.join('--' + s for s in sources)})" if sources else ""))
-    if args.ascii and not args.port:
-        return _usage(parser, "--ascii applies to --port only")
-    if (args.column is not None or args.label) and not args.ascii:
-        return _usage(parser, "--column and --label apply to --ascii streams")
-    if args.column is not None and args.label:
-        return _usage(parser, "give --column or --label, not both")
-    if args.trust_rate and args.ascii and not args.fs:
-        return _usage(parser, "--trust-rate needs --fs for an ASCII stream (nothing else declares its rate)")
-    if args.every_k_beats < 1 or args.threads < 1 or args.decision_beats < 1 or args.retries < 0:
-        return _usage(parser, "--every-k-beats, --threads and --decision-beats must be >= 1")
-    if args.format and not args.replay:
-        return _usage(parser, "--format applies to --replay only")
-    if args.units and not (args.replay or args.ascii):
-        return _usage(parser, "--units applies to --replay and --ascii streams")
-    if (args.persist_s or 0) < 0 or (args.hysteresis or 0) < 0 or (args.persist_beats is not None
-                                                                    and args.persist_beats < 1):
-        return _usage(parser, "--persist-s and --hysteresis must be >= 0, --persist-beats >= 1")
-    if args.fast and not (args.replay or args.simulate):
-        return _usage(parser, "--fast applies to --replay and --simulate")
-    if args.loop and not args.simulate:
-        return _usage(parser, "--loop applies to --simulate")
-    return run(args, out)
-
-
-class _native_stderr_silenced:
-    """Point file descriptor 2 at /dev/null while native code prints INFO lines (unless ``--verbose``)."""
-
-    def __init__(self, active: bool):
-        self.active, self.saved = active, None
-
-    def __enter__(self):
-        if self.active:
-            import os
-            sys.stderr.flush()
-            self.saved = os.dup(2)
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 2)
-            os.close(null)
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            import os
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-        return False
-
-
-def decision_options(args, card) -> dict:
-    """The decision keywords of every pipeline (one device or many): the card's operating point named by
-    ``--operating-point`` (BundleError when the card has none of that name) and the persistence options."""
-    op, _ = card.operating_point(args.operating_point)
-    return {"operating_point": op, **{k: getattr(args, k) for k in ("persist_s", "persist_beats", "hysteresis")
-                                      if getattr(args, k) is not None}}
-
-
-def load_model(path, threads: int):
+        return _ble_scan(JsonlWriter(sys.stdout))
     try:
-        # LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line: only with --verbose
-        with _native_stderr_silenced(not logging.getLogger("selfmis").isEnabledFor(logging.DEBUG)):
-            return TFLiteModel(resolve_bundle(path), num_threads=threads)
-    except BundleError:
-        if path is None and not (default_bundle_dir() / "card.json").exists():
-            raise BundleError(f"no default model shipped in {default_bundle_dir()} yet; "
-                              "pass --model BUNDLE_DIR") from None
-        raise
-    except ImportError as exc:
-        raise BundleError(str(exc)) from None
+        specs = runtime.device_specs(args, cfg, sources, ids)
+        runtime.check_options(args, cfg, specs, tagged)
+    except UsageError as exc:
+        return _usage(parser, str(exc))
+    fast = all(s.options.get("fast") for s in specs)
+    return runtime.run(args, JsonlWriter(sys.stdout, quiet=args.quiet, flush=not fast), specs, cfg, tagged)
 
 
 def run(args, out, on_source=None) -> int:
-    """Run the parsed ``args``; ``on_source(source)`` is called once the source exists
-    (the demo uses it to stop the stream when its virtual device is done)."""
-    t0 = time.perf_counter()
+    """Run already parsed ``args`` (``build_parser().parse_args(...)``: one source) as :func:`main` would.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        From :func:`build_parser`.
+    out : :class:`~.output.JsonlWriter`
+        Where the JSON Lines go.
+    on_source : callable, optional
+        Called with the source once it exists (the demo stops the stream with it when its
+        virtual device is done).
+
+    Returns
+    -------
+    int
+        The exit code (:class:`~selfmis.exit_codes.ExitCode`).
+    """
+    sources = [(k, getattr(args, k)) for k in SOURCE_KEYS if getattr(args, k, None)]
+    tagged = bool(args.serve or args.mqtt or args.lsl)
     try:
-        model = load_model(args.model, args.threads)
-    except (BundleError, OSError) as exc:
-        log.error("model: %s", exc)
-        return EXIT_MODEL
-    try:
-        decision = decision_options(args, model.card)
-    except BundleError as exc:
-        log.error("--operating-point: %s", exc)
-        return EXIT_USAGE
-    lead = args.lead or model.card.lead or "I"
-    try:
-        source = make_source(args, lead)
-    except SourceNotFound as exc:
+        specs = runtime.device_specs(args, None, sources, [])
+        runtime.check_options(args, None, specs, tagged)
+    except UsageError as exc:
         log.error("%s", exc)
-        return EXIT_SOURCE
-    if on_source is not None:
-        on_source(source)
-    pipe = Pipeline(model, every_k_beats=args.every_k_beats, n_beats=args.decision_beats,
-                    keep_signal=bool(args.plot), decision_kwargs=decision)
-    recorder = None
-    if args.record:
-        try:
-            recorder = Recorder(args.record, {**source.describe(), "model": model.card.name,
-                                              "argv": sys.argv[1:]})
-        except (RecordingError, OSError) as exc:
-            log.error("--record: %s", exc)
-            source.close()
-            return EXIT_USAGE
-    log.info("model %s (%s, %d labels), operating point %s, source %s", model.card.name, model.backend,
-             len(model.card.labels), decision["operating_point"], source.name)
-    code = EXIT_OK
-    t_run = time.perf_counter()
-    timer = None
-    if args.max_seconds and source.realtime:
-        # a stream that yields no sample never advances signal time: stop by the wall clock too
-        import threading
-        timer = threading.Timer(args.max_seconds + 5.0, source.stop)
-        timer.daemon = True
-        timer.start()
-    try:
-        with source:
-            for item in source:
-                if recorder is not None:
-                    recorder.write(item)
-                events = pipe.handle(item)
-                if recorder is not None:  # beats and decisions go into the recording too
-                    recorder.write_outputs(events, pipe._timeline_s)
-                    events += recorder.take_events()  # a failed write: the `recording` event, once
-                out.write_all(events)
-                if args.max_seconds and pipe._signal_s >= args.max_seconds:
-                    break
-    except KeyboardInterrupt:
-        log.info("interrupted")
-    except DeviceLost as exc:
-        log.error("%s", exc)
-        code = EXIT_LOST
-    except SourceNotFound as exc:
-        log.error("%s", exc)
-        code = EXIT_SOURCE
-    except SourceError as exc:
-        log.error("%s", exc)
-        code = EXIT_LOST
-    finally:
-        if timer is not None:
-            timer.cancel()
-        tail = pipe.flush()  # the last beats still inside the resampler's delay
-        if recorder is not None:
-            recorder.write_outputs(tail, pipe._timeline_s)
-            recorder.close()  # never raises: a failed last flush becomes the `recording` event
-            tail += recorder.take_events()
-    out.write_all(tail)
-    summary = pipe.summary(source.stats, wall_s=time.perf_counter() - t_run)
-    summary["source"] = source.name
-    if source.rate_summary() is not None:
-        summary["rate"] = {**(summary.get("rate") or {}), **source.rate_summary()}
-    if source.signal_summary() is not None:
-        summary["signal"] = source.signal_summary()
-    summary["model"] = model.card.name
-    summary["startup_s"] = round(t_run - t0, 3)
-    if recorder is not None:
-        summary["recorded"] = str(args.record)
-        if recorder.failed:
-            summary["recording_stopped"] = recorder.failed
-    out.write(summary)
-    if args.plot:
-        try:
-            plot_run(args.plot, pipe, title=f"{source.name} - {model.card.name}")
-            log.info("plot written to %s", args.plot)
-        except Exception as exc:  # a plot must never turn a good run into a failure
-            log.error("--plot: %s", exc)
-    return code
+        return exc.exit_code
+    return runtime.run(args, out, specs, None, tagged, on_source=on_source)
 
 
 if __name__ == "__main__":

@@ -90,15 +90,27 @@ class Device:
         self.error: str | None = None
         self.exit_code = ExitCode.OK
         self.done = False          # the processing thread has seen the end
+        self.capped = False        # --max-seconds reached: what it still queued is dropped
         self.summary: dict | None = None
-        self.t_started = time.perf_counter()
+
+    def close(self) -> None:
+        """Release the source and the recording (a start that failed half-way)."""
+        self.source.close()
+        if self.recorder is not None:
+            self.recorder.close()
 
 
 class Gateway:
     """Run ``devices`` (list of :class:`Device`) with one processing loop; see the module doc."""
 
-    def __init__(self, devices, out, sinks=(), model=None, budget: int = 8, max_seconds: float | None = None):
+    def __init__(self, devices, out, sinks=(), model=None, budget: int = 8, max_seconds: float | None = None,
+                 tagged: bool = True, t0: float | None = None):
         self.devices = list(devices)
+        #: the gateway format: every line names its "device" and a failure is an ``error`` line too;
+        #: one plain ``edge-run`` device writes its lines as it always has (errors on stderr only)
+        self.tagged = tagged
+        self.t0 = time.perf_counter() if t0 is None else t0  # the command's start: summary startup_s
+        self.t_run = self.t0
         self.by_id = {d.id: d for d in self.devices}
         self.out, self.sinks, self.model = out, list(sinks), model
         self.budget, self.max_seconds = int(budget), max_seconds
@@ -115,13 +127,20 @@ class Gateway:
     # ------------------------------------------------------------------ output
 
     def emit(self, device: Device, event: dict) -> None:
-        event = {**event, "device": device.id}
-        self.out.write(event)
-        for s in self.sinks:
-            try:
-                s.on_event(device.id, event)
-            except Exception:  # a broken outlet never takes a pipeline down
-                log.exception("outlet %s failed on an event of %s", type(s).__name__, device.id)
+        self.emit_all(device, (event,))
+
+    def emit_all(self, device: Device, events) -> None:
+        """``events`` of ``device``, written together (one flush per chunk) and handed to each sink."""
+        if not events:
+            return
+        tagged = [{**e, "device": device.id} for e in events] if (self.tagged or self.sinks) else events
+        self.out.write_all(tagged if self.tagged else events)
+        for event in tagged if self.sinks else ():
+            for s in self.sinks:
+                try:
+                    s.on_event(device.id, event)
+                except Exception:  # a broken outlet never takes a pipeline down
+                    log.exception("outlet %s failed on an event of %s", type(s).__name__, device.id)
 
     # ------------------------------------------------------------------ threads
 
@@ -136,7 +155,7 @@ class Gateway:
                 # lost after its retries, or (while restarting) not back yet; anything else (a port
                 # that was never there, a file that cannot be read) is not cured by waiting
                 lost = isinstance(exc, DeviceLost) or (dev.restarts and isinstance(exc, SourceNotFound))
-                if not (lost and dev.restart) or self._stop.is_set() or dev.source._closed:
+                if not (lost and dev.restart) or self._stop.is_set() or dev.source.closed:
                     raise
                 if dev.source.stats["chunks"] > delivered:  # it streamed since the last restart
                     attempt = 0
@@ -149,17 +168,15 @@ class Gateway:
                 yield LinkEvent("restarting", {"attempt": attempt, "delay_s": delay, "reason": str(exc)},
                                 discontinuity=True)
                 yield Wait(None, delay)
-                if self._stop.is_set() or dev.source._closed:
+                if self._stop.is_set() or dev.source.closed:
                     return
 
     def _ended(self, dev: Device, exc) -> None:
         """A device's source has ended for good: ``exc`` None (normally) or why."""
         if exc is None:
             return
-        if isinstance(exc, SourceNotFound):
-            dev.error, dev.exit_code = str(exc), ExitCode.SOURCE
-        elif isinstance(exc, (DeviceLost, SourceError)):
-            dev.error, dev.exit_code = str(exc), ExitCode.LOST
+        if isinstance(exc, SourceError):  # SourceNotFound 4, DeviceLost 5, ...: the error knows its code
+            dev.error, dev.exit_code = str(exc), exc.exit_code
         else:  # a bug in one source must not stop the gateway
             log.error("device %s: source failed", dev.id, exc_info=exc)
             dev.error, dev.exit_code = f"{type(exc).__name__}: {exc}", ExitCode.LOST
@@ -216,6 +233,8 @@ class Gateway:
         if item is _END:
             self._finish(dev)
             return
+        if dev.capped:  # read before --max-seconds stopped its source: not part of the run
+            return
         if dev.recorder is not None:
             dev.recorder.write(item)
         if isinstance(item, LinkEvent):
@@ -224,8 +243,6 @@ class Gateway:
                          "disconnected": "disconnected",
                          "lost": "lost", "end": "ended"}.get(item.kind, dev.state)
         events = dev.pipeline.handle(item)
-        if dev.recorder is not None:
-            events += dev.recorder.take_events()  # a failed write: the `recording` event, once
         if isinstance(item, Chunk):
             if dev.state in ("starting", "disconnected", "reconnecting"):
                 dev.state = "connected"
@@ -233,12 +250,15 @@ class Gateway:
                 on_chunk = getattr(s, "on_chunk", None)
                 if on_chunk is not None:
                     try:
-                        on_chunk(dev.id, item, dev.pipeline._signal_s)
+                        on_chunk(dev.id, item, dev.pipeline.signal_s)
                     except Exception:
                         log.exception("outlet %s failed on a chunk of %s", type(s).__name__, dev.id)
-        for e in events:
-            self.emit(dev, e)
-        if self.max_seconds and dev.pipeline._signal_s >= self.max_seconds:
+        if dev.recorder is not None:  # beats and decisions go into the recording too
+            dev.recorder.write_outputs(events, dev.pipeline.timeline_s)
+            events += dev.recorder.take_events()  # a failed write: the `recording` event, once
+        self.emit_all(dev, events)
+        if self.max_seconds and dev.pipeline.signal_s >= self.max_seconds:
+            dev.capped = True
             dev.source.stop()
 
     def _finish(self, dev: Device) -> None:
@@ -246,30 +266,43 @@ class Gateway:
             return
         dev.done = True
         self._n_done += 1
-        for e in dev.pipeline.flush():
-            self.emit(dev, e)
+        tail = dev.pipeline.flush()  # the last beats still inside the resampler's delay
+        if dev.recorder is not None:
+            dev.recorder.write_outputs(tail, dev.pipeline.timeline_s)
+            dev.recorder.close()  # never raises: a failed last flush becomes the `recording` event
+            tail += dev.recorder.take_events()
+        self.emit_all(dev, tail)
         if dev.error:
             dev.state = "failed" if dev.exit_code == ExitCode.SOURCE else "lost"
-            log.error("device %s: %s", dev.id, dev.error)
-            self.emit(dev, {"type": "error", "t": round(dev.pipeline._signal_s, 3), "message": dev.error,
-                            "exit_code": dev.exit_code})
+            log.error("%s%s", f"device {dev.id}: " if self.tagged else "", dev.error)
+            if self.tagged:
+                self.emit(dev, {"type": "error", "t": round(dev.pipeline.signal_s, 3), "message": dev.error,
+                                "exit_code": dev.exit_code})
         elif dev.state not in ("lost", "failed"):
             dev.state = "ended"
-        if dev.recorder is not None:
-            try:
-                dev.recorder.close()
-            except OSError as exc:
-                log.error("device %s: recording: %s", dev.id, exc)
-        summary = dev.pipeline.summary(dev.source.stats, wall_s=time.perf_counter() - dev.t_started)
+        dev.summary = self.summary(dev)
+        self.emit(dev, dev.summary)
+
+    def summary(self, dev: Device) -> dict:
+        """``dev``'s run summary: the pipeline's counters, the source's, its time base, the model,
+        the start-up time, restarts and where it was recorded."""
+        summary = dev.pipeline.summary(dev.source.stats, wall_s=time.perf_counter() - self.t_run)
         summary["source"] = dev.source.name
-        if dev.restarts:
-            summary["restarts"] = dev.restarts
+        rate = dev.source.rate_summary()
+        if rate is not None:
+            summary["rate"] = {**(summary.get("rate") or {}), **rate}
+        if dev.source.signal_summary() is not None:
+            summary["signal"] = dev.source.signal_summary()
         if self.model is not None:
             summary["model"] = self.model.card.name
+        summary["startup_s"] = round(self.t_run - self.t0, 3)
+        if dev.restarts:
+            summary["restarts"] = dev.restarts
         if dev.recorder is not None:
             summary["recorded"] = str(dev.spec.options.get("record"))
-        dev.summary = summary
-        self.emit(dev, summary)
+            if dev.recorder.failed:
+                summary["recording_stopped"] = dev.recorder.failed
+        return summary
 
     def _process(self, dev: Device, item) -> None:
         try:
@@ -292,6 +325,13 @@ class Gateway:
     def run(self) -> int:
         """Start the readers, process until every device has ended (or :meth:`stop`);
         returns 0, or the worst device exit code (4 not found, 5 lost)."""
+        self.t_run = time.perf_counter()
+        timer = None
+        if self.max_seconds and any(d.source.realtime for d in self.devices):
+            # a stream that yields no sample never advances signal time: stop by the wall clock too
+            timer = threading.Timer(self.max_seconds + 5.0, self.stop)
+            timer.daemon = True
+            timer.start()
         for s in self.sinks:
             start = getattr(s, "start", None)
             if start is not None:
@@ -341,6 +381,8 @@ class Gateway:
                 if not d.done:
                     self._drain_into(d)
         finally:
+            if timer is not None:
+                timer.cancel()
             for s in self.sinks:
                 close = getattr(s, "close", None)
                 if close is not None:
@@ -385,7 +427,7 @@ class Gateway:
                                                 "operating_point": getattr(dec, "operating_point", None)},
             "started": self.t_start,
             "devices": [{"id": d.id, "source": d.source.name, "state": d.state, "error": d.error,
-                         "fs": d.source.fs, "lead": d.source.lead, "signal_s": round(d.pipeline._signal_s, 3),
+                         "fs": d.source.fs, "lead": d.source.lead, "signal_s": round(d.pipeline.signal_s, 3),
                          "beats": d.pipeline.n_beats, "decisions": d.pipeline.n_decisions,
                          "queued": d.queue.qsize()} for d in self.devices],
         }

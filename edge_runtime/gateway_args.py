@@ -1,22 +1,27 @@
-"""The ``edge-run`` options of the gateway mode, and when that mode applies.
+"""The ``edge-run`` options for several devices and outlets, and when the gateway format applies.
 
-Standard library only and tiny: :mod:`.cli` imports it at start-up, while the
-gateway (:mod:`.gateway_cli`), the web server and the outlets load only when
-one of these options is given.
+Standard library only and tiny (``gateway.json`` is sniffed before anything else
+loads); the web server and the outlets load only when one of these options is given.
 
-The gateway mode is taken when the command line repeats a source option
+The *gateway format* is taken when the command line repeats a source option
 (``--simulate A --simulate B``), gives ``--device-id``, ``--serve``, ``--mqtt``
 or ``--lsl``, or ``--config`` names a ``gateway.json`` (see
-:mod:`.gateway_config`). One device with none of these runs the classic
-single-device path unchanged.
+:mod:`.gateway_config`). Either way one runtime runs the devices
+(:class:`~.gateway.Gateway`); the gateway format only tags every JSON line with its
+``"device"`` and restarts a device lost after its retries (one plain device exits 5
+instead, as ``edge-run`` always has).
 """
 from __future__ import annotations
 
-__all__ = ["GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "split_sources", "SOURCE_FLAGS"]
+import ipaddress
+
+__all__ = ["GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "split_sources", "SOURCE_FLAGS",
+           "SOURCE_KEYS", "parse_bind", "is_loopback"]
 
 #: the ``format`` of a gateway.json (:mod:`.gateway_config` validates the rest)
 GATEWAY_FORMAT = "selfmis-gateway-config"
-SOURCE_FLAGS = ("--port", "--ble", "--replay", "--simulate")
+SOURCE_KEYS = ("port", "ble", "replay", "simulate")
+SOURCE_FLAGS = tuple(f"--{k}" for k in SOURCE_KEYS)
 _REPEATABLE = SOURCE_FLAGS + ("--device-id",)
 _GATEWAY_FLAGS = ("--device-id", "--serve", "--mqtt", "--lsl", "--no-restart", "--restart-cap")
 
@@ -126,3 +131,32 @@ def split_sources(argv):
         else:
             rest.append(a)
     return sources, ids, rest
+
+
+def parse_bind(text: str):
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` -> (host, port); default host 127.0.0.1.
+
+    Raises
+    ------
+    ValueError
+        The text is not HOST:PORT or the port is out of range.
+    """
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise ValueError(f"--serve {text!r}: expected HOST:PORT") from None
+    if not 0 <= port_n <= 65535:
+        raise ValueError(f"--serve {text!r}: port out of range")
+    return host, port_n
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (a web view there needs no token)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -173,7 +173,7 @@ class IoLoop:
                         st.done, produced = True, True
                         self.n_live -= 1
                     return False
-                if st.dev.source._closed:  # stop() or --max-seconds: end now, not at the next read
+                if st.dev.source.closed:  # stop() or --max-seconds: end now, not at the next read
                     self._end(st, None)
                     continue
                 send, throw = st.send, st.throw

@@ -142,6 +142,16 @@ class Pipeline:
 
     # ------------------------------------------------------------------ segments
 
+    @property
+    def signal_s(self) -> float:
+        """Seconds of signal received so far (samples lost on the link and filled included)."""
+        return self._signal_s
+
+    @property
+    def timeline_s(self) -> float:
+        """The event clock: :attr:`signal_s` plus the time spent disconnected (reconnects)."""
+        return self._timeline_s
+
     def _new_segment(self, fs_in, t_offset: float) -> None:
         """(Re)start the sample clock: after a reconnect, a rate change or a long gap."""
         self._segment_fs = fs_in

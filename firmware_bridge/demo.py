@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     if args.model:
         argv_run += ["--model", args.model]
     run_args = cli.build_parser().parse_args(argv_run + ["--quiet"] * 0)
-    cli._setup_logging(quiet=not args.json, verbose=False)
+    cli.setup_logging(quiet=not args.json, verbose=False)
     out = JsonlWriter(sys.stdout) if args.json else _Printer()
     th.start()
     try:

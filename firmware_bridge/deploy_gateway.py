@@ -26,7 +26,7 @@ import json
 import os
 from pathlib import Path
 
-from selfmis.edge_runtime.gateway_cli import is_loopback, parse_bind
+from selfmis.edge_runtime.gateway_args import is_loopback, parse_bind
 from selfmis.edge_runtime.gateway_config import (GATEWAY_FORMAT, GatewayConfigError, SOURCE_KEYS,
                                                  validate_gateway_config)
 

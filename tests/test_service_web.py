@@ -46,7 +46,7 @@ def _get(url, headers=None):
 
 def test_edge_run_without_serve_imports_no_server_code():
     code = ("import sys; import selfmis.edge_runtime.cli as c; "
-            "bad=[m for m in sys.modules if m.startswith(('selfmis.edge_runtime.serve','selfmis.edge_runtime.gateway_cli',"
+            "bad=[m for m in sys.modules if m.startswith(('selfmis.edge_runtime.serve',"
             "'selfmis.edge_runtime.outlets','http.server','paho','pylsl'))]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=quiet_env(), check=True)
     assert out.stdout.strip() == "[]"

@@ -23,6 +23,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from selfmis.exit_codes import CodedError, ExitCode
+
 from ..stream import Chunk, Item, LinkEvent
 from .rate import RateWatch
 from .steps import Call, Wait, run_blocking
@@ -81,12 +83,16 @@ def coalesce(items: list) -> list:
     return out
 
 
-class SourceError(RuntimeError):
-    """A source that cannot deliver; the message says which and why."""
+class SourceError(CodedError, RuntimeError):
+    """A source that cannot deliver; the message says which and why (``edge-run`` exits 5)."""
+
+    exit_code = ExitCode.LOST
 
 
 class SourceNotFound(SourceError):
-    """The port, file or device does not exist or cannot be opened (permission)."""
+    """The port, file or device does not exist or cannot be opened (permission; exit 4)."""
+
+    exit_code = ExitCode.SOURCE
 
 
 class SourceRefused(SourceNotFound):
@@ -95,7 +101,9 @@ class SourceRefused(SourceNotFound):
 
 
 class DeviceLost(SourceError):
-    """The device went away and did not come back after the retries."""
+    """The device went away and did not come back after the retries (exit 5)."""
+
+    exit_code = ExitCode.LOST
 
 
 class Backoff:
@@ -213,6 +221,11 @@ class Source:
 
     def __iter__(self) -> Iterator[Item]:
         return run_blocking(self.steps())
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`stop` or :meth:`close` was called: the source ends at its next step."""
+        return self._closed
 
     def stop(self) -> None:
         """Ask the iteration to end soon (thread-safe); resources are released by close()."""
