@@ -182,11 +182,12 @@ def test_pty_device_declaring_an_unsupported_rate_is_refused(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "selfmis.edge_runtime.cli", "--port", name, "--retries", "0",
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.5)  # the port is open (pyserial flushes what arrived before)
-        for _ in range(5):
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            # like firmware repeating its HELLO: pyserial flushes what arrived before the port opened
             os.write(master, H._bad_rate_hello(2e7))
             time.sleep(0.2)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
