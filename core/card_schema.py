@@ -150,7 +150,8 @@ def validate_card(d, where: str, err) -> None:
         c.fail("labels", f"{len(labels)} labels but the model has {n_out} outputs (output.shape "
                          f"{d['output']['shape']})")
     _preprocessing(c, d.get("preprocessing"), d["input"]["shape"])
-    if d.get("output_kind", "logits") not in ("logits", "sigmoid", "probabilities"):
+    if not isinstance(d.get("output_kind", "logits"), str) \
+            or d.get("output_kind", "logits") not in ("logits", "sigmoid", "probabilities"):
         c.fail("output_kind", f"must be logits, sigmoid or probabilities, got {d.get('output_kind')!r:.40}")
     c.probs(d.get("thresholds", {}), "thresholds", labels)
     _calibration(c, d.get("calibration", {}), labels)
@@ -162,6 +163,8 @@ def validate_card(d, where: str, err) -> None:
             c.fail(f"operating_points.{name}", "must be an object")
         c.probs(op.get("thresholds", {}), f"operating_points.{name}.thresholds", labels)
     default = d.get("default_operating_point", "")
+    if not isinstance(default, str):
+        c.fail("default_operating_point", f"must be a string, got {default!r:.40}")
     if default and default not in points:
         c.fail("default_operating_point", f"{default!r:.40} is not one of the card's operating points "
                                           f"{list(points)}")
