@@ -19,7 +19,7 @@ from .micro import MicroUnavailable
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="selfmis evaluate", description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", help="a torch checkpoint from selfmis train")
+    what.add_argument("--checkpoint", help="a torch checkpoint from selfmis train: the run folder or its model.pt")
     what.add_argument("--model", metavar="BUNDLE",
                       help="a TFLite bundle (model.tflite + card.json), run through the gateway's interpreter")
     p.add_argument("--data", default=None, help="PTB-XL folder (default: $SELFMIS_PTBXL or the shared subset)")
