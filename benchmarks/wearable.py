@@ -19,6 +19,7 @@ Writes ``benchmarks/results/wearable/`` (wearable.json, README.md, wearable.png)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -135,3 +136,202 @@ def memory(elf) -> dict:
     sec = {l.split()[0]: int(l.split()[1]) for l in f.splitlines()[2:] if len(l.split()) >= 2 and l.split()[1].isdigit()}
     return {"text": sec.get(".text", 0) + sec.get(".ARM.exidx", 0), "data": sec.get(".data", 0),
             "bss": sec.get(".bss", 0)}
+
+
+# ------------------------------------------------------------------ the benchmark
+
+def _commit() -> str:
+    try:
+        r = subprocess.run(["git", "-C", str(MCU.parents[1]), "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(MCU.parents[1]), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (r.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _records(data_root: Path, n: int) -> list:
+    """The first ``n`` records500 of the shared subset (sorted by ecg_id), then the bundled 500 Hz one."""
+    recs = sorted((data_root / "records500").glob("*/*_hr.hea"))[:n]
+    bundled = MCU.parents[1] / "core" / "sample_data" / "ptbxl" / "records500" / "00000" / "00271_hr.hea"
+    return [r.with_suffix("") for r in recs] + [bundled.with_suffix("")]
+
+
+def _parity_one(args) -> dict:
+    rec, bundle_dir, engine, fs, tile, exe = args
+    from selfmis.bundle import load_bundle
+    b = load_bundle(bundle_dir)
+    x, fs_rec = wp.read_lead_i(rec)
+    step = int(round(fs_rec / fs))
+    x = np.tile(x[::step].copy(), tile)
+    cfg = ChainConfig(fs, persist_s=5.0)
+    c, _ = wp.run_c(exe, x)
+    py = wp.python_reference(x, fs, _ref_model(bundle_dir, engine), cfg)
+    rp = wp.compare(Path(rec).name, py, c, list(b.card.labels))
+    return rp.__dict__
+
+
+_MODELS: dict = {}
+
+
+def _ref_model(bundle_dir, engine):
+    key = (str(bundle_dir), engine)
+    if key not in _MODELS:
+        from selfmis.bundle import load_bundle
+        _MODELS[key] = wp.reference_model(load_bundle(bundle_dir), engine)
+    return _MODELS[key]
+
+
+def parity(bundle, engine: str, records: list, fs: float, work: Path, jobs: int = 2, tile: int = 3) -> dict:
+    """C chain (host) vs the gateway on every record; totals and every difference by record."""
+    from concurrent.futures import ProcessPoolExecutor
+    cfg = ChainConfig(fs, persist_s=5.0)
+    exe = wp.build_host(bundle, cfg, work / f"host-{bundle.card.sha256[:8]}-{int(fs)}",
+                        wp.model_dir_for(bundle, work))
+    args = [(r, str(bundle.directory), engine, fs, tile, exe) for r in records]
+    rows = []
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        for i, row in enumerate(ex.map(_parity_one, args), 1):
+            rows.append(row)
+            if i % 10 == 0 or i == len(args):
+                print(f"  parity {bundle.directory.name} vs {engine} at {fs:g} Hz: {i}/{len(args)} records",
+                      file=sys.stderr)
+    tot = {k: sum(r[k] for r in rows) for k in ("beats_py", "beats_c", "windows", "windows_differing",
+                                                 "window_samples_differing", "outputs_differing",
+                                                 "decisions_py", "decisions_c", "probability_diffs")}
+    tot["output_max_lsb"] = max(r["output_max_lsb"] for r in rows)
+    tot["beat_diffs"] = sum(len(r["beat_diffs"]) for r in rows)
+    tot["decision_state_diffs"] = sum(len(r["decision_diffs"]) for r in rows)
+    states = {}
+    for r in rows:
+        for k, v in r["states"].items():
+            states[k] = states.get(k, 0) + v
+    tot["states_c"] = states
+    tot["records"] = len(rows)
+    tot["records_identical"] = sum(1 for r in rows if not (r["beat_diffs"] or r["windows_differing"] or
+                                                          r["outputs_differing"] or r["decision_diffs"] or
+                                                          r["probability_diffs"]))
+    diffs = [{"record": r["record"], "beat_diffs": r["beat_diffs"], "decision_diffs": r["decision_diffs"][:20],
+              "outputs_differing": r["outputs_differing"], "probability_diffs": r["probability_diffs"]}
+             for r in rows if r["beat_diffs"] or r["decision_diffs"] or r["outputs_differing"]]
+    return {"bundle": bundle.card.name, "reference": engine, "fs": fs, "totals": tot, "differences": diffs}
+
+
+def target_run(bundle, fs: float, rec, work: Path, trace: bool = True) -> dict:
+    """One record on the emulated Cortex-M4F: identical to the host? memory, stack, instructions."""
+    x, fs_rec = wp.read_lead_i(rec)
+    x = x[::int(round(fs_rec / fs))].copy()
+    cfg = ChainConfig(fs)
+    mdir = wp.model_dir_for(bundle, work)
+    tag = f"{bundle.directory.name}-{int(fs)}"
+    host = wp.build_host(bundle, cfg, work / f"h-{tag}", mdir)
+    _, host_text = wp.run_c(host, x)
+    elf = build_target(bundle, cfg, work / f"t-{tag}", mdir)
+    q = run_qemu(elf, x, work / f"q-{tag}")
+    same = "\n".join(l for l in q.splitlines() if not l.startswith("M ")) + "\n" == host_text
+    minimal = build_minimal(bundle, cfg, work / f"m-{tag}", mdir)
+    mq = subprocess.run(qemu_cmd(minimal), cwd=work / f"q-{tag}", capture_output=True, text=True, timeout=600)
+    line = next((l for l in (mq.stdout + "\n" + mq.stderr).splitlines() if l.startswith("M stack")), "")
+    m = dict(zip(line.split()[1::2], map(int, line.split()[2::2])))
+    if not m or mq.returncode != 0:
+        raise RuntimeError(f"{minimal} under QEMU: exit {mq.returncode}, {mq.stdout[-300:]} {mq.stderr[-300:]}")
+    mem = memory(minimal)
+    arena = _model_arena(mdir)
+    out = {"bundle": bundle.card.name, "fs": fs, "record": Path(rec).name, "seconds": len(x) / fs,
+           "qemu_output_identical_to_host": same, "device_image": {**mem, "stack_high_water": m.get("stack"),
+                                                                     "chain_struct_bytes": m.get("chain"),
+                                                                     "model_arena_bytes": arena},
+           "decision_frames": m.get("frames"), "decision_bytes": m.get("bytes"), "decisions": m.get("decisions")}
+    img = out["device_image"]
+    img["flash_bytes"] = mem["text"] + mem["data"]
+    img["ram_bytes"] = mem["data"] + mem["bss"] + (m.get("stack") or 0)
+    if trace:
+        t0 = time.time()
+        ic = count_instructions(elf, x, work / f"ic-{tag}")
+        ic["host_seconds"] = round(time.time() - t0, 1)
+        out["instructions"] = ic
+    return out
+
+
+def _model_arena(mdir: Path):
+    m = re.search(r"#define\s+SMX_MODEL_ARENA_BYTES\s+(\d+)", (Path(mdir) / "smx_model.h").read_text())
+    return int(m.group(1)) if m else None
+
+
+def summarise_target(t: dict, beats_per_s: float) -> dict:
+    """Instructions per second of ECG (whole record, and steady state) and per decision."""
+    ic = t.get("instructions")
+    if not ic:
+        return {}
+    per_dec = ic["scored_beats"] / max(1, ic["n_scored"])
+    rest_per_s = (ic["chain"] - ic["scored_beats"]) / t["seconds"]
+    return {"chain_instr_per_s_record": ic["chain"] / t["seconds"],
+            "instr_per_decision": per_dec, "model_instr_per_invoke": ic["model"] / max(1, ic["n_model"]),
+            "non_scoring_instr_per_s": rest_per_s, "beats_per_s": beats_per_s,
+            "chain_instr_per_s_steady": rest_per_s + per_dec * beats_per_s}
+
+
+def main(argv=None) -> int:
+    repo = MCU.parents[1]
+    ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.wearable", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(repo.parent / "shared" / "data" / "ptbxl-subset"),
+                    help="PTB-XL subset root (its records500 are used)")
+    ap.add_argument("--records", type=int, default=100, help="records500 for the host parity (plus the bundled one)")
+    ap.add_argument("--out", default=str(repo / "benchmarks" / "results" / "wearable"))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--no-trace", action="store_true", help="skip QEMU instruction counting (slow: ~0.1-0.6 M/s)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    a = ap.parse_args(argv)
+    from selfmis.bundle import load_bundle
+    from selfmis.edge_runtime.models import resolve_bundle
+    from . import wearable_energy as energy
+    data = Path(a.data)
+    work = Path(a.work or tempfile.mkdtemp(prefix="selfmis-wearable-"))
+    work.mkdir(parents=True, exist_ok=True)
+    recs = _records(data, a.records)
+    if len(recs) < a.records + 1:
+        print(f"wearable: only {len(recs) - 1} records500 under {data}", file=sys.stderr)
+        return 2
+    bundles = {n: load_bundle(resolve_bundle(n)) for n in ("micro", "default")}
+    res = {"commit": _commit(), "command": "python -m selfmis.benchmarks.wearable " + " ".join(argv or sys.argv[1:]),
+           "data": f"{data.name}/records500: the first {a.records} records by ecg_id, plus "
+                   "core/sample_data/ptbxl/records500/00000/00271_hr; Lead I, each tiled 3x (30 s), pushed one "
+                   "sample at a time; decisions with --persist-s 5 (onsets and clears within 30 s)",
+           "toolchain": {"gcc": _run(["gcc", "-dumpfullversion"]).stdout.strip(),
+                         "arm-none-eabi-gcc": _run(["arm-none-eabi-gcc", "-dumpversion"]).stdout.strip(),
+                         "qemu": _run(["qemu-system-arm", "--version"]).stdout.splitlines()[0]},
+           "parity": [], "target": [], "energy": {}}
+    t0 = time.time()
+    for name, engine, fs, n in (("micro", "tflm", 500.0, None), ("micro", "litert", 500.0, None),
+                                ("default", "tflm", 500.0, None), ("micro", "tflm", 250.0, 20)):
+        rr = recs if n is None else recs[:n]
+        print(f"wearable: parity {name} vs {engine} at {fs:g} Hz on {len(rr)} records", file=sys.stderr)
+        res["parity"].append(parity(bundles[name], engine, rr, fs, work, jobs=a.jobs))
+    res["parity_seconds"] = round(time.time() - t0, 1)
+    rec = recs[0]
+    for name, fs in (("micro", 250.0), ("default", 250.0), ("micro", 500.0)):
+        print(f"wearable: Cortex-M4F under QEMU, {name} at {fs:g} Hz on {rec.name}", file=sys.stderr)
+        t = target_run(bundles[name], fs, rec, work, trace=not a.no_trace)
+        x, fs_rec = wp.read_lead_i(rec)
+        c, _ = wp.run_c(wp.build_host(bundles[name], ChainConfig(fs), work / f"hb-{name}-{int(fs)}",
+                                      wp.model_dir_for(bundles[name], work)), x[::int(fs_rec / fs)].copy())
+        t["summary"] = summarise_target(t, len(c["beats"]) / t["seconds"])
+        res["target"].append(t)
+        s = t["summary"]
+        if s:
+            res["energy"][f"{name}@{int(fs)}"] = energy.model(fs, s["chain_instr_per_s_steady"], s["instr_per_decision"],
+                                                             s["beats_per_s"], 56)
+    res["energy_assumptions"] = {k: {"value": v, "unit": u, "source": src}
+                                 for k, (v, u, src) in {**energy.ASSUMPTIONS, **energy.BASELINE}.items()}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "wearable.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    from .wearable_report import write_report
+    write_report(res, out)
+    print(f"wearable: wrote {out}/wearable.json, README.md, wearable.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""README.md and wearable.png of benchmarks/results/wearable from wearable.json (no measuring here)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _k(v) -> str:
+    return "-" if v is None else f"{v / 1024:.1f} KiB"
+
+
+def _m(v) -> str:
+    return "-" if v is None else f"{v / 1e6:.2f} M"
+
+
+def write_report(res: dict, out: Path) -> None:
+    out = Path(out)
+    L = [f"# The wearable decides on its own: C chain on a Cortex-M4F", "",
+         f"Commit `{res['commit']}`, command `{res['command']}`.", f"Data: {res['data']}.",
+         f"Toolchain: gcc {res['toolchain']['gcc']}, arm-none-eabi-gcc {res['toolchain']['arm-none-eabi-gcc']}, "
+         f"{res['toolchain']['qemu']}.", "", "## Parity: C chain (host gcc) vs the gateway's Pipeline", "",
+         "Beats compared by sample index at the model rate, windows and model outputs as int8, decisions "
+         "by alarm state + active labels + beats in the median (state diffs) and by probabilities at the "
+         "6 decimals the gateway reports. No tolerance anywhere.", "",
+         "| bundle | gateway model | input | records | beats py / C | beat diffs | windows (int8 differing) | "
+         "model outputs differing (max LSB) | decisions py / C | state diffs | probability diffs | states (C) |",
+         "|---|---|---|---:|---|---:|---|---|---|---:|---:|---|"]
+    for p in res["parity"]:
+        t = p["totals"]
+        L.append(f"| {p['bundle']} | {p['reference']} | {p['fs']:g} Hz | {t['records']} | {t['beats_py']} / "
+                 f"{t['beats_c']} | {t['beat_diffs']} | {t['windows']} ({t['windows_differing']}) | "
+                 f"{t['outputs_differing']} ({t['output_max_lsb']}) | {t['decisions_py']} / {t['decisions_c']} | "
+                 f"{t['decision_state_diffs']} | {t['probability_diffs']} | "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(t["states_c"].items())) + " |")
+    L += ["", "`tflm`: the gateway's Pipeline scoring with TFLite Micro (the reference kernels the plain C "
+          "engine equals bit for bit); `litert`: LiteRT with XNNPACK, what `edge-run` runs. Every record with "
+          "a difference is listed in wearable.json (`parity[].differences`).", "",
+          "## On the target: Cortex-M4F (hard float) under QEMU mps2-an386", ""]
+    L += ["| bundle | input | QEMU output == host | flash (text+data) | RAM (data+bss+stack) | of which chain | "
+          "model arena | stack high-water | instr / s ECG (record) | instr / s ECG (steady) | instr / decision | "
+          "of which model |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t in res["target"]:
+        d, s = t["device_image"], t.get("summary", {})
+        L.append(f"| {t['bundle']} | {t['fs']:g} Hz | {t['qemu_output_identical_to_host']} | {_k(d['flash_bytes'])} | "
+                 f"{_k(d['ram_bytes'])} | {_k(d['chain_struct_bytes'])} | {_k(d['model_arena_bytes'])} | "
+                 f"{_k(d['stack_high_water'])} | {_m(s.get('chain_instr_per_s_record'))} | "
+                 f"{_m(s.get('chain_instr_per_s_steady'))} | {_m(s.get('instr_per_decision'))} | "
+                 f"{_m(s.get('model_instr_per_invoke'))} |")
+    L += ["", "Flash and RAM are those of the device image (library + model + the sketch's minimal main, "
+          "`firmware/ad8232_decide/minimal_main.c`, no stdio) from `arm-none-eabi-size`; the stack high-water mark "
+          "is the painted stack's lowest overwritten word after the record. *Record*: instructions in "
+          "`smx_chain_push` over the 10-s record / 10 s (its first 4.5 s score nothing); *steady*: the non-scoring "
+          "instructions per second plus instructions per decision x the record's beats per second. "
+          "**An instruction count is not a cycle count**: QEMU counts executed instructions (`-singlestep -d "
+          "exec,nochain`, one trace line each); cycles depend on the core's pipeline, flash wait states and "
+          "the cache. On a board: enable the DWT cycle counter (`CoreDebug->DEMCR |= "
+          "CoreDebug_DEMCR_TRCENA_Msk; DWT->CYCCNT = 0; DWT->CTRL |= DWT_CTRL_CYCCNTENA_Msk;`), read "
+          "`DWT->CYCCNT` before and after `smx_chain_push` and around `smx_model_invoke` "
+          "(firmware_bridge/README.md).", "", "## Energy (a labelled model, not a measurement)", ""]
+    L += ["| bundle | CPI | on-device uJ/s | streaming uJ/s | streaming / on-device | uJ per decision | "
+          "mAh/day on-device | mAh/day streaming |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, e in res["energy"].items():
+        for cpi, v in e["by_cpi"].items():
+            L.append(f"| {key} | {cpi} | {v['on_device_uj_per_s']:.1f} | {v['streaming_uj_per_s']:.1f} | "
+                     f"{v['ratio_streaming_over_device']:.2f} | {v['uj_per_decision']:.1f} | "
+                     f"{v['mah_per_day_on_device']:.2f} | {v['mah_per_day_streaming']:.2f} |")
+    if res["energy"]:
+        e = next(iter(res["energy"].values()))
+        L += ["", f"Deciding would cost 5x less than streaming below {e['instr_per_s_for_5x'] / 1e6:.3f} M "
+              "instructions per second of ECG (in this model). Both designs also pay the AD8232 front end, the ADC "
+              f"and the BLE connection: {e['baseline_ua_both']:.0f} uA = {e['baseline_mah_per_day_both']:.2f} mAh/day "
+              "(not in the ratio)."]
+    L += ["", "Assumptions (value, unit, source):", ""]
+    L += [f"- `{k}` = {v['value']} {v['unit']}: {v['source']}" for k, v in res["energy_assumptions"].items()]
+    (out / "README.md").write_text("\n".join(L) + "\n")
+    _plot(res, out / "wearable.png")
+
+
+def _plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tg = [t for t in res["target"]]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    names = [f"{t['bundle'].split('-')[2] if len(t['bundle'].split('-')) > 2 else t['bundle']}\n{t['fs']:g} Hz plain"
+             for t in tg]
+    ram = [t["device_image"]["ram_bytes"] / 1024 for t in tg]
+    flash = [t["device_image"]["flash_bytes"] / 1024 for t in tg]
+    xs = range(len(tg))
+    ax[0].bar([x - 0.2 for x in xs], flash, 0.4, label="flash")
+    ax[0].bar([x + 0.2 for x in xs], ram, 0.4, label="RAM (incl. stack)")
+    ax[0].axhline(32, color="k", ls=":", lw=1, label="32 KiB RAM target (micro)")
+    ax[0].axhline(64, color="grey", ls="--", lw=1, label="64 KiB flash target (micro)")
+    ax[0].set_xticks(list(xs), names, fontsize=8)
+    ax[0].set_ylabel("KiB")
+    ax[0].set_title("device image (arm-none-eabi-size + painted stack)")
+    ax[0].legend(fontsize=7)
+    keys = list(res["energy"])
+    cpi = "1.5"
+    dev = [res["energy"][k]["by_cpi"][cpi]["mah_per_day_on_device"] for k in keys]
+    st = [res["energy"][k]["by_cpi"][cpi]["mah_per_day_streaming"] for k in keys]
+    xs = range(len(keys))
+    ax[1].bar([x - 0.2 for x in xs], dev, 0.4, label="decide on device (CPU + DECISION frames)")
+    ax[1].bar([x + 0.2 for x in xs], st, 0.4, label="stream raw ECG over BLE")
+    ax[1].set_xticks(list(xs), keys, fontsize=8)
+    ax[1].set_ylabel("mAh per day (model, CPI 1.5)")
+    ax[1].set_title("energy model: nRF52840 datasheet figures")
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    d = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/wearable")
+    write_report(json.loads((d / "wearable.json").read_text()), d)
