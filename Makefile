@@ -78,3 +78,12 @@ clean:
 .PHONY: target-wearable
 target-wearable: $(LINKED)
 	$(PY) -m selfmis.benchmarks.wearable
+
+# Fill the nRF52840 sketch folder: chain library, frame encoders, the bundle's plain-C model and the
+# parameters generated for the board's sample rate (make wearable-sketch BUNDLE=micro FS=250)
+BUNDLE ?= micro
+FS ?= 250
+.PHONY: wearable-sketch
+wearable-sketch: $(LINKED)
+	$(PY) -m selfmis.firmware_bridge.c_chain --bundle $(BUNDLE) --fs $(FS) --sketch \
+	  --out firmware_bridge/firmware/ad8232_decide

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -256,6 +257,20 @@ def _source(p: dict) -> str:
     return "\n".join(parts)
 
 
+def copy_library(bundle, out_dir) -> list:
+    """The chain's sources, the DECISION/frame encoders and the bundle's model as plain C, into ``out_dir``."""
+    from .c_model import export_plain_c  # needs the `tflite` schema package (deploy extra)
+    out = Path(out_dir)
+    files = []
+    for f in sorted(CHAIN_DIR.glob("*.[ch]")) + [CHAIN_DIR.parent.parent / "c" / n for n in (
+            "selfmis_frame.c", "selfmis_frame.h", "selfmis_decision.c", "selfmis_decision.h")]:
+        shutil.copyfile(f, out / f.name)
+        files.append(f.name)
+    b = bundle if hasattr(bundle, "card") else load_bundle(resolve_bundle(bundle))
+    export_plain_c(b.model_path, out)
+    return files
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m selfmis.firmware_bridge.c_chain",
                                  description="Generate the on-device chain's parameters from a bundle.")
@@ -269,6 +284,9 @@ def main(argv=None) -> int:
     ap.add_argument("--persist-s", type=float, default=DEFAULT_PERSIST_S)
     ap.add_argument("--persist-beats", type=int, default=None)
     ap.add_argument("--hysteresis", type=float, default=DEFAULT_HYSTERESIS)
+    ap.add_argument("--sketch", action="store_true",
+                    help="also copy the chain library, the frame encoders and the bundle's plain-C model into --out "
+                         "(an Arduino sketch folder compiles every .c in it)")
     a = ap.parse_args(argv)
     cfg = ChainConfig(a.fs, a.operating_point, a.decision_beats, a.min_beats, a.every_k_beats,
                       a.persist_s, a.persist_beats, a.hysteresis)
@@ -277,6 +295,8 @@ def main(argv=None) -> int:
     except (ChainError, BundleError) as exc:
         print(f"c_chain: {exc}", file=sys.stderr)
         return 2
+    if a.sketch:
+        copy_library(a.bundle, a.out)
     print(f"wrote {a.out}/smx_chain_params.h/.c: {p['bundle']} at {a.fs:g} Hz, "
           f"resampler {p['rs']['up']}/{p['rs']['down']} x {p['rs']['k']} taps, FFT up to {p['fft_max']}",
           file=sys.stderr)

@@ -195,3 +195,23 @@ def test_edge_run_relays_a_device_decision_from_a_pty(tmp_path, micro):
     assert len(dec) == 3, err[-2000:]
     assert all(d["on_device"] for d in dec) and [d["state"] for d in dec] == ["off", "onset", "ongoing"]
     assert dec[1]["labels"] == ["MI"] and abs(dec[1]["probabilities"]["MI"] - 0.7) < 1e-4
+
+
+def test_sketch_core_builds_for_cortex_m4f_and_sends_decision_frames(micro, tmp_path):
+    """ad8232_decide's per-sample work (minimal_main.c) with the same toolchain: it links without
+    stdio, runs on the emulated M4F and encodes one DECISION frame per decision."""
+    for t in ("arm-none-eabi-gcc", "qemu-system-arm"):
+        _tool(t)
+    from selfmis.benchmarks import wearable
+    x, fs = wp.read_lead_i(REC500)
+    x = np.tile(x[::2], 2)
+    elf = wearable.build_minimal(micro, ChainConfig(250.0), tmp_path / "m", wp.model_dir_for(micro, tmp_path))
+    (tmp_path / "q").mkdir()
+    x.astype("<f4").tofile(tmp_path / "q" / "input.f32")
+    r = subprocess.run(wearable.qemu_cmd(elf), cwd=tmp_path / "q", capture_output=True, text=True, timeout=300)
+    line = next(l for l in (r.stdout + r.stderr).splitlines() if l.startswith("M stack"))
+    m = dict(zip(line.split()[1::2], map(int, line.split()[2::2])))
+    assert r.returncode == 0 and m["error"] == 0 and m["frames"] == m["decisions"] >= 5, line
+    assert m["bytes"] == 56 * m["frames"], line  # 11 labels, "balanced": 56-byte frames (PROTOCOL.md)
+    mem = wearable.memory(elf)
+    assert mem["text"] < 64 * 1024 and mem["bss"] + mem["data"] + m["stack"] < 40 * 1024, (mem, m)
