@@ -14,8 +14,9 @@ instead, as ``edge-run`` always has).
 from __future__ import annotations
 
 import ipaddress
+import os
 
-__all__ = ["GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "split_sources", "SOURCE_FLAGS",
+__all__ = ["read_secret", "SecretError", "GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "split_sources", "SOURCE_FLAGS",
            "SOURCE_KEYS", "parse_bind", "is_loopback"]
 
 #: the ``format`` of a gateway.json (:mod:`.gateway_config` validates the rest)
@@ -23,7 +24,7 @@ GATEWAY_FORMAT = "selfmis-gateway-config"
 SOURCE_KEYS = ("port", "ble", "replay", "simulate")
 SOURCE_FLAGS = tuple(f"--{k}" for k in SOURCE_KEYS)
 _REPEATABLE = SOURCE_FLAGS + ("--device-id",)
-_GATEWAY_FLAGS = ("--device-id", "--serve", "--mqtt", "--lsl", "--no-restart", "--restart-cap")
+_GATEWAY_FLAGS = ("--device-id", "--serve", "--mqtt", "--lsl", "--no-restart", "--restart-cap")  # and --loop
 
 EPILOG = """\
 several devices and outlets (gateway mode):
@@ -47,13 +48,18 @@ def add_arguments(parser) -> None:
     g.add_argument("--serve", metavar="HOST:PORT",
                    help="serve the live web view (default host 127.0.0.1; needs the 'serve' extra: none)")
     g.add_argument("--serve-token", metavar="TOKEN",
-                   help="viewers must give ?token=TOKEN (required to bind a non-loopback address)")
+                   help="viewers must give ?token=TOKEN (required to bind a non-loopback address); "
+                        "also from --serve-token-file or $SELFMIS_SERVE_TOKEN, which keep it out of `ps`")
+    g.add_argument("--serve-token-file", metavar="FILE", help="read the --serve-token from FILE's first line")
     g.add_argument("--serve-insecure", action="store_true",
                    help="allow a non-loopback bind without a token (anyone on the network can watch)")
     g.add_argument("--mqtt", metavar="URL", help="publish to MQTT: mqtt[s]://[user:pass@]host:port/prefix")
     g.add_argument("--mqtt-ca", metavar="PEM", help="CA certificate for mqtts:// (default: system CAs)")
     g.add_argument("--mqtt-cert", metavar="PEM", help="client certificate for mqtts://")
     g.add_argument("--mqtt-key", metavar="PEM", help="client key for mqtts://")
+    g.add_argument("--mqtt-password-file", metavar="FILE",
+                   help="the MQTT password from FILE's first line (or $SELFMIS_MQTT_PASSWORD) when the URL "
+                        "has a user and no password: kept out of `ps` and shell history")
     g.add_argument("--mqtt-spool", metavar="DIR",
                    help="store-and-forward folder for decisions while the broker is away "
                         "(default: a folder under $XDG_STATE_HOME or ~/.local/state)")
@@ -160,3 +166,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class SecretError(ValueError):
+    """A secret file that cannot be read; the message names the file, never its content."""
+
+
+def read_secret(value: str | None, file: str | None, env: str, what: str) -> str | None:
+    """The secret given as ``value`` (the command line), else the first line of ``file``, else the
+    environment variable ``env``; None when none is set. ``what`` names the option in errors."""
+    if value:
+        return value
+    if file:
+        try:
+            with open(file, encoding="utf-8") as f:
+                text = f.readline().strip()
+        except OSError as exc:
+            raise SecretError(f"{what}: cannot read {file} ({exc.strerror or exc})") from None
+        if not text:
+            raise SecretError(f"{what}: {file} is empty")
+        return text
+    return os.environ.get(env) or None

@@ -13,9 +13,10 @@ Standard library only (``edge-run`` reads it before it imports numpy). Example::
         {"id": "lab",     "port": "socket://127.0.0.1:7000", "record": "runs/lab-today"},
         {"id": "demo",    "simulate": "core/sample_data/ptbxl/records500/00000/00271_hr", "speed": 1}
       ],
-      "serve": {"bind": "127.0.0.1:8080", "token": null, "insecure": false},
+      "serve": {"bind": "127.0.0.1:8080", "token": null, "insecure": false},  # or "token_file": "..."
       "mqtt": {"url": "mqtt://user:pass@127.0.0.1:1883/selfmis", "ca": null, "cert": null, "key": null,
                "spool": "/var/lib/selfmis/mqtt-spool", "spool_max": 10000, "discovery": true},
+               # the password may instead be in "password_file" (or $SELFMIS_MQTT_PASSWORD)
       "lsl": false
     }
 
@@ -77,9 +78,11 @@ _TOP_KEYS = {
     "lsl": (bool, None), "max_seconds": (_NUM, lambda v: v > 0), "restart": (bool, None),
     "restart_cap_s": (_NUM, lambda v: v > 0),
 }
-_SERVE_KEYS = {"bind": (str, None), "token": ((str, type(None)), None), "insecure": (bool, None)}
+_SERVE_KEYS = {"bind": (str, None), "token": ((str, type(None)), None),
+               "token_file": ((str, type(None)), None), "insecure": (bool, None)}
 _MQTT_KEYS = {"url": (str, None), "ca": ((str, type(None)), None), "cert": ((str, type(None)), None),
               "key": ((str, type(None)), None), "insecure": (bool, None),
+              "password_file": ((str, type(None)), None),
               "spool": ((str, type(None)), None), "spool_max": (int, lambda v: v >= 1),
               "discovery": (bool, None), "discovery_prefix": (str, None),
               "hr_every_s": (_NUM, lambda v: v > 0)}
@@ -182,13 +185,15 @@ def validate_gateway_config(cfg, name: str = "gateway.json", base: Path | None =
         out["model"] = path(out["model"])
     serve = _outlet_section(cfg, "serve", "bind", _SERVE_KEYS, "HOST:PORT", err)
     if serve is not None:
-        out["serve"] = serve
+        out["serve"] = dict(serve)
+        if serve.get("token_file"):
+            out["serve"]["token_file"] = path(serve["token_file"])
     mqtt = _outlet_section(cfg, "mqtt", "url", _MQTT_KEYS, "mqtt://[user:pass@]host:port/prefix", err)
     if mqtt is not None:
         if not re.match(r"^mqtts?://", mqtt["url"]):
             err(f"mqtt.url: {mqtt['url']!r} must start with mqtt:// or mqtts://")
         mqtt = dict(mqtt)
-        for k in ("ca", "cert", "key", "spool"):
+        for k in ("ca", "cert", "key", "spool", "password_file"):
             if mqtt.get(k):
                 mqtt[k] = path(mqtt[k])
         out["mqtt"] = mqtt

@@ -29,7 +29,7 @@ from selfmis.bundle import BundleError
 from selfmis.exit_codes import CodedError, ExitCode
 
 from .gateway import Device, DeviceSpec, Gateway
-from .gateway_args import SOURCE_KEYS, is_loopback, parse_bind
+from .gateway_args import SOURCE_KEYS, SecretError, is_loopback, parse_bind, read_secret
 from .gateway_config import device_id_ok
 from .interpreter import TFLiteModel
 from .models import default_bundle_dir, resolve_bundle
@@ -178,9 +178,38 @@ def _check_source(ns) -> None:
 
 
 def _serve_section(args, cfg):
+    """The web view's options, with the token read from ``token_file`` or ``$SELFMIS_SERVE_TOKEN``
+    when it is not given (a token in argv is visible in ``ps``)."""
     if args.serve:
-        return {"bind": args.serve, "token": args.serve_token, "insecure": args.serve_insecure}
-    return (cfg or {}).get("serve")
+        serve = {"bind": args.serve, "token": args.serve_token, "insecure": args.serve_insecure,
+                 "token_file": args.serve_token_file}
+    else:
+        serve = (cfg or {}).get("serve")
+    if not serve:
+        return serve
+    try:
+        token = read_secret(serve.get("token"), serve.get("token_file"), "SELFMIS_SERVE_TOKEN", "serve token")
+    except SecretError as exc:
+        raise UsageError(str(exc)) from None
+    return {**serve, "token": token}
+
+
+def _mqtt_section(args, cfg):
+    """The MQTT options, with a password from ``password_file``/``--mqtt-password-file`` or
+    ``$SELFMIS_MQTT_PASSWORD`` (used when the URL has none)."""
+    mqtt = (cfg or {}).get("mqtt")
+    if args.mqtt:
+        mqtt = {"url": args.mqtt, "ca": args.mqtt_ca, "cert": args.mqtt_cert, "key": args.mqtt_key,
+                "spool": args.mqtt_spool}
+    if not mqtt:
+        return mqtt
+    mqtt = dict(mqtt)
+    try:
+        mqtt["password"] = read_secret(None, mqtt.pop("password_file", None) or args.mqtt_password_file,
+                                       "SELFMIS_MQTT_PASSWORD", "MQTT password")
+    except SecretError as exc:
+        raise UsageError(str(exc)) from None
+    return mqtt
 
 
 def check_options(args, cfg, specs, tagged: bool) -> None:
@@ -327,10 +356,7 @@ def outlets(args, cfg, model) -> list:
             sinks.append(WebView(host, port, token=serve.get("token")))
         except OSError as exc:
             raise OutletError(f"--serve {host}:{port}: cannot listen ({exc.strerror or exc})") from None
-    mqtt = (cfg or {}).get("mqtt")
-    if args.mqtt:
-        mqtt = {"url": args.mqtt, "ca": args.mqtt_ca, "cert": args.mqtt_cert, "key": args.mqtt_key,
-                "spool": args.mqtt_spool}
+    mqtt = _mqtt_section(args, cfg)
     if mqtt:
         from .outlets.mqtt import MqttError, MqttOutlet
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from service_support import Broker, Subscriber, events, kill, of, start_edge, start_sim_tcp, wait_for, EDGE_RUN
+from service_support import Broker, Subscriber, events, kill, of, start_edge, start_sim_tcp, wait_for, EDGE_RUN, SIM
 from test_edge_support import quiet_env, record_path, model_bundle
 
 MI_500 = record_path(271, hr=True)
@@ -106,10 +107,12 @@ def test_onset_and_clear_in_order_not_every_beat_with_discovery(broker, bundle, 
         assert hr[-1][1] and json.loads(hr[-1][0])["state_topic"] == "selfmis/bed1/state"
         mi = json.loads(sub.on("homeassistant/binary_sensor/selfmis_bed1/mi/config")[-1][0])
         assert mi["device"]["identifiers"] == ["selfmis_bed1"] and "availability" in mi
+        assert mi["default_entity_id"] == "binary_sensor.selfmis_bed1_mi" and "object_id" not in mi
         assert mi["value_template"] == "{{ 'ON' if value_json.mi else 'OFF' }}"
         assert sub.on("homeassistant/sensor/selfmis_bed1/mi_probability/config")
         assert sub.on("homeassistant/sensor/selfmis_bed1/link/config")
         assert [p for p, _ in sub.on("selfmis/status")][-1] == "offline"  # a clean stop says so too
+        assert "went away" not in r.stderr, r.stderr  # ... and is not logged as an outage
     finally:
         sub.close()
 
@@ -153,7 +156,10 @@ def test_broker_down_for_10_s_loses_no_alarm_change(tmp_path, bundle):
         got = wait_for(lambda: len(_decisions(sub, "bed1")) >= len(want) and _decisions(sub, "bed1"), 20,
                        f"{len(want)} alarm changes")
         assert [(d["t"], d["labels"], d["onset"], d["cleared"]) for d in got] == want
-        assert "spooling" in err
+        # the outage is told once each way, with how many spooled decisions were delivered
+        assert err.count("went away") == 1 and "spooling" in err, err
+        back = re.findall(r"back after \d+ s; (\d+) spooled decision\(s\) delivered", err)
+        assert len(back) == 1 and int(back[0]) >= 1, err
     finally:
         sub.close()
         kill(sim)
@@ -230,3 +236,146 @@ def test_spool_is_bounded_ordered_and_survives_a_restart(tmp_path):
     s2 = Spool(tmp_path, max_items=5)
     assert [m["payload"] for m in s2.pending] == ["m4", "m5", "m6", "m7"]
     assert s2.append("t", "m8")["seq"] == 8
+
+
+# ---------------------------------------------------------------- Home Assistant discovery, as documented
+
+# The keys and value types of an MQTT discovery payload for the two components we publish, written from
+# Home Assistant's documentation of the MQTT integration: https://www.home-assistant.io/integrations/sensor.mqtt/
+# and https://www.home-assistant.io/integrations/binary_sensor.mqtt/ ("Configuration Variables"), the
+# discovery section of https://www.home-assistant.io/integrations/mqtt/ (``origin``: name, sw_version,
+# support_url), and the 2025.10 change that replaced ``object_id`` by ``default_entity_id`` ("<domain>.<id>";
+# object_id deprecated, removed in 2026.4). Full key names only (abbreviations are optional).
+_STR, _INT, _BOOL, _LIST, _MAP = str, int, bool, list, dict
+HA_COMMON = {
+    "availability": _LIST, "availability_mode": _STR, "availability_template": _STR, "availability_topic": _STR,
+    "default_entity_id": _STR, "device": _MAP, "enabled_by_default": _BOOL, "encoding": _STR,
+    "entity_category": _STR, "entity_picture": _STR, "expire_after": _INT, "force_update": _BOOL, "icon": _STR,
+    "json_attributes_template": _STR, "json_attributes_topic": _STR, "name": (str, type(None)), "origin": _MAP,
+    "payload_available": _STR, "payload_not_available": _STR, "platform": _STR, "qos": _INT,
+    "state_topic": _STR, "unique_id": _STR, "value_template": _STR,
+}
+HA_KEYS = {
+    "sensor": {**HA_COMMON, "device_class": _STR, "last_reset_value_template": _STR, "options": _LIST,
+               "state_class": _STR, "suggested_display_precision": _INT, "unit_of_measurement": _STR},
+    "binary_sensor": {**HA_COMMON, "device_class": _STR, "off_delay": _INT, "payload_off": _STR,
+                      "payload_on": _STR},
+}
+HA_REQUIRED = {"state_topic", "unique_id", "default_entity_id", "device", "name"}  # state_topic: HA; rest: ours
+HA_DEPRECATED = {"object_id"}
+HA_DEVICE = {"configuration_url": _STR, "connections": _LIST, "hw_version": _STR, "identifiers": _LIST,
+             "manufacturer": _STR, "model": _STR, "model_id": _STR, "name": _STR, "serial_number": _STR,
+             "suggested_area": _STR, "sw_version": _STR, "via_device": _STR}
+HA_ORIGIN = {"name": _STR, "sw_version": _STR, "support_url": _STR}
+HA_AVAILABILITY = {"topic": _STR, "payload_available": _STR, "payload_not_available": _STR,
+                   "value_template": _STR}
+HA_STATE_CLASSES = {"measurement", "measurement_angle", "total", "total_increasing"}
+HA_BINARY_DEVICE_CLASSES = {"battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door",
+                            "garage_door", "gas", "heat", "light", "lock", "moisture", "motion", "moving",
+                            "occupancy", "opening", "plug", "power", "presence", "problem", "running", "safety",
+                            "smoke", "sound", "tamper", "update", "vibration", "window"}
+
+
+def check_discovery(topic: str, payload: dict) -> None:
+    """One discovery message against the documented schema (raises AssertionError naming the key)."""
+    prefix, component, node, obj, config = topic.split("/")
+    assert prefix == "homeassistant" and config == "config" and component in HA_KEYS, topic
+    spec = HA_KEYS[component]
+    for key, value in payload.items():
+        assert key not in HA_DEPRECATED, f"{topic}: deprecated key {key}"
+        assert key in spec, f"{topic}: {key} is not a documented {component} key"
+        assert isinstance(value, spec[key]) and not (isinstance(value, bool) and spec[key] is not _BOOL), \
+            f"{topic}: {key} should be {spec[key]}, is {value!r}"
+    assert HA_REQUIRED <= set(payload), f"{topic}: missing {HA_REQUIRED - set(payload)}"
+    domain, _, entity = payload["default_entity_id"].partition(".")
+    assert domain == component and re.fullmatch(r"[a-z0-9_]+", entity), payload["default_entity_id"]
+    assert set(payload["device"]) <= set(HA_DEVICE) and payload["device"]["identifiers"], payload["device"]
+    assert all(isinstance(v, HA_DEVICE[k]) for k, v in payload["device"].items())
+    assert set(payload.get("origin", {})) <= set(HA_ORIGIN) and "name" in payload.get("origin", {"name": 1})
+    for a in payload.get("availability", []):
+        assert set(a) <= set(HA_AVAILABILITY) and "topic" in a, a
+    assert payload.get("availability_mode", "latest") in ("all", "any", "latest")
+    assert re.fullmatch(r"mdi:[a-z0-9-]+", payload.get("icon", "mdi:x")), payload.get("icon")
+    if "state_class" in payload:
+        assert payload["state_class"] in HA_STATE_CLASSES
+    if component == "binary_sensor" and "device_class" in payload:
+        assert payload["device_class"] in HA_BINARY_DEVICE_CLASSES
+
+
+def test_discovery_checker_rejects_what_home_assistant_would():
+    good = ("homeassistant/sensor/selfmis_a/link/config",
+            {"name": "Link", "state_topic": "s/a/state", "unique_id": "selfmis_a_link",
+             "default_entity_id": "sensor.selfmis_a_link", "device": {"identifiers": ["selfmis_a"]}})
+    check_discovery(*good)
+    for bad in ({"object_id": "selfmis_a_link"}, {"default_entity_id": "selfmis_a_link"},
+                {"default_entity_id": "binary_sensor.selfmis_a_link"}, {"icon": "bluetooth"},
+                {"qos": "1"}, {"colour": "red"}, {"state_class": "gauge"}):
+        with pytest.raises(AssertionError):
+            check_discovery(good[0], {**good[1], **bad})
+
+
+def test_every_discovery_payload_is_documented_home_assistant(broker, bundle, tmp_path):
+    """A real run with a serial (pty) and a TCP device: every retained discovery message matches the
+    documented schema; the link sensor's icon is the link's kind; the MI binary sensor reads the state's
+    ``mi``, which is on whenever any MI-class alarm is (MI or a subtype)."""
+    from selfmis.edge_runtime.labels import is_mi_class
+    sim_tcp, url = start_sim_tcp([MI_500, "--loop", "--speed", "1"], tmp_path)
+    sim_pty = subprocess.Popen(SIM + [MI_500, "--loop", "--speed", "1", "--pty"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=quiet_env(tmp_path))
+    pty = sim_pty.stdout.readline().strip()
+    sub = Subscriber(broker.port, topic="#", user="viewer", password="viewer-pass")
+    edge = start_edge(["--port", url, "--device-id", "net", "--port", pty, "--device-id", "usb", "--model", bundle,
+                       "--quiet", "--persist-beats", "1", "--max-seconds", "12", "--mqtt-spool", str(tmp_path / "sp"),
+                       "--mqtt", f"mqtt://gw:gw-pass@127.0.0.1:{broker.port}/selfmis"], tmp_path)
+    try:
+        out, err = edge.communicate(timeout=90)
+        assert edge.returncode == 0, err
+        disc = [(t, json.loads(p)) for t, p, _ in sub.messages if t.startswith("homeassistant/")]
+        assert len({t for t, _ in disc}) == 8, sorted({t for t, _ in disc})  # 4 entities x 2 devices
+        for t, p in disc:
+            check_discovery(t, p)
+        icons = {t: p.get("icon") for t, p in disc if t.endswith("/link/config")}
+        assert icons == {"homeassistant/sensor/selfmis_net/link/config": "mdi:lan-connect",
+                         "homeassistant/sensor/selfmis_usb/link/config": "mdi:serial-port"}, icons
+        states = [json.loads(p) for t, p, _ in sub.messages if t == "selfmis/net/state"]
+        assert any(s["mi"] for s in states), "the MI record raises an MI-class alarm"
+        for s in states:
+            if s["decisions"]:  # before the first decision mi is null: not known yet
+                assert s["mi"] == any(is_mi_class(l) for l in s["labels"]), s
+        assert "went away" not in err and "back after" not in err, err  # a normal stop is no outage
+    finally:
+        sub.close()
+        kill(edge)
+        kill(sim_tcp)
+        kill(sim_pty)
+
+
+def test_ble_link_icon_and_password_from_a_file(broker, tmp_path):
+    """The BLE icon (no BLE radio in CI: the outlet is asked for its messages) and a password read from
+    a file, with the user in the URL only: the login works and the password is never logged."""
+    from selfmis.edge_runtime.outlets.mqtt import MqttOutlet
+    o = MqttOutlet(f"mqtt://gw@127.0.0.1:{broker.port}/selfmis", password="gw-pass", spool=str(tmp_path / "sp"))
+    try:
+        assert o._connected.wait(5), "logged in with the password given apart from the URL"
+        o._kinds["strap"] = "ble"
+        msgs = dict(o.discovery_messages("strap"))
+        assert msgs["homeassistant/sensor/selfmis_strap/link/config"]["icon"] == "mdi:bluetooth-connect"
+        for t, p in msgs.items():
+            check_discovery(t, p)
+    finally:
+        o._stop.set()
+        o.client.disconnect()
+        o.client.loop_stop()
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("gw-pass\n")
+    for extra, env in ((["--mqtt-password-file", str(secret)], {}), ([], {"SELFMIS_MQTT_PASSWORD": "gw-pass"})):
+        r = subprocess.run(EDGE_RUN + ["--simulate", MI_500, "--fast", "--no-loop", "--verbose",
+                                       "--mqtt-spool", str(tmp_path / "sp2"), *extra,
+                                       "--mqtt", f"mqtt://gw@127.0.0.1:{broker.port}/selfmis"],
+                           capture_output=True, text=True, env={**quiet_env(tmp_path), **env}, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "MQTT connected" in r.stderr and "gw-pass" not in r.stderr + r.stdout
+    r = subprocess.run(EDGE_RUN + ["--simulate", MI_500, "--fast", "--mqtt-password-file", str(tmp_path / "none"),
+                                   "--mqtt", f"mqtt://gw@127.0.0.1:{broker.port}/selfmis"],
+                       capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)
+    assert r.returncode == 2 and "MQTT password: cannot read" in r.stderr, r.stderr

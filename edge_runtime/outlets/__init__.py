@@ -2,18 +2,11 @@
 
 Two small helpers every outlet (and the web view) shares live here, standard library only:
 :func:`link_kind` (what kind of link a device has: the icon Home Assistant shows, the fix the
-live page gives for a wrong rate) and :func:`read_secret` (a token or password from a file
-or an environment variable, so that it never appears in ``ps`` or a shell history).
+live page gives for a wrong rate) and :func:`source_label` (the name people know a source by).
 """
 from __future__ import annotations
 
-import os
-
-__all__ = ["link_kind", "source_label", "read_secret", "SecretError"]
-
-
-class SecretError(ValueError):
-    """A secret file that cannot be read; the message names the file, never its content."""
+__all__ = ["link_kind", "source_label"]
 
 
 def link_kind(options: dict) -> str:
@@ -38,20 +31,3 @@ def source_label(options: dict) -> str:
         value = str(options[kind]).rstrip("/")
         return f"{'replay' if kind == 'replay' else 'simulated'}: {value.rsplit('/', 1)[-1]}"
     return str(options["port"]) + (" (ASCII)" if kind == "ascii" else "")
-
-
-def read_secret(value: str | None, file: str | None, env: str, what: str) -> str | None:
-    """The secret given as ``value`` (the command line), else the first line of ``file``, else the
-    environment variable ``env``; None when none is set. ``what`` names the option in errors."""
-    if value:
-        return value
-    if file:
-        try:
-            with open(file, encoding="utf-8") as f:
-                text = f.readline().strip()
-        except OSError as exc:
-            raise SecretError(f"{what}: cannot read {file} ({exc.strerror or exc})") from None
-        if not text:
-            raise SecretError(f"{what}: {file} is empty")
-        return text
-    return os.environ.get(env) or None

@@ -15,17 +15,25 @@ Topics under ``PREFIX`` (the URL path, default ``selfmis``):
   (``state: ongoing`` / ``off``) are not published: an alarm is one message, not
   one a beat; the JSON Lines keep every decision;
 * ``PREFIX/<device>/state`` -- retained JSON ``{"hr", "mi", "mi_probability",
-  "labels", "since", "link", "quality", "t", "beats", "decisions"}`` (``mi``,
-  ``labels``: the alarms on; ``since``: signal time of the last change;
+  "labels", "since", "link", "quality", "t", "beats", "decisions"}`` (``labels``:
+  the labels on; ``mi``: true whenever any MI-class alarm is on -- MI or one of
+  its subtypes, :func:`..labels.is_mi_class`; ``since``: signal time of the last change;
   ``mi_probability``: the latest rolling value): on every alarm, link or quality
   change and every ``hr_every_s`` (5 s); the Home Assistant entities read it, so
   the MI binary sensor turns on at the onset and off when it clears;
 * ``PREFIX/<device>/link``, ``PREFIX/<device>/quality`` -- the link and quality events (QoS 0).
 
-Home Assistant MQTT discovery (``homeassistant/...``, retained): per device a
+Home Assistant MQTT discovery (``homeassistant/<component>/<node>/<object>/config``,
+retained), as Home Assistant documents it today
+(https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery): per device a
 heart-rate sensor, an MI binary sensor, an MI probability sensor and a link
-state sensor, grouped as one device, available while both the gateway and the
-device are online -- a Home Assistant user sees the wearable with no YAML.
+state sensor (its icon the link's kind: serial port, network, Bluetooth),
+grouped as one device with an ``origin``, each with ``unique_id`` and
+``default_entity_id`` (``sensor.selfmis_bed1_heart_rate``: the replacement of
+``object_id``, deprecated in Home Assistant 2025.10 and removed in 2026.4),
+available while both the gateway and the device are online -- a Home Assistant
+user sees the wearable with no YAML. ``tests/test_service_mqtt.py`` checks every
+payload against the documented keys and types.
 
 Store and forward: decisions are appended to a :class:`~.spool.Spool` on disk
 and published one at a time, each waiting for its PUBACK, so they arrive in
@@ -37,6 +45,10 @@ Link/quality/state messages are not spooled: they describe the present.
 A login the broker refuses (wrong user or password, not authorised) stops
 ``edge-run`` at start with exit code 6 and a message naming the broker and user;
 a broker that is merely unreachable at start is waited for (spooling meanwhile).
+An outage is logged twice, whatever its length: once when the broker goes away,
+once when it is back (with how many spooled decisions were then delivered); a
+normal shutdown logs neither. The password may come from the URL, a file
+(``--mqtt-password-file``) or ``$SELFMIS_MQTT_PASSWORD``; it is never logged.
 """
 from __future__ import annotations
 
@@ -52,7 +64,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from selfmis import __version__
+
 from ..decision import StateChanges
+from ..labels import is_mi_class
+from . import link_kind
 from .spool import Spool
 
 __all__ = ["MqttOutlet", "MqttError", "parse_mqtt_url"]
@@ -94,13 +110,16 @@ class MqttOutlet:
     def __init__(self, url: str, ca: str | None = None, cert: str | None = None, key: str | None = None,
                  insecure: bool = False, spool: str | None = None, spool_max: int = 10000,
                  discovery: bool = True, discovery_prefix: str = "homeassistant", hr_every_s: float = 5.0,
-                 model=None, connect_timeout_s: float = 5.0, queue_size: int = 10000):
+                 model=None, connect_timeout_s: float = 5.0, queue_size: int = 10000,
+                 password: str | None = None):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
             raise MqttError("paho-mqtt is not installed: pip install 'selfmis-edge[mqtt]'") from None
         self.mqtt = mqtt
         self.cfg = parse_mqtt_url(url)
+        if password and not self.cfg["password"]:  # from a file or the environment, not argv
+            self.cfg["password"] = password
         self.prefix = self.cfg["prefix"]
         self.discovery, self.discovery_prefix = discovery, discovery_prefix
         self.hr_every_s = float(hr_every_s)
@@ -113,6 +132,11 @@ class MqttOutlet:
         self._states: dict[str, dict] = {}
         self._changes = StateChanges()
         self._announced: set = set()
+        self._kinds: dict[str, str] = {}
+        self._closing = False
+        self._outage_t: float | None = None   # monotonic time the broker went away (None: not away)
+        self._back: float | None = None       # outage length, to log once the spool is delivered
+        self._delivered_after_outage = 0
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -174,12 +198,17 @@ class MqttOutlet:
             pass
         client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
         self._announced.clear()  # re-announce (a broker restarted without persistence forgets retained)
+        if self._outage_t is not None:  # said by the publisher once the spool is delivered
+            self._back, self._outage_t, self._delivered_after_outage = time.monotonic() - self._outage_t, None, 0
+        else:
+            log.info("MQTT connected to %s:%d", self.cfg["host"], self.cfg["port"])
         self._connected.set()
-        log.info("MQTT connected to %s:%d", self.cfg["host"], self.cfg["port"])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
-        if self._connected.is_set():
-            log.warning("MQTT broker went away (%s); spooling decisions", reason_code)
+        if self._connected.is_set() and not self._closing:
+            log.warning("MQTT broker %s:%d went away (%s); spooling decisions until it is back",
+                        self.cfg["host"], self.cfg["port"], reason_code)
+            self._outage_t = time.monotonic()
         self._connected.clear()
 
     # ---------------------------------------------------------------- gateway sink (processing thread)
@@ -187,6 +216,7 @@ class MqttOutlet:
     def start(self, gateway) -> None:
         for d in gateway.devices:
             self._states[d.id] = self._new_state()
+            self._kinds[d.id] = link_kind(d.spec.options)
         self._thread = threading.Thread(target=self._publisher, name="mqtt-publish", daemon=True)
         self._thread.start()
 
@@ -207,6 +237,7 @@ class MqttOutlet:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)
+        self._closing = True  # our own disconnect below is no outage
         if self._connected.is_set():
             for did in self._states:
                 self.client.publish(f"{self.prefix}/{did}/availability", "offline", qos=1, retain=True)
@@ -246,6 +277,10 @@ class MqttOutlet:
                     if d not in self._announced:
                         self._announce(d)
             self._forward()
+            if self._back is not None and not len(self.spool):
+                log.warning("MQTT broker %s:%d back after %.0f s; %d spooled decision(s) delivered",
+                            self.cfg["host"], self.cfg["port"], self._back, self._delivered_after_outage)
+                self._back = None
             now = time.monotonic()
             if now - last_state >= self.hr_every_s:
                 last_state = now
@@ -265,6 +300,7 @@ class MqttOutlet:
                 return
             self.spool.ack(m)
             self.published += 1
+            self._delivered_after_outage += 1
 
     def _take(self, did: str, e: dict, t_wall: float) -> None:
         st = self._states.get(did)
@@ -281,7 +317,7 @@ class MqttOutlet:
             st["decisions"] += 1
             st["mi_probability"] = (e.get("probabilities") or {}).get("MI")
             st["labels"] = e.get("labels", [])
-            st["mi"] = "MI" in st["labels"]
+            st["mi"] = any(is_mi_class(l) for l in st["labels"])  # MI or any of its subtypes
             change = self._changes.change(did, e)
             if change is None:  # the same alarms as the last beat: the periodic state message says it
                 return
@@ -322,15 +358,22 @@ class MqttOutlet:
     def _publish_state(self, did: str) -> None:
         self._pub(f"{self.prefix}/{did}/state", self._states[did], qos=0, retain=True)
 
-    def _announce(self, did: str) -> None:
-        """Home Assistant MQTT discovery: four entities of one device, retained."""
+    #: the link sensor's icon per kind of link (Material Design Icons names, as Home Assistant uses)
+    LINK_ICONS = {"serial": "mdi:serial-port", "ascii": "mdi:serial-port", "tcp": "mdi:lan-connect",
+                  "ble": "mdi:bluetooth-connect", "replay": "mdi:file-chart", "simulate": "mdi:flask-outline"}
+
+    def discovery_messages(self, did: str) -> list:
+        """``(topic, payload)`` of Home Assistant MQTT discovery for one device: four entities of one
+        device, with only the keys Home Assistant documents (see the module doc)."""
         base = f"{self.prefix}/{did}"
         uid = f"selfmis_{did}".replace("-", "_")
         device = {"identifiers": [uid], "name": f"SelfMIS {did}", "manufacturer": "SelfMIS Edge",
-                  "model": self.model_name}
+                  "model": self.model_name, "sw_version": __version__}
         common = {"state_topic": f"{base}/state", "device": device,
+                  "origin": {"name": "SelfMIS Edge", "sw_version": __version__},
                   "availability": [{"topic": f"{self.prefix}/status"}, {"topic": f"{base}/availability"}],
                   "availability_mode": "all"}
+        icon = self.LINK_ICONS.get(self._kinds.get(did, ""), "mdi:connection")
         entities = [
             ("sensor", "heart_rate", {"name": "Heart rate", "unit_of_measurement": "bpm",
                                       "state_class": "measurement", "icon": "mdi:heart-pulse",
@@ -338,12 +381,16 @@ class MqttOutlet:
             ("binary_sensor", "mi", {"name": "MI detected", "device_class": "problem",
                                      "value_template": "{{ 'ON' if value_json.mi else 'OFF' }}"}),
             ("sensor", "mi_probability", {"name": "MI probability", "state_class": "measurement",
+                                          "icon": "mdi:heart-flash",
                                           "value_template": "{{ value_json.mi_probability }}"}),
-            ("sensor", "link", {"name": "Link", "icon": "mdi:bluetooth-connect",
-                                "value_template": "{{ value_json.link }}"}),
+            ("sensor", "link", {"name": "Link", "icon": icon, "value_template": "{{ value_json.link }}"}),
         ]
-        for comp, obj, cfg in entities:
-            self._pub(f"{self.discovery_prefix}/{comp}/{uid}/{obj}/config",
-                      {**common, **cfg, "unique_id": f"{uid}_{obj}", "object_id": f"{uid}_{obj}"},
-                      qos=1, retain=True)
+        return [(f"{self.discovery_prefix}/{comp}/{uid}/{obj}/config",
+                 {**common, **cfg, "unique_id": f"{uid}_{obj}", "default_entity_id": f"{comp}.{uid}_{obj}"})
+                for comp, obj, cfg in entities]
+
+    def _announce(self, did: str) -> None:
+        """Home Assistant MQTT discovery, retained."""
+        for topic, payload in self.discovery_messages(did):
+            self._pub(topic, payload, qos=1, retain=True)
         self._announced.add(did)
