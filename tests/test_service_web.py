@@ -320,3 +320,85 @@ def test_the_view_keeps_norm_quality_rate_and_silence_apart():
     chunk = SimpleNamespace(samples=np.zeros(50, np.float32), fs=500.0, t_arrival=time.time() - 4.0, lead_off=False)
     v.on_chunk("a", chunk, 1.0)
     assert 3.9 <= v.tick()["devices"]["a"]["status"]["silent_s"] <= 5.0
+
+
+def test_connection_cap_and_timeouts_in_process():
+    """At most max_connections are served at once (the rest get a 503 and are closed at once), and a
+    client that connects and says nothing is dropped after the socket timeout, freeing its slot."""
+    import socket
+    import threading
+    from selfmis.edge_runtime.serve.server import WebView
+    view = WebView("127.0.0.1", 0, max_connections=8, timeout_s=1.0)
+    threading.Thread(target=view.httpd.serve_forever, daemon=True).start()
+    try:
+        silent = [socket.create_connection(("127.0.0.1", view.port)) for _ in range(30)]
+        wait_for(lambda: view.httpd.refused >= 22, 5, "22 refusals")
+        n_threads = threading.active_count()
+        assert n_threads <= 8 + 4, n_threads  # one thread per served connection, no more
+        answers = []
+        for s in silent:
+            s.settimeout(0.2)
+            try:
+                answers.append(s.recv(200))
+            except OSError:
+                answers.append(b"")
+        assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) >= 22, answers
+        time.sleep(1.6)  # the 8 silent ones time out
+        code, body = _get(f"http://127.0.0.1:{view.port}/api/status")
+        assert code == 200 and json.loads(body)["view"]["refused"] >= 22
+        for s in silent:
+            s.close()
+    finally:
+        view.close()
+
+
+@needs_data
+def test_300_half_open_connections_leave_no_traceback(bundle, tmp_path):
+    """300 clients that connect and stall, half of them mid-request, then vanish with a reset; then 20 viewers
+    that drop the event stream: threads stay bounded, the page keeps answering, and stderr stays empty
+    under --quiet (no traceback, no 'Broken pipe'). The token comes from a file and is never printed."""
+    import socket
+    import struct
+    token = tmp_path / "token"
+    token.write_text("s3cret-from-file\n")
+    port = free_port()
+    edge = start_edge(["--simulate", MI_500, "--speed", "1", "--model", bundle, "--quiet",
+                       "--serve", f"0.0.0.0:{port}", "--serve-token-file", str(token)], tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(base + "/api/status?token=s3cret-from-file")[0] == 200, 30, "the web server")
+        assert _get(base + "/api/status")[0] == 401
+        socks = []
+        for i in range(300):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError:
+                continue
+            if i % 2:
+                s.sendall(b"GET /api/status?token=s3cret-from-file HTTP/1.1\r\nHost: x\r\n")  # never finished
+            socks.append(s)
+        time.sleep(1.0)
+        threads = int(next(l.split()[1] for l in open(f"/proc/{edge.pid}/status") if l.startswith("Threads:")))
+        from selfmis.edge_runtime.serve.server import MAX_CONNECTIONS
+        assert threads <= MAX_CONNECTIONS + 20, threads
+        for s in socks:  # vanish with a reset, not a polite close
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        time.sleep(0.5)
+        for _ in range(20):  # viewers that open the event stream and drop it mid-flight
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /api/events?token=s3cret-from-file HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(100)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        time.sleep(1.5)
+        code, body = _get(base + "/api/status?token=s3cret-from-file")
+        assert code == 200 and json.loads(body)["view"]["refused"] >= 1
+    finally:
+        edge.terminate()
+        out, err = edge.communicate(timeout=20)
+    assert "Traceback" not in err and "Broken pipe" not in err and "Connection reset" not in err, err[-2000:]
+    # --quiet: nothing to say about viewers coming and going (TensorFlow Lite's own INFO line is the
+    # hobby path's issue #25 item 5, not the web server's)
+    assert [l for l in err.splitlines() if l.strip() and "XNNPACK delegate" not in l] == [], err[-2000:]
+    assert "s3cret-from-file" not in out + err
