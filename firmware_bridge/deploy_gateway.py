@@ -13,7 +13,16 @@ pyserial URL (``/dev/ttyUSB0``, ``socket://10.0.0.7:7000``), ``ble:ADDRESS``,
 ``replay:PATH`` or ``simulate:PATH``, and the keys are the per-device options of
 gateway.json (``baud``, ``ascii``, ``fs``, ``lead``, ``retries``, ``restart``,
 ``record``, ...); values are read as JSON when they parse (``230400``, ``true``)
-and as text otherwise. Example::
+and as text otherwise.
+
+Paths (``replay:``/``simulate:`` records, ``record``, ``--record-root``, ``--model``,
+``--mqtt-ca``, ``--mqtt-spool``) are read as every command-line path is, relative
+to the working directory, and written so that they resolve from the written
+file, as ``edge-run --config`` reads them: relative to its folder when they lie
+inside it (the pair moves together), absolute otherwise. The file is then
+loaded back with ``edge-run``'s own loader and every path compared with the one
+meant; a record that does not exist on this machine is warned about (the config
+may be for another one). Example::
 
     selfmis deploy gateway-config -o gateway.json \\
         --device bed1=/dev/ttyUSB0 --device bed2=socket://10.0.0.7:7000,retries=10 \\
@@ -23,12 +32,15 @@ and as text otherwise. Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from selfmis.edge_runtime.gateway_args import is_loopback, parse_bind
 from selfmis.edge_runtime.gateway_config import (GATEWAY_FORMAT, GatewayConfigError, SOURCE_KEYS,
-                                                 validate_gateway_config)
+                                                 load_gateway_config, validate_gateway_config)
+
+log = logging.getLogger("selfmis.firmware_bridge.deploy")
 
 __all__ = ["parse_device_spec", "build_gateway_config", "write_gateway_config", "GATEWAY_CONFIG_NAME",
            "add_arguments", "from_args"]
@@ -131,14 +143,92 @@ def add_arguments(p) -> None:
     p.add_argument("--lsl", action="store_true")
 
 
+_DEVICE_PATHS = ("replay", "simulate", "record")
+
+
+def _is_local_path(key: str, value: str) -> bool:
+    if "://" in value:
+        return False
+    if key == "port":  # a relative port path (rare): COM3 and URLs are names, not paths
+        return not value.startswith("/") and not value.upper().startswith("COM")
+    return True
+
+
+def anchor_path(path: str, folder: Path) -> str:
+    """``path`` (relative to the working directory) as written in a file in ``folder``: relative to
+    ``folder`` when it lies inside it, absolute otherwise."""
+    a = Path(os.path.abspath(path))
+    try:
+        return a.relative_to(folder).as_posix() or "."
+    except ValueError:
+        return str(a)
+
+
+def _anchored(args, folder: Path) -> tuple:
+    """The device specs and path options of ``args`` with every path anchored for ``folder``, and
+    ``{json path: absolute path meant}`` to check the written file against."""
+    meant, devices = {}, []
+    for i, spec in enumerate(args.device):
+        d = parse_device_spec(spec)
+        for k in _DEVICE_PATHS + ("port",):
+            if isinstance(d.get(k), str) and _is_local_path(k, d[k]):
+                meant[f"devices[{i}].{k}"] = os.path.abspath(d[k])
+                d[k] = anchor_path(d[k], folder)
+        devices.append(d)
+    paths = {}
+    for k in ("record_root", "model", "mqtt_ca", "mqtt_spool"):
+        v = getattr(args, k)
+        if v:
+            paths[k] = anchor_path(v, folder)
+            meant[{"mqtt_ca": "mqtt.ca", "mqtt_spool": "mqtt.spool"}.get(k, k)] = os.path.abspath(v)
+    return devices, paths, meant
+
+
+def _check_written(out: Path, meant: dict) -> list:
+    """Load ``out`` as ``edge-run --config`` does; every path must resolve to the one meant. Returns
+    warnings for records this machine does not have."""
+    loaded = load_gateway_config(out)
+    warnings = []
+    checks = []
+    for where, want in meant.items():
+        if where.startswith("devices["):
+            i, key = int(where[8:where.index("]")]), where.rsplit(".", 1)[1]
+            checks.append((where, loaded["devices"][i][key], want))
+        elif where == "record_root":  # each device without its own record: ROOT/<id>
+            checks += [(f"record_root ({d['id']})", d["record"], os.path.join(want, d["id"]))
+                       for i, d in enumerate(loaded["devices"]) if f"devices[{i}].record" not in meant]
+        elif where.startswith("mqtt."):
+            checks.append((where, loaded["mqtt"][where[5:]], want))
+        else:
+            checks.append((where, loaded[where], want))
+    for where, got, want in checks:
+        if Path(got).resolve() != Path(want).resolve():
+            raise GatewayConfigError(f"{out}: {where} would be read as {got}, not {want}")
+    for where, want in meant.items():
+        key = where.rsplit(".", 1)[-1]
+        if key in ("replay", "simulate") and not any(os.path.exists(want + ext) for ext in ("", ".hea", ".dat")):
+            warnings.append(f"{where}: {want} does not exist on this machine (edge-run here would exit 4)")
+    return warnings
+
+
 def from_args(args) -> dict:
-    """Write the file the ``gateway-config`` arguments describe; returns what the command prints."""
+    """Write the file the ``gateway-config`` arguments describe, load it back as ``edge-run`` would and
+    check every path; returns what the command prints."""
     out = Path(args.output)
-    cfg = build_gateway_config(args.device, serve=args.serve, serve_token=args.serve_token,
-                               serve_insecure=args.serve_insecure, mqtt=args.mqtt, mqtt_ca=args.mqtt_ca,
-                               mqtt_spool=args.mqtt_spool, lsl=args.lsl, record_root=args.record_root,
-                               model=args.model, restart=False if args.no_restart else None,
-                               restart_cap_s=args.restart_cap, name=str(out), base=out.resolve().parent)
+    folder = Path(os.path.abspath(out)).parent
+    devices, paths, meant = _anchored(args, folder)
+    cfg = build_gateway_config(devices, serve=args.serve, serve_token=args.serve_token,
+                               serve_insecure=args.serve_insecure, mqtt=args.mqtt, mqtt_ca=paths.get("mqtt_ca"),
+                               mqtt_spool=paths.get("mqtt_spool"), lsl=args.lsl, record_root=paths.get("record_root"),
+                               model=paths.get("model"), restart=False if args.no_restart else None,
+                               restart_cap_s=args.restart_cap, name=str(out), base=folder)
     write_gateway_config(cfg, out)
+    try:
+        warnings = _check_written(out, meant)
+    except GatewayConfigError:
+        out.unlink()  # never leave a file edge-run would misread
+        raise
+    for w in warnings:
+        log.warning("%s", w)
     return {"gateway_config": str(out), "devices": [d["id"] for d in cfg["devices"]],
-            "outlets": [k for k in ("serve", "mqtt", "lsl") if cfg.get(k)]}
+            "outlets": [k for k in ("serve", "mqtt", "lsl") if cfg.get(k)], "warnings": warnings}

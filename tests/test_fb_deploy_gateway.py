@@ -47,7 +47,8 @@ def test_bad_configs_are_refused_with_the_validators_words(devices, kw, message)
         build_gateway_config(devices, **kw)
 
 
-def test_cli_writes_what_the_runtime_loads(tmp_path, capsys):
+def test_cli_writes_what_the_runtime_loads(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # --record-root runs: ./runs, as every command-line path
     out = tmp_path / "etc" / "gateway.json"
     code = deploy.main(["gateway-config", "-o", str(out), "--device", "bed1=/dev/ttyUSB0",
                         "--device", "bed2=socket://10.0.0.7:7000,retries=10", "--device", "strap=ble:AA:BB:CC:DD:EE:FF",
@@ -59,12 +60,46 @@ def test_cli_writes_what_the_runtime_loads(tmp_path, capsys):
     cfg = load_gateway_config(out)  # edge-run's loader: the file is valid as written
     assert [d["id"] for d in cfg["devices"]] == ["bed1", "bed2", "strap"]
     assert cfg["devices"][1]["retries"] == 10 and cfg["restart_cap_s"] == 30
-    assert cfg["devices"][0]["record"] == str((tmp_path / "etc" / "runs" / "bed1").resolve())
+    assert cfg["devices"][0]["record"] == str((tmp_path / "runs" / "bed1").resolve())
+    assert json.loads(out.read_text())["record_root"] == str(tmp_path / "runs")  # outside etc/: absolute
     assert cfg["serve"]["token"] == "t0k" and cfg["mqtt"]["url"].endswith("/ward3")
     # a refused config writes nothing and exits 1 with the reason
     bad = tmp_path / "bad.json"
     assert deploy.main(["gateway-config", "-o", str(bad), "--device", "a=/dev/x,baud=0"]) == 1
     assert not bad.exists()
+
+
+@needs_data
+def test_relative_paths_resolve_from_the_written_file(tmp_path, monkeypatch, capsys):
+    """The caregiver's try: paths typed relative to the working directory, the file written elsewhere
+    (etc/) or beside them; edge-run --config then finds every record (it used to exit 4)."""
+    import shutil
+    rec = tmp_path / "data" / "rec"
+    rec.mkdir(parents=True)
+    for ext in (".hea", ".dat"):
+        shutil.copy(MI_500 + ext, rec / ("00271_hr" + ext))
+    monkeypatch.chdir(tmp_path)
+    for out, written in ((tmp_path / "etc" / "gateway.json", str(rec / "00271_hr")),  # outside: absolute
+                         (tmp_path / "gateway.json", "data/rec/00271_hr")):          # inside: relative to it
+        code = deploy.main(["gateway-config", "-o", str(out.relative_to(tmp_path)),
+                            "--device", "demo=simulate:data/rec/00271_hr,fast=true",
+                            "--device", "late=replay:data/rec/missing,fast=true", "--record-root", "runs"])
+        assert code == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["warnings"] == [f"devices[1].replay: {rec / 'missing'} does not exist on this machine "
+                                       "(edge-run here would exit 4)"]
+        raw = json.loads(out.read_text())
+        assert raw["devices"][0]["simulate"] == written, raw
+        cfg = load_gateway_config(out)
+        assert cfg["devices"][0]["simulate"] == str(rec / "00271_hr")
+        assert cfg["devices"][0]["record"] == str(tmp_path / "runs" / "demo")
+    monkeypatch.chdir("/")  # from anywhere: edge-run reads the file's paths from the file's folder
+    raw["devices"] = raw["devices"][:1]
+    (tmp_path / "gateway.json").write_text(json.dumps(raw))
+    r = subprocess.run(EDGE_RUN + ["--config", str(tmp_path / "gateway.json"), "--quiet", "--model", model_bundle()],
+                       capture_output=True, text=True, env=quiet_env(tmp_path), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert of(events(r.stdout), "summary", "demo")[0]["decisions"] > 0
 
 
 @needs_data
