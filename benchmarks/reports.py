@@ -33,7 +33,7 @@ from selfmis.train.experiments.report import render_markdown as accuracy_markdow
 from selfmis.train.scaling import markdown as scaling_markdown
 
 from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_scale, live_paths
-from . import replay_formats, training_scale, wearable_model
+from . import is_ecg, replay_formats, training_scale, wearable_model
 from .report import render_markdown as bench_markdown
 from .students_report import render as students_markdown
 
@@ -161,6 +161,8 @@ STUDIES = (
     Study("wearable-model-parity", "wearable/model_parity.md", "wearable/model_parity.json", wearable_model._markdown,
           "python -m selfmis.benchmarks.wearable_model",
           "python -m selfmis.benchmarks.wearable_model --subset stratified --out {out}"),
+    Study("is-ecg", "hostile/is_ecg.md", "hostile/is_ecg.json", is_ecg._markdown,
+          "python -m selfmis.benchmarks.is_ecg --out benchmarks/results/hostile"),
     Study("accuracy", "accuracy/README.md", "accuracy/report.json", _accuracy,
           "python -m selfmis.train.experiments --phase all"),
 )
