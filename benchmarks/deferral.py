@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import selfmis.edge_runtime.pipeline as P
+from selfmis.edge_runtime.pipeline import Pipeline
 from selfmis.edge_runtime.sources.base import Chunk
 
 from .stats import summarize
@@ -23,33 +23,16 @@ __all__ = ["simulate_deferral"]
 def simulate_deferral(model, x, fs: float, frame_s: float = 0.1, detector_kwargs=None) -> dict:
     clock = [0.0]
 
-    class _Clock:
-        @staticmethod
-        def perf_counter():
-            return clock[0]
-
-        @staticmethod
-        def time():
-            return clock[0]
-
-        monotonic = perf_counter
-
-    real = P.time
-    P.time = _Clock
-    try:
-        pipe = P.Pipeline(model, detector_kwargs=detector_kwargs)
-        frame = max(1, int(round(frame_s * fs)))
-        lat = []
-        for i in range(0, len(x), frame):
-            t_end = min(i + frame, len(x)) / fs
-            clock[0] = t_end
-            c = Chunk(np.asarray(x[i:i + frame], np.float32), fs, t_end)
-            c.t_mono = t_end
-            for e in pipe.handle(c):
-                if e.get("type") == "decision" and e.get("latency_ms") is not None:
-                    lat.append(float(e["latency_ms"]))
-    finally:
-        P.time = real
+    pipe = Pipeline(model, detector_kwargs=detector_kwargs, clock=lambda: clock[0])  # the public clock hook
+    frame = max(1, int(round(frame_s * fs)))
+    lat = []
+    for i in range(0, len(x), frame):
+        t_end = min(i + frame, len(x)) / fs
+        clock[0] = t_end
+        c = Chunk(np.asarray(x[i:i + frame], np.float32), fs, t_end, t_mono=t_end)
+        for e in pipe.handle(c):
+            if e.get("type") == "decision" and e.get("latency_ms") is not None:
+                lat.append(float(e["latency_ms"]))
     frame_ms = frame * 1e3 / fs
     deferred = [v for v in lat if v > 0.5 * frame_ms]
     return {"decisions": len(lat), "frame_ms": frame_ms,

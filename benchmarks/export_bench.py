@@ -46,8 +46,8 @@ def record_base(directory: Path) -> Path:
     with Recorder(directory, src.describe()) as rec, src:
         for item in src:
             rec.write(item)
-            rec.write_outputs(pipe.handle(item), pipe._timeline_s)
-        rec.write_outputs(pipe.flush(), pipe._timeline_s)
+            rec.write_outputs(pipe.handle(item), pipe.timeline_s)
+        rec.write_outputs(pipe.flush(), pipe.timeline_s)
     return directory
 
 

@@ -183,7 +183,7 @@ def lossy_stream(model, record, seconds=120.0, drop=0.02, max_gap_s=MAX_FILLED_G
     for raw in dev.frames():
         for it in fr.feed(raw):
             pipe.handle(it)
-        if pipe._signal_s >= seconds:
+        if pipe.signal_s >= seconds:
             break
     s = pipe.summary(fr.stats)
     gated = s["suppressed"].get("gap", 0)
@@ -218,7 +218,7 @@ def _plot(res, path):
     fig.savefig(path, dpi=110)
 
 
-def _markdown(res) -> str:
+def markdown(res) -> str:
     st = res["study"]
     lines = ["# Gap policy: filled link loss vs. streamed MI AUROC", "",
              f"Command: `{res['command']}`", "",
@@ -278,9 +278,9 @@ def main(argv=None) -> int:
     res["lossy_by_tolerance"] = {str(t): lossy_stream(model, str(rec)[:-4], max_gap_s=t)
                                  for t in (0.1, 0.2, 0.3)}
     (out / "gap_policy.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "gap_policy.md").write_text(_markdown(res))
+    (out / "gap_policy.md").write_text(markdown(res))
     _plot(res, out / "gap_policy.png")
-    print(_markdown(res))
+    print(markdown(res))
     return 0
 
 

@@ -150,13 +150,13 @@ def ble_worker(argv) -> int:
     t = np.arange(n) / ble.POLAR_ECG_FS
     tiled = np.tile(x, int(np.ceil(seconds / rec.duration_s)) + 1)
     y = np.interp(t, np.arange(len(tiled)) / rec.fs, tiled)
-    holder = {}
-    ble._default_client_factory = lambda address, cb: PolarFake(
-        address, cb, np.round(y * 1000), backlog=lambda: holder["src"]._q.qsize())
+    def fake_polar(src):  # the source's public hook: the client it connects with
+        src.client_factory = lambda address, cb: PolarFake(address, cb, np.round(y * 1000),
+                                                           backlog=lambda: src.backlog)
     args = cli.build_parser().parse_args(["--ble", "PO:LA:RF:AK:E0:01", "--retries", "0"] + rest)
     cli.setup_logging(args.quiet, args.verbose)
     out = JsonlWriter(sys.stdout, quiet=args.quiet, flush=False)
-    return cli.run(args, out, on_source=lambda s: holder.__setitem__("src", s))
+    return cli.run(args, out, on_source=fake_polar)
 
 
 # --------------------------------------------------------------------------- the table

@@ -131,7 +131,7 @@ STUDIES = (
     Study("export", "export/export.md", "export/export.json", export_bench.markdown,
           "python -m selfmis.benchmarks.export_bench",
           "python -m selfmis.benchmarks.export_bench --hours 0.05 --out {out}"),
-    Study("gap-policy", "gap_policy/gap_policy.md", "gap_policy/gap_policy.json", gap_policy._markdown,
+    Study("gap-policy", "gap_policy/gap_policy.md", "gap_policy/gap_policy.json", gap_policy.markdown,
           "python -m selfmis.benchmarks.gap_policy"),
     Study("gateway-scale", "gateway/gateway_scale.md", "gateway/gateway_scale.json", gateway_scale.markdown,
           f"{_GW} --out benchmarks/results/gateway"),
@@ -158,7 +158,7 @@ STUDIES = (
     Study("scaling-reduced", "training/scaling_reduced.md", "training/scaling_reduced.json", scaling_markdown,
           "python -m selfmis.train.scaling --root runs/scaling --results benchmarks/results/training --folds 10 "
           "--seeds 0 --label reduced --epochs 8"),
-    Study("wearable-model-parity", "wearable/model_parity.md", "wearable/model_parity.json", wearable_model._markdown,
+    Study("wearable-model-parity", "wearable/model_parity.md", "wearable/model_parity.json", wearable_model.markdown,
           "python -m selfmis.benchmarks.wearable_model",
           "python -m selfmis.benchmarks.wearable_model --subset stratified --out {out}"),
     Study("is-ecg", "hostile/is_ecg.md", "hostile/is_ecg.json", is_ecg._markdown,

@@ -212,7 +212,7 @@ def study(data_root, subset: str = "all", bundles=None, progress=print) -> dict:
             "bundles": rows, "ok": all(r["ok"] for r in rows)}
 
 
-def _markdown(res: dict) -> str:
+def markdown(res: dict) -> str:
     d, p = res["data"], res["provenance"]
     lines = [
         "# The model on a wearable: plain C engine vs TFLite Micro and LiteRT",
@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model_parity.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    (out / "model_parity.md").write_text(_markdown(res), encoding="utf-8")
+    (out / "model_parity.md").write_text(markdown(res), encoding="utf-8")
     print(json.dumps({"ok": res["ok"], "json": str(out / "model_parity.json")}))
     return 0 if res["ok"] else 1
 

@@ -108,12 +108,7 @@ class _Capture:
             if hasattr(self.model, "predict_q"):
                 self.log.append(self.model.predict_q(w))
                 continue
-            # the interpreter's own quantisation and int8 output (TFLiteModel's internals)
-            q = self.model._quantise(w.reshape(self.model._in_shape))
-            it = self.model.interpreter
-            it.set_tensor(self.model._in["index"], q)
-            it.invoke()
-            self.log.append((q.reshape(-1).copy(), it.get_tensor(self.model._out["index"]).reshape(-1).copy()))
+            self.log.append(self.model.predict_int8(w))  # the interpreter's own quantised input and output
         return self.model.predict_proba(windows)
 
 
@@ -123,24 +118,22 @@ def python_reference(samples: np.ndarray, fs: float, model, cfg: ChainConfig) ->
     dk = {"operating_point": cfg.operating_point, "persist_s": cfg.persist_s,
           "persist_beats": cfg.persist_beats, "hysteresis": cfg.hysteresis}
     pipe = Pipeline(cap, every_k_beats=cfg.every_k, n_beats=cfg.n_beats, min_beats=cfg.min_beats,
-                    decision_kwargs=dk, max_gap_s=cfg.max_gap_s)
+                    decision_kwargs=dk, max_gap_s=cfg.max_gap_s,
+                    batch_windows=False)  # one window per call: each beat's log entry is its own
     out = {"beats": [], "windows": {}, "decisions": {}}
-    orig = pipe._beat
+    seen = [0]
 
-    def beat(r):
-        n0 = len(cap.log)
-        ev = orig(r)
+    def beat(r, ev):  # the pipeline's public per-beat hook
         if any(e["type"] == "beat" for e in ev):
             out["beats"].append(int(r))
-        if len(cap.log) > n0:
+        if len(cap.log) > seen[0]:
             out["windows"][int(r)] = cap.log[-1]
+        seen[0] = len(cap.log)
         for e in ev:
             if e["type"] == "decision":
                 out["decisions"][int(r)] = e
-        return ev
 
-    pipe._beat = beat
-    pipe._score_ahead = lambda beats: {}  # row-identical to scoring one window (pipeline.py)
+    pipe.on_beat = beat
     x = np.asarray(samples, np.float32)
     for i in range(len(x)):
         pipe.handle(Chunk(x[i:i + 1], fs))

@@ -89,6 +89,21 @@ class StreamingBeatDetector:
         self.reset()
 
     @property
+    def window(self) -> int:
+        """Samples of the moving-window integration (150 ms)."""
+        return self._win
+
+    @property
+    def search(self) -> int:
+        """Samples searched either side of an envelope peak for the R peak (100 ms)."""
+        return self._search
+
+    @property
+    def edge(self) -> int:
+        """Samples at the buffer's end where a peak may not be a candidate yet."""
+        return self._edge
+
+    @property
     def delay_s(self) -> float:
         """Worst-case signal time between an R peak and its emission (plus one chunk)."""
         return self.guard / self.fs

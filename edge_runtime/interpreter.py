@@ -132,6 +132,25 @@ class TFLiteModel:
             out[i] = self._dequantise(interp.get_tensor(o_idx)).reshape(-1)[: out.shape[1]]
         return out
 
+    def predict_int8(self, window):
+        """One window's quantised input and raw output, as the interpreter sees them.
+
+        Parameters
+        ----------
+        window : numpy.ndarray
+            One preprocessed window (any shape holding the card's input size).
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            The input tensor after the card's quantisation and the output tensor before
+            dequantisation, both flat copies (for bit-exact comparisons with other engines).
+        """
+        q = self._quantise(np.asarray(window, np.float32).reshape(self._in_shape))
+        self.interpreter.set_tensor(self._in["index"], q)
+        self.interpreter.invoke()
+        return q.reshape(-1).copy(), self.interpreter.get_tensor(self._out["index"]).reshape(-1).copy()
+
     def predict_proba(self, windows) -> np.ndarray:
         """Calibrated probabilities (the card's calibration; a plain sigmoid on older cards)."""
         return self.card.probabilities(self.predict_logits(windows))

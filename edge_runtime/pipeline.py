@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import time
-from time import process_time  # not through `time`: the deferral study swaps that module's clock
 from collections import deque
 
 import numpy as np
@@ -92,8 +91,17 @@ class Pipeline:
     def __init__(self, model=None, every_k_beats: int = 1, n_beats: int = 8, min_beats: int = 3,
                  keep_signal: bool = False, detector_kwargs: dict | None = None,
                  quality_kwargs: dict | None = None, max_gap_s: float = MAX_FILLED_GAP_S,
-                 decision_kwargs: dict | None = None):
+                 decision_kwargs: dict | None = None, clock=time.perf_counter,
+                 batch_windows: bool = True):
         self.model = model
+        #: the clock of the chunks' ``t_mono`` that latencies are measured on (a benchmark of the
+        #: algorithmic delay passes a simulated one: :mod:`benchmarks.deferral`)
+        self.clock = clock
+        #: score the complete windows of one chunk as one batch (row-identical to one by one)
+        self.batch_windows = batch_windows
+        #: ``on_beat(r, events)``: called for every R peak (model-rate sample index) with the events
+        #: it produced -- a public hook for studies that compare beat by beat (the C chain parity)
+        self.on_beat = None
         card = getattr(model, "card", None)
         self.spec = card.spec if card is not None else PreprocessSpec()
         if abs(self.spec.fs - MODEL_FS) > 1e-9:
@@ -129,8 +137,8 @@ class Pipeline:
         self._n_lat = 0
         self.link_counts = {}
         self.last_decision = None
-        self._t_start_wall = time.perf_counter()
-        self._t_start_cpu = process_time()
+        self._t_start_wall = self.clock()
+        self._t_start_cpu = time.process_time()
         self._signal_s = 0.0           # seconds of signal received (filled gaps included)
         self._timeline_s = 0.0         # event clock: signal plus time spent disconnected
         self._segment_fs = None
@@ -246,7 +254,7 @@ class Pipeline:
         self._flushed = True
         pad = int(np.ceil(rs.delay_s * rs.fs_in)) + rs.down
         n_signal = int(round(self._n_in / rs.fs_in * self.fs))  # outputs the real input covers
-        ev = self._chunk(Chunk(np.full(pad, self._last_good, np.float32), rs.fs_in, t_mono=time.perf_counter()),
+        ev = self._chunk(Chunk(np.full(pad, self._last_good, np.float32), rs.fs_in, t_mono=self.clock()),
                          count_time=False, limit=n_signal + int(round(rs.delay_s * self.fs)))
         return ev
 
@@ -343,10 +351,13 @@ class Pipeline:
             if r - self._last_r >= self.detector.refractory:
                 self._last_r = r
                 beats.append(r)
-        if len(beats) > 1 and self.model is not None:
+        if len(beats) > 1 and self.model is not None and self.batch_windows:
             self._ahead = self._score_ahead(beats)
         for r in beats:
-            events.extend(self._beat(r))
+            ev = self._beat(r)
+            if self.on_beat is not None:
+                self.on_beat(r, ev)
+            events.extend(ev)
         self._ahead = {}
 
         # bounded memory: keep the last window plus one second
@@ -442,7 +453,7 @@ class Pipeline:
         if d is None:
             return events
         t_complete = self._completed_at(r + self.post)
-        latency = (time.perf_counter() - t_complete) * 1e3 if t_complete is not None else None
+        latency = (self.clock() - t_complete) * 1e3 if t_complete is not None else None
         if latency is not None:
             self._lat_ms[self._n_lat % LATENCY_KEEP] = latency
             self._n_lat += 1
@@ -489,7 +500,7 @@ class Pipeline:
     # ------------------------------------------------------------------ summary
 
     def summary(self, source_stats: dict | None = None, wall_s: float | None = None) -> dict:
-        wall = wall_s if wall_s is not None else time.perf_counter() - self._t_start_wall
+        wall = wall_s if wall_s is not None else self.clock() - self._t_start_wall
         lat = self._lat_ms[:min(self._n_lat, LATENCY_KEEP)].astype(np.float64)
         st = source_stats or {}
         out = {"type": "summary", "beats": self.n_beats, "scored": self.n_scored,
@@ -510,7 +521,7 @@ class Pipeline:
                "realtime_factor": round(self._signal_s / wall, 1) if wall > 0 else None,
                # CPU seconds of the process since the pipeline started (all threads): on a busy
                # machine signal_s / cpu_s is the real-time factor one free core would give
-               "cpu_s": round(process_time() - self._t_start_cpu, 3),
+               "cpu_s": round(time.process_time() - self._t_start_cpu, 3),
                "last_decision": None}
         if self.last_decision is not None:
             out["last_decision"] = {k: self.last_decision.get(k) for k in

@@ -97,7 +97,7 @@ def _resampler(cfg: ChainConfig, fs: float) -> dict:
         raise ChainError(f"{cfg.fs_in:g} Hz -> {fs:g} Hz needs {rs.up}x{rs.k} polyphase taps "
                          f"(> {MAX_TAPS}): choose a rate with a simpler ratio to {fs:g} Hz")
     return {"identity": rs.identity, "up": rs.up, "down": rs.down, "k": rs.k if not rs.identity else 1,
-            "taps": rs._rev.ravel() if not rs.identity else np.zeros(1), "delay_s": rs.delay_s}
+            "taps": rs.phases[:, ::-1].ravel() if not rs.identity else np.zeros(1), "delay_s": rs.delay_s}
 
 
 def generate(bundle, cfg: ChainConfig, out_dir) -> dict:
@@ -132,7 +132,7 @@ def generate(bundle, cfg: ChainConfig, out_dir) -> dict:
     # the detector's buffer: context + the undecided tail (guard - 1) + what arrives before the
     # next run (at most guard - edge samples, see _schedule in beats.py) + one push, which after
     # a bad stretch re-feeds the last quality block too
-    det_cap = det.context + det.guard + (det.guard - det._edge) + q.block + max_out + 8
+    det_cap = det.context + det.guard + (det.guard - det.edge) + q.block + max_out + 8
     det_pad = int(fs // 2)
     fft_max = _fast_len(det_cap + 2 * det_pad)
     bp_pad = min(W - 1, int(fs))
@@ -203,8 +203,8 @@ def _header(p: dict) -> str:
         "SMX_BP_PAD": p["bp_pad"], "SMX_BP_TT": _c_double(float((np.linspace(-1.0, 1.0, p["W"]) ** 2).sum())), "SMX_BP_M": p["bp_m"], "SMX_FFT_MAX": p["fft_max"],
         "SMX_DET_GUARD": det.guard, "SMX_DET_CONTEXT": det.context, "SMX_DET_REFRACTORY": det.refractory,
         "SMX_DET_THRESHOLD": _c_double(det.threshold), "SMX_DET_MIN_AMP": _c_double(det.min_amplitude_mv),
-        "SMX_DET_WIN": det._win, "SMX_DET_SEARCH": det._search, "SMX_DET_STARTUP": det.startup,
-        "SMX_DET_EDGE": det._edge, "SMX_DET_HALF": max(1, int(round(0.075 * det.fs))),
+        "SMX_DET_WIN": det.window, "SMX_DET_SEARCH": det.search, "SMX_DET_STARTUP": det.startup,
+        "SMX_DET_EDGE": det.edge, "SMX_DET_HALF": max(1, int(round(0.075 * det.fs))),
         "SMX_DET_TWAVE": int(0.36 * det.fs), "SMX_DET_CAP": p["det_cap"], "SMX_DET_PAD": p["det_pad"],
         "SMX_DET_LO_HZ": "5.0", "SMX_DET_HI_HZ": "15.0", "SMX_DET_EDGE_HZ": "5.0",
         "SMX_Q_BLOCK": q.block, "SMX_Q_KEEP": q.keep_blocks, "SMX_Q_FLAT_MV": "0.05",

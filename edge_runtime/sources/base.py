@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from typing import Iterator, Optional
 
 import numpy as np
@@ -120,12 +121,14 @@ class Backoff:
             d, n = min(self.cap_s, d * 2), n + 1
 
 
-class Source:
+class Source(ABC):
     """An iterator of :class:`Chunk` and :class:`LinkEvent`; use as a context manager.
 
     Subclasses set :attr:`name` (for logs), :attr:`lead` and :attr:`fs` (None
     until known, e.g. before a HELLO), keep :attr:`stats` (counters that end up
-    in the run summary) and implement :meth:`_iter` and :meth:`close`.
+    in the run summary) and implement :meth:`_steps` (and :meth:`close` when
+    they hold a resource). As bleak's ``BaseBleakClient``: one abstract base, one
+    backend per transport (serial/TCP, BLE, replay, simulator).
     ``realtime`` is False for sources that deliver as fast as the consumer reads
     (``--fast`` replay): latencies then measure processing only.
     """
@@ -171,14 +174,12 @@ class Source:
     #: instead), so the gateway can drive it from its one selector thread
     pollable: bool = False
 
-    def _iter(self) -> Iterator[Item]:
-        """Yield chunks and events until the source ends (or raise SourceError); may block."""
-        raise NotImplementedError
-
-    def _steps(self):
-        """The source as a steps generator (see :mod:`.steps`); by default :meth:`_iter`,
-        which blocks (such a source gets its own thread in the gateway)."""
-        return self._iter()
+    @abstractmethod
+    def _steps(self) -> Iterator:
+        """The backend's part: yield chunks and link events until the source ends (or raise
+        :class:`SourceError`). A :attr:`pollable` backend never blocks: where it would, it yields a
+        request (:class:`~.steps.Wait`, :class:`~.steps.Call`); any other may block (the gateway
+        then gives it a reader thread)."""
 
     def steps(self):
         """Items and I/O requests (:class:`~.steps.Wait`, :class:`~.steps.Call`), rate-checked and
@@ -250,7 +251,7 @@ class Source:
         w = self.rate_watch
         if w is None:
             return None
-        return {"state": w.state, "declared_hz": w._declared, "locked_hz": w.locked,
+        return {"state": w.state, "declared_hz": w.declared, "locked_hz": w.locked,
                 "measured_hz": None if w.measured is None else round(w.measured, 2)}
 
     def signal_summary(self) -> Optional[dict]:

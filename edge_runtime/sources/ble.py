@@ -378,7 +378,7 @@ class BleSource(Source):
 
     # -- consumer side --------------------------------------------------------
 
-    def _iter(self):
+    def _steps(self):
         self._thread = threading.Thread(target=self._thread_main, name="selfmis-ble", daemon=True)
         self._thread.start()
         last = time.monotonic()
@@ -411,6 +411,11 @@ class BleSource(Source):
                         return
                     raise it
             yield from coalesce(batch)
+
+    @property
+    def backlog(self) -> int:
+        """Items received and not yet consumed (the bounded queue between bleak's loop and the reader)."""
+        return self._q.qsize()
 
     def close(self) -> None:
         super().close()

@@ -142,6 +142,11 @@ class RateWatch:
         self._next_check = None
         self.dropped_unlocked = 0
 
+    @property
+    def declared(self) -> Optional[float]:
+        """The rate the stream declares (HELLO, ``--fs``), or None."""
+        return self._declared
+
     def reset(self) -> None:
         """After a reconnect: the device may come back at another rate."""
         self.est.reset()

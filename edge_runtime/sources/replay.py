@@ -78,7 +78,7 @@ class ReplaySource(Source):
     def describe(self) -> dict:
         return {**super().describe(), "path": self.path}
 
-    def _iter(self):
+    def _steps(self):
         yield LinkEvent("connected", {"path": self.path, "fast": not self.realtime})
         items = read_recording(self.path) if self.recording else self._chunks()
         t0_wall, t0_rec = time.monotonic(), None

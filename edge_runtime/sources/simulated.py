@@ -41,7 +41,7 @@ class SimulatedSource(Source):
         self.name = f"simulated:{rec.name}"
         self._framed = FramedStream(lead, 1.0, self.stats)
 
-    def _iter(self):
+    def _steps(self):
         yield LinkEvent("connected", {"device": self.name})
         for chunk in self.device.paced(self.speed or None):
             if self._closed:
