@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "is_ecg.json").write_text(json.dumps(res, indent=1) + "\n")
-        (a.out / "is_ecg.md").write_text(_markdown(res))
+        (a.out / "is_ecg.md").write_text(markdown(res))
     return 0 if res["acceptance"] >= 0.99 and res["negatives_refused"] == res["negatives"] else 1
 
 
@@ -151,7 +151,7 @@ def _metric_summary(pos: list) -> dict:
     return out
 
 
-def _markdown(res: dict) -> str:
+def markdown(res: dict) -> str:
     """is_ecg.md from is_ecg.json."""
     lines = ["# Is it ECG? The runtime's check on PTB-XL Lead I versus non-ECG columns", "",
              f"- commit `{res['commit']}`", f"- command `{res['command']}`", f"- data: {res['data']}", "",

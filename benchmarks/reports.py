@@ -161,7 +161,7 @@ STUDIES = (
     Study("wearable-model-parity", "wearable/model_parity.md", "wearable/model_parity.json", wearable_model.markdown,
           "python -m selfmis.benchmarks.wearable_model",
           "python -m selfmis.benchmarks.wearable_model --subset stratified --out {out}"),
-    Study("is-ecg", "hostile/is_ecg.md", "hostile/is_ecg.json", is_ecg._markdown,
+    Study("is-ecg", "hostile/is_ecg.md", "hostile/is_ecg.json", is_ecg.markdown,
           "python -m selfmis.benchmarks.is_ecg --out benchmarks/results/hostile"),
     Study("accuracy", "accuracy/README.md", "accuracy/report.json", _accuracy,
           "python -m selfmis.train.experiments --phase all"),
