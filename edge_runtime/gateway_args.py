@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-__all__ = ["read_secret", "SecretError", "GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "split_sources", "SOURCE_FLAGS",
+__all__ = ["read_secret", "SecretError", "redact_argv", "GATEWAY_FORMAT", "is_gateway_config", "add_arguments", "wanted", "split_sources", "SOURCE_FLAGS",
            "SOURCE_KEYS", "parse_bind", "is_loopback"]
 
 #: the ``format`` of a gateway.json (:mod:`.gateway_config` validates the rest)
@@ -187,3 +187,21 @@ def read_secret(value: str | None, file: str | None, env: str, what: str) -> str
             raise SecretError(f"{what}: {file} is empty")
         return text
     return os.environ.get(env) or None
+
+
+def redact_argv(argv) -> list:
+    """``argv`` as it may be written down (a recording's metadata): the ``--serve-token`` value and
+    the password of an ``mqtt[s]://user:password@`` URL replaced by ``***``."""
+    import re
+    out, hide = [], False
+    for a in argv:
+        if hide:
+            out.append("***")
+            hide = False
+            continue
+        if a == "--serve-token":
+            hide = True
+        elif a.startswith("--serve-token="):
+            a = "--serve-token=***"
+        out.append(re.sub(r"(mqtts?://[^:/@\s]*:)[^@/\s]*@", r"\1***@", a))
+    return out

@@ -29,7 +29,7 @@ from selfmis.bundle import BundleError
 from selfmis.exit_codes import CodedError, ExitCode
 
 from .gateway import Device, DeviceSpec, Gateway
-from .gateway_args import SOURCE_KEYS, SecretError, is_loopback, parse_bind, read_secret
+from .gateway_args import SOURCE_KEYS, SecretError, is_loopback, parse_bind, read_secret, redact_argv
 from .gateway_config import device_id_ok
 from .interpreter import TFLiteModel
 from .models import default_bundle_dir, resolve_bundle
@@ -381,7 +381,8 @@ def _device(spec, args, cfg, model, decision, tagged: bool) -> Device:
     if spec.options.get("record"):
         try:
             recorder = Recorder(spec.options["record"], {**source.describe(), "device": spec.id,
-                                                         "model": model.card.name, "argv": sys.argv[1:]})
+                                                         "model": model.card.name,
+                                                         "argv": redact_argv(sys.argv[1:])})
         except (RecordingError, OSError) as exc:
             source.close()
             raise UsageError(f"device {spec.id}: --record: {exc}" if tagged else f"--record: {exc}") from None

@@ -379,3 +379,11 @@ def test_ble_link_icon_and_password_from_a_file(broker, tmp_path):
                                    "--mqtt", f"mqtt://gw@127.0.0.1:{broker.port}/selfmis"],
                        capture_output=True, text=True, env=quiet_env(tmp_path), timeout=60)
     assert r.returncode == 2 and "MQTT password: cannot read" in r.stderr, r.stderr
+
+
+def test_secrets_are_redacted_from_what_is_written_down():
+    from selfmis.edge_runtime.gateway_args import redact_argv
+    assert redact_argv(["--port", "/dev/x", "--serve-token", "t0k", "--serve-token=t0k",
+                        "--mqtt", "mqtts://gw:pa:ss@broker:8883/ward", "--mqtt=mqtt://gw:pw@b/x"]) == \
+        ["--port", "/dev/x", "--serve-token", "***", "--serve-token=***",
+         "--mqtt", "mqtts://gw:***@broker:8883/ward", "--mqtt=mqtt://gw:***@b/x"]
