@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service_support import SIM, free_port, kill, start_edge, start_sim_tcp, wait_for
+from service_support import EDGE_RUN, SIM, free_port, kill, start_edge, start_sim_tcp, wait_for
 from test_edge_support import quiet_env, record_path, model_bundle
 
 MI_500 = record_path(271, hr=True)
@@ -402,3 +402,27 @@ def test_300_half_open_connections_leave_no_traceback(bundle, tmp_path):
     # hobby path's issue #25 item 5, not the web server's)
     assert [l for l in err.splitlines() if l.strip() and "XNNPACK delegate" not in l] == [], err[-2000:]
     assert "s3cret-from-file" not in out + err
+
+
+@needs_data
+def test_a_simulated_demo_keeps_running_with_an_outlet(bundle, tmp_path):
+    """`edge-run --simulate REC --serve ...` loops the 10-s record (the default with an outlet); --no-loop
+    and no outlet play it once; gateway.json's simulate devices follow the same default, or `loop`."""
+    def signal_s(args, cfg=None):
+        if cfg is not None:
+            path = tmp_path / "gw.json"
+            path.write_text(json.dumps(cfg))
+            args = ["--config", str(path)] + args
+        r = subprocess.run(EDGE_RUN + args + ["--model", bundle, "--quiet", "--max-seconds", "25"],
+                           capture_output=True, text=True, env=quiet_env(tmp_path), timeout=120)
+        assert r.returncode == 0, r.stderr
+        return [e for e in map(json.loads, r.stdout.splitlines()) if e["type"] == "summary"][0]["signal_s"]
+    serve = ["--serve", "127.0.0.1:0"]
+    assert signal_s(["--simulate", MI_500, "--fast"] + serve) >= 24.9  # looped: stopped by --max-seconds
+    assert signal_s(["--simulate", MI_500, "--fast", "--no-loop"] + serve) <= 10.5
+    assert signal_s(["--simulate", MI_500, "--fast"]) <= 10.5  # no outlet: once, as before
+    assert signal_s(["--simulate", MI_500, "--fast", "--loop"]) >= 24.9
+    dev = {"id": "demo", "simulate": MI_500, "fast": True}
+    assert signal_s([], {"devices": [dev], "serve": "127.0.0.1:0"}) >= 24.9
+    assert signal_s([], {"devices": [{**dev, "loop": False}], "serve": "127.0.0.1:0"}) <= 10.5
+    assert signal_s([], {"devices": [{**dev, "loop": True}]}) >= 24.9
