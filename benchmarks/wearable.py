@@ -272,6 +272,19 @@ def summarise_target(t: dict, beats_per_s: float) -> dict:
             "chain_instr_per_s_steady": rest_per_s + per_dec * beats_per_s}
 
 
+def _command(argv: list, repo: Path) -> str:
+    """The command line as run, with paths outside the repository named only by their role
+    (a committed result never names a machine path)."""
+    out, prev = [], None
+    for a in argv:
+        if prev in ("--out", "--work", "--data"):
+            p = Path(a).resolve()
+            a = str(p.relative_to(repo)) if p.is_relative_to(repo) else f"<{prev[2:]}>"
+        out.append(a)
+        prev = a
+    return " ".join(["python -m selfmis.benchmarks.wearable", *out])
+
+
 def main(argv=None) -> int:
     repo = MCU.parents[1]
     ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.wearable", description=__doc__.split("\n\n")[0])
@@ -294,7 +307,7 @@ def main(argv=None) -> int:
         print(f"wearable: only {len(recs) - 1} records500 under {data}", file=sys.stderr)
         return 2
     bundles = {n: load_bundle(resolve_bundle(n)) for n in ("micro", "default")}
-    res = {"commit": _commit(), "command": "python -m selfmis.benchmarks.wearable " + " ".join(argv or sys.argv[1:]),
+    res = {"commit": _commit(), "command": _command(argv if argv is not None else sys.argv[1:], repo),
            "data": f"{data.name}/records500: the first {a.records} records by ecg_id, plus "
                    "core/sample_data/ptbxl/records500/00000/00271_hr; Lead I, each tiled 3x (30 s), pushed one "
                    "sample at a time; decisions with --persist-s 5 (onsets and clears within 30 s)",

@@ -71,7 +71,22 @@ def write_report(res: dict, out: Path) -> None:
               "instructions per second of ECG (in this model). Both designs also pay the AD8232 front end, the ADC "
               f"and the BLE connection: {e['baseline_ua_both']:.0f} uA = {e['baseline_mah_per_day_both']:.2f} mAh/day "
               "(not in the ratio)."]
-    L += ["", "Assumptions (value, unit, source):", ""]
+    L += ["", "## What is not here", "",
+          "- **TFLite Micro on the target**: not built. Compiling TFLM for Cortex-M4F needs its C++ sources "
+          "(tensorflow/tflite-micro and its third-party downloads); the `tflite-micro` pip package is a compiled "
+          "x86-64 Python extension. TFLM's arena is measured through that package in `model_parity.md`; the "
+          "chain's parity against TFLM runs on the host (the `tflm` rows above).",
+          "- **Cycles and energy on a board**: instruction counts come from QEMU, energy from the model below; "
+          "the procedures for a board (DWT cycle counter, Power Profiler Kit II or INA219) are in "
+          "firmware_bridge/README.md, section 5.", "",
+          "## CI subset", "",
+          "`tests/test_wearable_chain.py` on every CI run: the bundled record 00271 at 500 Hz and decimated to "
+          "250 Hz and the nine bundled 100 Hz records (each tiled 3x), C chain vs the gateway with TFLite Micro "
+          "(identical required) and with LiteRT (beats and int8 windows identical required); the 500 Hz record "
+          "on the emulated Cortex-M4F, byte for byte against the host build; the sketch's minimal main on the "
+          "emulated M4F; refusals; the DECISION frame from C to `edge-run` over a pty. No instruction tracing "
+          "in CI (QEMU's trace runs at ~0.1-0.6 M instructions per second). About 3.5 min on a loaded 2-core "
+          "machine.", "", "Assumptions (value, unit, source):", ""]
     L += [f"- `{k}` = {v['value']} {v['unit']}: {v['source']}" for k, v in res["energy_assumptions"].items()]
     (out / "README.md").write_text("\n".join(L) + "\n")
     _plot(res, out / "wearable.png")
