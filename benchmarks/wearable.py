@@ -293,6 +293,8 @@ def main(argv=None) -> int:
     ap.add_argument("--records", type=int, default=100, help="records500 for the host parity (plus the bundled one)")
     ap.add_argument("--out", default=str(repo / "benchmarks" / "results" / "wearable"))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--default-records", type=int, default=None,
+                    help="records for the default bundle's parity (default: all of --records)")
     ap.add_argument("--no-trace", action="store_true", help="skip QEMU instruction counting (slow: ~0.1-0.6 M/s)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     a = ap.parse_args(argv)
@@ -317,15 +319,15 @@ def main(argv=None) -> int:
            "parity": [], "target": [], "energy": {}}
     t0 = time.time()
     for name, engine, fs, n in (("micro", "tflm", 500.0, None), ("micro", "litert", 500.0, None),
-                                ("default", "tflm", 500.0, None), ("micro", "tflm", 250.0, 20)):
+                                ("default", "tflm", 500.0, a.default_records), ("micro", "tflm", 250.0, 20)):
         rr = recs if n is None else recs[:n]
         print(f"wearable: parity {name} vs {engine} at {fs:g} Hz on {len(rr)} records", file=sys.stderr)
         res["parity"].append(parity(bundles[name], engine, rr, fs, work, jobs=a.jobs))
     res["parity_seconds"] = round(time.time() - t0, 1)
     rec = recs[0]
-    for name, fs in (("micro", 250.0), ("default", 250.0), ("micro", 500.0)):
+    for name, fs, traced in (("micro", 250.0, True), ("default", 250.0, True), ("micro", 500.0, False)):
         print(f"wearable: Cortex-M4F under QEMU, {name} at {fs:g} Hz on {rec.name}", file=sys.stderr)
-        t = target_run(bundles[name], fs, rec, work, trace=not a.no_trace)
+        t = target_run(bundles[name], fs, rec, work, trace=traced and not a.no_trace)
         x, fs_rec = wp.read_lead_i(rec)
         c, _ = wp.run_c(wp.build_host(bundles[name], ChainConfig(fs), work / f"hb-{name}-{int(fs)}",
                                       wp.model_dir_for(bundles[name], work)), x[::int(fs_rec / fs)].copy())
