@@ -48,7 +48,7 @@ from selfmis.train.data import PTBXL, load_split
 from selfmis.provenance import data_summary, provenance, scrub_paths
 
 __all__ = ["HOST_HARNESS", "M4_FLAGS", "build_host", "run_plain", "stratified_ids", "load_windows",
-           "parity", "m4_footprint", "study", "main"]
+           "parity", "m4_footprint", "m4_instructions", "study", "main"]
 
 HOST_HARNESS = KERNELS_DIR / "smx_model_host.c"
 HOST_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
@@ -176,6 +176,26 @@ def m4_footprint(model_path, work_dir, cc: str = "arm-none-eabi-gcc", size_tool:
             "compiler": _run([cc, "--version"], text=True).stdout.splitlines()[0], "flags": " ".join(M4_FLAGS)}
 
 
+def m4_instructions(model_path, work_dir) -> dict:
+    """Instructions of one ``smx_model_invoke()`` compiled for Cortex-M4F, counted in QEMU's execution
+    trace (``qemu-system-arm -M mps2-an386 -singlestep -d exec,nochain``, :func:`.wearable.count_instructions`).
+    An instruction count, not a cycle count (see benchmarks/results/wearable for the DWT procedure)."""
+    from . import wearable  # the QEMU runner of the chain benchmark (qemu-system-arm needed only here)
+
+    work_dir = Path(work_dir)
+    export_plain_c(model_path, work_dir)
+    elf = work_dir / "smx_model_count.elf"
+    q = wearable.MCU / "qemu"
+    _run(["arm-none-eabi-gcc", "-std=c99", "-O2", *wearable.ARCH, "-I", work_dir, KERNELS_DIR / "smx_model_count.c",
+          work_dir / "smx_model.c", work_dir / "selfmis_kernels.c", q / "startup.c", q / "marks.c", "-T",
+          q / "mps2_an386.ld", "-nostartfiles", "--specs=rdimon.specs", "-lc", "-lrdimon", "-o", elf])
+    c = wearable.count_instructions(elf, np.zeros(1, np.float32), work_dir / "trace", timeout=600)
+    if c["n_model"] != 1:
+        raise RuntimeError(f"{elf}: expected one model invoke between the markers, counted {c['n_model']}")
+    return {"instructions_per_invoke": int(c["model"]), "method": "qemu-system-arm mps2-an386 -singlestep "
+            "-d exec,nochain trace between smx_mark_model_begin/end (smx_model_count.c)"}
+
+
 def _tflm_side(model_path) -> dict:
     arena = measure_arena(model_path)
     return {"arena_bytes": arena["arena_bytes"], "allocator_total_bytes": arena["allocator_total_bytes"],
@@ -195,6 +215,7 @@ def study(data_root, subset: str = "all", bundles=None, progress=print) -> dict:
             b = load_bundle(bdir)
             rep = parity(bdir, w.X, Path(tmp) / f"{bdir.name}-host")
             rep["footprint_m4"] = m4_footprint(b.model_path, Path(tmp) / f"{bdir.name}-m4")
+            rep["instructions_m4"] = m4_instructions(b.model_path, Path(tmp) / f"{bdir.name}-qemu")
             rep["tflite_micro_footprint"] = _tflm_side(b.model_path)
             fp, tf = rep["footprint_m4"], rep["tflite_micro_footprint"]
             rep["ram_ratio_plain_over_tflm_arena"] = round((fp["ram_bytes"] + fp["stack_bytes_upper"])
@@ -243,13 +264,14 @@ def markdown(res: dict) -> str:
         + "`)",
         "",
         "| bundle | plain flash (B) | TFLM flatbuffer alone (B) | plain static RAM = arena (B) | plain stack, upper "
-        "bound (B) | TFLM arena, measured (B) | plain (RAM + stack) / TFLM arena |",
-        "|---|---|---|---|---|---|---|",
+        "bound (B) | TFLM arena, measured (B) | plain (RAM + stack) / TFLM arena | instructions per invoke (QEMU) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["bundles"]:
         fp, tf = r["footprint_m4"], r["tflite_micro_footprint"]
         lines.append(f"| {r['bundle_dir']} | {fp['flash_bytes']} | {tf['flatbuffer_bytes']} | {fp['ram_bytes']} "
-                     f"| {fp['stack_bytes_upper']} | {tf['arena_bytes']} | {r['ram_ratio_plain_over_tflm_arena']:.2f} |")
+                     f"| {fp['stack_bytes_upper']} | {tf['arena_bytes']} | {r['ram_ratio_plain_over_tflm_arena']:.2f} "
+                     f"| {r['instructions_m4']['instructions_per_invoke']} |")
     lines += [
         "",
         "Plain flash = text + rodata + data of the generated model object and the kernels object "
@@ -259,7 +281,11 @@ def markdown(res: dict) -> str:
         "allocates, found by bisection with the `tflite-micro` package) and the flatbuffer it reads in place: "
         "its interpreter object, op resolver, library code and stack come on top, so the plain engine's true "
         "share is lower than these ratios. Targets (issue 22): plain RAM <= 50% of TFLite Micro's, and no "
-        "more flash.",
+        "more flash. Instructions per invoke: one `smx_model_invoke()` built with the same flags, run under "
+        "`qemu-system-arm -M mps2-an386` and counted in its `-singlestep -d exec,nochain` trace between two "
+        "markers: an instruction count, not a cycle count (Cortex-M4 loads, multiplies and taken branches "
+        "take more than one cycle; measure cycles on a board with the DWT cycle counter, "
+        "`benchmarks/results/wearable/`).",
         "",
         "Host timing (this machine, shared; not a device figure): plain harness process vs TFLite Micro's "
         "Python-driven reference kernels, seconds for all windows: "
