@@ -339,6 +339,9 @@ def test_every_discovery_payload_is_documented_home_assistant(broker, bundle, tm
                          "homeassistant/sensor/selfmis_usb/link/config": "mdi:serial-port"}, icons
         states = [json.loads(p) for t, p, _ in sub.messages if t == "selfmis/net/state"]
         assert any(s["mi"] for s in states), "the MI record raises an MI-class alarm"
+        assert states[-1]["rate"] == "ok" and states[-1]["quality"] == "ok", states[-1]
+        assert not [s for s in states if s["rate"] != "ok" and s["quality"] not in (None, "ok")
+                    and "rate" in s["quality"]], "the rate is never reported as the quality"
         for s in states:
             if s["decisions"]:  # before the first decision mi is null: not known yet
                 assert s["mi"] == any(is_mi_class(l) for l in s["labels"]), s

@@ -15,9 +15,11 @@ Topics under ``PREFIX`` (the URL path, default ``selfmis``):
   (``state: ongoing`` / ``off``) are not published: an alarm is one message, not
   one a beat; the JSON Lines keep every decision;
 * ``PREFIX/<device>/state`` -- retained JSON ``{"hr", "mi", "mi_probability",
-  "labels", "since", "link", "quality", "t", "beats", "decisions"}`` (``labels``:
+  "labels", "since", "link", "quality", "rate", "t", "beats", "decisions"}`` (``labels``:
   the labels on; ``mi``: true whenever any MI-class alarm is on -- MI or one of
   its subtypes, :func:`..labels.is_mi_class`; ``since``: signal time of the last change;
+  ``quality``: the signal's (lead-off, noise...); ``rate``: the time base's, ``checking``,
+  ``ok`` or ``mismatch`` -- decisions are held unless it is ``ok``;
   ``mi_probability``: the latest rolling value): on every alarm, link or quality
   change and every ``hr_every_s`` (5 s); the Home Assistant entities read it, so
   the MI binary sensor turns on at the onset and off when it clears;
@@ -330,17 +332,22 @@ class MqttOutlet:
         elif kind == "link":
             new = {"connected": "connected", "reconnected": "connected", "reconnecting": "reconnecting",
                    "restarting": "reconnecting",
-                   "disconnected": "reconnecting", "lost": "lost", "end": "ended",
-                   "rate_mismatch": "rate mismatch"}.get(e.get("kind"))
+                   "disconnected": "reconnecting", "lost": "lost", "end": "ended"}.get(e.get("kind"))
+            rate = {"rate_unverified": "checking", "rate_ok": "ok", "rate_locked": "ok",
+                    "rate_mismatch": "mismatch"}.get(e.get("kind"))
             if new:
                 st["link"] = new
+            if rate:  # the time base is its own state: neither the link nor the signal quality
+                st["rate"] = rate
             if self._connected.is_set():
                 self._pub(f"{self.prefix}/{did}/link", e)
                 if new in ("connected", "lost", "ended"):
                     self._pub(f"{self.prefix}/{did}/availability", "online" if new == "connected" else "offline",
                               qos=1, retain=True)
         elif kind == "quality":
-            st["quality"] = "ok" if e.get("ok") else ",".join(e.get("reasons", []))
+            reasons = list(e.get("reasons") or [])
+            if not ("declared_hz" in e or "measured_hz" in e or any(r.startswith("rate_") for r in reasons)):
+                st["quality"] = "ok" if e.get("ok") else ",".join(reasons)  # the signal's, never the rate's
             if self._connected.is_set():
                 self._pub(f"{self.prefix}/{did}/quality", e)
         elif kind == "error":
@@ -353,7 +360,7 @@ class MqttOutlet:
     @staticmethod
     def _new_state() -> dict:
         return {"hr": None, "mi": None, "mi_probability": None, "labels": [], "since": None, "link": "starting",
-                "quality": None, "t": 0.0, "beats": 0, "decisions": 0}
+                "quality": None, "rate": None, "t": 0.0, "beats": 0, "decisions": 0}
 
     def _publish_state(self, did: str) -> None:
         self._pub(f"{self.prefix}/{did}/state", self._states[did], qos=0, retain=True)
