@@ -32,7 +32,7 @@ import numpy as np
 from selfmis import protocol as P
 from selfmis.exit_codes import ExitCode
 
-__all__ = ["device_cases", "serve_once", "run_edge", "main", "DOCUMENTED_EXITS"]
+__all__ = ["device_cases", "ascii_cases", "serve_once", "run_edge", "main", "DOCUMENTED_EXITS"]
 
 #: what a hostile device may end a run with: ok, source refused, device lost (the link closed)
 DOCUMENTED_EXITS = {int(ExitCode.OK), int(ExitCode.SOURCE), int(ExitCode.LOST)}
@@ -82,6 +82,19 @@ def device_cases(size: int = 256 * 1024, seed: int = 0) -> dict:
                      ("hello_fs_nan", float("nan")), ("hello_fs_inf", float("inf"))):
         cases[name] = _bad_rate_hello(fs) + _repeat(good, 4096)
     return cases
+
+
+def ascii_cases(size: int = 256 * 1024, seed: int = 0) -> dict:
+    """``name -> bytes`` for ``--ascii`` (hobby sketches): junk lines, header and lead-off floods."""
+    rng = np.random.default_rng(seed)
+    return {
+        "ascii_random_bytes": rng.integers(0, 256, size, dtype=np.uint8).tobytes(),
+        "ascii_junk_lines": _repeat(b"x\n", size),
+        "ascii_header_flood": b"".join(b"# fs=250 lead=I dev=%d\n" % i for i in range(size // 24))[:size],
+        "ascii_leadoff_toggle": _repeat(b"512\n!\n", size),
+        "ascii_20_digit_integers": _repeat(b"12345678901234567890\n", size),
+        "ascii_long_lines": _repeat(b"1" * 4000 + b"\n", size),
+    }
 
 
 def serve_once(data: bytes) -> tuple:
@@ -149,8 +162,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results/hostile", help="folder for hostile.json / .md")
     args = ap.parse_args(argv)
     rows = []
-    for name, data in device_cases(args.size_kb * 1024).items():
-        r = run_device_case(data)
+    cases = [(n, d, ()) for n, d in device_cases(args.size_kb * 1024).items()]
+    cases += [(n, d, ("--ascii", "--fs", "250")) for n, d in ascii_cases(args.size_kb * 1024).items()]
+    for name, data, extra in cases:
+        r = run_device_case(data, extra)
         row = {"case": name, "in_bytes": r["in_bytes"], "out_bytes": r["out_bytes"], "ratio": r["ratio"],
                "peak_rss_mb": r["peak_rss_mb"], "rc": r["rc"], "traceback": r["traceback"],
                "stderr_lines": len(r["stderr"].splitlines())}
@@ -160,8 +175,9 @@ def main(argv=None) -> int:
              and (r["peak_rss_mb"] or 0) < 100 for r in rows)
     cmd = "python -m selfmis.benchmarks.hostile " + " ".join(argv if argv is not None else sys.argv[1:])
     res = {"benchmark": "hostile", "commit": _commit(), "command": cmd.strip(),
-           "data": "crafted byte streams from selfmis.benchmarks.hostile.device_cases (seed 0), "
-                   "sent once over TCP to edge-run --port socket://... --retries 0 --quiet (default model)",
+           "data": "crafted byte streams from selfmis.benchmarks.hostile.device_cases / ascii_cases (seed 0), "
+                   "sent once over TCP to edge-run --port socket://... --retries 0 --quiet (default model); "
+                   "ascii_* cases add --ascii --fs 250",
            "targets": {"ratio_max": 2.0, "peak_rss_mb_max": 100, "exit_codes": sorted(DOCUMENTED_EXITS),
                        "tracebacks": 0},
            "all_targets_met": ok, "cases": rows}

@@ -118,6 +118,7 @@ class EventBudget:
         self.bytes_in = 0
         self.spent = 0
         self.held_back = 0
+        self.reported = 0  # held_back already added to a source's stats (limit_events)
         self._next_t: dict = {}
         self._pending: dict = {}
 
@@ -137,3 +138,23 @@ class EventBudget:
         self._next_t[kind] = t + self.interval_s
         self.spent += self.event_bytes
         return pending
+
+
+def limit_events(budget: EventBudget, items: list, stats: dict | None = None) -> list:
+    """``items`` with the per-frame link events over ``budget`` held back (chunks always pass;
+    a held-back event that restarts the clock still passes, marked ``held_back``)."""
+    kept = []
+    for it in items:  # link events by their `kind` (chunks have none): this module stays numpy-free
+        if getattr(it, "kind", None) in PER_FRAME_EVENTS:
+            n = budget.admit(it.kind, it.t_arrival)
+            if not n:
+                if it.discontinuity:  # the pipeline must still restart its clock
+                    kept.append(type(it)(it.kind, {"held_back": True}, it.t_arrival, True))
+                continue
+            if n > 1:
+                it.detail["count"] = n
+        kept.append(it)
+    if stats is not None:
+        stats["events_held_back"] = stats.get("events_held_back", 0) + budget.held_back - budget.reported
+        budget.reported = budget.held_back
+    return kept

@@ -15,7 +15,7 @@ from selfmis import protocol  # the wire codec, one implementation
 from selfmis import sequence
 from selfmis.limits import MAX_GAP_FILL_S
 
-from ..output import PER_FRAME_EVENTS, EventBudget
+from ..output import EventBudget, limit_events
 
 from .base import Chunk, LinkEvent, SourceRefused, coalesce
 
@@ -84,23 +84,7 @@ class FramedStream:
                     self.stats["resyncs"] += 1
                 out.append(LinkEvent(kind, {"offset": msg.offset, "reason": msg.reason}, t_arrival))
         self.stats["crc_errors"] += self.decoder.crc_errors - crc_before
-        return coalesce(self._limit(out))
-
-    def _limit(self, items: list) -> list:
-        """Per-frame link events through the :class:`~..output.EventBudget` (chunks always pass)."""
-        kept = []
-        for it in items:
-            if isinstance(it, LinkEvent) and it.kind in PER_FRAME_EVENTS:
-                n = self.budget.admit(it.kind, it.t_arrival)
-                if not n:
-                    if it.discontinuity:  # the pipeline must still restart its clock
-                        kept.append(LinkEvent(it.kind, {"held_back": True}, it.t_arrival, True))
-                    continue
-                if n > 1:
-                    it.detail["count"] = n
-            kept.append(it)
-        self.stats["events_held_back"] = self.budget.held_back
-        return kept
+        return coalesce(limit_events(self.budget, out, self.stats))
 
     def _hello(self, h, t_arrival) -> LinkEvent:
         first = self.hello is None

@@ -84,7 +84,10 @@ class RateEstimator:
         if pts and pts[-1][2] == self._seg and t - pts[-1][0] < self.point_every_s:
             return
         pts.append((t, self._n, self._seg))
-        while pts and t - pts[0][0] > self.window_s:
+        # a segment break per line (lead-off toggling every line) would otherwise keep a point per line:
+        # the pairwise estimate is O(points^2), so the count is capped (hostile-peer benchmark: 518 MB)
+        cap = 4 * int(self.window_s / self.point_every_s)
+        while pts and (t - pts[0][0] > self.window_s or len(pts) > cap):
             pts.popleft()
 
     @property

@@ -47,6 +47,7 @@ from selfmis.limits import check_gain, check_rate
 from selfmis.protocol import DecodeError
 
 from ..ecg_check import EcgWatch
+from ..output import EventBudget, limit_events
 from .base import (Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, SourceRefused,
                    coalesce)
 from .framed import FramedStream
@@ -315,6 +316,7 @@ class SerialSource(Source):
         blocking = raw_reader(self._ser, self.read_timeout_s) if fd is None else None
         token = id(self._ser)
         last_byte = time.monotonic()
+        budget = EventBudget()  # per-line link events (headers, decode errors): output bounded by input
         while not self._closed:
             if blocking is not None:  # no descriptor: pyserial's read (this source is not pollable)
                 data = blocking()
@@ -330,6 +332,9 @@ class SerialSource(Source):
             last_byte = now
             self._last_bytes = data[-256:]
             items = parser(data)
+            if self.ascii and items:  # framed streams are limited in FramedStream; text lines here
+                budget.feed(len(data))
+                items = limit_events(budget, items, self.stats)
             if items:
                 yield from items
             self._check_silence(now)
