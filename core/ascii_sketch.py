@@ -77,7 +77,9 @@ _FIELD_SEPARATORS = re.compile(rb"[,\t ;]+")
 MAX_ABS_VALUE = float(2 ** 53)
 _NAME = re.compile(r"^[A-Za-z_\[(][\w\[\]().+/-]*$")
 #: names that say "this is the ECG" (any case; a name containing ecg/ekg counts too)
-_ECG_NAMES = frozenset({"i", "lead_i", "leadi", "lead1", "lead_1", "lead-i", "mlii"})
+_ECG_NAMES = frozenset({"i", "lead_i", "leadi", "lead1", "lead_1", "lead-i", "lead i"})
+#: another lead's name is never taken for lead I (pass it by name to use it knowingly)
+_OTHER_LEAD = re.compile(r"^(lead[ _-]?)?(ii|iii|2|3|avr|avl|avf|v[1-6]|ml(i{1,3}|[123]))$")
 #: names of columns that are never the ECG: clocks and counters
 _TIME_NAME = re.compile(r"^(t|ts|s|ms|us|time.*|.*[_-](ms|us|s|sec)|millis.*|micros.*|timestamp.*|sec|secs|"
                         r"seconds|seq.*|n|count.*|index|idx|sample_?(no|num|n|index)?|frame.*)$")
@@ -420,12 +422,14 @@ def _names_line(fields: list) -> Optional[list]:
 def pick_column_by_name(names: list) -> Optional[int]:
     """Index of the ECG among column ``names`` when the names make it unambiguous, else None:
     the one name containing ``ecg``/``ekg`` or naming lead I; else the one name that is not a
-    clock or a counter (``time_ms``, ``millis``, ``t``, ``seq``...)."""
+    clock, a counter (``time_ms``, ``millis``, ``t``, ``seq``...), a lead-off flag or another lead
+    (``II``, ``V5``, ``MLII``). The one rule for ASCII lines and text files."""
     base = [re.sub(r"[\[(].*$", "", (n or "")).strip().lower() for n in names]
     ecg = [i for i, n in enumerate(base) if "ecg" in n or "ekg" in n or n in _ECG_NAMES]
     if len(ecg) == 1:
         return ecg[0]
     if ecg:
         return None
-    rest = [i for i, n in enumerate(base) if n and not _TIME_NAME.match(n) and n not in _LEAD_OFF_LABELS]
+    rest = [i for i, n in enumerate(base) if n and not _TIME_NAME.match(n) and n not in _LEAD_OFF_LABELS
+            and not _OTHER_LEAD.match(n)]
     return rest[0] if len(rest) == 1 else None

@@ -7,7 +7,7 @@ continuously after it, the runtime checks the stretch it holds (:func:`assess`) 
 every beat and decision until the column has passed (:class:`EcgWatch`, driven by the source
 like the rate check, :mod:`.sources.rate`).
 
-The check, on 8-10 s resampled to 100 Hz (the model's rate), refuses with a reason:
+The check, on 6-10 s band-passed and taken to 100 Hz (the model's rate), refuses with a reason:
 
 * ``flat`` -- robust peak-to-peak (0.5-40 Hz) under 0.02 mV, or no variation at all (a constant,
   an unconnected pin on a quiet board);
@@ -39,7 +39,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from selfmis.preprocess import bandpass, resample
+from selfmis.preprocess import bandpass
 
 from .stream import Chunk, LinkEvent
 
@@ -68,10 +68,17 @@ class EcgVerdict:
     metrics: Dict[str, float] = field(default_factory=dict)
 
 
-def _to_model_rate(x: np.ndarray, fs: float) -> np.ndarray:
+def _bands(x: np.ndarray, fs: float) -> tuple:
+    """(0.5-40 Hz, 5-25 Hz) band-passed ``x``, on a 100 Hz grid: filtered at the source rate (one
+    FFT each) and then sampled, which is what a resampler would give for these bands at a
+    fraction of its cost (the check runs every few seconds per device)."""
+    wide = bandpass(x, fs, 0.5, 40.0).astype(np.float64)
+    qrs = bandpass(x, fs, 5.0, 25.0).astype(np.float64)
     if abs(fs - _FS) < 1e-6:
-        return x.astype(np.float64)
-    return resample(x, fs, _FS).astype(np.float64)
+        return wide, qrs
+    t = np.arange(len(x)) / fs
+    grid = np.arange(0.0, t[-1], 1.0 / _FS)
+    return np.interp(grid, t, wide), np.interp(grid, t, qrs)
 
 
 def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
@@ -79,10 +86,12 @@ def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
     (largest first)."""
     thr = 0.5 * float(np.percentile(env, 98))
     cand = np.flatnonzero((env[1:-1] > env[:-2]) & (env[1:-1] >= env[2:]) & (env[1:-1] > thr)) + 1
+    free = np.ones(len(env) + 2 * refractory, dtype=bool)  # offset by `refractory`
     taken: list = []
     for i in cand[np.argsort(env[cand])[::-1]]:
-        if all(abs(i - j) >= refractory for j in taken):
+        if free[i + refractory]:
             taken.append(int(i))
+            free[i + 1: i + 2 * refractory] = False
     return np.sort(np.asarray(taken, dtype=np.int64))
 
 
@@ -97,19 +106,15 @@ def assess(x, fs: float) -> EcgVerdict:
     d = np.diff(x)
     nz = d[d != 0]
     m["one_way"] = round(float(max(np.mean(nz > 0), np.mean(nz < 0))), 4)
-    y = _to_model_rate(x, fs)
-    if len(y) < 32:
+    if len(x) / fs * _FS < 32:
         return EcgVerdict(False, ["flat"], m)
-    wide = bandpass(y, _FS, 0.5, 40.0).astype(np.float64)
-    qrs = bandpass(y, _FS, 5.0, 25.0).astype(np.float64)
+    wide, qrs = _bands(x, fs)
     ws = np.sort(wide)
     k = int(0.005 * (len(ws) - 1) + 0.5)
     m["p2p_mv"] = round(float(ws[-1 - k] - ws[k]), 5)
+    reasons = ["monotonic"] if m["one_way"] > MAX_ONE_WAY else []  # a ramp band-passes to nothing
     if m["p2p_mv"] < MIN_FLAT_MV:
-        return EcgVerdict(False, ["flat"], m)
-    reasons = []
-    if m["one_way"] > MAX_ONE_WAY:
-        reasons.append("monotonic")
+        return EcgVerdict(False, reasons + ["flat"], m)
     m["qrs_share"] = round(float((qrs ** 2).sum() / max((wide ** 2).sum(), 1e-30)), 4)
     if m["qrs_share"] < MIN_QRS_SHARE:
         reasons.append("no_qrs")
@@ -119,7 +124,7 @@ def assess(x, fs: float) -> EcgVerdict:
     peaks = _envelope_peaks(env, refractory=int(0.25 * _FS))
     med = float(np.median(env)) + 1e-12
     m["beats"] = int(len(peaks))
-    m["hr_bpm"] = round(60.0 * len(peaks) / (len(y) / _FS), 1)
+    m["hr_bpm"] = round(60.0 * len(peaks) / (len(wide) / _FS), 1)
     m["peakiness"] = round(float(np.median(env[peaks])) / med, 3) if len(peaks) else 0.0
     corr, amp = _complexes(qrs, wide, peaks)
     m["template_corr"], m["qrs_p2p_mv"] = round(corr, 3), round(amp, 5)
@@ -162,10 +167,13 @@ class EcgWatch:
     source) returns ``{option: (samples, fs)}`` for the stream's other columns.
     """
 
-    def __init__(self, name: str, window_s: float = 10.0, every_s: float = 2.0, revoke_after: int = 3,
+    def __init__(self, name: str, window_s: float = 10.0, every_s: float = 5.0, revoke_after: int = 2,
                  column_desc: str = "the chosen column",
-                 alternatives: Optional[Callable[[], dict]] = None):
+                 alternatives: Optional[Callable[[], dict]] = None, max_hold_s: float = 15.0):
         self.name, self.window_s, self.every_s = name, window_s, every_s
+        self.max_hold_s = max_hold_s
+        self._held: Optional[list] = []  # None once released: nothing is held after the first verdict
+        self._held_s = 0.0
         self.revoke_after, self.column_desc = revoke_after, column_desc
         self.alternatives = alternatives
         self.state: Optional[str] = None  # None, "unverified", "ecg", "not_ecg"
@@ -181,19 +189,35 @@ class EcgWatch:
         self._since_check = 0.0
 
     def process(self, item) -> list:
+        """Items to pass on. Until the first verdict the chunks are held (at most
+        ``max_hold_s``), so the verdict precedes them: a stream that is ECG loses no beat to the
+        check, only ~6 s of delay at its start (like a rate being measured, :mod:`.sources.rate`)."""
         if not isinstance(item, Chunk):
-            if isinstance(item, LinkEvent) and item.discontinuity:
+            if not (isinstance(item, LinkEvent) and (item.discontinuity or item.kind == "end")):
+                return [item]  # link news goes ahead of held chunks
+            out = self._release(judge=item.kind == "end")
+            if item.discontinuity:
                 self.reset()
-            return [item]
+            return out + [item]
         out = []
         if self.state is None:
             self.state = "unverified"
             out.append(LinkEvent("signal_unverified", {"column": self.column_desc}, item.t_arrival))
+        out += self._take(item)
+        if self._held is None:
+            return out + [item]
+        self._held.append(item)
+        self._held_s += len(item.samples) / item.fs if item.fs else 0.0
+        if self.state != "unverified" or self._held_s > self.max_hold_s:
+            out += self._release()
+        return out
+
+    def _take(self, item: Chunk) -> list:
+        """Add a chunk to the judged window; the verdict's events when one is due."""
         if not item.fs or item.lead_off or not len(item.samples):
             if item.lead_off:
                 self.reset()  # judged again on what follows the electrodes' return
-            out.append(item)
-            return out
+            return []
         fs = float(item.fs)
         if self._fs is not None and abs(fs - self._fs) > 1e-6:
             self.reset()
@@ -207,8 +231,19 @@ class EcgWatch:
         due = self._since_check >= (self.every_s if self.state != "unverified" else 1.0)
         if due and self._n >= MIN_SECONDS * fs:
             self._since_check = 0.0
-            out += self._judge(np.concatenate(self._buf)[-keep:], fs, item.t_arrival)
-        out.append(item)
+            return self._judge(np.concatenate(self._buf)[-keep:], fs, item.t_arrival)
+        return []
+
+    def _release(self, judge: bool = False) -> list:
+        """The held chunks (and, at the end of a short stream, a verdict on what there is)."""
+        if not self._held:
+            self._held = None
+            return []
+        out = []
+        if judge and self.state == "unverified" and self._fs and self._n >= 3 * self._fs:
+            out += self._judge(np.concatenate(self._buf), self._fs, self._held[-1].t_arrival)
+        out += self._held
+        self._held = None
         return out
 
     def _judge(self, x: np.ndarray, fs: float, t_arrival: float) -> list:

@@ -86,23 +86,37 @@ def test_watch_gates_until_verified_and_names_the_column_that_is_ecg():
     out = [y for c in _chunks(ecg, 250.0) for y in w.process(c)]
     kinds = [e.kind for e in out if isinstance(e, LinkEvent)]
     assert kinds == ["signal_unverified", "signal_ecg"]
-    # verified after MIN_SECONDS of signal, not before (the event precedes the chunk that completed it)
+    # the chunks are held until the verdict (after MIN_SECONDS of signal), then all passed on
     first = next(i for i, e in enumerate(out) if isinstance(e, LinkEvent) and e.kind == "signal_ecg")
-    assert sum(len(c.samples) for c in out[:first + 1] if isinstance(c, Chunk)) >= 6 * 250 - 25
+    assert not any(isinstance(c, Chunk) for c in out[:first])
+    assert sum(len(c.samples) for c in out if isinstance(c, Chunk)) == len(ecg)
+    assert sum(len(c.samples) for c in out[first:first + 300] if isinstance(c, Chunk)) >= 6 * 250
 
 
-def test_pipeline_emits_no_beat_before_the_column_is_verified():
+def test_pipeline_gets_the_verdict_before_any_beat_and_loses_no_beat():
     ecg = _ecg(20)
-    pipe = Pipeline(None)
+    plain, gated = Pipeline(None), Pipeline(None)
+    ref = [e for c in _chunks(ecg, 250.0, n=50) for e in plain.handle(c)]
     w = EcgWatch("t")
     events = []
     for c in _chunks(ecg, 250.0, n=50):
         for it in w.process(c):
+            events += gated.handle(it)
+    for it in w.process(LinkEvent("end")):
+        events += gated.handle(it)
+    first_beat = next(i for i, e in enumerate(events) if e["type"] == "beat")
+    assert any(e.get("kind") == "signal_ecg" for e in events[:first_beat])
+    assert [e["t"] for e in events if e["type"] == "beat"] == [e["t"] for e in ref if e["type"] == "beat"]
+
+
+def test_a_refused_column_passes_its_chunks_but_no_beat():
+    x = negatives()["sawtooth_1hz"] / 1000.0
+    pipe, w, events = Pipeline(None), EcgWatch("t"), []
+    for c in _chunks(x, SKETCH_FS, n=50):
+        for it in w.process(c):
             events += pipe.handle(it)
-    t_ok = next(e["t"] for e in events if e.get("kind") == "signal_ecg")
-    beats = [e for e in events if e["type"] == "beat"]
-    assert beats and all(b["t"] >= t_ok - 1.0 for b in beats)
-    assert pipe.suppressed.get("signal_unverified", 0) >= 3
+    assert w.state == "not_ecg" and pipe.summary()["beats"] == 0
+    assert pipe.summary()["signal_s"] == pytest.approx(len(x) / SKETCH_FS, abs=0.3)
 
 
 # --- columns, names, numbers --------------------------------------------------------------------

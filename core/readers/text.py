@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ascii_sketch import pick_column_by_name
 from ..limits import check_gain, check_rate
 from .record import LeadStream, Record, RecordError, rechunk
 
@@ -201,6 +202,11 @@ class TextTable:
         if len(sigs) == 1 and (not self.header or self.polar or sigs[0].name.lower() in _GENERIC):
             log.info("%s: one signal column %r, used as lead %s", self.path, sigs[0].raw, lead)
             return sigs[0]
+        by_name = pick_column_by_name([c.name for c in sigs]) if self.header and lead.upper() == "I" else None
+        if by_name is not None:  # `millis,value`, `saw,ecg`: the one the names make the ECG
+            log.info("%s: column %r picked by its name as lead %s (of %s)", self.path, sigs[by_name].raw, lead,
+                     names)
+            return sigs[by_name]
         if not self.header:
             raise RecordError(f"{self.path}: no header row and {len(sigs)} columns; pass --lead "
                               f"{'|'.join(names)} (columns counted from 0), or add a header row")

@@ -19,6 +19,7 @@ import os
 import time
 
 from selfmis.readers import RecordError, open_lead
+from ..ecg_check import EcgWatch
 from ..recording import RecordingError, is_recording, read_meta, read_recording
 from .base import Chunk, LinkEvent, Source, SourceNotFound
 
@@ -71,6 +72,9 @@ class ReplaySource(Source):
                 raise SourceNotFound(str(exc)) from None
             self.record_name, self._lead_chunks = stream.name, stream.chunks
             self.fs, self.lead, self.file_info = float(stream.fs), stream.lead, stream.meta
+            if stream.format in ("csv", "tsv", "semicolon", "text"):
+                # a text file's column is a guess (a name, the only one): checked like a sketch's
+                self.ecg_watch = EcgWatch(self.name, column_desc=f"column {stream.meta.get('column')!r}")
             log.info("replay %s: %s, lead %s at %g Hz%s", self.path, stream.format, stream.lead,
                      self.fs, "".join(f", {k.replace('_how', '')} {v}" for k, v in stream.meta.items()
                                       if k.endswith("_how")))
