@@ -23,8 +23,7 @@ stdout at most once a second (with a count).
 Reads take whatever the OS has (``os.read``/``recv`` of up to 4 KiB after ``select``): one
 system call per burst, never one per byte, never a wait for more bytes than have arrived.
 
-A lost port (USB unplugged, pty closed) is reopened with exponential backoff;
-after the retries :class:`~.base.DeviceLost` is raised. A port that is absent or
+A lost port (USB unplugged, pty closed) is reopened with exponential backoff; then DeviceLost. A port that is absent or
 not permitted at start raises :class:`~.base.SourceNotFound` at once, unless
 ``wait_for_device_s`` is set (``edge-run --wait-for-device``, what the systemd
 unit uses): then an absent port (or a refused ``socket://``) is waited for,
@@ -485,7 +484,8 @@ class SerialSource(Source):
     def _other_columns(self) -> dict:
         """{option: (mV samples, fs)} for the columns of the last lines other than the ECG's:
         what the ECG check tries when the chosen column is refused."""
-        dec, fs = self._dec, self.fs
+        dec = self._dec
+        fs = self.fs or (self.rate_watch.locked if self.rate_watch is not None else None)
         if dec is None or not fs or len(dec.rows) < 2 or not dec.row_keys:
             return {}
         n = min(len(dec.rows), int(10 * fs))
