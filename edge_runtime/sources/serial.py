@@ -23,8 +23,8 @@ stdout at most once a second (with a count).
 Reads take whatever the OS has (``os.read``/``recv`` of up to 4 KiB after ``select``): one
 system call per burst, never one per byte, never a wait for more bytes than have arrived.
 
-A lost port (USB unplugged, pty closed) is reopened with exponential backoff; then DeviceLost. A port that is absent or
-not permitted at start raises :class:`~.base.SourceNotFound` at once, unless
+A lost port (USB unplugged, pty closed) is reopened with backoff, then DeviceLost. A port that is
+absent or not permitted at start raises :class:`~.base.SourceNotFound` at once, unless
 ``wait_for_device_s`` is set (``edge-run --wait-for-device``, what the systemd
 unit uses): then an absent port (or a refused ``socket://``) is waited for,
 with one log line, for that many seconds (``inf``: forever).
