@@ -4,8 +4,16 @@ No torch, no TensorFlow: ``ai_edge_litert`` (the maintained successor of
 ``tflite_runtime``, same API) or ``tflite_runtime``. The card's tensor specs
 are checked against the interpreter's own, and inputs are quantised and
 outputs dequantised with the interpreter's scale and zero point.
+
+Kernels (``kernels=`` or the ``SELFMIS_TFLITE_KERNELS`` environment variable, so a
+systemd unit can set it): ``default`` (LiteRT's optimised kernels, XNNPACK delegate),
+``builtin`` (optimised built-in kernels, no delegate) or ``reference`` (LiteRT's
+reference kernels: plain C++ with the same integer arithmetic on every CPU, so the
+int8 outputs are identical on x86 and arm64; see benchmarks/results/pi/ for the cost).
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -13,7 +21,11 @@ from selfmis.bundle import Bundle, BundleError, load_bundle
 
 from .models import default_bundle_dir
 
-__all__ = ["interpreter_backend", "TFLiteModel", "sigmoid"]
+__all__ = ["interpreter_backend", "TFLiteModel", "sigmoid", "KERNELS", "KERNELS_ENV"]
+
+KERNELS_ENV = "SELFMIS_TFLITE_KERNELS"
+# kernels -> LiteRT OpResolverType member (None: the interpreter's default, XNNPACK on)
+KERNELS = {"default": None, "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
 
 def interpreter_backend():
@@ -44,17 +56,25 @@ class TFLiteModel:
     and returns ``(n, n_labels)`` float32 logits in the card's label order.
     """
 
-    def __init__(self, bundle=None, num_threads: int = 1, use_xnnpack: bool = True):
+    def __init__(self, bundle=None, num_threads: int = 1, use_xnnpack: bool = True,
+                 kernels: str | None = None):
         if bundle is None:
             bundle = default_bundle_dir()
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         card = self.bundle.card
         Interpreter, Resolver, self.backend = interpreter_backend()
         kwargs = {"model_path": str(self.bundle.model_path), "num_threads": num_threads}
-        if not use_xnnpack:
-            if Resolver is None:
-                raise RuntimeError(f"{self.backend} cannot disable XNNPACK")
-            kwargs["experimental_op_resolver_type"] = Resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.kernels = kernels or os.environ.get(KERNELS_ENV) or "default"
+        if self.kernels == "default" and not use_xnnpack:
+            self.kernels = "builtin"
+        if self.kernels not in KERNELS:
+            raise BundleError(f"kernels {self.kernels!r} (from {'kernels=' if kernels else KERNELS_ENV}): "
+                             f"expected one of {', '.join(KERNELS)}")
+        if KERNELS[self.kernels] is not None:
+            if Resolver is None or not hasattr(Resolver, KERNELS[self.kernels]):
+                raise BundleError(f"{self.backend} cannot select {self.kernels} kernels "
+                                   f"(no OpResolverType.{KERNELS[self.kernels]}); upgrade it")
+            kwargs["experimental_op_resolver_type"] = getattr(Resolver, KERNELS[self.kernels])
         try:
             self.interpreter = Interpreter(**kwargs)
             self.interpreter.allocate_tensors()

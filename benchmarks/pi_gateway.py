@@ -1,0 +1,115 @@
+"""Inside an emulated Pi image: the 100-device gateway, ``selfmis deploy`` and the systemd unit.
+
+Every command here is the one a user types on the Pi (or on the workstation, for
+``selfmis deploy bundle/push``), run in the tree through ``chroot``; the README's Pi
+section lists the same commands.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from selfmis.benchmarks.pi_tree import chroot
+
+__all__ = ["write_looped_record", "gateway_check", "deploy_checks", "N_DEVICES", "SIGNAL_S"]
+
+N_DEVICES = 100
+SIGNAL_S = 60
+
+
+def write_looped_record(src: Path, dst: Path, seconds: float, lead: str = "I") -> Path:
+    """A single-lead WFDB (format 16) record of ``seconds``: ``src``'s lead looped (real PTB-XL
+    signal; the joins are ordinary baseline steps). Returns ``dst`` without extension."""
+    lines = src.with_suffix(".hea").read_text().splitlines()
+    name, n_sig, fs, n = lines[0].split()[:4]
+    n_sig, fs, n = int(n_sig), float(fs), int(n)
+    leads = [ln.split()[-1] for ln in lines[1:1 + n_sig]]
+    spec = lines[1 + leads.index(lead)].split()
+    data = np.fromfile(src.with_suffix(".dat"), dtype="<i2").reshape(-1, n_sig)[:, leads.index(lead)]
+    total = int(round(seconds * fs))
+    x = np.resize(data, total).astype("<i2")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    x.tofile(dst.with_suffix(".dat"))
+    checksum = int(x.astype(np.int64).sum()) % 65536
+    checksum = checksum - 65536 if checksum > 32767 else checksum
+    # file fmt gain(baseline)/units adcres adczero initval checksum blocksize description
+    sig = [f"{dst.name}.dat", "16", spec[2], spec[3], spec[4], str(int(x[0])), str(checksum), "0", lead]
+    dst.with_suffix(".hea").write_text(f"{dst.name} 1 {fs:g} {total}\n" + " ".join(sig) + "\n")
+    return dst
+
+
+def gateway_check(tree: Path, venv: str, record: Path) -> dict:
+    """``selfmis deploy gateway-config`` with 100 replayed wearables, then ``edge-run --config`` for
+    60 s of signal each (``fast``: the emulator cannot keep 100 real-time streams; no time reported)."""
+    gw = tree / "home" / "pi" / "gateway"
+    write_looped_record(record, gw / "loop60", SIGNAL_S)
+    chroot(tree, "chown -R pi:pi /home/pi/gateway")
+    devices = " ".join(f"--device d{i:03d}=replay:/home/pi/gateway/loop60,fast=true" for i in range(N_DEVICES))
+    chroot(tree, f"{venv}/bin/selfmis deploy gateway-config -o /home/pi/gateway/gateway.json {devices}", user="pi")
+    t0 = time.monotonic()
+    r = chroot(tree, f"cd /home/pi/gateway && {venv}/bin/edge-run --config gateway.json --max-seconds {SIGNAL_S} "
+                     "--quiet > events.jsonl", user="pi", timeout=6 * 3600, check=False)
+    wall = time.monotonic() - t0
+    events = [json.loads(line) for line in (gw / "events.jsonl").read_text().splitlines() if line.strip()]
+    sums = [e for e in events if e.get("type") == "summary"]
+    signal = [float(s.get("signal_s") or 0) for s in sums]
+    ok = r.returncode == 0 and len(sums) == N_DEVICES and min(signal, default=0) >= SIGNAL_S - 0.5
+    return {"devices": N_DEVICES, "exit": r.returncode, "summaries": len(sums),
+            "signal_s_per_device": {"min": min(signal, default=None), "max": max(signal, default=None)},
+            "decisions": sum(1 for e in events if e.get("type") == "decision"),
+            "errors": [e for e in events if e.get("type") == "error"][:5],
+            "stderr_tail": r.stderr[-600:] if not ok else "", "ok": ok,
+            "emulated_wall_s": round(wall, 1)}
+
+
+def _workstation(*args, check=True) -> subprocess.CompletedProcess:
+    """``selfmis ...`` on the workstation (this host, this checkout)."""
+    r = subprocess.run([sys.executable, "-m", "selfmis.cli", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"selfmis {' '.join(map(str, args))} exited {r.returncode}: {r.stderr[-2000:]}")
+    return r
+
+
+def deploy_checks(tree: Path, venv: str, bundle: Path, work: Path) -> dict:
+    """Pack a release on the workstation, push it into the tree's /opt/selfmis (the Pi's disk), run it
+    there, install the service as the README says and ``systemd-analyze verify`` it inside the tree."""
+    archive = work / "release.tar.gz"
+    _workstation("deploy", "bundle", bundle, "-o", archive, "--version", "0.1.0-pi")
+    push = _workstation("deploy", "push", archive, tree / "opt" / "selfmis")
+    current = tree / "opt" / "selfmis" / "current"
+    res = {"push_exit": push.returncode, "current": str(current.readlink()) if current.is_symlink() else None,
+           "current_relative": current.is_symlink() and not current.readlink().is_absolute()}
+    chroot(tree, "chown -R pi:pi /opt/selfmis")
+    st = chroot(tree, f"{venv}/bin/selfmis deploy status /opt/selfmis", user="pi", check=False)
+    res["status_on_pi"] = {"exit": st.returncode, "output": (st.stdout + st.stderr).strip()[-400:]}
+    run = chroot(tree, f"{venv}/bin/edge-run --config /opt/selfmis/current/runtime.json --replay "
+                       "/home/pi/gateway/loop60 --fast --quiet", user="pi", check=False, timeout=3600)
+    decisions = [json.loads(x) for x in run.stdout.splitlines() if '"decision"' in x]
+    res["release_runs"] = {"exit": run.returncode, "decisions": len(decisions),
+                           "model": next((json.loads(x).get("model") for x in run.stdout.splitlines()
+                                          if '"summary"' in x), None)}
+    res["service"] = _service(tree, venv)
+    res["ok"] = (res["current_relative"] and st.returncode == 0 and run.returncode == 0 and len(decisions) > 0
+                 and res["service"]["verify_exit"] == 0 and res["service"]["enable_exit"] == 0)
+    return res
+
+
+def _service(tree: Path, venv: str) -> dict:
+    """The README's service commands, as root in the tree (``--now`` needs a booted systemd: enable only)."""
+    version = chroot(tree, "systemctl --version").stdout.split()[1]
+    chroot(tree, "getent group bluetooth >/dev/null || groupadd --system bluetooth")  # Pi OS has it (bluez)
+    chroot(tree, "id -u selfmis >/dev/null 2>&1 || useradd --system --home /var/lib/selfmis "
+                 "--groups dialout,bluetooth selfmis")
+    chroot(tree, f"{venv}/bin/selfmis deploy systemd-unit --root /opt/selfmis --user selfmis "
+                 f"--systemd-version {version} > /etc/systemd/system/selfmis-edge.service")
+    v = chroot(tree, "systemd-analyze verify /etc/systemd/system/selfmis-edge.service", check=False)
+    e = chroot(tree, "systemctl enable selfmis-edge", check=False)
+    return {"systemd": version, "verify_exit": v.returncode, "verify_output": (v.stdout + v.stderr).strip()[-800:],
+            "enable_exit": e.returncode, "enable_output": (e.stdout + e.stderr).strip()[-400:],
+            "unit_first_exec": next((ln for ln in (tree / "etc/systemd/system/selfmis-edge.service")
+                                     .read_text().splitlines() if ln.startswith("ExecStart=")), None)}

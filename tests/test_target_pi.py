@@ -1,0 +1,201 @@
+"""``make target-pi`` pieces that run without an emulated image: the probe on the real interpreter,
+the event-by-event comparison, mirror parsing, record choice, the looped record, the report;
+and (marker ``pi_image``, not in ``make test``) one image's install + one record's equality."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selfmis.benchmarks import pi_compare as C
+from selfmis.benchmarks import pi_probe, pi_report, pi_tree
+from selfmis.benchmarks.pi_gateway import write_looped_record
+from selfmis.benchmarks.target_pi import SAMPLE, select_records
+from selfmis.bundle import BundleError
+from selfmis.edge_runtime.interpreter import KERNELS, TFLiteModel
+from selfmis.edge_runtime.models import default_bundle_dir
+from selfmis.readers import read_record
+
+REC = str(SAMPLE / "records500" / "00000" / "00271_hr")
+
+
+@pytest.fixture(scope="module")
+def probe_rows():
+    """pi_probe on the bundled 500 Hz record, default and reference kernels (the real interpreter)."""
+    out = {}
+    for kernels in ("default", "reference"):
+        os.environ.pop("SELFMIS_TFLITE_KERNELS", None)
+        r = subprocess.run([sys.executable, "-m", "selfmis.benchmarks.pi_probe", "--kernels", kernels,
+                            "--bundle", "default", "--bundle", "micro", REC], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        out[kernels] = C.load_dump(r.stdout.splitlines())
+    return out
+
+
+def test_probe_dumps_events_and_raw_int8(probe_rows):
+    d = probe_rows["default"]
+    assert d["platform"]["kernels"] == "default" and d["platform"]["machine"]
+    row = d["rows"][("default", "records500/00000/00271_hr")]
+    assert row["exit"] == 0
+    kinds = [e["type"] for e in row["events"]]
+    assert kinds.count("beat") > 5 and "decision" in kinds and kinds[-1] == "summary"
+    scored = sum(1 for e in row["events"] if e["type"] == "beat" and "p" in e)
+    assert len(row["int8"]) == scored and all(len(r) == 11 for r in row["int8"])
+    assert all(-128 <= v <= 127 for r in row["int8"] for v in r)
+    assert d["end"]["peak_rss_kib"] > 0
+
+
+def test_same_machine_same_kernels_is_equal(probe_rows):
+    r = C.compare_dumps(probe_rows["default"], probe_rows["default"])
+    assert r["all_equal"] and r["bundles"]["default"]["max_lsb"] == 0 and r["bundles"]["micro"]["records"] == 1
+
+
+def test_reference_kernels_are_within_a_few_lsb(probe_rows):
+    r = C.compare_dumps(probe_rows["default"], probe_rows["reference"])
+    for t in r["bundles"].values():
+        assert t["max_lsb"] <= 3 and t["records_states_equal"] == t["records"]
+
+
+def test_kernel_option_and_its_errors(monkeypatch):
+    w = np.random.default_rng(0).standard_normal((3, 500)).astype(np.float32)
+    ref = TFLiteModel(default_bundle_dir(), kernels="reference")
+    assert ref.kernels == "reference" and ref.predict_logits(w).shape == (3, 11)
+    monkeypatch.setenv("SELFMIS_TFLITE_KERNELS", "builtin")
+    assert TFLiteModel(default_bundle_dir()).kernels == "builtin"
+    assert TFLiteModel(default_bundle_dir(), kernels="default").kernels == "default"
+    monkeypatch.setenv("SELFMIS_TFLITE_KERNELS", "fastest")
+    with pytest.raises(BundleError, match="SELFMIS_TFLITE_KERNELS.*default, builtin, reference"):
+        TFLiteModel(default_bundle_dir())
+    monkeypatch.delenv("SELFMIS_TFLITE_KERNELS")
+    assert TFLiteModel(default_bundle_dir(), use_xnnpack=False).kernels == "builtin" and set(KERNELS) >= {"reference"}
+
+
+def _row(events, int8, exit_code=0, bundle="default", record="/x/records500/00000/00001_hr"):
+    return {"type": "record", "bundle": bundle, "record": record, "exit": exit_code, "events": events, "int8": int8}
+
+
+BEAT = {"type": "beat", "t": 1.0, "rr": 0.9, "hr": 66.7, "p": {"MI": 0.10, "NORM": 0.8}}
+DEC = {"type": "decision", "t": 1.0, "probabilities": {"MI": 0.1, "NORM": 0.8}, "labels": [], "state": "off",
+       "n_beats": 3, "latency_ms": 2.0}
+
+
+def test_volatile_fields_and_probabilities_are_set_aside():
+    a = _row([BEAT, DEC, {"type": "summary", "beats": 1, "wall_s": 0.1, "last_decision": {"probabilities": {"MI": 0.1}}}],
+             [[1, 2]])
+    b = _row([{**BEAT, "p": {"MI": 0.107, "NORM": 0.8}}, {**DEC, "latency_ms": 90.0},
+              {"type": "summary", "beats": 1, "wall_s": 9.0, "last_decision": {"probabilities": {"MI": 0.1}}}],
+             [[1, 3]])
+    c = C.compare_rows(a, b)
+    assert c["events_equal"] and c["decisions_equal"] and c["states_equal"]
+    assert c["max_prob_diff"] == pytest.approx(0.007)
+    assert c["int8"] == {"comparable": True, "invokes": 1, "values": 2, "max_lsb": 1, "values_differing": 1,
+                         "invokes_differing": 1, "histogram": {"0": 1, "1": 1}}
+
+
+def test_a_flipped_decision_or_a_lost_beat_is_a_difference():
+    a = _row([BEAT, DEC], [[0]])
+    flipped = _row([BEAT, {**DEC, "labels": ["MI"], "state": "on"}], [[5]])
+    c = C.compare_rows(a, flipped)
+    assert not c["events_equal"] and not c["decisions_equal"] and not c["states_equal"]
+    assert c["first_difference"]["index"] == 1 and c["int8"]["max_lsb"] == 5
+    lost = C.compare_rows(a, _row([DEC], [[0]]))
+    assert not lost["events_equal"] and lost["first_difference"]["index"] == 0
+    shorter = C.compare_rows(a, _row([BEAT], []))
+    assert not shorter["events_equal"] and shorter["int8"]["comparable"] is False
+    assert not C.compare_rows(a, _row([BEAT, DEC], [[0]], exit_code=5))["events_equal"]
+
+
+def test_compare_dumps_totals_and_missing_records():
+    ref = C.load_dump([json.dumps({"type": "platform", "machine": "x86_64"}),
+                       json.dumps(_row([BEAT, DEC], [[0, 0]])),
+                       json.dumps(_row([BEAT], [[0, 0]], record="/y/records500/00000/00002_hr"))])
+    other = C.load_dump([json.dumps(_row([BEAT, {**DEC, "state": "on"}], [[0, 2]], record="/tree/home/pi/records/"
+                                         "records500/00000/00001_hr"))])
+    r = C.compare_dumps(ref, other)
+    t = r["bundles"]["default"]
+    assert t["records"] == 1 and t["records_events_equal"] == 0 and t["records_states_equal"] == 0
+    assert t["max_lsb"] == 2 and t["lsb_records_histogram"] == {"2": 1} and not t["all_equal"]
+    assert r["missing"] == [["default", "records500/00000/00002_hr"]] and not r["all_equal"]
+    with pytest.raises(ValueError, match="line 2"):
+        C.load_dump(['{"type": "end"}', "{oops"])
+
+
+def test_debian_mirror_from_deb822_one_line_or_default(tmp_path):
+    (tmp_path / "a.sources").write_text("Types: deb\nURIs: https://deb.nodesource.com/node_20.x\n")
+    (tmp_path / "b.sources").write_text("Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n")
+    assert pi_tree.debian_mirror(str(tmp_path / "*.sources"), "/nonexistent") == "http://mirror.example/debian"
+    one = tmp_path / "sources.list"
+    one.write_text("# deb http://no/debian\ndeb [arch=amd64] http://ftp.example/debian bookworm main\n")
+    assert pi_tree.debian_mirror(str(tmp_path / "*.none"), str(one)) == "http://ftp.example/debian"
+    assert pi_tree.debian_mirror(str(tmp_path / "*.none"), "/nonexistent") == pi_tree.DEFAULT_MIRROR
+
+
+def test_select_records_bundled_first_then_evenly_spaced(tmp_path):
+    for i in range(10):
+        block = tmp_path / "records500" / "00000"
+        block.mkdir(parents=True, exist_ok=True)
+        (block / f"{i:05d}_hr.hea").write_text("x")
+    recs = select_records(tmp_path, 4)
+    names = [C.record_name(str(p)) for p in recs]
+    bundled = sorted(SAMPLE.glob("records*/*/*.hea"))
+    assert len(names) == len(set(names)) == len(bundled) + 4
+    assert names[-4:] == [f"records500/00000/{i:05d}_hr" for i in (0, 2, 5, 7)]
+    with pytest.raises(FileNotFoundError, match="--records asks for 11"):
+        select_records(tmp_path, 11)
+
+
+def test_looped_record_reads_back(tmp_path):
+    dst = write_looped_record(Path(REC), tmp_path / "loop", 25)
+    rec = read_record(str(dst))
+    x, s = rec.lead("I"), read_record(REC).lead("I")
+    assert rec.fs == 500 and rec.lead_names == ["I"] and len(x) == 12500
+    np.testing.assert_allclose(x[:5000], s)
+    np.testing.assert_allclose(x[5000:10000], s)
+    np.testing.assert_allclose(x[10000:], s[:2500])
+
+
+def _report():
+    t = {"records": 2, "beats": 20, "decisions": 8, "records_events_equal": 2, "records_decisions_equal": 2,
+         "records_states_equal": 2, "max_lsb": 1, "values": 100, "values_differing": 7, "max_prob_diff": 0.0071,
+         "lsb_records_histogram": {"0": 1, "1": 1}, "differences": []}
+    return {"commit": {"sha": "abcdef1234567890", "describe": "abcdef1 x", "dirty": False}, "command": "python -m x",
+            "data": {"bundled": "core/sample_data", "subset": "ptbxl-subset/records500: 2", "records": ["a", "b"]},
+            "edge_run_options": "--fast", "wheel": {"name": "selfmis_edge-0.1.0-py3-none-any.whl", "size": 1},
+            "x86": {"install_s": 3.0}, "elapsed_s": 1.0,
+            "images": {"bookworm-arm64": {"suite": "bookworm", "arch": "arm64", "bootstrap_s": "cached",
+                                          "install": {"python": "3.11.2", "install_s": 99.0, "import_s_emulated": 2.5,
+                                                      "sdists_built": [], "packages": ["numpy==2.3.5"]},
+                                          "replay": {"default": {"peak_rss_kib_emulated": 204800,
+                                                                 "compare": {"bundles": {"default": t}}}}}},
+            "pi_latency": {"status": "unmeasured estimate", "measure_on_the_pi": "selfmis bench --quick",
+                           "method": "m", "boards": {"Pi 4": {"default": 0.12}}}}
+
+
+def test_report_renders_every_figure_from_the_json():
+    md = pi_report.markdown(_report())
+    assert "`abcdef123456`" in md and "bookworm-arm64" in md and "Python 3.11.2" in md and "99.0 s" in md
+    assert "200.0 MB" in md and "0 LSB: 1, 1 LSB: 1 records (max 1; 7.0% of values differ)" in md
+    assert "0.007100" in md and "UNMEASURED" in md and "selfmis bench --quick" in md and "~0.12 ms" in md
+    assert "- none: every record" in md and "a compiler needed: no" in md
+    bad = _report()
+    bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"]["bundles"]["default"].update(
+        records_decisions_equal=1, differences=[{"record": "r1", "events_equal": False, "decisions_equal": False,
+                                                 "states_equal": True, "first_difference": {"index": 3}}])
+    md = pi_report.markdown(bad)
+    assert "**NO**" in md and "`r1`" in md
+
+
+@pytest.mark.pi_image
+def test_one_image_installs_and_one_record_decides_as_on_x86(tmp_path):
+    """Needs root, network to the Debian and PyPI registries, ~15 min: ``pytest -m pi_image``."""
+    r = subprocess.run([sys.executable, "-m", "selfmis.benchmarks.target_pi", "--images", "bookworm-arm64",
+                        "--records", "1", "--kernels", "default", "--skip-gateway", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=3 * 3600)
+    report = json.loads((tmp_path / "target_pi.json").read_text())
+    img = report["images"]["bookworm-arm64"]
+    assert img["install"]["sdists_built"] == [] and not img["install"]["heavy_packages"]
+    for t in img["replay"]["default"]["compare"]["bundles"].values():
+        assert t["records_decisions_equal"] == t["records"] >= 2, r.stderr[-2000:]
