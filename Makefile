@@ -87,3 +87,10 @@ FS ?= 250
 wearable-sketch: $(LINKED)
 	$(PY) -m selfmis.firmware_bridge.c_chain --bundle $(BUNDLE) --fs $(FS) --sketch \
 	  --out firmware_bridge/firmware/ad8232_decide
+
+# The gateway on emulated Raspberry Pi images (Debian 12/13 arm64 through qemu-user), installed from the
+# wheel and compared with x86 event by event -> benchmarks/results/pi/. Needs root (debootstrap, chroot)
+# and the Debian + PyPI registries; about an hour on 2 cores. Options: TARGET_PI_ARGS="--records 10".
+.PHONY: target-pi
+target-pi: $(LINKED)
+	$(PY) -m selfmis.benchmarks.target_pi $(TARGET_PI_ARGS)

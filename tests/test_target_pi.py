@@ -199,3 +199,16 @@ def test_one_image_installs_and_one_record_decides_as_on_x86(tmp_path):
     assert img["install"]["sdists_built"] == [] and not img["install"]["heavy_packages"]
     for t in img["replay"]["default"]["compare"]["bundles"].values():
         assert t["records_decisions_equal"] == t["records"] >= 2, r.stderr[-2000:]
+
+
+def test_verdict_needs_every_decision_and_check():
+    from selfmis.benchmarks.target_pi import verdict
+    good = _report()
+    good["images"]["bookworm-arm64"]["replay"]["default"]["compare"]["missing"] = []
+    assert verdict(good)
+    good["images"]["bookworm-arm64"]["gateway"] = {"ok": False}
+    assert not verdict(good)
+    bad = _report()
+    bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"].update(missing=[])
+    bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"]["bundles"]["default"]["records_states_equal"] = 1
+    assert not verdict(bad) and not verdict({"images": {}})
