@@ -111,8 +111,8 @@ def test_generated_code_compiles_strictly_for_host_and_cortex_m4(bundle, tmp_pat
     assert "malloc" not in c and "float" not in c.split("smx_model_output_zero_point =")[1]
     # every PAD of the students feeds one convolution with the zero point as pad value: all folded in
     unfused = export_plain_c(load_bundle(bundle).model_path, tmp_path / "unfused", fuse=False)
-    assert len(info["fused"]) == 5 and info["n_steps"] == unfused["n_steps"] - 10  # 5 PADs + 5 RESHAPEs
-    assert info["arena_bytes"] < unfused["arena_bytes"]
+    assert "PAD" in unfused["ops"] and "PAD" not in info["ops"] and info["fused"]
+    assert info["n_steps"] < unfused["n_steps"] and info["arena_bytes"] < unfused["arena_bytes"]
     fp = wm.m4_footprint(load_bundle(bundle).model_path, tmp_path / "m4")
     assert fp["ram_bytes"] == fp["arena_bytes"] == info["arena_bytes"]  # the arena is the only static RAM
     assert fp["arena_bytes"] < fp["activation_bytes_without_reuse"]

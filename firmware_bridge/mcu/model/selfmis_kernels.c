@@ -158,14 +158,21 @@ static void conv_pointwise(const smx_conv_params *p, const int8_t *in_b, int8_t 
         for (ox = 0; ox < out_w; ox++, out += out_c) {
             const int8_t *x = in_b + ((size_t)oy * sh * in_w + (size_t)ox * sw) * n_in;
             const int8_t *w = filter;
-            for (oc = 0; oc < out_c; oc++) {
-                int32_t acc = bias_full[oc];
-                for (i = 0; i + 4 <= n_in; i += 4, w += 4) {
-                    acc += (int32_t)w[0] * x[i] + (int32_t)w[1] * x[i + 1] + (int32_t)w[2] * x[i + 2]
-                           + (int32_t)w[3] * x[i + 3];
+            for (oc = 0; oc + 2 <= out_c; oc += 2, w += 2 * n_in) {  /* two channels share each x load */
+                const int8_t *w1 = w + n_in;
+                int32_t acc0 = bias_full[oc], acc1 = bias_full[oc + 1];
+                for (i = 0; i < n_in; i++) {
+                    const int32_t xv = x[i];
+                    acc0 += (int32_t)w[i] * xv;
+                    acc1 += (int32_t)w1[i] * xv;
                 }
-                for (; i < n_in; i++) {
-                    acc += (int32_t)*w++ * x[i];
+                out[oc] = clamp_s8(requant(acc0, mult[oc], shift[oc]) + off, lo, hi);
+                out[oc + 1] = clamp_s8(requant(acc1, mult[oc + 1], shift[oc + 1]) + off, lo, hi);
+            }
+            for (; oc < out_c; oc++, w += n_in) {
+                int32_t acc = bias_full[oc];
+                for (i = 0; i < n_in; i++) {
+                    acc += (int32_t)w[i] * x[i];
                 }
                 out[oc] = clamp_s8(requant(acc, mult[oc], shift[oc]) + off, lo, hi);
             }
