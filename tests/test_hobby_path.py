@@ -172,7 +172,7 @@ def _edge_run(sketch: ArduinoSketch, args: list, seconds: float, results: dict, 
 U = ["--uv-per-lsb", "4.44"]  # as the README says for a 5 V Uno
 CASES = {
     # name: (sketch line, baud, loop ms, edge-run args: the README's, lead-off spans, header)
-    "sparkfun_9600_leadoff": (sparkfun, 9600, 1.1, ["--baud", "9600"] + U, [(13.0, 4.0)], b""),
+    "sparkfun_9600_leadoff": (sparkfun, 9600, 1.1, ["--baud", "9600"] + U, [(10.0, 4.0)], b""),
     "plain_115200": (plain, 115200, 4.11, U, [], b""),
     "plain_fs_250": (plain, 115200, 4.11, ["--fs", "250"] + U, [], b""),  # the old README's advice
     "plotter_115200": (plotter, 115200, 4.11, U, [(13.0, 2.0)], b""),
@@ -183,7 +183,7 @@ CASES = {
     "sawtooth": (sawtooth, 115200, 4.11, [], [], b""),
     "ppg": (ppg, 115200, 4.11, [], [], b""),
 }
-SECONDS = 30.0
+SECONDS = 36.0
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +230,7 @@ def test_ecg_sketches_give_decisions(runs, name):
     assert s["decisions"] >= 3, (s, stderr)
     locked = _kinds(events, "rate_locked")
     assert len(locked) == 1, locked  # locked once, never re-locked
-    measured = sketches[name].rate(3.0, 12.0)
+    measured = sketches[name].rate(2.0, 9.5)
     assert locked[0]["fs"] == pytest.approx(measured, rel=0.02)
     hrs = [e["hr"] for e in events if e.get("type") == "beat" and e.get("hr")]
     truth = [e["hr"] for e in _reference_beats()]
@@ -254,7 +254,7 @@ def test_9600_baud_lead_off_never_relocks_and_is_told_once(runs):
     results, sketches = runs
     code, events, stderr = results["sparkfun_9600_leadoff"]
     sk = sketches["sparkfun_9600_leadoff"]
-    assert sk.rate(3, 12) == pytest.approx(192, rel=0.01) and sk.rate(13.5, 16.5) == pytest.approx(320, rel=0.01)
+    assert sk.rate(2, 9.5) == pytest.approx(192, rel=0.01) and sk.rate(10.5, 13.5) == pytest.approx(320, rel=0.01)
     locked = [e["fs"] for e in _kinds(events, "rate_locked")]
     assert len(locked) == 1 and locked[0] == pytest.approx(192, abs=1.0), locked  # never 233 Hz
     assert "re-locked" not in stderr
