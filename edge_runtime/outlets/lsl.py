@@ -23,7 +23,6 @@ Pushing to an outlet copies into liblsl's buffer and never blocks.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -31,6 +30,7 @@ import tempfile
 import numpy as np
 
 from ..decision import StateChanges
+from ..output import to_json
 
 __all__ = ["LslOutlet"]
 
@@ -111,7 +111,7 @@ class LslOutlet:
             return
         if did not in self._markers:
             return
-        self._markers[did].push_sample([json.dumps(event, separators=(",", ":"), default=str)],
+        self._markers[did].push_sample([to_json(event)],
                                        self._anchor[did] + float(event["t"]))
 
     def close(self) -> None:

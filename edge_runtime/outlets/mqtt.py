@@ -54,7 +54,6 @@ normal shutdown logs neither. The password may come from the URL, a file
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -70,6 +69,7 @@ from selfmis import __version__
 
 from ..decision import StateChanges
 from ..labels import is_mi_class
+from ..output import to_json
 from . import link_kind
 from .spool import Spool
 
@@ -255,7 +255,7 @@ class MqttOutlet:
 
     def _pub(self, topic: str, payload, qos: int = 0, retain: bool = False):
         if not isinstance(payload, str):
-            payload = json.dumps(payload, separators=(",", ":"), default=str)
+            payload = to_json(payload)  # NaN-free JSON
         return self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def _publisher(self) -> None:
@@ -327,8 +327,7 @@ class MqttOutlet:
             payload = {k: v for k, v in e.items() if k != "type"}
             # seq: the spool's own, so it stays increasing across restarts of the gateway
             self.spool.append(f"{self.prefix}/{did}/decision",
-                              json.dumps({**payload, **change, "seq": self.spool.seq, "emitted": round(t_wall, 4)},
-                                         separators=(",", ":"), default=str))
+                              to_json({**payload, **change, "seq": self.spool.seq, "emitted": round(t_wall, 4)}))
         elif kind == "link":
             new = {"connected": "connected", "reconnected": "connected", "reconnecting": "reconnecting",
                    "restarting": "reconnecting",

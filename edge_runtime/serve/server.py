@@ -45,7 +45,6 @@ timeout) is routine: logged at debug level, never a traceback on stderr.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import queue
 import sys
@@ -57,6 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..labels import glossary
 from ..outlets import link_kind, source_label
+from ..output import to_json
 from .state import ViewState
 
 __all__ = ["WebView", "CLIENT_QUEUE", "TICK_S", "MAX_CONNECTIONS", "CONNECTION_TIMEOUT_S"]
@@ -181,7 +181,7 @@ class WebView:
         next_t = time.monotonic()
         while not self._stop.is_set():
             next_t += TICK_S
-            msg = json.dumps(self.state.tick(), separators=(",", ":"), allow_nan=False, default=_json_default)
+            msg = to_json(self.state.tick())  # NaN-free: a bad value never kills this thread
             self.ticks += 1
             self._fan_out(msg)
             self._stop.wait(max(0.0, next_t - time.monotonic()))
@@ -240,7 +240,7 @@ class WebView:
                     self.wfile.write(body)
 
             def _json(self, code, obj, head=False):
-                self._send(code, json.dumps(obj, default=_json_default).encode(), "application/json", head)
+                self._send(code, to_json(obj).encode(), "application/json", head)
 
             def do_HEAD(self):
                 self.do_GET(head=True)
@@ -275,7 +275,7 @@ class WebView:
                 with view._clients_lock:
                     view._clients.add(client)
                 try:
-                    self._write_sse(json.dumps(view.state.snapshot(), default=_json_default))
+                    self._write_sse(to_json(view.state.snapshot()))
                     while not view._stop.is_set():
                         try:
                             msg = client.queue.get(timeout=10.0)
@@ -285,7 +285,7 @@ class WebView:
                             continue
                         if client.overflowed:
                             client.overflowed = False
-                            msg = json.dumps(view.state.snapshot(), default=_json_default)
+                            msg = to_json(view.state.snapshot())
                         self._write_sse(msg)
                 except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
                     pass  # the viewer left
@@ -307,8 +307,3 @@ def _empty(q: queue.Queue) -> None:
         except queue.Empty:
             return
 
-
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
