@@ -43,6 +43,7 @@ bounded queues).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -51,6 +52,7 @@ from dataclasses import dataclass, field
 
 from selfmis.exit_codes import ExitCode
 
+from .gateway_aio import AsyncioLoop
 from .gateway_io import IoLoop
 from .pipeline import Pipeline
 from .sources.base import DeviceLost, SourceError, SourceNotFound
@@ -339,7 +341,8 @@ class Gateway:
         polled = [d for d in self.devices if d.source.pollable]
         self._loop_thread = threading.get_ident()
         if polled:
-            self._io = IoLoop(polled, self.device_steps, self._ended, _END, self._mark)
+            loop_cls = AsyncioLoop if os.environ.get("SELFMIS_IO_LOOP") == "asyncio" else IoLoop  # the study
+            self._io = loop_cls(polled, self.device_steps, self._ended, _END, self._mark)
             self._io.start()
         for d in self.devices:
             if not d.source.pollable:

@@ -68,7 +68,10 @@ def _nonblocking_read(ser):
     sock = getattr(ser, "_socket", None)
     if sock is not None:
         def read_sock():
-            data = sock.recv(_READ_MAX)
+            try:
+                data = sock.recv(_READ_MAX)
+            except BlockingIOError:  # a stale readiness report (another reader took the bytes): none yet
+                return b""
             if not data:
                 raise OSError("connection closed by the device")
             return data
@@ -79,7 +82,10 @@ def _nonblocking_read(ser):
         return None, None
 
     def read_fd():
-        data = os.read(fd, _READ_MAX)
+        try:
+            data = os.read(fd, _READ_MAX)
+        except BlockingIOError:  # a stale readiness report: nothing yet, not a lost device
+            return b""
         if not data:  # readable but empty: the other end is gone (pty closed, USB unplugged)
             raise OSError("device reports readiness to read but returned no data")
         return data
