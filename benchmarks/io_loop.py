@@ -96,7 +96,10 @@ def markdown(res: dict) -> str:
          "with other jobs: the 1-min load average of each run is listed). `edge-run` pinned to one core with "
          "`taskset`, the device farm to the other; N virtual 500 Hz wearables over loopback TCP in real time "
          f"(the bundled PTB-XL record {res['record']}, looped); warm-up {res['warmup_s']:g} s, "
-         f"{res['measure_s']:g} s measured per run; the loops interleaved.", "",
+         f"{res['measure_s']:g} s measured per run; the loops interleaved"
+         + (f"; edge-run and the farm at SCHED_FIFO priority {res['rt_priority']} (the machine's other jobs "
+            "would otherwise starve the gateway: at load ~15 it got 14 % of a core and fell seconds behind)"
+            if res.get("rt_priority") else "") + ".", "",
          f"Command: `{res['command']}`", "",
          "| devices | loop | runs | CPU % of one core (median) | latency p50 ms | p99 ms (median) | p99 worst | "
          "decisions | load avg (1 min) per run |", "|---|---|---|---|---|---|---|---|---|"]
@@ -119,11 +122,16 @@ def main(argv=None) -> int:
     ap.add_argument("--measure", type=float, default=30.0)
     ap.add_argument("--cpu", type=int, default=0)
     ap.add_argument("--farm-cpu", type=int, default=1)
+    ap.add_argument("--rt", action="store_true",
+                    help="edge-run and the farm at real-time priority (chrt -f 10), as gateway_scale --rt: on a "
+                         "machine whose other jobs would starve the gateway, the only way to measure its latency")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
+    gateway_scale.RT_PRIORITY = 10 if args.rt else None
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     res = run_study(tuple(int(x) for x in args.n.split(",") if x), args.reps, args.warmup, args.measure,
                     args.cpu, args.farm_cpu, log)
+    res["rt_priority"] = gateway_scale.RT_PRIORITY
     res["command"] = "python -m selfmis.benchmarks.io_loop " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

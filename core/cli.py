@@ -33,6 +33,23 @@ def _usage() -> str:
 
 
 def main(argv=None) -> int:
+    """``selfmis COMMAND ARGV``: dispatch to a command's own ``main``; returns the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command and its arguments (default ``sys.argv[1:]``); ``selfmis --help`` lists them.
+
+    Returns
+    -------
+    int
+        :class:`~selfmis.exit_codes.ExitCode` of the command (2 for an unknown command).
+
+    Example
+    -------
+    >>> main(["--version"])  # doctest: +SKIP
+    0
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

@@ -49,11 +49,34 @@ def sigmoid(x):
 
 
 class TFLiteModel:
-    """A bundle's model, ready for one window at a time.
+    """A bundle's model, ready for one window at a time (LiteRT, or tflite-runtime where only it exists).
 
-    ``predict_logits(windows)`` takes preprocessed windows shaped
-    ``(n, window_samples)`` (float32, as :func:`preprocess_window` returns them)
-    and returns ``(n, n_labels)`` float32 logits in the card's label order.
+    Parameters
+    ----------
+    bundle : str, os.PathLike, Bundle or None
+        A bundle directory (``card.json`` + model) or a loaded :class:`~selfmis.bundle.Bundle`;
+        None: the shipped default.
+    num_threads : int
+        Interpreter threads (default 1).
+    use_xnnpack : bool
+        Use the XNNPACK delegate where the interpreter has it.
+
+    Raises
+    ------
+    BundleError
+        The bundle is missing or invalid (its card, its checksum), or the model's tensors do not
+        match the card (exit 3 in ``edge-run``).
+    ImportError
+        Neither ai-edge-litert nor tflite-runtime is installed.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from selfmis.preprocess import preprocess_window
+    >>> m = TFLiteModel()                                   # the shipped default bundle
+    >>> w = preprocess_window(np.zeros(m.window, np.float32), m.card.spec)
+    >>> m.predict_proba(w[None]).shape == (1, len(m.card.labels))
+    True
     """
 
     def __init__(self, bundle=None, num_threads: int = 1, use_xnnpack: bool = True,
@@ -139,6 +162,24 @@ class TFLiteModel:
         return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
 
     def predict_logits(self, windows) -> np.ndarray:
+        """Raw logits of preprocessed windows.
+
+        Parameters
+        ----------
+        windows : numpy.ndarray
+            ``(n, window_samples)`` or one ``(window_samples,)`` window, float32, as
+            :func:`~selfmis.preprocess.preprocess_window` returns them.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, n_labels)`` float32, in the card's label order.
+
+        Raises
+        ------
+        ValueError
+            The windows are not ``window_samples`` long.
+        """
         windows = np.asarray(windows, dtype=np.float32)
         if windows.ndim == 1:
             windows = windows[None]
@@ -172,5 +213,21 @@ class TFLiteModel:
         return q.reshape(-1).copy(), self.interpreter.get_tensor(self._out["index"]).reshape(-1).copy()
 
     def predict_proba(self, windows) -> np.ndarray:
-        """Calibrated probabilities (the card's calibration; a plain sigmoid on older cards)."""
+        """Calibrated probabilities (the card's calibration; a plain sigmoid on older cards).
+
+        Parameters
+        ----------
+        windows : numpy.ndarray
+            As for :meth:`predict_logits`.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, n_labels)`` probabilities in [0, 1].
+
+        Raises
+        ------
+        ValueError
+            As :meth:`predict_logits`.
+        """
         return self.card.probabilities(self.predict_logits(windows))

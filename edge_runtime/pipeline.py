@@ -82,10 +82,46 @@ def _median(values) -> float:
 
 
 class Pipeline:
-    """``handle(item)`` -> list of event dicts. ``model`` needs ``predict_proba`` and ``card``.
+    """Chunks and link events in, JSON-ready events out: ``handle(item)`` -> list of dicts.
 
-    ``model=None`` runs beats and quality only (no scoring); the spec then defaults
-    to :class:`PreprocessSpec`.
+    Parameters
+    ----------
+    model : TFLiteModel or None
+        Anything with ``predict_proba(windows)`` and a ``card``; None runs beats and quality only
+        (no scoring; the spec then defaults to :class:`PreprocessSpec`).
+    every_k_beats : int
+        Score every k-th eligible beat (default 1: every beat).
+    n_beats, min_beats : int
+        Beats in the rolling median decision, and the fewest before the first decision.
+    keep_signal : bool
+        Keep the resampled signal and the beats (for ``--plot``; memory grows with the run).
+    detector_kwargs, quality_kwargs : dict, optional
+        Options of :class:`~.beats.StreamingBeatDetector` and :class:`~.quality.QualityGate`.
+    max_gap_s : float
+        Seconds of filled (lost) signal tolerated inside one decision window (the gap policy).
+    decision_kwargs : dict, optional
+        :meth:`~.decision.RollingDecision.from_card` options: ``operating_point``, ``persist_s``,
+        ``persist_beats``, ``hysteresis``.
+    clock : callable
+        The clock of the chunks' ``t_mono`` that latencies are measured on (default
+        :func:`time.perf_counter`; a simulated one for algorithmic-delay studies).
+    batch_windows : bool
+        Score the complete windows of one chunk as one batch (row-identical to one at a time).
+
+    Raises
+    ------
+    BundleError
+        ``decision_kwargs`` names an operating point the card does not have.
+
+    Example
+    -------
+    >>> from selfmis.edge_runtime.interpreter import TFLiteModel
+    >>> from selfmis.edge_runtime.sources.replay import ReplaySource
+    >>> pipe = Pipeline(TFLiteModel())                    # the shipped default bundle
+    >>> with ReplaySource("core/sample_data/ptbxl/records100/00000/00057_lr", fast=True) as src:
+    ...     events = [e for item in src for e in pipe.handle(item)] + pipe.flush()
+    >>> [e["type"] for e in events if e["type"] == "decision"][:1], pipe.summary()["beats"]
+    (['decision'], 10)
     """
 
     def __init__(self, model=None, every_k_beats: int = 1, n_beats: int = 8, min_beats: int = 3,
@@ -195,6 +231,19 @@ class Pipeline:
     # ------------------------------------------------------------------ entry point
 
     def handle(self, item) -> list:
+        """Process one source item.
+
+        Parameters
+        ----------
+        item : Chunk or LinkEvent
+            What a :class:`~.sources.base.Source` yields (anything else is ignored).
+
+        Returns
+        -------
+        list of dict
+            The events it caused, in order: ``beat``, ``decision``, ``quality``, ``link``
+            (see :mod:`.output` for their fields).
+        """
         if isinstance(item, LinkEvent):
             return self._link(item)
         if isinstance(item, Chunk):
@@ -247,7 +296,13 @@ class Pipeline:
 
     def flush(self) -> list:
         """End of a finite stream: push the resampler's delay out with the last value
-        (as the offline :func:`resample` does), so the last beats get their windows."""
+        (as the offline :func:`resample` does), so the last beats get their windows.
+
+        Returns
+        -------
+        list of dict
+            The events of those last beats (empty when there is nothing to flush, or flushed already).
+        """
         rs = self.resampler
         if rs is None or rs.identity or self._last_good is None or self._flushed:
             return []
@@ -500,6 +555,21 @@ class Pipeline:
     # ------------------------------------------------------------------ summary
 
     def summary(self, source_stats: dict | None = None, wall_s: float | None = None) -> dict:
+        """The run's ``summary`` event.
+
+        Parameters
+        ----------
+        source_stats : dict, optional
+            The source's counters (:data:`~.sources.base.STAT_KEYS`).
+        wall_s : float, optional
+            Wall seconds of the run (default: since the pipeline was made).
+
+        Returns
+        -------
+        dict
+            Beats, scored windows, decisions, suppressions, latency percentiles, link counters,
+            time base, quality blocks, signal and wall seconds, CPU seconds, the last decision.
+        """
         wall = wall_s if wall_s is not None else self.clock() - self._t_start_wall
         lat = self._lat_ms[:min(self._n_lat, LATENCY_KEEP)].astype(np.float64)
         st = source_stats or {}

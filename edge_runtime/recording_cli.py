@@ -113,6 +113,23 @@ def _text(d: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """``selfmis recording {info,export,...} ARGV``; returns the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``recording`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        :class:`~selfmis.exit_codes.ExitCode`: 0 ok, 2 usage, 4 a recording that cannot be read.
+
+    Example
+    -------
+    >>> main(["info", "runs/2024-06-01", "--json"])  # doctest: +SKIP
+    0
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

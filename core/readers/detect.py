@@ -18,7 +18,30 @@ FORMATS = ("wfdb", "edf", "csv", "tsv", "semicolon", "polar", "text")
 
 
 def detect_format(path, format: str | None = None) -> tuple[str, str]:
-    """``(family, path)``: family ``wfdb`` (path without extension), ``edf`` or ``text``."""
+    """Which reader a file needs, from its content (or ``format``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A WFDB record (with or without ``.hea``/``.dat``), an EDF/BDF file or a text file.
+    format : str, optional
+        One of :data:`FORMATS` where the content cannot tell (a binary file of no signature).
+
+    Returns
+    -------
+    (str, str)
+        ``(family, path)``: family ``wfdb`` (path without extension), ``edf`` or ``text``.
+
+    Raises
+    ------
+    RecordError
+        No such file, a directory, an unknown ``format``, or binary content of no known format.
+
+    Example
+    -------
+    >>> detect_format("core/sample_data/ptbxl/records100/00000/00057_lr.hea")
+    ('wfdb', 'core/sample_data/ptbxl/records100/00000/00057_lr')
+    """
     path = os.fspath(path)
     if format and format not in FORMATS:
         raise RecordError(f"{path}: unknown format {format!r}; one of {', '.join(FORMATS)}")
@@ -53,8 +76,37 @@ def read_record(path, fs: float | None = None, leads=None, format: str | None = 
                 units: str | None = None, uv_per_lsb: float | None = None) -> Record:
     """A whole record in memory: WFDB (path with or without extension), EDF/BDF, or text.
 
-    ``fs``, ``units`` and ``uv_per_lsb`` apply to text files (which may not say);
-    ``leads`` selects leads (needed when a record's signals have different rates).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The record; its format comes from the content (:func:`detect_format`).
+    fs : float, optional
+        Sample rate of a text file that does not say it (Hz).
+    leads : list of str, optional
+        Leads to keep, by case-insensitive name (needed when a record's signals have different rates).
+    format : str, optional
+        One of :data:`FORMATS` where the content cannot tell.
+    units : {"mV", "uV", "counts"}, optional
+        Units of a text file's values (default: its header's, else mV).
+    uv_per_lsb : float, optional
+        Microvolts per count, for ``units="counts"``.
+
+    Returns
+    -------
+    Record
+        ``signal`` (n_samples, n_leads) float32, voltage leads in mV; ``fs``, ``lead_names``, ``units``.
+
+    Raises
+    ------
+    RecordError
+        The file is missing, malformed, at an unsupported rate, or lacks a lead asked for;
+        the message names the file.
+
+    Example
+    -------
+    >>> rec = read_record("core/sample_data/ptbxl/records100/00000/00057_lr")
+    >>> rec.fs, rec.lead("I").shape
+    (100.0, (1000,))
     """
     family, p = detect_format(path, format)
     if family != "text":
@@ -77,7 +129,35 @@ def read_record(path, fs: float | None = None, leads=None, format: str | None = 
 def open_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = None,
               format: str | None = None, units: str | None = None,
               uv_per_lsb: float | None = None) -> LeadStream:
-    """One lead, streamed in ``chunk_s``-second float32 mV arrays, in bounded memory."""
+    """One lead, streamed in ``chunk_s``-second float32 mV arrays, in bounded memory (the replay path).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The record (any format :func:`read_record` reads).
+    lead : str
+        Lead name, case-insensitive (default ``"I"``).
+    chunk_s : float
+        Seconds per chunk.
+    fs, format, units, uv_per_lsb
+        As for :func:`read_record` (text files only; ``fs`` given for a WFDB/EDF file must match it).
+
+    Returns
+    -------
+    LeadStream
+        ``fs``, ``name``, ``lead``, ``format``, ``meta``; iterate it for the chunks.
+
+    Raises
+    ------
+    RecordError
+        As :func:`read_record`; a file malformed further in raises while iterating.
+
+    Example
+    -------
+    >>> s = open_lead("core/sample_data/ptbxl/records100/00000/00057_lr", "I", chunk_s=2.0)
+    >>> s.fs, [len(x) for x in s][:2]
+    (100.0, [200, 200])
+    """
     family, p = detect_format(path, format)
     if family != "text":
         if units is not None:
@@ -100,6 +180,27 @@ def _supported_rate(fs, path, lead: str | None = None) -> None:
 
 
 def stream_lead(path, lead: str = "I", chunk_s: float = 1.0, fs: float | None = None):
-    """``(fs, name, chunks)`` of :func:`open_lead` (the shape existing callers use)."""
+    """``(fs, name, chunks)`` of :func:`open_lead` (the shape existing callers use).
+
+    Parameters
+    ----------
+    path, lead, chunk_s, fs
+        As for :func:`open_lead`.
+
+    Returns
+    -------
+    (float, str, iterator of numpy.ndarray)
+
+    Raises
+    ------
+    RecordError
+        As :func:`open_lead`.
+
+    Example
+    -------
+    >>> fs, name, chunks = stream_lead("core/sample_data/ptbxl/records100/00000/00057_lr")
+    >>> fs, name
+    (100.0, '00057_lr')
+    """
     s = open_lead(path, lead, chunk_s, fs=fs)
     return s.fs, s.name, s.chunks

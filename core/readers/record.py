@@ -37,7 +37,28 @@ def unit_scale_to_mv(units: str) -> float:
 
 @dataclass
 class Record:
-    """One multi-lead recording; voltage leads in mV (other units as the file has them, see ``units``)."""
+    """One multi-lead recording; voltage leads in mV (other units as the file has them, see ``units``).
+
+    Parameters
+    ----------
+    name : str
+        The record's name (file stem).
+    fs : float
+        Sample rate (Hz).
+    lead_names : list of str
+    signal : numpy.ndarray
+        (n_samples, n_leads) float32.
+    meta : dict
+        What the reader learned (format, how rate and units were decided).
+    units : list of str
+        Per lead, after conversion (``"mV"`` for voltages).
+
+    Example
+    -------
+    >>> from selfmis.readers import read_record
+    >>> read_record("core/sample_data/ptbxl/records100/00000/00057_lr").duration_s
+    10.0
+    """
 
     name: str
     fs: float
@@ -47,7 +68,23 @@ class Record:
     units: list = field(default_factory=list)  # per lead, after conversion ("mV" for voltages)
 
     def lead(self, name: str) -> np.ndarray:
-        """One lead by (case-insensitive) name, as a 1-D float32 array."""
+        """One lead by (case-insensitive) name, as a 1-D float32 array.
+
+        Parameters
+        ----------
+        name : str
+            ``"I"``, ``"ii"``, ``"ECG I"``...
+
+        Returns
+        -------
+        numpy.ndarray
+            (n_samples,) float32, a view into :attr:`signal`.
+
+        Raises
+        ------
+        RecordError
+            The record has no such lead (the message lists those it has).
+        """
         names = [n.upper() for n in self.lead_names]
         try:
             return self.signal[:, names.index(name.upper())]

@@ -209,7 +209,30 @@ class _Spec:  # the shape read_header returned before the package split
 
 
 def read_header(path: str) -> tuple[dict, list]:
-    """``(record fields, per-signal specs)`` of a WFDB header (kept for existing callers)."""
+    """``(record fields, per-signal specs)`` of a WFDB header (kept for existing callers).
+
+    Parameters
+    ----------
+    path : str
+        The record, with or without ``.hea``.
+
+    Returns
+    -------
+    (dict, list)
+        ``{"name", "nsig", "fs", "nsamp"}`` and one spec per signal (file, fmt, gain, baseline,
+        units, description).
+
+    Raises
+    ------
+    RecordError
+        No header, or one that does not parse (the message names the file and line).
+
+    Example
+    -------
+    >>> fields, specs = read_header("core/sample_data/ptbxl/records100/00000/00057_lr")
+    >>> fields["fs"], fields["nsig"], specs[0].description
+    (100.0, 12, 'I')
+    """
     h = parse_header(path)
     return ({"name": h.name, "nsig": h.nsig, "fs": h.fs, "nsamp": h.nsamp},
             [_Spec(s.file, s.fmt, s.gain, s.baseline, s.units, s.description) for s in h.signals])
