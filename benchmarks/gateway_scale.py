@@ -456,7 +456,7 @@ def run_all(ns=(1, 10, 50, 100, 200), warmup_s: float = 12.0, measure_s: float =
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if ncpu < 2:
         cpu = farm_cpu = None
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.uname().machine + " " + _cpu_model(),
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.uname().machine + " " + cpu_model(),
            "cores": ncpu, "command": command, "warmup_s": warmup_s, "measure_s": measure_s,
            "record": Path(record).name, "rt_priority": RT_PRIORITY, "loadavg_at_start": os.getloadavg(),
            "inference": inference_share(), "scale": []}
@@ -508,7 +508,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):

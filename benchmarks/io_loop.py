@@ -1,11 +1,12 @@
 """The gateway's device loop decided by measurement: the selector loop vs asyncio, side by side.
 
-Both loops drive the same sources (the steps generators of :mod:`selfmis.edge_runtime.sources`)
-from the gateway's processing thread: :class:`~selfmis.edge_runtime.gateway_io.IoLoop`
-(``selectors`` + a timer heap + a helper pool) and
-:class:`~selfmis.edge_runtime.gateway_aio.AsyncioLoop` (one task per device on an asyncio
-event loop: ``add_reader`` on each non-blocking descriptor, ``call_later`` timeouts,
-``run_in_executor`` opens). Each point is :func:`.gateway_scale.run_point`: N virtual 500 Hz
+Both loops drove the same sources (the steps generators of :mod:`selfmis.edge_runtime.sources`)
+from the gateway's processing thread: a hand-written selector loop (``selectors`` + a timer
+heap + a helper pool) and one task per device on an asyncio event loop (``add_reader`` on each
+non-blocking descriptor, ``call_later`` timeouts, ``run_in_executor`` opens), chosen per run
+by ``SELFMIS_IO_LOOP``. asyncio won (``results/gateway/io_loop.md``) and the selector loop was
+deleted; to repeat the comparison, check out commit 7076fee (both loops, this script as run).
+Today the script measures the loops given by ``--loops`` (default: asyncio, the one left). Each point is :func:`.gateway_scale.run_point`: N virtual 500 Hz
 wearables over loopback TCP in real time (the device farm on the other core), one ``edge-run``
 pinned to one core with ``taskset``; decision latency p50/p99 from the pipeline's own
 ``latency_ms``, CPU % of one core from ``/proc`` (user + system time of the gateway process:
@@ -35,7 +36,7 @@ from . import gateway_scale
 __all__ = ["run_study", "markdown", "main"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gateway"
-LOOPS = ("selector", "asyncio")
+LOOPS = ("selector", "asyncio")  # the study's pair (7076fee); today only "asyncio" exists
 
 
 def _commit() -> str:
@@ -47,16 +48,16 @@ def _commit() -> str:
 
 
 def run_study(ns=(100, 200), reps: int = 2, warmup_s: float = 12.0, measure_s: float = 30.0, cpu: int = 0,
-              farm_cpu: int = 1, log=print) -> dict:
+              farm_cpu: int = 1, log=print, loops=LOOPS) -> dict:
     """Every (N, loop) point ``reps`` times, the loops alternating; returns the JSON-ready result."""
     record = default_record_path()
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(),
-           "machine": os.uname().machine + " " + gateway_scale._cpu_model(),
+           "machine": os.uname().machine + " " + gateway_scale.cpu_model(),
            "cores": os.cpu_count(), "warmup_s": warmup_s, "measure_s": measure_s, "record": Path(record).name,
            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "points": []}
     for rep in range(reps):
         for n in ns:
-            order = LOOPS if (rep + ns.index(n)) % 2 == 0 else LOOPS[::-1]
+            order = loops if (rep + ns.index(n)) % 2 == 0 else loops[::-1]
             for loop in order:
                 log(f"rep {rep + 1}/{reps}  N={n}  loop={loop}")
                 os.environ["SELFMIS_IO_LOOP"] = loop
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.io_loop", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", default="100,200", help="device counts (default %(default)s)")
     ap.add_argument("--reps", type=int, default=2, help="repetitions of each (N, loop) point (default 2)")
+    ap.add_argument("--loops", default="asyncio", help="loops to measure (the study: selector,asyncio at 7076fee)")
     ap.add_argument("--warmup", type=float, default=12.0)
     ap.add_argument("--measure", type=float, default=30.0)
     ap.add_argument("--cpu", type=int, default=0)
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
     gateway_scale.RT_PRIORITY = 10 if args.rt else None
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     res = run_study(tuple(int(x) for x in args.n.split(",") if x), args.reps, args.warmup, args.measure,
-                    args.cpu, args.farm_cpu, log)
+                    args.cpu, args.farm_cpu, log, tuple(args.loops.split(",")))
     res["rt_priority"] = gateway_scale.RT_PRIORITY
     res["command"] = "python -m selfmis.benchmarks.io_loop " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)

@@ -4,13 +4,13 @@ Why this shape:
 
 * Serial ports, ptys and TCP links (``socket://``) are *pollable*: their sources
   are steps generators (:mod:`.sources.steps`) that never block, and **one
-  selector** (:class:`~.gateway_io.IoLoop`) reads them all from the processing
-  thread, between processing rounds, moving items into each device's bounded
-  queue. The other sources block by nature (BLE bridged from asyncio, paced
+  asyncio event loop** (:class:`~.gateway_io.IoLoop`, a task per device; chosen over a
+  hand-written selector loop by measurement, ``benchmarks/results/gateway/io_loop.md``)
+  reads them all from the processing thread, between processing rounds, moving items
+  into each device's bounded queue. The other sources block by nature (BLE bridged from asyncio, paced
   replays and simulators): each gets its own **reader thread** doing the same
   and never touching numpy state. (One thread per TCP device made 100 threads
-  contend for the GIL with the processing thread; a separate I/O thread did
-  too, see :mod:`.gateway_io`.)
+  contend for the GIL with the processing thread; a separate I/O thread did too.)
 * All pipelines run on **one processing thread** that visits the devices with
   queued items in turn, at most ``budget`` items per device per round. The one shared
   :class:`~.interpreter.TFLiteModel` is therefore never used from two threads
@@ -43,7 +43,6 @@ bounded queues).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -52,7 +51,6 @@ from dataclasses import dataclass, field
 
 from selfmis.exit_codes import ExitCode
 
-from .gateway_aio import AsyncioLoop
 from .gateway_io import IoLoop
 from .pipeline import Pipeline
 from .sources.base import DeviceLost, SourceError, SourceNotFound
@@ -341,8 +339,7 @@ class Gateway:
         polled = [d for d in self.devices if d.source.pollable]
         self._loop_thread = threading.get_ident()
         if polled:
-            loop_cls = AsyncioLoop if os.environ.get("SELFMIS_IO_LOOP") == "asyncio" else IoLoop  # the study
-            self._io = loop_cls(polled, self.device_steps, self._ended, _END, self._mark)
+            self._io = IoLoop(polled, self.device_steps, self._ended, _END, self._mark)
             self._io.start()
         for d in self.devices:
             if not d.source.pollable:

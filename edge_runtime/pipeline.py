@@ -314,17 +314,44 @@ class Pipeline:
         return ev
 
     def _chunk(self, c: Chunk, count_time: bool = True, limit: int | None = None) -> list:
-        events = []
+        """One chunk through the stages of the module doc (1. hold & fill ... 6. decisions)."""
         fs_in = float(c.fs)
-        x = np.asarray(c.samples, dtype=np.float32)
-        gap = int(c.gap_before)
         if fs_in <= 0:
-            return events  # no rate yet (a source holds such chunks until it knows one)
+            return []  # no rate yet (a source holds such chunks until it knows one)
+        gap = self._segment(c, fs_in)
+        if count_time:
+            self._flushed = False
+        x, flags = self._hold_and_fill(c, gap)
+        if count_time:
+            self._n_in += len(x)
+            self._signal_s += len(x) / fs_in
+            self._timeline_s += len(x) / fs_in
+        y, yflags = self._resample(x, flags)  # 2. primed with the first value: the filter starts settled
+        if limit is not None:  # flushing: no output beyond what the real signal covers
+            y, yflags = y[:max(0, limit - self._n)], yflags[:max(0, limit - self._n)]
+        self._append(y, yflags, c.t_mono)
+        if not len(y):
+            return []
+        events, feed = self._quality(y, yflags)
+        events += self._beats(feed)
+        # bounded memory: keep the last window plus one second
+        keep = self.W + int(self.fs)
+        if len(self._buf) > 2 * keep:
+            cut = len(self._buf) - keep
+            self._buf, self._flags = self._buf[cut:], self._flags[cut:]
+            self._buf_start += cut
+        return events
+
+    def _segment(self, c: Chunk, fs_in: float) -> int:
+        """Restart the sample clock where the stream broke (a reconnect, a long gap, a new rate);
+        returns the gap (source samples) still to fill."""
+        gap = int(c.gap_before)
+        x_len = len(c.samples)
         if gap / fs_in > _MAX_FILL_S or (self._pending_reset and self._segment_fs):
             lost = gap / fs_in
             if self._pending_reset and self._last_arrival is not None:
                 # the wall time spent reconnecting moves the event clock, not the signal seconds
-                lost = max(lost, c.t_arrival - self._last_arrival - len(x) / fs_in)
+                lost = max(lost, c.t_arrival - self._last_arrival - x_len / fs_in)
             self._timeline_s += max(0.0, lost)
             if gap:
                 self._signal_s += gap / fs_in
@@ -337,10 +364,11 @@ class Pipeline:
             self._new_segment(fs_in, self._timeline_s)
         self._pending_reset = False
         self._last_arrival = c.t_arrival
-        if count_time:
-            self._flushed = False
+        return gap
 
-        # 1. hold & fill
+    def _hold_and_fill(self, c: Chunk, gap: int):
+        """1. Lead-off held at the last good value, NaN and lost samples filled, all flagged."""
+        x = np.asarray(c.samples, dtype=np.float32)
         flags = np.zeros(len(x), dtype=np.uint8)
         if c.lead_off:
             flags[:] |= F_LEAD_OFF
@@ -363,15 +391,10 @@ class Pipeline:
             flags = np.concatenate([np.full(gap, F_GAP, np.uint8), flags])
         if len(x) and not c.lead_off:
             self._last_good = float(x[-1])
-        if count_time:
-            self._n_in += len(x)
-            self._signal_s += len(x) / fs_in
-            self._timeline_s += len(x) / fs_in
+        return x, flags
 
-        # 2. resample (primed with the first value so the filter starts settled)
-        y, yflags = self._resample(x, flags)
-        if limit is not None:  # flushing: no output beyond what the real signal covers
-            y, yflags = y[:max(0, limit - self._n)], yflags[:max(0, limit - self._n)]
+    def _append(self, y, yflags, t_mono: float) -> None:
+        """Model-rate samples into the window buffer (and the plot's copy)."""
         if self.keep_signal and len(y):
             self.signal.append(y.copy())
             # unclamped: the first outputs precede t=0 by the resampler's delay
@@ -380,12 +403,11 @@ class Pipeline:
         self._buf = np.concatenate([self._buf, y])
         self._flags = np.concatenate([self._flags, yflags])
         self._n += len(y)
-        self._arrivals.append((self._n, c.t_mono))
-        if not len(y):
-            return events
+        self._arrivals.append((self._n, t_mono))
 
-        # 3. quality
-        feed, restart_at = y, None
+    def _quality(self, y, yflags):
+        """3. Quality verdicts on 1-s blocks; ``(events, samples to feed the detector)``."""
+        events, feed, restart_at = [], y, None
         for start, reasons in self.quality.push(y, yflags):
             events.append({"type": "quality", "t": round(self._t(start), 3), "ok": not reasons,
                            "reasons": reasons})
@@ -398,9 +420,11 @@ class Pipeline:
             self.detector = StreamingBeatDetector(self.fs, **self.detector_kwargs)
             self._det_offset = int(max(restart_at, self._buf_start))
             feed = self._buf[self._det_offset - self._buf_start:]
+        return events, feed
 
-        # 4. beats -> 5. windows -> 6. decisions
-        beats = []
+    def _beats(self, feed) -> list:
+        """4. beats -> 5. windows -> 6. decisions."""
+        events, beats = [], []
         for r in self.detector.push(feed):
             r = int(r) + self._det_offset  # plain ints: numpy scalars make every round() below slow
             if r - self._last_r >= self.detector.refractory:
@@ -414,13 +438,6 @@ class Pipeline:
                 self.on_beat(r, ev)
             events.extend(ev)
         self._ahead = {}
-
-        # bounded memory: keep the last window plus one second
-        keep = self.W + int(self.fs)
-        if len(self._buf) > 2 * keep:
-            cut = len(self._buf) - keep
-            self._buf, self._flags = self._buf[cut:], self._flags[cut:]
-            self._buf_start += cut
         return events
 
     def _resample(self, x, flags):
