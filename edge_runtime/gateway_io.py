@@ -73,6 +73,10 @@ class IoLoop:
     # ------------------------------------------------------------------ one device
 
     def _readable(self, d: _Dev) -> None:
+        # unregistered at once, re-registered by the device's next Wait: a readiness report queued
+        # behind the read that took the bytes would otherwise wake the *next* Wait with nothing to
+        # read (on a tty with VMIN=0 an empty read means "gone": a live device dropped)
+        self._unregister(d)
         w = d.waiter
         if w is not None and not w.done():
             w.set_result(True)
