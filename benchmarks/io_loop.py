@@ -4,9 +4,10 @@ Both loops drove the same sources (the steps generators of :mod:`selfmis.edge_ru
 from the gateway's processing thread: a hand-written selector loop (``selectors`` + a timer
 heap + a helper pool) and one task per device on an asyncio event loop (``add_reader`` on each
 non-blocking descriptor, ``call_later`` timeouts, ``run_in_executor`` opens), chosen per run
-by ``SELFMIS_IO_LOOP``. asyncio won (``results/gateway/io_loop.md``) and the selector loop was
-deleted; to repeat the comparison, check out commit 7076fee (both loops, this script as run).
-Today the script measures the loops given by ``--loops`` (default: asyncio, the one left). Each point is :func:`.gateway_scale.run_point`: N virtual 500 Hz
+by ``SELFMIS_IO_LOOP``. The selector loop won (``results/gateway/io_loop.md``) and the asyncio
+one was deleted; to repeat the comparison, check out commit 7076fee (both loops, this script as
+run) and apply 16a9103's change to its ``gateway_aio.py`` (unregister on readiness). Today the
+script measures the loops given by ``--loops`` (default: selector, the one left). Each point is :func:`.gateway_scale.run_point`: N virtual 500 Hz
 wearables over loopback TCP in real time (the device farm on the other core), one ``edge-run``
 pinned to one core with ``taskset``; decision latency p50/p99 from the pipeline's own
 ``latency_ms``, CPU % of one core from ``/proc`` (user + system time of the gateway process:
@@ -36,7 +37,7 @@ from . import gateway_scale
 __all__ = ["run_study", "markdown", "main"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gateway"
-LOOPS = ("selector", "asyncio")  # the study's pair (7076fee); today only "asyncio" exists
+LOOPS = ("selector", "asyncio")  # the study's pair (7076fee); today only "selector" exists
 
 
 def _commit() -> str:
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.io_loop", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", default="100,200", help="device counts (default %(default)s)")
     ap.add_argument("--reps", type=int, default=2, help="repetitions of each (N, loop) point (default 2)")
-    ap.add_argument("--loops", default="asyncio", help="loops to measure (the study: selector,asyncio at 7076fee)")
+    ap.add_argument("--loops", default="selector", help="loops to measure (the study: selector,asyncio at 7076fee)")
     ap.add_argument("--warmup", type=float, default=12.0)
     ap.add_argument("--measure", type=float, default=30.0)
     ap.add_argument("--cpu", type=int, default=0)

@@ -4,10 +4,9 @@ Why this shape:
 
 * Serial ports, ptys and TCP links (``socket://``) are *pollable*: their sources
   are steps generators (:mod:`.sources.steps`) that never block, and **one
-  asyncio event loop** (:class:`~.gateway_io.IoLoop`, a task per device; chosen over a
-  hand-written selector loop by measurement, ``benchmarks/results/gateway/io_loop.md``)
-  reads them all from the processing thread, between processing rounds, moving items
-  into each device's bounded queue. The other sources block by nature (BLE bridged from asyncio, paced
+  selector** (:class:`~.gateway_io.IoLoop`; kept over asyncio by measurement,
+  ``benchmarks/results/gateway/io_loop.md``) reads them all from the processing
+  thread, between processing rounds, moving items into each device's bounded queue. The other sources block by nature (BLE bridged from asyncio, paced
   replays and simulators): each gets its own **reader thread** doing the same
   and never touching numpy state. (One thread per TCP device made 100 threads
   contend for the GIL with the processing thread; a separate I/O thread did too.)

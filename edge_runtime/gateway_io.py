@@ -1,22 +1,44 @@
-"""The gateway's device loop on asyncio: every pollable device (serial, pty, TCP) a task of one event loop.
+"""Every pollable device (TCP, pty, tty) read from one selector, in the gateway's processing thread.
 
-Chosen by measurement over the hand-written selector loop it replaced (``benchmarks/io_loop.py``,
-``benchmarks/results/gateway/io_loop.md``: at 100 real-time devices on one core, decision latency
-p50 8.5 vs 14.3 ms and p99 28.5 vs 42.2 ms at the same CPU; at 200 both saturate the core).
-Each device's steps generator (:mod:`.sources.steps`: the sources' sans-I/O protocol) is
-driven by a coroutine:
-``Wait(fd, timeout)`` waits on the non-blocking descriptor (serial/pty fd, the TCP socket
-of ``socket://``) through ``loop.add_reader`` with a ``call_later`` timeout, ``Call(fn)``
-runs in the loop's executor, and a full queue parks the task on an :class:`asyncio.Event`
-until the processing round drains it. The event loop runs in the processing thread,
-between processing rounds, one iteration per :meth:`poll_once`.
+Kept over an asyncio event loop by measurement (``benchmarks/results/gateway/io_loop.md``: a
+task per device with ``add_reader``/``call_later``, side by side at 100 and 200 real-time
+devices on one core: asyncio cost ~11 points more CPU at 100 devices, 78 vs 67 % of the core,
+and had the higher latency at both counts); the sources stay sans-I/O steps generators
+(:mod:`.sources.steps`), so either loop can drive them.
+
+With a reader thread per device, 100 wearables meant 100 threads waking ~10
+times a second each and contending for the GIL with the processing thread: the
+decision latency's tail grew with N (p99 17.7 / 31.9 ms at N = 100 in two runs,
+``benchmarks/results/gateway``). Here one selector waits on all descriptors at
+once (:mod:`selectors`: epoll on Linux) and each device's steps generator
+(:mod:`.sources.steps`) is advanced only when its descriptor is readable, its
+timer is due or a blocking call it asked for (an ``open``, a TCP connect) has
+finished on the small helper pool. The loop runs in the processing thread
+itself, between processing rounds (:meth:`IoLoop.poll_once`): a separate I/O
+thread was measured too and added latency -- each batch it read waited for the
+GIL behind the pipelines (p50 10-17 ms vs 5-8 ms at N = 100, side by side).
+
+Isolation, as with threads:
+
+* a device advances at most :attr:`IoLoop.TURN` items per turn, then the others
+  get theirs (a flooding device cannot starve the loop);
+* items go into the device's own bounded queue; when it is full the device is
+  *parked* (its descriptor is not read, so the OS buffer and then TCP flow
+  control hold its sender back) until the processing round drains it (at most
+  ``budget`` items per device per round); the others keep flowing;
+* a device that fails raises inside its own generator: it ends (an ``_END`` in
+  its queue, with its error) or is restarted by its generator (see
+  :meth:`.gateway.Gateway.device_steps`); the loop goes on.
 """
 from __future__ import annotations
 
-import asyncio
+import heapq
 import logging
 import queue
 import selectors
+import socket
+import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from .sources.steps import Call, Wait
@@ -26,28 +48,33 @@ __all__ = ["IoLoop"]
 log = logging.getLogger("selfmis.edge_runtime")
 
 
-class _Dev:
-    __slots__ = ("dev", "steps", "fd", "waiter", "drained", "task", "done")
+class _State:
+    """The loop's bookkeeping for one device."""
+
+    __slots__ = ("dev", "steps", "send", "throw", "pending", "fd", "token", "timer", "parked", "queued",
+                 "ending", "done")
 
     def __init__(self, dev, steps):
         self.dev, self.steps = dev, steps
-        self.fd = None          # the descriptor registered with add_reader
-        self.waiter = None      # the future a Wait is blocked on
-        self.drained = None     # set when a parked device's queue has room again
-        self.task = None
-        self.done = False
+        self.send = self.throw = self.pending = None
+        self.fd = self.token = None   # the descriptor registered for it, and the file behind it
+        self.timer = 0                 # id of its current timer; older heap entries are stale
+        self.parked = False            # its queue is full: not read until the processor drains it
+        self.queued = False            # in the run queue already
+        self.ending = False            # its generator has ended; the end marker is on its way
+        self.done = False              # the end marker is in its queue
 
 
 class IoLoop:
-    """Drive ``devices``' steps generators as asyncio tasks; the gateway's processing thread calls
-    :meth:`poll_once` between its rounds (one thread reads and processes: no hand-over of the GIL).
+    """Drive ``devices``' steps generators; the gateway's processing thread calls :meth:`poll_once`
+    between its rounds (one thread for reading and processing: no hand-over of the GIL).
 
-    ``steps_of(dev)`` gives a device's generator; when it ends, ``ended(dev, exc)`` is called
-    (``exc`` None: normally) and ``end_marker`` follows the device's last item into its queue;
-    ``wake(dev)`` tells the processing thread that ``dev`` has items.
+    ``steps_of(dev)`` gives a device's generator; when it ends, ``ended(dev, exc)``
+    is called (``exc`` None: normally) and ``end_marker`` follows the device's last
+    item into its queue; ``wake(dev)`` tells the processing thread that ``dev`` has items.
     """
 
-    #: items one device may produce before the others get their turn
+    #: items one device may produce per turn before the others get theirs
     TURN = 32
     #: the longest the loop sleeps without looking at stop()
     TICK_S = 0.2
@@ -55,159 +82,209 @@ class IoLoop:
     PARKED_S = 0.005
 
     def __init__(self, devices, steps_of, ended, end_marker, wake, helpers: int = 4):
-        # a plain selector loop: the processing thread owns it, no signal handling
-        self.loop = asyncio.SelectorEventLoop(selectors.DefaultSelector())
-        self.loop.set_default_executor(ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="gateway-open"))
-        self.devs = [_Dev(d, steps_of(d)) for d in devices]
+        self.sel = selectors.DefaultSelector()
+        self._r, self._w = socket.socketpair()  # calls finishing / stop() wake the selector
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self.sel.register(self._r, selectors.EVENT_READ, None)
+        self.states = [_State(d, steps_of(d)) for d in devices]
         self.ended, self.end_marker, self.wake = ended, end_marker, wake
-        self.n_live = len(self.devs)
+        self.pool = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="gateway-open")
+        self._called: deque = deque()   # (state, result, exception) of finished Calls (from pool threads)
+        self._timers: list = []          # heap of (due, seq, timer id, state)
+        self._seq = 0
         self._parked: set = set()
+        self._run_q: deque = deque()
+        self.n_live = len(self.states)
 
     def poke(self) -> None:
         """Wake the loop (thread-safe)."""
         try:
-            self.loop.call_soon_threadsafe(lambda: None)
-        except RuntimeError:  # closed
+            self._w.send(b"\0")
+        except OSError:  # full (it will wake anyway) or closed (it has ended)
             pass
 
-    # ------------------------------------------------------------------ one device
+    # ------------------------------------------------------------------ registration
 
-    def _readable(self, d: _Dev) -> None:
-        # unregistered at once, re-registered by the device's next Wait: a readiness report queued
-        # behind the read that took the bytes would otherwise wake the *next* Wait with nothing to
-        # read (on a tty with VMIN=0 an empty read means "gone": a live device dropped)
-        self._unregister(d)
-        w = d.waiter
-        if w is not None and not w.done():
-            w.set_result(True)
+    def _unregister(self, st: _State) -> None:
+        if st.fd is None:
+            return
+        key = self.sel.get_map().get(st.fd)
+        if key is not None and key.data is st:  # the number may belong to another device's new file now
+            self.sel.unregister(st.fd)           # (EpollSelector ignores a descriptor closed meanwhile)
+        st.fd = st.token = None
 
-    def _timeout(self, d: _Dev, w) -> None:
-        if not w.done():
-            w.set_result(False)
+    def _register(self, st: _State, fd: int, token) -> None:
+        if st.fd == fd and st.token == token:
+            return  # the usual case: the same descriptor as the last read, no system call
+        self._unregister(st)
+        key = self.sel.get_map().get(fd)
+        if key is not None:  # still registered for a file closed since: that owner's entry is stale
+            self.sel.unregister(fd)
+            if isinstance(key.data, _State):
+                key.data.fd = key.data.token = None
+        self.sel.register(fd, selectors.EVENT_READ, st)
+        st.fd, st.token = fd, token
 
-    def _unregister(self, d: _Dev) -> None:
-        if d.fd is not None:
-            try:
-                self.loop.remove_reader(d.fd)
-            except (ValueError, OSError):  # a descriptor closed meanwhile
-                pass
-            d.fd = None
+    def _set_timer(self, st: _State, delay: float) -> None:
+        st.timer += 1
+        self._seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + delay, self._seq, st.timer, st))
 
-    async def _wait(self, d: _Dev, x: Wait):
-        if x.fd is None:
-            self._unregister(d)
-            await asyncio.sleep(x.timeout)
-            return False
-        if d.fd != x.fd:
-            self._unregister(d)
-            self.loop.add_reader(x.fd, self._readable, d)
-            d.fd = x.fd
-        d.waiter = w = self.loop.create_future()
-        h = self.loop.call_later(x.timeout, self._timeout, d, w)
+    def _runnable(self, st: _State) -> None:
+        if not st.queued and not st.done:
+            st.queued = True
+            self._run_q.append(st)
+
+    # ------------------------------------------------------------------ advancing one device
+
+    def _end(self, st: _State, exc) -> None:
+        """The generator has ended (or must): release it; its end marker follows its items."""
+        st.ending = True
+        self._unregister(st)
+        st.timer += 1
         try:
-            return await w
-        finally:
-            h.cancel()
-            d.waiter = None
-
-    async def _put(self, d: _Dev, item) -> None:
-        while True:
-            try:
-                d.dev.queue.put_nowait(item)
-                self.wake(d.dev)
-                self.loop.stop()  # after this iteration: the processing round takes the items
-                return
-            except queue.Full:  # park: its descriptor is not read meanwhile, its sender held back
-                self._unregister(d)
-                d.drained = asyncio.Event()
-                self._parked.add(d)
-                await d.drained.wait()
-
-    async def _drive(self, d: _Dev) -> None:
-        gen, value, exc, n = d.steps, None, None, 0
-        error = None
-        try:
-            while not d.dev.source.closed:
-                try:
-                    x = gen.throw(exc) if exc is not None else gen.send(value)
-                except StopIteration:
-                    break
-                value = exc = None
-                if isinstance(x, Wait):
-                    value, n = await self._wait(d, x), 0
-                elif isinstance(x, Call):
-                    self._unregister(d)
-                    try:
-                        value = await self.loop.run_in_executor(None, x.fn)
-                    except Exception as e:  # handed back to the source, which knows what it means
-                        exc = e
-                    n = 0
-                else:
-                    await self._put(d, x)
-                    n += 1
-                    if n >= self.TURN:  # a flooding device: the others get their turn
-                        n = 0
-                        await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            pass
-        except Exception as e:  # this device's failure; the loop and the others go on
-            error = e
-        finally:
-            self._finish(d, error)
-        if not d.done:
-            await self._put(d, self.end_marker)
-            d.done = True
-            self.n_live -= 1
-
-    def _finish(self, d: _Dev, exc) -> None:
-        self._unregister(d)
-        try:
-            d.steps.close()
+            st.steps.close()
         except Exception:  # closing must not take the loop down
-            log.exception("device %s: closing its source", d.dev.id)
+            log.exception("device %s: closing its source", st.dev.id)
         try:
-            d.dev.source.close()
+            st.dev.source.close()
         except Exception:
-            log.exception("device %s: closing its source", d.dev.id)
-        self.ended(d.dev, exc)
+            log.exception("device %s: closing its source", st.dev.id)
+        self.ended(st.dev, exc)
+
+    def _put_pending(self, st: _State) -> bool:
+        try:
+            st.dev.queue.put_nowait(st.pending)
+        except queue.Full:  # park: its descriptor is not read meanwhile, its sender is held back
+            st.parked = True
+            self._parked.add(st)
+            self._unregister(st)
+            return False
+        st.pending = None
+        return True
+
+    def _advance(self, st: _State) -> bool:
+        """Run ``st`` until it waits, parks or has had its turn; True when it wants another turn."""
+        produced = False
+        try:
+            for _ in range(self.TURN):
+                if st.pending is not None:
+                    if not self._put_pending(st):
+                        return False
+                    produced = True
+                if st.ending:
+                    st.pending = self.end_marker
+                    if self._put_pending(st):
+                        st.done, produced = True, True
+                        self.n_live -= 1
+                    return False
+                if st.dev.source.closed:  # stop() or --max-seconds: end now, not at the next read
+                    self._end(st, None)
+                    continue
+                send, throw = st.send, st.throw
+                st.send = st.throw = None
+                try:
+                    x = st.steps.throw(throw) if throw is not None else st.steps.send(send)
+                except StopIteration:
+                    self._end(st, None)
+                    continue
+                except Exception as exc:  # this device's failure; the loop and the others go on
+                    self._end(st, exc)
+                    continue
+                if isinstance(x, Wait):
+                    if x.fd is None:
+                        self._unregister(st)
+                    else:
+                        self._register(st, x.fd, x.token)
+                    self._set_timer(st, x.timeout)
+                    return False
+                if isinstance(x, Call):
+                    self._unregister(st)
+                    st.timer += 1
+                    fut = self.pool.submit(x.fn)
+                    fut.add_done_callback(lambda f, st=st: self._call_done(st, f))
+                    return False
+                st.pending = x
+            return True
+        finally:
+            if produced:
+                self.wake(st.dev)
+
+    def _call_done(self, st: _State, fut) -> None:  # on a pool thread
+        exc = fut.exception()
+        self._called.append((st, None if exc is not None else fut.result(), exc))
+        self.poke()
 
     # ------------------------------------------------------------------ the loop
 
     def start(self) -> None:
-        """Start every device's task (opening its port)."""
-        for d in self.devs:
-            d.task = self.loop.create_task(self._drive(d))
+        """Queue every device for its first step (opening its port)."""
+        for st in self.states:
+            self._runnable(st)
 
     def poll_once(self, max_timeout: float) -> None:
-        """Run the event loop until a device has produced items or ``max_timeout`` s have passed
-        (0: one iteration)."""
-        for d in list(self._parked):
-            if not d.dev.queue.full():
-                self._parked.discard(d)
-                d.drained.set()
-        if self._parked:
-            max_timeout = min(max_timeout, self.PARKED_S)
-        loop = self.loop
-        h = loop.call_later(max_timeout, loop.stop) if max_timeout > 0 else loop.call_soon(loop.stop)
+        """One turn: wait at most ``max_timeout`` s for a descriptor, a timer or a finished call,
+        then give every device that can go on one turn."""
         try:
-            loop.run_forever()  # stops after the iteration in which stop() was called
-        except Exception:
+            if self._run_q:
+                timeout = 0.0
+            elif self._parked:
+                timeout = min(max_timeout, self.PARKED_S)
+            else:
+                timeout = min(max_timeout, self.TICK_S)
+                if self._timers:
+                    timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
+            for key, _ in self.sel.select(timeout):
+                st = key.data
+                if st is None:
+                    try:
+                        while self._r.recv(4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                st.timer += 1  # readable before its timeout: that timer is void
+                st.send = True
+                self._runnable(st)
+            while self._called:
+                st, result, exc = self._called.popleft()
+                st.send, st.throw = result, exc
+                self._runnable(st)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, tid, st = heapq.heappop(self._timers)
+                if tid == st.timer:  # not superseded by readiness or a newer wait
+                    st.timer += 1
+                    st.send = False
+                    self._runnable(st)
+            if self._parked:
+                for st in list(self._parked):
+                    if not st.dev.queue.full():
+                        st.parked = False
+                        self._parked.discard(st)
+                        self._runnable(st)
+            for _ in range(len(self._run_q)):  # one turn each; who wants more goes to the back
+                st = self._run_q.popleft()
+                st.queued = False
+                if not st.done and self._advance(st):
+                    self._runnable(st)
+        except Exception:  # a bug here must not hang the gateway: end every device with it
             log.exception("gateway I/O loop failed")
-        finally:
-            h.cancel()
+            for st in self.states:
+                if not st.ending:
+                    self._end(st, RuntimeError("the gateway's I/O loop failed"))
+                    self._runnable(st)
 
     def close(self) -> None:
-        """stop() or the end: cancel every task (each releases its source)."""
-        for d in self.devs:
-            if d.task is not None and not d.task.done():
-                d.task.cancel()
-            d.done = True
+        """stop() or the end: release every source; the gateway finishes each device with what it
+        has queued."""
+        for st in self.states:
+            if not st.ending:
+                self._end(st, None)
+            st.done = True
         self.n_live = 0
-        try:
-            self.loop.run_until_complete(asyncio.sleep(0))
-            for d in self.devs:
-                if d.task is not None and not d.task.done():
-                    self.loop.run_until_complete(asyncio.gather(d.task, return_exceptions=True))
-        except Exception:
-            log.exception("closing the gateway's I/O loop")
-        self.loop.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sel.close()
+        self._r.close()
+        self._w.close()

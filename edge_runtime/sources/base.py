@@ -171,7 +171,7 @@ class Source(ABC):
             self._lead_off_since = None
 
     #: True when :meth:`steps` never blocks (it yields :class:`~.steps.Wait` / :class:`~.steps.Call`
-    #: instead), so the gateway can drive it from its one asyncio event loop
+    #: instead), so the gateway can drive it from its one selector loop
     pollable: bool = False
 
     @abstractmethod

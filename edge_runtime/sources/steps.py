@@ -1,4 +1,4 @@
-"""Sources written once, driven two ways: a blocking loop (a reader thread) or the gateway's asyncio loop.
+"""Sources written once, driven two ways: a blocking loop (a reader thread) or the gateway's one selector.
 
 A source's :meth:`~.base.Source.steps` generator yields its items
 (:class:`~.base.Chunk`, :class:`~.base.LinkEvent`) and, where it would block,
@@ -14,8 +14,8 @@ a *request* instead of blocking:
 :func:`run_blocking` serves these requests in the caller's thread (``select``,
 ``sleep``, a direct call): the single-device ``edge-run`` and sources on their
 own thread. The gateway's :class:`~..gateway_io.IoLoop` serves them for all
-pollable devices from **one** thread (an asyncio task per device: ``add_reader``
-on the descriptor, ``Call`` in the loop's executor), so a hundred TCP wearables cost one thread, not a hundred contending for
+pollable devices from **one** thread (``selectors``; ``Call`` on a small
+pool; an asyncio driver was measured against it and lost: ``benchmarks/results/gateway/io_loop.md``), so a hundred TCP wearables cost one thread, not a hundred contending for
 the GIL. The reading logic (framing, reconnects, hints) exists once, in the
 source (the generator-based coroutine style of PEP 342; the same split of I/O
 readiness from protocol code as the "sans-I/O" pattern).
