@@ -79,6 +79,10 @@ class TFLiteModel:
     True
     """
 
+    #: public hook for conformance probes (``benchmarks/pi_probe.py``): callables given the raw
+    #: output tensor of every invoke, before dequantisation, by every instance
+    raw_output_hooks: list = []
+
     def __init__(self, bundle=None, num_threads: int = 1, use_xnnpack: bool = True,
                  kernels: str | None = None):
         if bundle is None:
@@ -190,7 +194,10 @@ class TFLiteModel:
         for i, w in enumerate(windows):
             interp.set_tensor(i_idx, self._quantise(w.reshape(self._in_shape)))
             interp.invoke()
-            out[i] = self._dequantise(interp.get_tensor(o_idx)).reshape(-1)[: out.shape[1]]
+            raw = interp.get_tensor(o_idx)
+            for hook in TFLiteModel.raw_output_hooks:
+                hook(raw)
+            out[i] = self._dequantise(raw).reshape(-1)[: out.shape[1]]
         return out
 
     def predict_int8(self, window):
