@@ -215,3 +215,18 @@ def test_sketch_core_builds_for_cortex_m4f_and_sends_decision_frames(micro, tmp_
     assert m["bytes"] == 56 * m["frames"], line  # 11 labels, "balanced": 56-byte frames (PROTOCOL.md)
     mem = wearable.memory(elf)
     assert mem["text"] < 64 * 1024 and mem["bss"] + mem["data"] + m["stack"] < 40 * 1024, (mem, m)
+
+
+def test_alarm_goes_on_and_off_the_same_way_in_c_and_in_the_gateway(micro, tmp_path):
+    """The nine bundled 100 Hz records of different people back to back (each twice, 180 s, with the
+    jumps between them): the alarm states change as the people do -- onset, ongoing, cleared -- and
+    the C chain follows the gateway through every change."""
+    _tool("gcc")
+    x = np.concatenate([np.tile(wp.read_lead_i(h.with_suffix(""))[0], 2) for h in REC100])
+    cfg = ChainConfig(100.0, persist_s=5.0)
+    exe = wp.build_host(micro, cfg, tmp_path / "h100", model_dir=wp.model_dir_for(micro, tmp_path))
+    c, _ = wp.run_c(exe, x)
+    rp = wp.compare("bundled 100 Hz records in sequence", wp.python_reference(x, 100.0, wp.reference_model(micro, "tflm"),
+                                                                           cfg), c, list(micro.card.labels))
+    assert rp.identical, rp
+    assert rp.states.get("onset") and rp.states.get("cleared") and rp.states.get("ongoing"), rp.states
