@@ -71,8 +71,15 @@ def build_wheel(repo: Path, out_dir: Path) -> Path:
     return wheels[0]
 
 
-def x86_install(wheel: Path, venv: Path, extras: str, log=print) -> dict:
-    """A fresh x86 venv with the wheel, as a user installs it; its freeze -> constraints for the images."""
+def x86_install(wheel: Path, venv: Path, extras: str, log=print, reuse: bool = False) -> dict:
+    """A fresh x86 venv with the wheel, as a user installs it; its freeze -> constraints for the images.
+    ``reuse``: keep an earlier run's venv and figures, reinstall only this wheel (``--no-deps``)."""
+    saved = venv / "install.json"
+    if reuse and saved.exists():
+        py = str(venv / "bin" / "python")
+        subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True,
+                       env=clean_pip_env())
+        return {**json.loads(saved.read_text()), "python": py, "reused": "venv from an earlier run"}
     if venv.exists():
         shutil.rmtree(venv)
     t0 = time.monotonic()
@@ -89,7 +96,9 @@ def x86_install(wheel: Path, venv: Path, extras: str, log=print) -> dict:
     constraints = venv / "constraints.txt"
     constraints.write_text("\n".join(f for f in freeze if f.split("==")[0].lower() not in NOT_PINNED) + "\n")
     log(f"target-pi: x86 reference venv ready ({install_s:.0f} s)")
-    return {"python": py, "install_s": round(install_s, 1), "packages": freeze, "constraints": str(constraints)}
+    res = {"install_s": round(install_s, 1), "packages": freeze, "constraints": str(constraints)}
+    saved.write_text(json.dumps(res))
+    return {**res, "python": py}
 
 
 def _pip_download(pkg: str, py: str, dest: Path) -> dict:

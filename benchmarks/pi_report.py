@@ -15,6 +15,10 @@ def lsb_text(t: dict) -> str:
     return f"{', '.join(parts) or 'n/a'} records (max {t.get('max_lsb')}; {share:.1f}% of values differ)"
 
 
+def _secs(v) -> str:
+    return "not recorded" if v is None else f"{v} s"
+
+
 def _yes(flag) -> str:
     return "**yes**" if flag else "**NO**"
 
@@ -26,7 +30,7 @@ def image_rows(report: dict) -> list:
         inst = img.get("install", {})
         for kernels, rep in img.get("replay", {}).items():
             for bundle, t in rep["compare"]["bundles"].items():
-                rows.append([name, f"Python {inst.get('python')}", f"{inst.get('install_s')} s",
+                rows.append([name, f"Python {inst.get('python')}", _secs(inst.get("install_s")),
                              f"{inst.get('import_s_emulated')} s",
                              f"{round((rep.get('peak_rss_kib_emulated') or 0) / 1024, 1)} MB",
                              kernels, bundle, str(t["records"]), f"{t['beats']} / {t['decisions']}",
@@ -134,7 +138,8 @@ def markdown(report: dict) -> str:
              f"- each record: `edge-run {report['edge_run_options']}` through `selfmis.benchmarks.pi_probe` "
              "(the raw int8 output of every invoke captured at edge_runtime/interpreter.py)",
              f"- wheel: `{report['wheel']['name']}` ({report['wheel']['size']} B), installed with "
-             f"`pip install '...whl[edge,mqtt,serve]'` from PyPI on x86 (reference, {report['x86']['install_s']} s) "
+             f"`pip install '...whl[edge,mqtt,serve]'` from PyPI on x86 (the reference; install "
+             f"{_secs(report['x86'].get('install_s'))}{', ' + report['x86']['reused'] if report['x86'].get('reused') else ''}) "
              "and in each image (versions held to the x86 install's)",
              "- emulation: Debian trees from debootstrap run through qemu-user (binfmt); install, import and RSS "
              "figures are emulated (RSS includes qemu's own), shown to compare images, not as Pi figures",

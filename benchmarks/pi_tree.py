@@ -117,13 +117,13 @@ def release_mounts(tree: Path) -> None:
 
 def chroot(tree: Path, command: str, timeout: float = 3600, env: dict | None = None, user: str | None = None,
            check: bool = True) -> subprocess.CompletedProcess:
-    """``sh -c command`` inside the tree, niced, with a clean environment (no host pip config:
+    """``sh -c command`` inside the tree, niced (``SELFMIS_PI_NICE``, default 10), with a clean environment (no host pip config:
     the host's wheel folders hold x86 wheels); stdout and stderr captured as text."""
     base = {"PATH": CHROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PIP_CONFIG_FILE": "/dev/null",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_DEFAULT_TIMEOUT": "180"}
     if user:
         base["HOME"] = f"/home/{user}"
-    argv = ["nice", "-n", "10", "chroot"]
+    argv = ["nice", "-n", os.environ.get("SELFMIS_PI_NICE", "10"), "chroot"]
     if user:
         argv += [f"--userspec={user}:{user}"]
     argv += [str(tree), "/usr/bin/env", "-i", *[f"{k}={v}" for k, v in {**base, **(env or {})}.items()],

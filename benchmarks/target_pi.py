@@ -83,13 +83,22 @@ def _copy_records(records, dest: Path) -> list:
     return out
 
 
-def install_in_tree(tree: Path, wheel: Path, constraints: Path) -> dict:
-    """The README's install, as user pi: venv, then pip install the wheel with the extras (timed)."""
+INSTALL_RECORD = "/opt/selfmis/.target-pi-install.json"
+
+
+def install_in_tree(tree: Path, wheel: Path, constraints: Path, reuse: bool = False) -> dict:
+    """The README's install, as user pi: venv, then pip install the wheel with the extras (timed).
+    ``reuse``: an image installed by an earlier run keeps its venv (and that run's install figures);
+    only this run's wheel is reinstalled over it (``--no-deps``)."""
     c = pi_tree.chroot
     c(tree, "id -u pi >/dev/null 2>&1 || useradd -m -s /bin/bash pi")
     c(tree, "install -d -o pi -g pi /opt/selfmis")
     shutil.copy2(wheel, tree / "home" / "pi" / wheel.name)
     shutil.copy2(constraints, tree / "home" / "pi" / "constraints.txt")
+    saved = tree / INSTALL_RECORD.lstrip("/")
+    if reuse and saved.exists():
+        c(tree, f"{VENV}/bin/pip install --no-deps --force-reinstall '/home/pi/{wheel.name}'", user="pi", timeout=3600)
+        return {**json.loads(saved.read_text()), "reused": "venv from an earlier run; this run's wheel reinstalled"}
     c(tree, f"rm -rf {VENV}")
     t0 = time.monotonic()
     c(tree, f"python3 -m venv {VENV}", user="pi")
@@ -103,9 +112,10 @@ def install_in_tree(tree: Path, wheel: Path, constraints: Path) -> dict:
     heavy = [f for f in freeze if f.split("==")[0].lower() in ("torch", "tensorflow", "tf-keras", "onnxruntime")]
     imp = c(tree, f"for i in 1 2 3; do {VENV}/bin/python -c 'import time; t=time.perf_counter(); "
                   "import selfmis.edge_runtime.cli; print(time.perf_counter()-t)'; done", user="pi").stdout.split()
-    return {"python": py[0], "machine": py[1], "install_s": round(install_s, 1), "sdists_built": built,
-            "packages": freeze, "heavy_packages": heavy,
-            "import_s_emulated": round(min(float(x) for x in imp), 3)}
+    res = {"python": py[0], "machine": py[1], "install_s": round(install_s, 1), "sdists_built": built,
+           "packages": freeze, "heavy_packages": heavy, "import_s_emulated": round(min(float(x) for x in imp), 3)}
+    saved.write_text(json.dumps(res))
+    return res
 
 
 def probe_in_tree(tree: Path, records_in_tree: list, kernels: str, out: Path) -> dict:
@@ -125,14 +135,18 @@ def probe_on_host(python: str, records: list, kernels: str) -> dict:
     return pi_compare.load_dump(r.stdout.splitlines())
 
 
-def run_image(image: str, args, wheel: Path, constraints: Path, records: list, ref: dict, work: Path) -> dict:
+def run_image(image: str, args, wheel: Path, constraints: Path, records: list, ref: dict, work: Path,
+              save=lambda: None) -> dict:
+    """Every check on one image; ``save()`` after each step (the report keeps what was measured)."""
     tree = pi_tree.cache_dir() / image if not args.cache else Path(args.cache) / image
     res = {"image": image, "suite": pi_tree.IMAGES[image][0], "arch": pi_tree.IMAGES[image][1]}
+    args.report["images"][image] = res
     res["bootstrap_s"] = round(pi_tree.bootstrap(image, tree, args.mirror, log), 1) or "cached"
     pi_tree.prepare(tree)
     try:
         log(f"target-pi: {image}: pip install the wheel [{EXTRAS}]")
-        res["install"] = install_in_tree(tree, wheel, constraints)
+        res["install"] = install_in_tree(tree, wheel, constraints, reuse=args.reuse)
+        save()
         data_dir = tree / "home" / "pi" / "records"
         in_tree = _copy_records(records, data_dir)
         pi_tree.chroot(tree, "chown -R pi:pi /home/pi/records")
@@ -143,9 +157,11 @@ def run_image(image: str, args, wheel: Path, constraints: Path, records: list, r
             res.setdefault("replay", {})[kernels] = {
                 "platform": got["dump"]["platform"], "peak_rss_kib_emulated": (got["dump"]["end"] or {}).get("peak_rss_kib"),
                 "seconds_emulated": got["seconds_emulated"], "compare": cmp}
+            save()
         if not args.skip_gateway:
             log(f"target-pi: {image}: 100-device gateway, 60 s of signal")
             res["gateway"] = gateway_check(tree, VENV, SAMPLE / "records500" / "00000" / "00271_hr")
+            save()
             log(f"target-pi: {image}: deploy + systemd unit")
             res["deploy"] = deploy_checks(tree, VENV, REPO / "edge_runtime" / "models" / "default", work)
     finally:
@@ -185,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="where the trees, wheel and x86 venv live (default $SELFMIS_CACHE/pi or ~/.cache/selfmis/pi)")
     p.add_argument("--mirror", default=None, help="Debian mirror (default: the one apt uses here)")
     p.add_argument("--skip-gateway", action="store_true", help="no gateway/deploy/systemd checks")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the x86 venv and the images' venvs of an earlier run (their install figures); "
+                        "reinstall only this run's wheel (--no-deps)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default benchmarks/results/pi)")
     return p
 
@@ -202,7 +221,7 @@ def main(argv=None) -> int:
     records = select_records(args.data, args.records)
     log(f"target-pi: {len(records)} records; building the wheel")
     wheel = build_wheel(REPO, cache / "dist")
-    x86 = x86_install(wheel, cache / "x86-venv", EXTRAS, log)
+    x86 = x86_install(wheel, cache / "x86-venv", EXTRAS, log, reuse=args.reuse)
     ref = {k: probe_on_host(x86["python"], records, k) for k in args.kernels}
     report = {"commit": git_state(REPO), "command": "python -m selfmis.benchmarks.target_pi "
               + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -223,9 +242,13 @@ def main(argv=None) -> int:
     for image in [i for i in args.images.split(",") if i]:
         if pi_tree.IMAGES[image][1] == "armhf":
             continue
-        report["images"][image] = run_image(image, args, wheel, Path(x86["constraints"]), records, ref, work)
-        report["elapsed_s"] = round(time.monotonic() - t_start, 1)
-        write_report(report, args.out)  # after each image: a long run keeps what it has measured
+        args.report = report
+
+        def save():  # after each step: a long run keeps what it has measured
+            report["elapsed_s"] = round(time.monotonic() - t_start, 1)
+            write_report(report, args.out)
+        run_image(image, args, wheel, Path(x86["constraints"]), records, ref, work, save)
+        save()
     ok = verdict(report)
     log(f"target-pi: {'every decision and alarm state equal' if ok else 'DIFFERENCES or failed checks: see the report'}")
     return 0 if ok else 1
