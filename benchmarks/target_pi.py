@@ -123,7 +123,7 @@ def probe_in_tree(tree: Path, records_in_tree: list, kernels: str, out: Path) ->
     cmd = (f"SELFMIS_TFLITE_KERNELS={kernels} {VENV}/bin/python -m selfmis.benchmarks.pi_probe "
            + " ".join(f"--bundle {b}" for b in BUNDLES) + " " + " ".join(records_in_tree))
     t0 = time.monotonic()
-    r = pi_tree.chroot(tree, cmd + " 2>/dev/null", user="pi", timeout=6 * 3600)
+    r = pi_tree.chroot(tree, cmd, user="pi", timeout=6 * 3600)  # stderr: progress, and the error if any
     out.write_text(r.stdout)
     return {"seconds_emulated": round(time.monotonic() - t0, 1), "dump": pi_compare.load_dump(r.stdout.splitlines())}
 
