@@ -18,7 +18,7 @@ from pathlib import Path
 
 from selfmis.benchmarks.machine import cpu_info, peak_estimate
 
-__all__ = ["git_state", "build_wheel", "clean_pip_env", "x86_install", "armhf_wheels", "kernel_cost",
+__all__ = ["git_state", "build_wheel", "sha256", "cached", "clean_pip_env", "x86_install", "armhf_wheels", "kernel_cost",
            "pi_latency_estimate", "PI_BOARDS", "ARMV7_PLATFORMS"]
 
 ARMV7_PLATFORMS = ("linux_armv7l", "manylinux2014_armv7l", "manylinux_2_31_armv7l", "manylinux_2_36_armv7l")
@@ -68,7 +68,24 @@ def build_wheel(repo: Path, out_dir: Path) -> Path:
     wheels = sorted(out_dir.glob("selfmis_edge-*.whl"))
     if len(wheels) != 1:
         raise RuntimeError(f"{out_dir}: expected one selfmis_edge wheel, found {[w.name for w in wheels]}")
+    (out_dir / "wheel.json").write_text(json.dumps({"built_from": git_state(repo), "sha256": sha256(wheels[0])}))
     return wheels[0]
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def cached(path: Path, key: dict, compute):
+    """``compute()``, or the value stored in ``path`` by an earlier run with the same ``key``."""
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored["value"]
+    value = compute()
+    path.write_text(json.dumps({"key": key, "value": value}))
+    return value
 
 
 def x86_install(wheel: Path, venv: Path, extras: str, log=print, reuse: bool = False) -> dict:

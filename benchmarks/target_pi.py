@@ -35,8 +35,8 @@ from pathlib import Path
 
 from selfmis.benchmarks import pi_compare, pi_report, pi_tree
 from selfmis.benchmarks.pi_gateway import deploy_checks, gateway_check
-from selfmis.benchmarks.pi_host import (armhf_wheels, build_wheel, git_state, kernel_cost, x86_install,
-                                        pi_latency_estimate)
+from selfmis.benchmarks.pi_host import (armhf_wheels, build_wheel, cached, kernel_cost, pi_latency_estimate,
+                                        x86_install)
 
 __all__ = ["main", "select_records", "install_in_tree", "probe_in_tree", "verdict"]
 
@@ -128,11 +128,12 @@ def probe_in_tree(tree: Path, records_in_tree: list, kernels: str, out: Path) ->
     return {"seconds_emulated": round(time.monotonic() - t0, 1), "dump": pi_compare.load_dump(r.stdout.splitlines())}
 
 
-def probe_on_host(python: str, records: list, kernels: str) -> dict:
+def probe_on_host(python: str, records: list, kernels: str) -> list:
+    """pi_probe in the x86 reference venv: its JSON Lines."""
     r = subprocess.run([python, "-m", "selfmis.benchmarks.pi_probe", *sum([["--bundle", b] for b in BUNDLES], []),
                         *map(str, records)], capture_output=True, text=True, check=True,
                        env={**os.environ, "SELFMIS_TFLITE_KERNELS": kernels}, cwd=tempfile.gettempdir())
-    return pi_compare.load_dump(r.stdout.splitlines())
+    return r.stdout.splitlines()
 
 
 def run_image(image: str, args, wheel: Path, constraints: Path, records: list, ref: dict, work: Path,
@@ -220,25 +221,35 @@ def main(argv=None) -> int:
     pi_tree.ensure_host_tools(log)
     records = select_records(args.data, args.records)
     log(f"target-pi: {len(records)} records; building the wheel")
-    wheel = build_wheel(REPO, cache / "dist")
+    wheels = sorted((cache / "dist").glob("selfmis_edge-*.whl"))
+    if args.reuse and len(wheels) == 1 and (cache / "dist" / "wheel.json").exists():
+        wheel = wheels[0]  # the wheel an earlier run built (its commit is in wheel.json)
+    else:
+        wheel = build_wheel(REPO, cache / "dist")
+    built = json.loads((cache / "dist" / "wheel.json").read_text())
     x86 = x86_install(wheel, cache / "x86-venv", EXTRAS, log, reuse=args.reuse)
-    ref = {k: probe_on_host(x86["python"], records, k) for k in args.kernels}
-    report = {"commit": git_state(REPO), "command": "python -m selfmis.benchmarks.target_pi "
+    key = {"wheel": built["sha256"], "records": [str(r) for r in records]}
+    ref = {k: pi_compare.load_dump(cached(work / f"x86-{k}.json", key if args.reuse else {"fresh": time.time()},
+                                          lambda k=k: probe_on_host(x86["python"], records, k)))
+           for k in args.kernels}
+    report = {"commit": built["built_from"], "command": "python -m selfmis.benchmarks.target_pi "
               + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": {"bundled": "core/sample_data/ptbxl (records100 + records500)",
                        "subset": f"{args.data.name}/records500: {args.records} of "
                                  f"{len(list((args.data / 'records500').glob('*/*.hea')))} records, evenly spaced",
                        "records": [pi_compare.record_name(str(r)) for r in records]},
               "edge_run_options": "--replay REC --fast --model BUNDLE --persist-s 0",
-              "wheel": {"name": wheel.name, "size": wheel.stat().st_size},
+              "wheel": {"name": wheel.name, "size": wheel.stat().st_size, "sha256": built["sha256"]},
               "x86": {**{k: v for k, v in x86.items() if k != "python"},
                       "platform": ref[args.kernels[0]]["platform"]},
               "x86_reference_vs_default": (pi_compare.compare_dumps(ref["default"], ref["reference"])
                                            if {"default", "reference"} <= set(ref) else None),
-              "kernel_cost_x86": kernel_cost(x86["python"]),
+              "kernel_cost_x86": cached(work / "kernel_cost.json", key if args.reuse else {"fresh": time.time()},
+                                        lambda: kernel_cost(x86["python"])),
               "images": {}}
     report["pi_latency"] = pi_latency_estimate(report["kernel_cost_x86"])
-    report["armhf"] = armhf_wheels(wheel, EXTRAS, cache / "armhf", log)
+    report["armhf"] = cached(work / "armhf.json", key if args.reuse else {"fresh": time.time()},
+                             lambda: armhf_wheels(wheel, EXTRAS, cache / "armhf", log))
     for image in [i for i in args.images.split(",") if i]:
         if pi_tree.IMAGES[image][1] == "armhf":
             continue
