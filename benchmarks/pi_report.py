@@ -62,7 +62,7 @@ def _checks(report: dict) -> list:
     for name, img in report.get("images", {}).items():
         inst = img.get("install", {})
         heavy = inst.get("heavy_packages") or []
-        out.append(f"- **{name}** (Debian {img['suite']} {img['arch']}, bootstrap {img.get('bootstrap_s')} s): "
+        out.append(f"- **{name}** (Debian {img['suite']} {img['arch']}, debootstrap: {_secs(img.get('bootstrap_s')) if img.get('bootstrap_s') != 'cached' else 'the cached tree'}): "
                    f"sdists built by pip: {inst.get('sdists_built') or 'none'} (a compiler needed: "
                    f"{'yes' if inst.get('sdists_built') else 'no'}); torch/TensorFlow/onnxruntime installed: "
                    f"{heavy or 'none'}; packages: {', '.join(inst.get('packages', []))}")
