@@ -119,10 +119,13 @@ def x86_install(wheel: Path, venv: Path, extras: str, log=print, reuse: bool = F
 
 
 def _pip_download(pkg: str, py: str, dest: Path) -> dict:
+    dest = Path(tempfile.mkdtemp(prefix=f"{pkg}-", dir=dest))  # empty: pip says "Saved" for every file
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", py,
            "-d", str(dest)] + sum([["--platform", p] for p in ARMV7_PLATFORMS], []) + [pkg]
     r = subprocess.run(cmd, capture_output=True, text=True, env=clean_pip_env(), timeout=600)
-    saved = [line.split("/")[-1] for line in r.stdout.splitlines() if line.startswith("Saved ")]
+    shutil.rmtree(dest, ignore_errors=True)
+    saved = [line.split("/")[-1] for line in r.stdout.splitlines()
+             if line.startswith("Saved ") or line.startswith("File was already downloaded")]
     errors = [line for line in (r.stderr + r.stdout).splitlines() if line.startswith("ERROR")]
     return {"wheel": saved[0] if saved else None, "error": errors[-1] if errors else None}
 
@@ -132,6 +135,8 @@ def armhf_wheels(wheel: Path, extras: str, work: Path, log=print) -> dict:
     log("target-pi: armhf: which wheels exist for linux_armv7l")
     work.mkdir(parents=True, exist_ok=True)
     found = {}
+    (work / "3.11").mkdir(exist_ok=True)
+    (work / "3.13").mkdir(exist_ok=True)
     for py in ("3.11", "3.13"):  # Pi OS Bookworm, Trixie
         for pkg in ("ai-edge-litert", "tflite-runtime", "numpy", "pyserial", "bleak", "paho-mqtt"):
             found[f"{pkg} cp{py.replace('.', '')}"] = _pip_download(pkg, py, work / py)
