@@ -70,7 +70,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     converted = convert_stage(exported, student, data, opts, work, spec)
     verified = verify_stage(teacher, student, exported, converted, data, opts, spec)
     calibration = calibrate_stage(verified, data, opts)
-    shipped = bundle_stage(out, teacher, student, exported, converted, verified, calibration, data, opts, spec)
+    shipped = bundle_stage(out, teacher, student, converted, verified, calibration, data, opts, spec)
 
     report = report_of(opts, teacher, student, converted, verified, shipped, time.time() - t0)
     j, m = write_results(scrub_paths(report), opts.results or work / "results")

@@ -184,7 +184,7 @@ def distil_stage(teacher: Teacher, data: Data, opts: PipelineOptions, work: Path
 @dataclass
 class Exported:
     path: Path
-    ops: list
+    ops: list              # as exported (the card records them as converted: Converted.onnx_ops)
     ort_diff: float        # onnxruntime vs torch, max |d logit| on 64 test windows
 
 
@@ -196,6 +196,7 @@ class Converted:
     sizes: dict            # bytes
     fp32_dir: Path         # work bundles (no thresholds yet) through which the runtime's interpreter runs them
     int8_dir: Path
+    onnx_ops: list         # of the ONNX file as converted (onnx2tf simplifies it in place: folds Constant nodes)
 
 
 def export_stage(student: Student, data: Data, work: Path, spec: PreprocessSpec) -> Exported:
@@ -224,7 +225,7 @@ def convert_stage(exported: Exported, student: Student, data: Data, opts: Pipeli
                                             spec=spec, params=student.params))
     cardmod.bundle_tflite(int8_dir, files.int8,
                           cardmod.make_card(files.int8, files.layout, labels, spec=spec, params=student.params))
-    return Converted(files, calib, ops, sizes, fp32_dir, int8_dir)
+    return Converted(files, calib, ops, sizes, fp32_dir, int8_dir, onnx_op_types(exported.path))
 
 
 # ---------------------------------------------------------------- verification
@@ -366,7 +367,7 @@ def _auroc_row(res: dict) -> dict:
     return out
 
 
-def _training(teacher: Teacher, student: Student, exported: Exported, conv: Converted, data: Data,
+def _training(teacher: Teacher, student: Student, conv: Converted, data: Data,
               opts: PipelineOptions, spec: PreprocessSpec) -> dict:
     folds = teacher.folds
     data_used = data_summary(data.name, [*data.ds_train.ecg_ids, *data.ds_val.ecg_ids, *data.ds_test.ecg_ids],
@@ -383,7 +384,7 @@ def _training(teacher: Teacher, student: Student, exported: Exported, conv: Conv
                 "selection": "best validation-fold MI AUROC" if opts.select_on_val else "last epoch",
                 "calibration": {"n_windows": int(len(conv.calib)), "from": f"training folds {list(folds.train)}",
                                 "seed": opts.seed},
-                "quant_type": opts.quant_type, "onnx_ops": exported.ops, "tflite_ops": conv.ops["int8"],
+                "quant_type": opts.quant_type, "onnx_ops": conv.onnx_ops, "tflite_ops": conv.ops["int8"],
                 "provenance": provenance(opts.command or None, data_used)}
     prov = teacher.path.parent / "provenance.json"  # written by selfmis train
     if teacher.kind == "selfmis" and prov.is_file():
@@ -410,11 +411,11 @@ def _card(teacher: Teacher, student: Student, conv: Converted, verified: Verifie
     return with_calibration(card, _clean(scrub_paths(calibration)))
 
 
-def bundle_stage(out: Path, teacher: Teacher, student: Student, exported: Exported, conv: Converted,
+def bundle_stage(out: Path, teacher: Teacher, student: Student, conv: Converted,
                  verified: Verified, calibration: dict, data: Data, opts: PipelineOptions,
                  spec: PreprocessSpec) -> Shipped:
     """The int8 bundle at ``out``, written once with its complete card, then loaded back through the runtime."""
-    training = _training(teacher, student, exported, conv, data, opts, spec)
+    training = _training(teacher, student, conv, data, opts, spec)
     card = _card(teacher, student, conv, verified, calibration, training, list(data.tasks), spec)
     # TFLite Micro (the microcontroller target): measured arena, parity with LiteRT on the validation windows;
     # run on the work copy of the same int8 file, with the final card (its thresholds decide the flips)
