@@ -213,7 +213,12 @@ def choose_calibration(z, y, methods=CALIBRATION_METHODS, k: int = SELECTION_FOL
 
 
 def reliability(y, p, n_bins: int = N_BINS) -> list:
-    """Per equal-width bin: (lower edge, upper edge, n, mean predicted, fraction positive)."""
+    """Per equal-width bin: (lower edge, upper edge, n, mean predicted, fraction positive).
+
+    Not ``sklearn.calibration.calibration_curve``: the card records every bin with its count (empty bins
+    too), which that function drops, and it closes bins on the right (p = 0.5 falls in [0.4, 0.5]) where
+    ECE as published here and in every card so far closes them on the left (p = 0.5 in [0.5, 0.6)).
+    """
     y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
     idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
     out = []

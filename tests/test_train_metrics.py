@@ -97,3 +97,38 @@ def test_frechet_distance():
     A = rng.normal(0, 1, (2000, 4))
     assert frechet_distance(A, A) == pytest.approx(0, abs=1e-6)
     assert frechet_distance(A, A + 3) == pytest.approx(36, rel=0.05)  # |mu shift|^2 = 4*9
+
+
+def _auroc_mann_whitney(y, s):
+    """The hand-written AUROC this project used before scikit-learn (rank sum, ties one half)."""
+    from scipy.stats import rankdata
+
+    y, s = np.asarray(y).astype(bool), np.asarray(s, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    r = rankdata(s)
+    return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _auprc_tie_groups(y, s):
+    """The hand-written average precision this project used before scikit-learn (ties one threshold)."""
+    y, s = np.asarray(y).astype(bool), np.asarray(s, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    tp = np.cumsum(y_sorted)[last]
+    precision, recall = tp / (last + 1), tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+@pytest.mark.parametrize("decimals", [None, 2, 1])  # None: no ties; 1-2: many tied scores (int8-like logits)
+def test_sklearn_metrics_equal_the_hand_written_ones(decimals):
+    rng = np.random.default_rng(7)
+    for n, prev in ((20, 0.3), (200, 0.1), (1000, 0.5)):
+        y = rng.random(n) < prev
+        s = rng.normal(size=n) + y
+        if decimals is not None:
+            s = np.round(s, decimals)
+        assert auroc(y, s) == pytest.approx(_auroc_mann_whitney(y, s), abs=1e-12)
+        assert auprc(y, s) == pytest.approx(_auprc_tie_groups(y, s), abs=1e-12)
+    lo_hi = bootstrap_ci(y, s, auroc, n_boot=50, seed=0)
+    assert lo_hi[0] < auroc(y, s) < lo_hi[1]

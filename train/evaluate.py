@@ -31,30 +31,25 @@ MIN_POSITIVES = 5
 # --------------------------------------------------------------------------- metrics
 
 def auroc(y, s) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties count one half)."""
-    from scipy.stats import rankdata
+    """Area under the ROC curve (scikit-learn's ``roc_auc_score``: ties count one half, the Mann-Whitney U);
+    NaN when ``y`` holds one class only."""
+    from sklearn.metrics import roc_auc_score
 
     y, s = np.asarray(y).astype(bool), np.asarray(s, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def auprc(y, s) -> float:
-    """Average precision (step-wise area under precision-recall; ties grouped)."""
+    """Average precision (scikit-learn's ``average_precision_score``: step-wise area under precision-recall,
+    tied scores one threshold); NaN without positives."""
+    from sklearn.metrics import average_precision_score
+
     y, s = np.asarray(y).astype(bool), np.asarray(s, dtype=np.float64)
-    n_pos = int(y.sum())
-    if n_pos == 0:
+    if not y.any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # end of each tie group
-    tp = np.cumsum(y_sorted)[last]
-    fp = (last + 1) - tp
-    precision, recall = tp / (tp + fp), tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y, s))
 
 
 def bootstrap_ci(y, s, metric=auroc, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):

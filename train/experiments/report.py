@@ -56,11 +56,10 @@ def _plots(runs, methods, results):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sklearn.metrics import roc_curve
+
     def roc(y, s):
-        o = np.argsort(-s)
-        y = y[o].astype(bool)
-        tpr = np.r_[0, np.cumsum(y) / max(1, y.sum())]
-        fpr = np.r_[0, np.cumsum(~y) / max(1, (~y).sum())]
+        fpr, tpr, _ = roc_curve(np.asarray(y).astype(bool), s)  # tied scores: one point, not a staircase
         return fpr, tpr
     for task in ("MI", "IMI"):
         fig, axes = plt.subplots(1, 2, figsize=(11, 5))
