@@ -14,8 +14,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from selfmis.bundle import Bundle, sha256_file
@@ -33,6 +31,7 @@ from .export_onnx import export_onnx, onnx_op_types, onnx_parity
 from .latency import tflite_latency_ms, torch_latency_ms
 from .metrics import sigmoid
 from .micro import micro_report
+from .options import MAX_INT8_BYTES, PipelineOptions
 from .predict import tflite_predict, torch_predict
 from .report import _clean  # strict JSON in the card (NaN -> null)
 from .student import count_params
@@ -40,15 +39,9 @@ from .teacher import TeacherError, load_teacher, save_standin, teacher_outputs, 
 from .validate import INT8_MI_AUROC_TOL, ValidationError, check_fp32_parity, compare_int8
 from .windows import Folds, TRAIN_STRIDE_S, load_lead1, record_mean, windows_of
 
-if TYPE_CHECKING:  # the options live with run_pipeline, which imports this module
-    from .pipeline import PipelineOptions
-
-__all__ = ["MAX_INT8_BYTES", "Teacher", "Data", "Student", "Exported", "Converted", "Verified", "Shipped",
+__all__ = ["Teacher", "Data", "Student", "Exported", "Converted", "Verified", "Shipped",
            "teacher_stage", "data_stage", "ready_teacher", "distil_stage", "export_stage", "convert_stage",
            "verify_stage", "calibrate_stage", "bundle_stage", "report_of"]
-
-#: The shipped int8 file must fit a smartwatch-class flash budget.
-MAX_INT8_BYTES = 64 * 1024
 
 #: The four models scored side by side, in the table's order.
 MODELS = ("teacher", "student_torch", "student_fp32_tflite", "student_int8_tflite")
