@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 from selfmis.bundle import Bundle, sha256_file
