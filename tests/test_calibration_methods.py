@@ -16,6 +16,12 @@ from selfmis.quantize.metrics import sigmoid
 def _card(calibration: dict, labels=("MI", "NORM")) -> ModelCard:
     raw = json.loads((default_bundle_dir() / "card.json").read_text())
     raw.update(labels=list(labels), calibration=calibration)
+    # The schema checks labels against the model's outputs and every per-label table against the labels.
+    raw["output"]["shape"] = [1, len(labels)]
+    keep = lambda t: {k: v for k, v in t.items() if k in labels}  # noqa: E731
+    raw["thresholds"] = keep(raw["thresholds"])
+    for op in raw["operating_points"].values():
+        op["thresholds"] = keep(op["thresholds"])
     return ModelCard.from_dict(raw)
 
 

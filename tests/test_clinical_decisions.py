@@ -165,6 +165,17 @@ def test_runtime_json_chooses_the_operating_point(tmp_path):
     assert a.operating_point == "alarm" and a.persist_s == 60
 
 
+def _close(a, b, rel=1e-9) -> bool:
+    """Same structure, same strings, numbers equal to ``rel`` (a decision threshold moves by ~1e-16)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return a == pytest.approx(b, rel=rel, abs=1e-12)
+    return a == b
+
+
 def test_selfmis_calibrate_reproduces_the_shipped_card(shared_ptbxl, tmp_path):
     """The shipped card's calibration and thresholds come from `selfmis calibrate`, as a user runs it."""
     import subprocess
@@ -176,6 +187,7 @@ def test_selfmis_calibrate_reproduces_the_shipped_card(shared_ptbxl, tmp_path):
     assert r.returncode == 0, r.stderr
     new, shipped = load_bundle(tmp_path / "b").card, _shipped_card()
     assert new.sha256 == shipped.sha256  # the model is not touched
-    assert new.calibration == shipped.calibration
-    assert new.operating_points == shipped.operating_points
+    # Equal up to the last bits of a float64: a newer numpy/scipy/BLAS may sum in another order.
+    assert _close(new.calibration, shipped.calibration)
+    assert _close(new.operating_points, shipped.operating_points)
     assert new.metrics["calibration"]["fit_split"] == "strat_fold [1]"
