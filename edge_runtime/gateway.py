@@ -271,6 +271,11 @@ class Gateway:
             dev.recorder.close()  # never raises: a failed last flush becomes the `recording` event
             tail += dev.recorder.take_events()
         self.emit_all(dev, tail)
+        if dev.capped and dev.error and not dev.error.startswith("pipeline:"):
+            # --max-seconds was reached first: the source ended (a BLE disconnect, a lost port) after
+            # the signal this run asked for, so its ending is not part of the run (as before one runtime).
+            log.info("%s%s (after --max-seconds)", f"device {dev.id}: " if self.tagged else "", dev.error)
+            dev.error, dev.exit_code = None, ExitCode.OK
         if dev.error:
             dev.state = "failed" if dev.exit_code == ExitCode.SOURCE else "lost"
             log.error("%s%s", f"device {dev.id}: " if self.tagged else "", dev.error)
