@@ -113,6 +113,15 @@ def markdown(res: dict) -> str:
           "behind the other devices included).", ""]
     if res.get("decision"):
         L += ["## Decision", "", res["decision"], ""]
+    first = res.get("superseded_first_run")
+    if first:  # kept in the JSON, so the report says what was measured before and why it does not count
+        L += ["## The first run (superseded)", "",
+              f"At commit `{first['commit']}`, {first['date']}: `{first['command']}`. Superseded: "
+              f"{first['why_superseded']}", "",
+              "| devices | loop | runs | CPU % | p50 ms | p99 ms (median) | p99 worst |", "|---|---|---|---|---|---|---|"]
+        L += [f"| {r['devices']} | {r['loop']} | {r['runs']} | {r['cpu_pct']} | {r['p50_ms']} | {r['p99_ms']} | "
+              f"{r['p99_worst_ms']} |" for r in first["summary"]]
+        L += [""]
     return "\n".join(L)
 
 

@@ -33,7 +33,7 @@ from selfmis.train.experiments.report import render_markdown as accuracy_markdow
 from selfmis.train.scaling import markdown as scaling_markdown
 
 from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_scale, live_paths
-from . import is_ecg, replay_formats, training_scale, wearable_model
+from . import hostile, io_loop, is_ecg, pi_report, replay_formats, training_scale, wearable_model, wearable_report
 from .report import render_markdown as bench_markdown
 from .students_report import render as students_markdown
 
@@ -163,6 +163,13 @@ STUDIES = (
           "python -m selfmis.benchmarks.wearable_model --subset stratified --out {out}"),
     Study("is-ecg", "hostile/is_ecg.md", "hostile/is_ecg.json", is_ecg.markdown,
           "python -m selfmis.benchmarks.is_ecg --out benchmarks/results/hostile"),
+    Study("hostile", "hostile/hostile.md", "hostile/hostile.json", hostile.markdown,
+          "python -m selfmis.benchmarks.hostile --size-kb 512 --out benchmarks/results/hostile"),
+    Study("io-loop", "gateway/io_loop.md", "gateway/io_loop.json", io_loop.markdown,
+          "python -m selfmis.benchmarks.io_loop --n 100,200 --reps 1 --warmup 10 --measure 20 --rt"),
+    Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
+    Study("wearable", "wearable/README.md", "wearable/wearable.json", wearable_report.markdown,
+          "make target-wearable"),
     Study("accuracy", "accuracy/README.md", "accuracy/report.json", _accuracy,
           "python -m selfmis.train.experiments --phase all"),
 )

@@ -15,7 +15,14 @@ def _m(v) -> str:
 
 
 def write_report(res: dict, out: Path) -> None:
+    """README.md (rendered by :func:`markdown`) and wearable.png into ``out``."""
     out = Path(out)
+    (out / "README.md").write_text(markdown(res))
+    _plot(res, out / "wearable.png")
+
+
+def markdown(res: dict) -> str:
+    """README.md of benchmarks/results/wearable, from wearable.json alone."""
     L = [f"# The wearable decides on its own: C chain on a Cortex-M4F", "",
          f"Commit `{res['commit']}`, command `{res['command']}`.", f"Data: {res['data']}.",
          f"Toolchain: gcc {res['toolchain']['gcc']}, arm-none-eabi-gcc {res['toolchain']['arm-none-eabi-gcc']}, "
@@ -88,8 +95,7 @@ def write_report(res: dict, out: Path) -> None:
           "in CI (QEMU's trace runs at ~0.1-0.6 M instructions per second). About 3.5 min on a loaded 2-core "
           "machine.", "", "Assumptions (value, unit, source):", ""]
     L += [f"- `{k}` = {v['value']} {v['unit']}: {v['source']}" for k, v in res["energy_assumptions"].items()]
-    (out / "README.md").write_text("\n".join(L) + "\n")
-    _plot(res, out / "wearable.png")
+    return "\n".join(L) + "\n"
 
 
 def _plot(res: dict, path: Path) -> None:
