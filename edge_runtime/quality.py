@@ -154,7 +154,8 @@ class QualityGate:
         """Verdict on any stretch (a tail shorter than half a block is not judged)."""
         if len(x) < self.block // 2:
             return []
-        return assess_block(x, flags & 1, flags & 4, **self.kwargs)
+        # booleans: a mean of ``flags & 4`` would be 4x the saturated fraction
+        return assess_block(x, (flags & 1) != 0, (flags & 4) != 0, **self.kwargs)
 
     _assess = assess
 

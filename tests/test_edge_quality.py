@@ -97,3 +97,14 @@ def test_assess_block_reasons():
     assert assess_block(ecg + np.random.default_rng(0).normal(0, 0.3, 100)) == ["noise"]
     assert assess_block(ecg, lead_off=np.ones(100, bool)) == ["lead_off"]
     assert assess_block(ecg, saturated=np.r_[np.ones(10), np.zeros(90)].astype(bool)) == ["saturation"]
+
+
+def test_gate_saturation_threshold_is_two_percent_of_samples():
+    """The device's saturation flag (bit 2) gates a block above 2% of its samples, not above 0.5%."""
+    from selfmis.edge_runtime.quality import QualityGate
+    t = np.arange(100) / 100.0
+    ecg = (np.where((t % 0.8) < 0.04, 1.0, 0.0) + 0.05 * np.sin(2 * np.pi * t)).astype(np.float32)
+    for n_sat, gated in ((1, False), (2, False), (3, True)):
+        flags = np.zeros(100, np.uint8)
+        flags[:n_sat] = 4
+        assert QualityGate(fs=100.0).assess(ecg, flags) == (["saturation"] if gated else []), n_sat

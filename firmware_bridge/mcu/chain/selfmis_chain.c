@@ -157,7 +157,7 @@ static uint32_t assess(const smx_real *x, const uint8_t *fl, int n) {
   uint32_t r = 0;
   if (n < SMX_Q_BLOCK / 2) return 0;
   for (i = 0; i < n; i++) { if (fl[i] & F_LEAD_OFF) r |= SMX_Q_LEAD_OFF; if (fl[i] & F_SAT) sat++; }
-  if (n && 4.0 * sat / n > 0.02) r |= SMX_Q_SATURATION;  /* np.mean(flags & 4) > 0.02, as written */
+  if (n && (double)sat / n > 0.02) r |= SMX_Q_SATURATION;  /* quality.py: saturated fraction > 2% */
   if (r || n < 4) return r;
   for (i = 0; i < n; i++) xs[i] = (double)x[i];
   smx_sort_d(xs, n);
