@@ -7,8 +7,6 @@ at the sketch's sample rate. TCP runs on loopback against ``selfmis-sim --tcp``.
 from __future__ import annotations
 
 import json
-import os
-import re
 import socket
 import subprocess
 import sys
@@ -19,12 +17,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from pty_feed import PtyFeed
 from test_edge_support import model_bundle, quiet_env, record_path
 
 from selfmis import protocol as P
 from selfmis import ascii_sketch
 from selfmis.edge_runtime.pipeline import Pipeline
-from selfmis.edge_runtime.sources.base import Chunk, LinkEvent
 from selfmis.edge_runtime.sources.rate import RateEstimator, snap_rate
 from selfmis.edge_runtime.sources.serial import SerialSource, raw_reader
 
@@ -48,48 +46,7 @@ def ecg_counts(fs: float, seconds: float) -> np.ndarray:
     return np.round(y * 1000).astype(int)
 
 
-class Sketch:
-    """A pty fed like a sketch: ``lines[i]`` is printed at ``i / fs`` s (bursts every 10 ms);
-    ``header`` is printed first (and again every second: a header printed once in ``setup()``
-    is gone before a reader opens the port -- pyserial flushes input on open)."""
-
-    def __init__(self, lines, fs: float, header: bytes = b""):
-        import tty
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        self.path = os.ttyname(self.slave)
-        self.lines, self.fs, self.header = lines, fs, header
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        if self.header:
-            os.write(self.master, self.header)
-        t0, i, n = time.monotonic(), 0, len(self.lines)
-        next_header = t0 + 1.0
-        while not self.stop.is_set() and i < n:
-            now = time.monotonic()
-            due = min(n, int((now - t0) * self.fs) + 1)
-            if due > i:
-                try:
-                    if self.header and now >= next_header:
-                        os.write(self.master, self.header)
-                        next_header += 1.0
-                    os.write(self.master, b"".join(self.lines[i:due]))
-                except OSError:
-                    return
-                i = due
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(2)
-        for fd in (self.master, self.slave):
-            os.close(fd)
+Sketch = PtyFeed.at_rate  # lines[i] at i / fs s, bursts every 10 ms
 
 
 def println(values) -> list:

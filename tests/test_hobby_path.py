@@ -18,12 +18,11 @@ import re
 import subprocess
 import sys
 import threading
-import time
-import tty
 
 import numpy as np
 import pytest
 
+from pty_feed import PtyFeed
 from test_edge_support import model_bundle, quiet_env
 
 from selfmis.readers import read_record
@@ -39,11 +38,14 @@ def _lead_i():
     return rec.lead("I").astype(np.float64), float(rec.fs)
 
 
-class ArduinoSketch:
+class ArduinoSketch(PtyFeed):
     """A sketch's ``loop()`` at a baud rate, printing ``line(t_s, mv, lead_off)`` each iteration.
 
     ``loop_ms``: the time one iteration takes besides printing (``delay()`` + ``analogRead()``
     ~0.11 ms). ``lead_off``: (start, duration) spans in seconds. ``header``: printed once at start.
+    Each line is scheduled when its last character has left the UART; an Uno resets when a
+    program opens its port (DTR), so ``setup()`` -- and a header printed there -- runs then:
+    the sketch starts when the test sets ``opened``.
     """
 
     TX_BUFFER = 64
@@ -51,12 +53,12 @@ class ArduinoSketch:
     def __init__(self, line, baud: int, loop_ms: float, seconds: float, lead_off=(), header: bytes = b"",
                  signal=None):
         x, fs = _lead_i() if signal is None else signal
-        self.schedule = []  # (time the line has left the UART, bytes)
+        schedule = []  # (time the line has left the UART, bytes)
         cps = baud / 10.0
         t = uart_free = 0.0
         if header:
             uart_free = len(header) / cps
-            self.schedule.append((uart_free, header))
+            schedule.append((uart_free, header))
         while t < seconds:
             off = any(a <= t < a + d for a, d in lead_off)
             mv = float(np.interp((t % (len(x) / fs)) * fs, np.arange(len(x)), x))
@@ -65,49 +67,10 @@ class ArduinoSketch:
             if backlog + len(data) > self.TX_BUFFER:  # Serial.print blocks until there is room
                 t = uart_free - (self.TX_BUFFER - len(data)) / cps
             uart_free = max(uart_free, t) + len(data) / cps
-            self.schedule.append((uart_free, data))
+            schedule.append((uart_free, data))
             t += loop_ms / 1000.0
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        self.path = os.ttyname(self.slave)
-        self.stop = threading.Event()
-        #: an Uno resets when a program opens its port (DTR), so setup() -- and a header printed
-        #: there -- runs then: the sketch starts when the reader says it is connected
         self.opened = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def rate(self, t0: float, t1: float) -> float:
-        """Lines per second the sketch printed between t0 and t1 (s)."""
-        n = sum(t0 <= t < t1 for t, _ in self.schedule)
-        return n / (t1 - t0)
-
-    def _run(self):
-        while not self.opened.wait(0.05):
-            if self.stop.is_set():
-                return
-        t0, i, n = time.monotonic(), 0, len(self.schedule)
-        while not self.stop.is_set() and i < n:
-            now = time.monotonic() - t0
-            j = i
-            while j < n and self.schedule[j][0] <= now:
-                j += 1
-            if j > i:
-                try:
-                    os.write(self.master, b"".join(d for _, d in self.schedule[i:j]))
-                except OSError:
-                    return
-                i = j
-            time.sleep(0.005)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(2)
-        for fd in (self.master, self.slave):
-            os.close(fd)
+        super().__init__(schedule, wait_open=self.opened)
 
 
 def counts(mv: float) -> int:
