@@ -78,11 +78,15 @@ def _workstation(*args, check=True) -> subprocess.CompletedProcess:
 def deploy_checks(tree: Path, venv: str, bundle: Path, work: Path) -> dict:
     """Pack a release on the workstation, push it into the tree's /opt/selfmis (the Pi's disk), run it
     there, install the service as the README says and ``systemd-analyze verify`` it inside the tree."""
-    archive = work / "release.tar.gz"
-    _workstation("deploy", "bundle", bundle, "-o", archive, "--version", "0.1.0-pi")
+    archive, key = work / "release.tar.gz", work / "release_key"
+    if not key.is_file():  # the README's release key: the gateway activates only what it signed
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release", "-f", str(key)],
+                       check=True)
+    _workstation("deploy", "trust", tree / "opt" / "selfmis", "--pubkey", f"{key}.pub")
+    _workstation("deploy", "bundle", bundle, "-o", archive, "--version", "0.1.0-pi", "--sign-key", key)
     push = _workstation("deploy", "push", archive, tree / "opt" / "selfmis")
     current = tree / "opt" / "selfmis" / "current"
-    res = {"push_exit": push.returncode, "current": str(current.readlink()) if current.is_symlink() else None,
+    res = {"push_exit": push.returncode, "signed_by": json.loads(push.stdout).get("signed_by"), "current": str(current.readlink()) if current.is_symlink() else None,
            "current_relative": current.is_symlink() and not current.readlink().is_absolute()}
     chroot(tree, "chown -R pi:pi /opt/selfmis")
     st = chroot(tree, f"{venv}/bin/selfmis deploy status /opt/selfmis", user="pi", check=False)
@@ -94,7 +98,7 @@ def deploy_checks(tree: Path, venv: str, bundle: Path, work: Path) -> dict:
                            "model": next((json.loads(x).get("model") for x in run.stdout.splitlines()
                                           if '"summary"' in x), None)}
     res["service"] = _service(tree, venv)
-    res["ok"] = (res["current_relative"] and st.returncode == 0 and run.returncode == 0 and len(decisions) > 0
+    res["ok"] = (res["current_relative"] and res["signed_by"] == "release" and st.returncode == 0 and run.returncode == 0 and len(decisions) > 0
                  and res["service"]["verify_exit"] == 0 and res["service"]["enable_exit"] == 0)
     return res
 

@@ -16,7 +16,14 @@ code    name        meaning
                     not permitted or not readable
 5       LOST        a live device was lost after the reconnect retries
 6       OUTLET      an outlet (MQTT broker, web port, LSL) could not start
+7       TARGET      a deploy target (a gateway over ssh or a local release
+                    directory) cannot be reached or written, is busy, or
+                    refuses the operation (nothing to roll back to, a version
+                    installed with other files, a failed ``--post-cmd``)
 ======  ==========  ==========================================================
+
+``selfmis deploy`` ends a refused *release* (caps, hashes, card, an unsigned or
+untrusted signature, a gateway without ``allowed_signers``) with MODEL.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ class ExitCode(IntEnum):
     SOURCE = 4
     LOST = 5
     OUTLET = 6
+    TARGET = 7
 
 
 class CodedError(Exception):

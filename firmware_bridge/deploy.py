@@ -8,7 +8,11 @@
             size and sha256 of every file).
 ``push``    verify the archive, install it as ``releases/<version>/`` on a
             local directory or ``HOST:PATH`` (ssh/scp), switch ``current``
-            atomically, keep the old one as ``previous``.
+            atomically, keep the old one as ``previous``. The gateway
+            activates only a release signed by a key of its
+            ``allowed_signers`` (``trust``); a gateway without one refuses
+            every release unless ``--allow-unsigned`` (logged as a warning).
+``trust``   set a gateway's ``allowed_signers`` (once, at install).
 ``rollback`` switch ``current`` back to ``previous``.
 ``status``  show current/previous/installed releases.
 ``gateway-config`` write a validated ``gateway.json`` (several devices, web
@@ -20,522 +24,42 @@
             (:mod:`.c_model`); an operator it does not implement is refused
             (exit code ``MODEL``).
 
-The gateway side is :mod:`.gateway_ops` (stdlib only); for a remote target
-its source is piped to ``python3 -`` over ssh, so the gateway needs Python 3
-and sshd, nothing else.  Authentication is whatever your ssh config says;
-``BatchMode=yes`` is always set so a missing key fails instead of hanging
-on a password prompt.
+
+The modules: :mod:`.deploy_release` (pack, sign, verify archives), :mod:`.deploy_target` (push,
+trust, rollback, status, the systemd unit), :mod:`.tflm_export` (the TFLite Micro C array),
+:mod:`.gateway_ops` (what runs on the gateway, stdlib only). This module is the CLI and
+re-exports their entry points. Exit codes: :class:`selfmis.exit_codes.ExitCode`; a refused
+release is ``MODEL`` (3), an unreachable, busy or refusing gateway ``TARGET`` (7), bad
+arguments ``USAGE`` (2), a missing input ``SOURCE`` (4).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import io
 import json
 import logging
 import os
-import shlex
-import subprocess
 import sys
-import tarfile
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional
 
-from selfmis.bundle import CARD_NAME, BundleError, load_bundle, read_tflite_graph  # load_bundle verifies card + model sha256
-from selfmis.exit_codes import CodedError
+from selfmis.bundle import load_bundle
+from selfmis.exit_codes import CodedError, ExitCode
 from selfmis.runtime_config import CONFIG_NAME as RUNTIME_CONFIG_NAME
-from selfmis.runtime_config import default_runtime_config
 
-from . import c_model, deploy_gateway, gateway_ops
+from . import c_model, deploy_gateway
 from .deploy_gateway import GATEWAY_CONFIG_NAME
-from .gateway_ops import DeployError, MANIFEST, RELEASE_FORMAT, RELEASE_FORMAT_VERSION, check_version
+from .deploy_release import pack_bundle, sign_manifest, verify_archive
+from .deploy_target import (SYSTEMD_BACKOFF_VERSION, is_remote, push, render_systemd_unit, rollback,
+                            status, trust)
+from .gateway_ops import DeployError
+from .tflm_export import TFLiteSummary, estimate_arena, export_c_array, read_tflite
 
-__all__ = ["DeployError", "pack_bundle", "verify_archive", "push", "rollback", "status",
-           "is_remote", "render_systemd_unit", "TFLiteSummary", "read_tflite", "export_c_array", "main",
-           "RUNTIME_CONFIG_NAME"]
+__all__ = ["DeployError", "pack_bundle", "sign_manifest", "verify_archive", "push", "trust", "rollback",
+           "status", "is_remote", "render_systemd_unit", "SYSTEMD_BACKOFF_VERSION", "TFLiteSummary",
+           "read_tflite", "estimate_arena", "export_c_array", "main", "RUNTIME_CONFIG_NAME"]
 
 log = logging.getLogger("selfmis.firmware_bridge.deploy")
-
-SYSTEMD_UNIT = Path(__file__).resolve().parent / "systemd" / "selfmis-edge.service"
-
-
-# --------------------------------------------------------------------------
-# Packing
-# --------------------------------------------------------------------------
-
-def _created() -> str:
-    """Now, or SOURCE_DATE_EPOCH (reproducible builds) when set."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
-    return when.isoformat(timespec="seconds")
-
-
-def _gateway_file(gateway_config) -> bytes:
-    """A gateway.json for a release: checked by edge-run's validator; without a ``model`` it runs the
-    release's own bundle (``"."``: the release folder, where the config sits)."""
-    if isinstance(gateway_config, dict):
-        cfg, name = dict(gateway_config), GATEWAY_CONFIG_NAME
-    else:
-        name = str(gateway_config)
-        try:
-            cfg = json.loads(Path(gateway_config).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DeployError(f"{gateway_config}: unreadable gateway config ({e})") from None
-    if not isinstance(cfg, dict):
-        raise DeployError(f"{name}: the top level must be a JSON object")
-    if not cfg.get("model"):
-        cfg["model"] = "."
-    try:
-        deploy_gateway.validate_gateway_config(cfg, name)
-    except ValueError as e:
-        raise DeployError(str(e)) from None
-    return (json.dumps(cfg, indent=2) + "\n").encode()
-
-
-def sign_manifest(manifest_bytes: bytes, key) -> bytes:
-    """An OpenSSH signature of the manifest (``ssh-keygen -Y sign -n selfmis-release``) with the
-    private ed25519 key at ``key``; the manifest pins every file's sha256, so this signs the release."""
-    with tempfile.TemporaryDirectory() as tmp:
-        msg = Path(tmp) / MANIFEST
-        msg.write_bytes(manifest_bytes)
-        try:
-            p = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", gateway_ops.SIG_NAMESPACE,
-                                str(msg)], capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise DeployError(f"ssh-keygen (OpenSSH) is needed to sign a release: {e}") from None
-        sig = msg.with_name(MANIFEST + ".sig")
-        if p.returncode != 0 or not sig.is_file():
-            raise DeployError(f"{key}: ssh-keygen could not sign ({p.stderr.decode('utf-8', 'replace').strip()})")
-        return sig.read_bytes()
-
-
-def pack_bundle(bundle_dir, out_archive, version: str, runtime_config=None, gateway_config=None,
-                sign_key=None) -> dict:
-    """Pack a bundle directory into a verified release archive; return its manifest.
-
-    ``runtime_config``: a dict, a path to a JSON file, or None (use
-    ``runtime.json`` in the bundle directory if present, else
-    :func:`default_runtime_config`). ``gateway_config`` (a dict or a path):
-    a multi-device ``gateway.json`` to ship as well (see :func:`_gateway_file`).
-    The archive is reproducible: sorted members, fixed mtimes and owners, no
-    gzip timestamp.
-    """
-    check_version(version)
-    try:
-        bundle = load_bundle(bundle_dir)
-    except ValueError as e:  # BundleError
-        raise DeployError(str(e)) from None
-    files: Dict[str, bytes] = {
-        bundle.card.model_file: bundle.model_path.read_bytes(),
-        CARD_NAME: (bundle.directory / CARD_NAME).read_bytes(),
-    }
-    if runtime_config is None and (bundle.directory / RUNTIME_CONFIG_NAME).is_file():
-        runtime_config = bundle.directory / RUNTIME_CONFIG_NAME
-    if runtime_config is None:
-        cfg = default_runtime_config(bundle.card)
-    elif isinstance(runtime_config, dict):
-        cfg = runtime_config
-    else:
-        try:
-            cfg = json.loads(Path(runtime_config).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DeployError(f"{runtime_config}: unreadable runtime config ({e})") from None
-    files[RUNTIME_CONFIG_NAME] = (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode()
-    if gateway_config is not None:
-        files[GATEWAY_CONFIG_NAME] = _gateway_file(gateway_config)
-    manifest = {
-        "format": RELEASE_FORMAT,
-        "format_version": RELEASE_FORMAT_VERSION,
-        "version": version,
-        "model": bundle.card.name,
-        "model_file": bundle.card.model_file,
-        "created": _created(),
-        "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-                  for name, data in sorted(files.items())},
-    }
-    members = [(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())]
-    if sign_key is not None:
-        members.append((gateway_ops.SIGNATURE, sign_manifest(members[0][1], sign_key)))
-    members += sorted(files.items())
-    out_archive = Path(out_archive)
-    out_archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_archive.with_name(out_archive.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, out_archive)
-    verify_archive(out_archive)
-    return manifest
-
-
-def verify_archive(archive, allowed_signers=None) -> dict:
-    """Check an archive (streamed, capped: :func:`gateway_ops.read_archive`), its hashes, its card
-    (the schema, via :func:`load_bundle`) and, given an ``allowed_signers`` file, its signature;
-    return the manifest (with ``signed``: whether it carries a signature)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest, files = gateway_ops.read_archive(str(archive), tmp)
-        if CARD_NAME not in files:
-            raise DeployError(f"{archive}: no card.json in the release")
-        try:
-            load_bundle(tmp)  # schema, model file inside the bundle, TFL3, sha256 against the card
-        except ValueError as e:  # BundleError
-            raise DeployError(f"{archive}: {e}") from None
-        if allowed_signers is not None:
-            manifest["signed_by"] = gateway_ops.verify_signature(
-                (Path(tmp) / MANIFEST).read_bytes(), files.get(gateway_ops.SIGNATURE), str(allowed_signers))
-        manifest["signed"] = gateway_ops.SIGNATURE in files
-    return manifest
-
-
-# --------------------------------------------------------------------------
-# Push / rollback
-# --------------------------------------------------------------------------
-
-def is_remote(to: str) -> bool:
-    """``HOST:PATH`` / ``user@host:PATH`` (scp rule: a colon before any slash)."""
-    to = str(to)
-    head, sep, _ = to.partition(":")
-    return bool(sep) and bool(head) and "/" not in head
-
-
-def _ssh_base(options: Sequence[str]) -> List[str]:
-    opts = ["-o", "BatchMode=yes"]
-    for o in options:
-        opts += ["-o", o]
-    return opts
-
-
-def _remote(host: str, op: str, args: Sequence[str], ssh_options: Sequence[str],
-            ssh: str = "ssh", python: str = "python3", timeout: float = 120) -> dict:
-    """Run gateway_ops.OP on HOST by piping its source into ``python3 -``."""
-    src = Path(gateway_ops.__file__).read_text(encoding="utf-8")
-    # ssh joins arguments into one remote shell command line: quote each
-    remote_cmd = " ".join(shlex.quote(a) for a in [python, "-", op, *args])
-    cmd = [ssh, *_ssh_base(ssh_options), host, remote_cmd]
-    log.debug("running %s", " ".join(shlex.quote(c) for c in cmd))
-    try:
-        p = subprocess.run(cmd, input=src.encode(), capture_output=True, timeout=timeout)
-    except FileNotFoundError:
-        raise DeployError(f"{ssh!r} not found; install an OpenSSH client") from None
-    except subprocess.TimeoutExpired:
-        raise DeployError(f"ssh {host}: no answer within {timeout:.0f} s") from None
-    out = p.stdout.decode("utf-8", "replace").strip().splitlines()
-    try:
-        result = json.loads(out[-1]) if out else None
-    except ValueError:
-        result = None
-    if result is None:
-        err = p.stderr.decode("utf-8", "replace").strip()
-        raise DeployError(f"ssh {host} {op} failed (exit {p.returncode}): {err or 'no output'}")
-    if "error" in result:
-        raise DeployError(f"{host}: {result['error']}")
-    return result
-
-
-def _split_remote(to: str):
-    host, _, path = str(to).partition(":")
-    return host, (path or ".")
-
-
-def push(archive, to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] = None,
-         ssh: str = "ssh", scp: str = "scp", force: bool = False, keep: Optional[int] = None) -> dict:
-    """Install ``archive`` under ``to`` (a local directory or ``HOST:PATH``) and activate it.
-
-    ``ssh_options`` are ``Key=Value`` strings passed as ``-o`` to both ssh
-    and scp (``Port=2222``, ``IdentityFile=~/.ssh/pi``, ...).
-    ``post_cmd`` runs on the gateway after the switch, e.g.
-    ``sudo systemctl restart selfmis-edge``.  ``keep``: delete all but the
-    ``keep`` newest releases afterwards (``current``/``previous`` always stay).
-    """
-    manifest = verify_archive(archive)
-    if not manifest["signed"]:
-        log.warning("%s is not signed: a gateway with an allowed_signers file will refuse it "
-                    "(selfmis deploy bundle --sign-key KEY)", archive)
-    if not is_remote(to):
-        return gateway_ops.install(str(to), str(archive), post_cmd=post_cmd, force=force, keep=keep)
-    host, path = _split_remote(to)
-    incoming = _remote(host, "prepare", [path], ssh_options, ssh)["incoming"]
-    remote_archive = f"{incoming}/{manifest['version']}-{os.getpid()}.tar.gz"
-    cmd = [scp, "-q", *_ssh_base(ssh_options), str(archive), f"{host}:{remote_archive}"]
-    try:
-        p = subprocess.run(cmd, capture_output=True, timeout=600)
-    except FileNotFoundError:
-        raise DeployError(f"{scp!r} not found; install an OpenSSH client") from None
-    if p.returncode != 0:
-        raise DeployError(f"scp to {host} failed (exit {p.returncode}): "
-                          f"{p.stderr.decode('utf-8', 'replace').strip()}")
-    if force:
-        log.warning("force is only honoured for local targets")
-    return _remote(host, "install", [path, remote_archive, post_cmd or "",
-                                     "" if keep is None else str(int(keep))], ssh_options, ssh)
-
-
-def trust(to, public_key_file, principal: str = "release", ssh_options: Sequence[str] = (),
-          ssh: str = "ssh") -> dict:
-    """Set the gateway's ``allowed_signers`` (at install): from then on it activates only releases
-    signed by the private half of ``public_key_file`` (an ed25519 ``.pub``)."""
-    try:
-        key = Path(public_key_file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DeployError(f"{public_key_file}: cannot read the public key ({e})") from None
-    if not is_remote(to):
-        return gateway_ops.trust(str(to), key, principal)
-    host, path = _split_remote(to)
-    return _remote(host, "trust", [path, key.strip(), principal], ssh_options, ssh)
-
-
-def rollback(to, ssh_options: Sequence[str] = (), post_cmd: Optional[str] = None,
-             ssh: str = "ssh") -> dict:
-    """Switch ``current`` back to ``previous`` on a local directory or ``HOST:PATH``."""
-    if not is_remote(to):
-        return gateway_ops.rollback(str(to), post_cmd=post_cmd)
-    host, path = _split_remote(to)
-    return _remote(host, "rollback", [path, post_cmd or ""], ssh_options, ssh)
-
-
-def status(to, ssh_options: Sequence[str] = (), ssh: str = "ssh") -> dict:
-    if not is_remote(to):
-        return gateway_ops.status(str(to))
-    host, path = _split_remote(to)
-    return _remote(host, "status", [path], ssh_options, ssh)
-
-
-#: systemd 254 added RestartSteps= / RestartMaxDelaySec= (restart backoff)
-SYSTEMD_BACKOFF_VERSION = 254
-# ProtectHome=yes makes these invisible to the service; a root or venv inside them needs read-only
-_HOME_DIRS = ("/home", "/root", "/run/user")
-
-
-def _under(path: str, parents) -> bool:
-    path = os.path.normpath(path)
-    return any(path == p or path.startswith(p + "/") for p in parents)
-
-
-def render_systemd_unit(root: str = "/opt/selfmis", user: str = "selfmis",
-                        venv: Optional[str] = None, edge_args: Optional[str] = None,
-                        systemd_version: Optional[int] = None) -> str:
-    """The unit template ``systemd/selfmis-edge.service`` with other paths/user/arguments.
-
-    ``root``/``venv`` must be absolute (systemd rejects relative paths).  A root
-    or venv under ``/home``, ``/root`` or ``/run/user`` gets
-    ``ProtectHome=read-only`` (``yes`` would hide it from the service).
-    ``systemd_version`` (``systemctl --version`` on the gateway): below 254 the
-    restart-backoff keys it does not know are left out.
-    """
-    root = os.path.normpath(root) if root else "/"
-    venv = os.path.normpath(venv) if venv else f"{root.rstrip('/')}/venv"
-    for what, path in (("--root", root), ("--venv", venv)):
-        if not os.path.isabs(path):
-            raise DeployError(f"{what} {path!r}: systemd needs an absolute path")
-        if any(c.isspace() or c in "\"'\\%$" for c in path):
-            raise DeployError(f"{what} {path!r}: use a path without spaces, quotes, % or $ "
-                              "(systemd would split or expand it)")
-    if not user or any(c.isspace() for c in user):
-        raise DeployError(f"--user {user!r}: not a user name")
-    text = SYSTEMD_UNIT.read_text(encoding="utf-8")
-    text = text.replace("/opt/selfmis/venv", venv).replace("/opt/selfmis/", root.rstrip("/") + "/")
-    text = text.replace("/opt/selfmis", root)
-    out = []
-    for ln in text.splitlines():
-        if ln.startswith("User="):
-            ln = f"User={user}"
-        elif ln.startswith('Environment="SELFMIS_EDGE_ARGS=') and edge_args is not None:
-            ln = f'Environment="SELFMIS_EDGE_ARGS={edge_args}"'
-        elif ln.startswith("ProtectHome=") and (_under(root, _HOME_DIRS) or _under(venv, _HOME_DIRS)):
-            ln = "ProtectHome=read-only"
-        elif ln.startswith(("RestartSteps=", "RestartMaxDelaySec=")) and systemd_version is not None \
-                and systemd_version < SYSTEMD_BACKOFF_VERSION:
-            continue
-        out.append(ln)
-    return "\n".join(out) + "\n"
-
-
-# --------------------------------------------------------------------------
-# The TFLite Micro export (the model is read by selfmis.bundle.read_tflite_graph)
-# --------------------------------------------------------------------------
-
-class TFLiteSummary(dict):
-    """Plain-dict summary of a .tflite: ops, tensors, arena estimate."""
-
-
-def read_tflite(data: bytes) -> TFLiteSummary:
-    """What TFLite Micro needs to know from a model, read by :func:`selfmis.bundle.read_tflite_graph`.
-
-    Returns a dict with ``ops`` (sorted operator names, custom ops by their
-    name, also listed in ``custom_ops``), ``op_versions``, ``inputs``/``outputs``
-    (name, shape, dtype), ``n_tensors``, ``n_operators``, ``weights_bytes`` and
-    ``arena`` (see :func:`estimate_arena`).
-    """
-    try:
-        g = read_tflite_graph(data)
-    except BundleError as e:
-        raise DeployError(str(e)) from None
-    versions: Dict[str, int] = {}
-    for op in g.operators:
-        versions[op.name] = max(op.version, versions.get(op.name, 0))
-    tensors = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes,
-                "constant": t.constant, "variable": t.variable, "dynamic": any(d < 0 for d in t.shape)}
-               for t in g.tensors]
-
-    def io_spec(i):
-        t = tensors[i]
-        return {"name": t["name"], "shape": t["shape"], "dtype": t["dtype"]}
-
-    summary = TFLiteSummary(
-        ops=g.operator_names, custom_ops=sorted({op.name for op in g.operators if op.custom}),
-        op_versions=versions,
-        inputs=[io_spec(i) for i in g.inputs if 0 <= i < len(tensors)],
-        outputs=[io_spec(i) for i in g.outputs if 0 <= i < len(tensors)],
-        n_tensors=len(tensors), n_operators=len(g.operators), n_subgraphs=g.n_subgraphs,
-        weights_bytes=sum(t["bytes"] for t in tensors if t["constant"]),
-        description=g.description)
-    summary["arena"] = estimate_arena(tensors, [(0, op.inputs, op.outputs) for op in g.operators],
-                                      g.inputs, g.outputs)
-    return summary
-
-
-def estimate_arena(tensors, operators, inputs, outputs, align: int = 16) -> dict:
-    """Tensor-arena size estimate for TFLite Micro (an *estimate*, not a guarantee).
-
-    Computed as:
-
-    1. ``activations``: peak over the operators, in execution order, of the
-       total size of the non-constant tensors alive at that operator (each
-       rounded up to ``align`` bytes).  A tensor lives from the operator that
-       produces it (graph inputs: from the start) to the last operator that
-       reads it (graph outputs: to the end); variable tensors live
-       throughout.  This is what an ideal memory planner achieves; TFLM's
-       greedy planner is usually within a few percent of it.
-    2. ``overhead``: TFLM's persistent bookkeeping, taken as 64 B per tensor
-       + 128 B per operator + 1 KiB, a rough allowance from TFLM's
-       ``TfLiteEvalTensor``/node structures; kernel scratch buffers (e.g.
-       CMSIS-NN convolutions) are *not* included.
-    3. ``recommended`` = (activations x 1.1 + overhead) rounded up to 1 KiB.
-
-    Measure the real value on the target with
-    ``MicroInterpreter::arena_used_bytes()`` and trim the arena to it.
-    """
-    n_ops = len(operators)
-    first, last = {}, {}
-    for i in inputs:
-        first[i] = 0
-    for k, (_, ins, outs) in enumerate(operators):
-        for t in outs:
-            first.setdefault(t, k)
-        for t in ins:
-            if t >= 0:
-                first.setdefault(t, k)
-                last[t] = k
-    for o in outputs:
-        last[o] = max(n_ops - 1, 0)
-
-    def size(t):
-        return -(-tensors[t]["bytes"] // align) * align
-
-    live_peak, peak_at = 0, 0
-    for k in range(max(n_ops, 1)):
-        live = sum(size(t) for t in range(len(tensors))
-                   if not tensors[t]["constant"] and (
-                       tensors[t]["variable"]
-                       or (t in first and first[t] <= k <= last.get(t, first[t]))))
-        if live > live_peak:
-            live_peak, peak_at = live, k
-    overhead = 64 * len(tensors) + 128 * n_ops + 1024
-    recommended = -(-int(live_peak * 1.1 + overhead) // 1024) * 1024
-    return {"activations_peak_bytes": live_peak, "peak_at_operator": peak_at,
-            "overhead_bytes": overhead, "recommended_bytes": recommended,
-            "dynamic_shapes": any(t["dynamic"] for t in tensors),
-            "method": "peak live non-constant tensors (16-byte aligned) x 1.1 + "
-                      "64 B/tensor + 128 B/op + 1 KiB; excludes kernel scratch buffers"}
-
-
-def _camel(op: str) -> str:
-    """CONV_2D -> Conv2D, the MicroMutableOpResolver::Add* naming."""
-    return "".join(p if p[:1].isdigit() else p.capitalize() for p in op.split("_"))
-
-
-def export_c_array(tflite_path, out_dir, name: str = "g_model", header_name: str = "model_data.h",
-                   measured: Optional[dict] = None) -> dict:
-    """Write ``model_data.h`` / ``model_data.cc`` for TensorFlow Lite Micro.
-
-    The array is 16-byte aligned (TFLM reads the flatbuffer in place) and the
-    header lists the operators to register and the arena size: the one TFLite Micro
-    measured (``measured``: a card's ``micro`` entry, written by ``selfmis quantize``)
-    when there is one, else the estimate, labelled as such.  Returns the
-    :func:`read_tflite` summary plus the paths written.
-    """
-    if not name.isidentifier():
-        raise DeployError(f"{name!r} is not a valid C identifier")
-    data = Path(tflite_path).read_bytes()
-    info = read_tflite(data)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    arena = info["arena"]
-    if measured and measured.get("measured") and measured.get("arena_bytes"):
-        arena_bytes = int(measured["arena_bytes"])
-        arena_text = (f"// Tensor arena: MEASURED {arena_bytes} bytes\n"
-                      f"//   (TFLite Micro {measured.get('tflite_micro', '?')} allocator on the host: the smallest "
-                      f"arena that allocates, found by bisection;\n"
-                      f"//    a 32-bit MCU needs at most this; the estimate was {arena['recommended_bytes']} B).")
-        info["arena"] = dict(arena, measured_bytes=arena_bytes, method_used="measured")
-    else:
-        arena_bytes = int(arena["recommended_bytes"])
-        arena_text = (f"// Tensor arena: ESTIMATE {arena_bytes} bytes (no TFLite Micro measurement in the card:\n"
-                      f"//   pip install 'selfmis-edge[micro]' and re-run selfmis quantize to measure it;\n"
-                      f"//   {arena['method']};\n"
-                      f"//    activation peak {arena['activations_peak_bytes']} B at operator {arena['peak_at_operator']},\n"
-                      f"//    overhead {arena['overhead_bytes']} B"
-                      f"{', model has dynamic shapes: estimate is a lower bound' if arena['dynamic_shapes'] else ''}).\n"
-                      f"//   Check with MicroInterpreter::arena_used_bytes() on the target.")
-        info["arena"] = dict(arena, method_used="estimate")
-    guard = "SELFMIS_" + header_name.upper().replace(".", "_").replace("-", "_")
-    custom = info["custom_ops"]
-    builtin = [op for op in info["ops"] if op not in custom]
-    resolver = "\n".join(f"//   resolver.Add{_camel(op)}();" for op in builtin)
-    h = f"""// Generated by `selfmis deploy export-c` from {Path(tflite_path).name}
-// ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}...). Do not edit.
-//
-// Operators used ({len(info['ops'])}): {', '.join(info['ops']) or 'none'}
-// Register them with a resolver sized to that count, e.g.
-//   static tflite::MicroMutableOpResolver<{max(1, len(info['ops']))}> resolver;
-{resolver}
-{''.join(f'//   (custom op {c!r}: register your own kernel with resolver.AddCustom)' + chr(10) for c in custom)}//
-// Inputs:  {'; '.join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info['inputs'])}
-// Outputs: {'; '.join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info['outputs'])}
-//
-{arena_text}
-#ifndef {guard}
-#define {guard}
-
-#include <cstddef>
-#include <cstdint>
-
-constexpr std::size_t k{_camel(name)}TensorArenaSize = {arena_bytes};
-extern const unsigned char {name}[];
-extern const unsigned int {name}_len;
-
-#endif  // {guard}
-"""
-    rows = [", ".join(f"0x{b:02x}" for b in data[i:i + 12]) for i in range(0, len(data), 12)]
-    cc = (f'// Generated by `selfmis deploy export-c`. Do not edit.\n'
-          f'#include "{header_name}"\n\n'
-          f"// alignas(16): TFLite Micro uses the flatbuffer in place\n"
-          f"alignas(16) const unsigned char {name}[] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
-          f"const unsigned int {name}_len = {len(data)};\n")
-    hp, cp = out_dir / header_name, out_dir / (Path(header_name).stem + ".cc")
-    hp.write_text(h, encoding="utf-8")
-    cp.write_text(cc, encoding="utf-8")
-    info["header"], info["source"] = str(hp), str(cp)
-    return info
 
 
 # --------------------------------------------------------------------------
@@ -583,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="afterwards delete all but the N newest releases (current/previous stay)")
     p.add_argument("--force", action="store_true", help="replace a different release of the same "
                                                        "version (local targets)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="on a gateway WITHOUT allowed_signers (no `trust` yet), install the release "
+                        "unverified instead of refusing it (logged as a warning; a gateway with "
+                        "allowed_signers still requires a valid signature)")
     _add_ssh_args(p)
     r = sub.add_parser("rollback", help="switch back to the previous release")
     r.add_argument("to")
@@ -632,60 +160,86 @@ def _export_c(args) -> dict:
     return result
 
 
+def _run(args) -> Optional[dict]:
+    """Run one subcommand; its result (printed as JSON), or None when it wrote stdout itself."""
+    if args.cmd == "bundle":
+        m = pack_bundle(args.bundle_dir, args.output, args.version, args.config, args.gateway,
+                        args.sign_key)
+        log.info("wrote %s: release %s, %d files", args.output, m["version"], len(m["files"]))
+        return {"archive": str(args.output), "manifest": m}
+    if args.cmd == "verify":
+        result = verify_archive(args.archive, args.allowed_signers)
+        log.info("%s: release %s OK", args.archive, result["version"])
+        return result
+    if args.cmd == "push":
+        if args.allow_unsigned:
+            log.warning("--allow-unsigned: a gateway without allowed_signers installs this release "
+                        "WITHOUT verifying who made it")
+        result = push(args.archive, args.to, args.ssh_option, args.post_cmd, args.ssh,
+                      args.scp, args.force, args.keep, args.allow_unsigned)
+        log.info("%s: release %s is current (previous: %s)", args.to, result.get("current"),
+                 result.get("previous"))
+        return result
+    if args.cmd == "trust":
+        return trust(args.to, args.pubkey, args.principal, args.ssh_option, args.ssh)
+    if args.cmd == "rollback":
+        result = rollback(args.to, args.ssh_option, args.post_cmd, args.ssh)
+        log.info("%s: rolled back to %s", args.to, result["current"])
+        return result
+    if args.cmd == "status":
+        return status(args.to, args.ssh_option, args.ssh)
+    if args.cmd == "systemd-unit":
+        edge_args = args.edge_args
+        if args.gateway:
+            if edge_args:
+                raise DeployError("give --gateway or --edge-args, not both", ExitCode.USAGE)
+            edge_args = f"--config {os.path.normpath(args.root).rstrip('/')}/current/{GATEWAY_CONFIG_NAME}"
+        sys.stdout.write(render_systemd_unit(args.root, args.user, args.venv, edge_args,
+                                             args.systemd_version))
+        return None
+    if args.cmd == "gateway-config":
+        result = deploy_gateway.from_args(args)
+        log.info("wrote %s: %d device(s)%s", result["gateway_config"], len(result["devices"]),
+                 "".join(f", {o}" for o in result["outlets"]))
+        return result
+    return _export_c(args)
+
+
+#: subcommands whose OSError is the gateway's (its directory), not the workstation's input
+_TARGET_CMDS = ("push", "trust", "rollback", "status")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Exit codes: 0 ok, 1 deploy error (message on stderr), 2 usage, 3 (``ExitCode.MODEL``) a model
-    ``export-c --engine plain`` cannot generate."""
+    """Run ``selfmis deploy``; return an :class:`~selfmis.exit_codes.ExitCode`: 0 ok; a refused
+    release (caps, hashes, card, signature, a gateway without allowed_signers) ``MODEL`` (3), as
+    is a model ``export-c --engine plain`` cannot generate; a gateway unreachable, busy, not
+    writable or refusing the operation ``TARGET`` (7); bad arguments or configs ``USAGE`` (2); a
+    missing input ``SOURCE`` (4). The message is on stderr."""
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="selfmis deploy: %(message)s")
     try:
-        if args.cmd == "bundle":
-            m = pack_bundle(args.bundle_dir, args.output, args.version, args.config, args.gateway,
-                            args.sign_key)
-            log.info("wrote %s: release %s, %d files", args.output, m["version"], len(m["files"]))
-            result = {"archive": str(args.output), "manifest": m}
-        elif args.cmd == "verify":
-            result = verify_archive(args.archive, args.allowed_signers)
-            log.info("%s: release %s OK", args.archive, result["version"])
-        elif args.cmd == "push":
-            result = push(args.archive, args.to, args.ssh_option, args.post_cmd, args.ssh,
-                          args.scp, args.force, args.keep)
-            log.info("%s: release %s is current (previous: %s)", args.to, result.get("current"),
-                     result.get("previous"))
-        elif args.cmd == "trust":
-            result = trust(args.to, args.pubkey, args.principal, args.ssh_option, args.ssh)
-        elif args.cmd == "rollback":
-            result = rollback(args.to, args.ssh_option, args.post_cmd, args.ssh)
-            log.info("%s: rolled back to %s", args.to, result["current"])
-        elif args.cmd == "status":
-            result = status(args.to, args.ssh_option, args.ssh)
-        elif args.cmd == "systemd-unit":
-            edge_args = args.edge_args
-            if args.gateway:
-                if edge_args:
-                    raise DeployError("give --gateway or --edge-args, not both")
-                edge_args = f"--config {os.path.normpath(args.root).rstrip('/')}/current/{GATEWAY_CONFIG_NAME}"
-            sys.stdout.write(render_systemd_unit(args.root, args.user, args.venv, edge_args,
-                                                 args.systemd_version))
-            return 0
-        elif args.cmd == "gateway-config":
-            result = deploy_gateway.from_args(args)
-            log.info("wrote %s: %d device(s)%s", result["gateway_config"], len(result["devices"]),
-                     "".join(f", {o}" for o in result["outlets"]))
-        else:
-            result = _export_c(args)
+        result = _run(args)
     except CodedError as e:  # e.g. an operator the plain C engine does not implement: ExitCode.MODEL
         log.error("%s", e)
         return int(e.exit_code)
-    except (DeployError, OSError, ValueError) as e:
+    except DeployError as e:
         log.error("%s", e)
-        return 1
-    try:
-        print(json.dumps(result, indent=2), flush=True)
-    except BrokenPipeError:  # `selfmis deploy ... | head`: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+        codes = {int(c) for c in ExitCode}
+        return e.exit_code if e.exit_code in codes else int(ExitCode.TARGET)
+    except OSError as e:
+        log.error("%s", e)
+        return int(ExitCode.TARGET if args.cmd in _TARGET_CMDS else ExitCode.SOURCE)
+    except ValueError as e:  # a gateway-config the validator refuses
+        log.error("%s", e)
+        return int(ExitCode.USAGE)
+    if result is not None:
+        try:
+            print(json.dumps(result, indent=2), flush=True)
+        except BrokenPipeError:  # `selfmis deploy ... | head`: not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return int(ExitCode.OK)
 
 
 if __name__ == "__main__":

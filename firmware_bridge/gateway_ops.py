@@ -15,7 +15,8 @@ Layout under a gateway root (e.g. ``/opt/selfmis``)::
 The ``current`` link is switched atomically: a new symlink is created under
 a temporary name and renamed over the old one (rename(2) is atomic on
 POSIX), so a service starting at any moment sees either the old or the new
-release, never a missing or half-written one.
+release, never a missing or half-written one. Only releases signed by a key in
+ROOT/allowed_signers activate; without it, only a push with ``--allow-unsigned``.
 """
 
 import contextlib
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 
 MANIFEST = "MANIFEST.json"
 RELEASE_FORMAT = "selfmis-release"
@@ -36,19 +38,25 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+#: Exit codes: the values of ``selfmis.exit_codes.ExitCode`` (this file is stdlib only, it runs on
+#: gateways without selfmis; tests pin them to the enum). REFUSED is ExitCode.MODEL: the release.
+USAGE, REFUSED, SOURCE, TARGET = 2, 3, 4, 7
+
+
 class DeployError(Exception):
-    """A release archive or gateway directory that cannot be used; says why."""
+    """A release archive or gateway directory that cannot be used; says why. ``exit_code``:
+    REFUSED (the release), TARGET (the gateway: unreachable, busy, not writable), USAGE, SOURCE."""
+
+    def __init__(self, message, exit_code=REFUSED):
+        Exception.__init__(self, message)
+        self.exit_code = exit_code
 
 
-def check_version(version):
+def check_version(version, exit_code=USAGE):
     if not isinstance(version, str) or not VERSION_RE.match(version) or version in (".", ".."):
         raise DeployError("version %r: use letters, digits and . _ + - (e.g. 1.2.0), "
-                          "at most 64 characters" % (version,))
+                          "at most 64 characters" % (version,), exit_code)
     return version
-
-
-def sha256_bytes(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 #: Caps checked while the archive streams, before anything is unpacked: a 1 MB gzip of 1 GB
@@ -82,17 +90,15 @@ class _Capped(object):
 def read_archive(path, dest):
     """Stream and verify a release archive into directory ``dest``; return (manifest, {name: path}).
 
-    Checks, member by member as the gzip stream is read (never the whole archive in memory):
-    the caps above, only regular files with plain names (no directories, links, absolute
-    paths or ``..``), no name twice; then a MANIFEST.json listing every file with its size
-    and sha256, nothing unlisted, nothing missing. The signature (MANIFEST.json.sig), if
-    any, is kept as a file for :func:`verify_signature`.
-    """
+    Checked member by member as the gzip streams (never the whole archive in memory): the caps
+    above, plain regular files only (no links, absolute paths or ``..``), no name twice; then a
+    MANIFEST.json listing every file's size and sha256. A MANIFEST.json.sig is kept for
+    :func:`verify_signature`."""
     import gzip
     try:
         size = os.path.getsize(path)
     except OSError as e:
-        raise DeployError("%s: cannot read (%s)" % (path, e.strerror))
+        raise DeployError("%s: cannot read (%s)" % (path, e.strerror), SOURCE)
     if size > MAX_ARCHIVE_BYTES:
         raise DeployError("%s: %d bytes; a release archive is at most %d MiB"
                           % (path, size, MAX_ARCHIVE_BYTES >> 20))
@@ -122,7 +128,7 @@ def read_archive(path, dest):
                         h.update(block)
                         out.write(block)
                 files[m.name], hashes[m.name] = target, (h.hexdigest(), m.size)
-    except (tarfile.TarError, OSError, EOFError, zlib_error()) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DeployError("%s: not a readable .tar.gz (%s)" % (path, e))
     if MANIFEST not in files:
         raise DeployError("%s: no %s in the archive" % (path, MANIFEST))
@@ -137,7 +143,7 @@ def read_archive(path, dest):
     fv = manifest.get("format_version", 0)
     if not isinstance(fv, int) or fv > RELEASE_FORMAT_VERSION:
         raise DeployError("%s: release format_version %r is not one this tool understands" % (path, fv))
-    check_version(manifest.get("version"))
+    check_version(manifest.get("version"), REFUSED)
     listed = manifest.get("files") or {}
     if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
         raise DeployError("%s: the manifest's files are not {name: {sha256, size}}" % path)
@@ -157,17 +163,12 @@ def read_archive(path, dest):
     return manifest, files
 
 
-def zlib_error():
-    import zlib
-    return zlib.error
-
-
 def _ssh_keygen(args, data=None):
     try:
         return subprocess.run(["ssh-keygen"] + list(args), input=data, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise DeployError("ssh-keygen (OpenSSH) is needed to check release signatures: %s" % e)
+        raise DeployError("ssh-keygen (OpenSSH) is needed to check release signatures: %s" % e, TARGET)
 
 
 def verify_signature(manifest_bytes, sig_path, allowed_signers):
@@ -184,9 +185,9 @@ def verify_signature(manifest_bytes, sig_path, allowed_signers):
     v = _ssh_keygen(["-Y", "verify", "-f", allowed_signers, "-I", principals[0], "-n", SIG_NAMESPACE,
                      "-s", sig_path], data=manifest_bytes)
     if v.returncode != 0:
+        err = v.stderr.decode("utf-8", "replace").strip()[:200]
         raise DeployError("the release's signature does not verify against %s (%s): the manifest "
-                          "was changed after signing" % (allowed_signers,
-                                                          v.stderr.decode("utf-8", "replace").strip()[:200]))
+                          "was changed after signing" % (allowed_signers, err))
     return principals[0]
 
 
@@ -196,9 +197,10 @@ def trust(root, public_key, principal="release"):
     root = os.path.abspath(os.path.expanduser(root))
     fields = public_key.strip().split()
     if len(fields) < 2 or not fields[0].startswith(("ssh-ed25519", "sk-ssh-ed25519")):
-        raise DeployError("expected an ed25519 public key (ssh-ed25519 AAAA...), got %r" % public_key[:40])
+        raise DeployError("expected an ed25519 public key (ssh-ed25519 AAAA...), got %r"
+                          % public_key[:40], USAGE)
     if not re.match(r"^[A-Za-z0-9._@-]{1,64}$", principal):
-        raise DeployError("principal %r: letters, digits and . _ @ - only" % principal)
+        raise DeployError("principal %r: letters, digits and . _ @ - only" % principal, USAGE)
     with _explain_permissions(root):
         os.makedirs(root, exist_ok=True)
         tmp = os.path.join(root, ALLOWED_SIGNERS + ".tmp")
@@ -226,16 +228,12 @@ def _atomic_symlink(target, link):
 
 
 def _fsync_dir(path):
-    try:
+    with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _release_dir_matches(directory, manifest):
@@ -250,17 +248,13 @@ def _user_name(uid):
     try:
         import pwd
         return pwd.getpwuid(uid).pw_name
-    except (ImportError, KeyError):  # not POSIX, or a uid without a passwd entry
-        return "uid %d" % uid
+    except (ImportError, KeyError):
+        return "uid %d" % uid  # not POSIX, or a uid without a passwd entry
 
 
 def _permission_error(root, exc):
-    """A DeployError saying which folder to hand to which user (for a PermissionError under root).
-
-    The usual cause: the gateway root was created by ``sudo`` (e.g. while
-    making the venv), so the deploy user may not write ``.lock``,
-    ``releases/`` or the ``current`` link in it.
-    """
+    """A DeployError saying which folder to hand to which user (for a PermissionError under root);
+    the usual cause: a root created by ``sudo`` (with the venv), not writable by the deploy user."""
     me = _user_name(os.geteuid()) if hasattr(os, "geteuid") else "this user"
     path = exc.filename or root
     where = path
@@ -276,7 +270,7 @@ def _permission_error(root, exc):
         fix = "sudo install -d -o %s -g $(id -gn %s) %s" % (me, me, root)
     return DeployError("%s: permission denied (%s is owned by %s, and this deploy runs as %s). "
                        "Give the gateway root to the deploy user: `%s` on the gateway "
-                       "(or push as %s)" % (path, where, owner, me, fix, owner))
+                       "(or push as %s)" % (path, where, owner, me, fix, owner), TARGET)
 
 
 @contextlib.contextmanager
@@ -301,7 +295,7 @@ def _locked(root):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise DeployError("%s: another deploy is running (lock %s/.lock)" % (root, root))
+                raise DeployError("%s: another deploy is running (lock %s/.lock)" % (root, root), TARGET)
         yield
     finally:
         os.close(fd)
@@ -313,7 +307,7 @@ def switch(root, version):
     check_version(version)
     rel = os.path.join("releases", version)
     if not os.path.isdir(os.path.join(root, rel)):
-        raise DeployError("%s: no release %r" % (root, version))
+        raise DeployError("%s: no release %r" % (root, version), TARGET)
     current = os.path.join(root, "current")
     old = _link_target(current)
     if old is not None and old != rel:
@@ -328,23 +322,20 @@ def _version_of(target):
     return os.path.basename(target.rstrip("/")) if target else None
 
 
-def install(root, archive, activate=True, force=False, post_cmd=None, keep=None):
-    """Verify ``archive``, unpack it to releases/<version>/, then switch to it.
-
-    Re-installing an identical release is a no-op (plus the switch); a
-    different release under an existing version is refused unless ``force``.
-    ``keep``: afterwards delete all but the ``keep`` newest releases (never
-    ``current`` or ``previous``).
-    """
+def install(root, archive, activate=True, force=False, post_cmd=None, keep=None, allow_unsigned=False):
+    """Verify ``archive`` (hashes, then its signature: :func:`check_signed`), unpack it to
+    releases/<version>/, then switch to it. Re-installing an identical release is a no-op (plus
+    the switch); a different release under an existing version is refused unless ``force``.
+    ``keep``: afterwards delete all but the ``keep`` newest releases (never current/previous)."""
     root = os.path.abspath(os.path.expanduser(root))
     with _explain_permissions(root), _locked(root):
-        result = _install(root, archive, activate, force, post_cmd)
+        result = _install(root, archive, activate, force, post_cmd, allow_unsigned)
         if keep is not None:
             result["pruned"] = prune(root, keep)
     return result
 
 
-def _install(root, archive, activate, force, post_cmd):
+def _install(root, archive, activate, force, post_cmd, allow_unsigned):
     releases = os.path.join(root, "releases")
     os.makedirs(releases, exist_ok=True)
     # stream into a temporary directory beside the final name: nothing is unpacked anywhere
@@ -353,27 +344,38 @@ def _install(root, archive, activate, force, post_cmd):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        return _install_from(root, releases, tmp, archive, activate, force, post_cmd)
+        return _install_from(root, releases, tmp, archive, activate, force, post_cmd, allow_unsigned)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _install_from(root, releases, tmp, archive, activate, force, post_cmd):
-    manifest, files = read_archive(archive, tmp)
-    with open(os.path.join(tmp, MANIFEST), "rb") as fh:
-        manifest_bytes = fh.read()
+def check_signed(root, manifest_path, sig_path, allow_unsigned=False):
+    """Who signed the release (a principal of ROOT/allowed_signers), or DeployError (REFUSED).
+    With allowed_signers (``selfmis deploy trust``) only its keys' releases, whatever the push
+    says; without, nothing can be verified: refused unless ``allow_unsigned`` (then None)."""
     signers = os.path.join(root, ALLOWED_SIGNERS)
-    signer = None
-    if os.path.exists(signers):  # set at install (`selfmis deploy trust`): signatures required
-        signer = verify_signature(manifest_bytes, files.get(SIGNATURE), signers)
+    if os.path.exists(signers):
+        with open(manifest_path, "rb") as fh:
+            return verify_signature(fh.read(), sig_path, signers)
+    if allow_unsigned:
+        return None
+    raise DeployError("%s: no %s on this gateway, so no release can be verified; refused. Set the "
+                      "release key once: `selfmis deploy trust %s --pubkey KEY.pub` (and sign with "
+                      "`selfmis deploy bundle --sign-key KEY`), or push with --allow-unsigned to "
+                      "install without verification" % (root, ALLOWED_SIGNERS, root))
+
+
+def _install_from(root, releases, tmp, archive, activate, force, post_cmd, allow_unsigned):
+    manifest, files = read_archive(archive, tmp)
+    signer = check_signed(root, os.path.join(tmp, MANIFEST), files.get(SIGNATURE), allow_unsigned)
     version = manifest["version"]
     final = os.path.join(releases, version)
     if os.path.exists(final) and not _release_dir_matches(final, manifest):
         if not force:
             raise DeployError("%s: release %s already exists with different files; "
-                              "bump the version (or force)" % (root, version))
+                              "bump the version (or force)" % (root, version), TARGET)
         if os.path.realpath(final) == os.path.realpath(os.path.join(root, "current")):
-            raise DeployError("%s: refusing to replace the running release %s" % (root, version))
+            raise DeployError("%s: refusing to replace the running release %s" % (root, version), TARGET)
         shutil.rmtree(final)
     if not os.path.exists(final):
         for name in list(files) + [MANIFEST]:
@@ -383,7 +385,7 @@ def _install_from(root, releases, tmp, archive, activate, force, post_cmd):
         os.makedirs(tmp)  # the caller's cleanup finds an empty directory
         _fsync_dir(releases)
     result = {"root": root, "version": version, "path": final, "activated": False,
-              "signed_by": signer}
+              "signed_by": signer, "verified": signer is not None}
     if activate:
         result.update(switch(root, version))
         result["activated"] = True
@@ -396,7 +398,7 @@ def _run_post(cmd):
     p = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = p.stdout.decode("utf-8", "replace")[-2000:]
     if p.returncode != 0:
-        raise DeployError("post command %r failed with exit code %d: %s" % (cmd, p.returncode, out))
+        raise DeployError("post command %r failed with exit code %d: %s" % (cmd, p.returncode, out), TARGET)
     return {"cmd": cmd, "rc": p.returncode, "output": out}
 
 
@@ -404,7 +406,7 @@ def rollback(root, post_cmd=None):
     """Switch ``current`` back to ``previous`` (and ``previous`` to the old current)."""
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
-        raise DeployError("%s: no such gateway directory" % root)
+        raise DeployError("%s: no such gateway directory" % root, TARGET)
     with _explain_permissions(root), _locked(root):
         return _rollback(root, post_cmd)
 
@@ -412,10 +414,10 @@ def rollback(root, post_cmd=None):
 def _rollback(root, post_cmd):
     prev = _link_target(os.path.join(root, "previous"))
     if prev is None:
-        raise DeployError("%s: nothing to roll back to (no 'previous' release)" % root)
+        raise DeployError("%s: nothing to roll back to (no 'previous' release)" % root, TARGET)
     version = _version_of(prev)
     if not os.path.isdir(os.path.join(root, "releases", version)):
-        raise DeployError("%s: previous release %s has been removed" % (root, version))
+        raise DeployError("%s: previous release %s has been removed" % (root, version), TARGET)
     result = switch(root, version)
     if post_cmd:
         result["post_cmd"] = _run_post(post_cmd)
@@ -443,7 +445,7 @@ def status(root):
     versions = sorted(d for d in os.listdir(rel) if not d.startswith(".")) if os.path.isdir(rel) else []
     return {"root": root, "current": _version_of(_link_target(os.path.join(root, "current"))),
             "previous": _version_of(_link_target(os.path.join(root, "previous"))),
-            "releases": versions}
+            "releases": versions, "signatures_required": os.path.exists(os.path.join(root, ALLOWED_SIGNERS))}
 
 
 def prepare(root):
@@ -458,7 +460,7 @@ def prepare(root):
 def _main(argv):
     """``python3 - OP ROOT [ARGS]`` on the gateway; prints one JSON object.
 
-    Exit 0 on success, 3 on a DeployError (message in the JSON "error").
+    Exit 0 on success, else the DeployError's code (message and code in the JSON "error", "code").
     """
     op, root, rest = argv[0], argv[1], argv[2:]
     try:
@@ -467,8 +469,9 @@ def _main(argv):
         elif op == "install":
             archive, post = rest[0], (rest[1] if len(rest) > 1 and rest[1] else None)
             keep = int(rest[2]) if len(rest) > 2 and rest[2] else None
+            unsigned = len(rest) > 3 and rest[3] == "allow-unsigned"
             try:
-                out = install(root, archive, post_cmd=post, keep=keep)
+                out = install(root, archive, post_cmd=post, keep=keep, allow_unsigned=unsigned)
             finally:  # the uploaded copy: the release dir holds the files (or it was refused)
                 try:
                     os.unlink(archive)
@@ -481,10 +484,11 @@ def _main(argv):
         elif op == "trust":
             out = trust(root, rest[0], rest[1] if len(rest) > 1 and rest[1] else "release")
         else:
-            raise DeployError("unknown operation %r" % op)
+            raise DeployError("unknown operation %r" % op, USAGE)
     except (DeployError, OSError) as e:
-        sys.stdout.write(json.dumps({"error": str(e)}) + "\n")
-        return 3
+        code = getattr(e, "exit_code", TARGET)
+        sys.stdout.write(json.dumps({"error": str(e), "code": code}) + "\n")
+        return code
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 

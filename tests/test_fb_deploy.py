@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from selfmis.bundle import ModelCard, TensorSpec, write_bundle
+from selfmis.exit_codes import ExitCode
 from selfmis.firmware_bridge import deploy
 from selfmis.firmware_bridge.deploy import DeployError
 
@@ -180,12 +181,27 @@ def make_bundle(directory, tag=0):
     return directory
 
 
+@pytest.fixture(scope="module")
+def release_key(tmp_path_factory):
+    """An ed25519 release key (private at the path, public at path + .pub)."""
+    d = tmp_path_factory.mktemp("release-key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release", "-f", str(d / "k")],
+                   check=True)
+    return d / "k"
+
+
+def trusted(root, key):
+    """A gateway root that trusts ``key`` (``selfmis deploy trust``, as at install)."""
+    deploy.trust(root, str(key) + ".pub")
+    return root
+
+
 @pytest.fixture
-def archives(tmp_path):
+def archives(tmp_path, release_key):
     out = {}
     for v, tag in (("1.0.0", 1), ("1.1.0", 2)):
         out[v] = tmp_path / f"release-{v}.tar.gz"
-        deploy.pack_bundle(make_bundle(tmp_path / f"b{tag}", tag), out[v], v)
+        deploy.pack_bundle(make_bundle(tmp_path / f"b{tag}", tag), out[v], v, sign_key=release_key)
     return out
 
 
@@ -235,10 +251,11 @@ def test_verify_rejects_tampering(tmp_path, archives):
         deploy.verify_archive(tmp_path / "junk.tar.gz")
 
 
-def test_push_local_switch_and_rollback(tmp_path, archives):
-    gw = tmp_path / "gateway"
+def test_push_local_switch_and_rollback(tmp_path, archives, release_key):
+    gw = trusted(tmp_path / "gateway", release_key)
     r1 = deploy.push(archives["1.0.0"], gw)
     assert r1["current"] == "1.0.0" and os.readlink(gw / "current") == "releases/1.0.0"
+    assert r1["verified"] and r1["signed_by"] == "release"
     assert (gw / "current" / "model.tflite").is_file()
     r2 = deploy.push(archives["1.1.0"], gw)
     assert (r2["current"], r2["previous"]) == ("1.1.0", "1.0.0")
@@ -252,30 +269,35 @@ def test_push_local_switch_and_rollback(tmp_path, archives):
     # re-pushing an identical release is fine; a different one under the same version is not
     deploy.push(archives["1.1.0"], gw)
     other = tmp_path / "other.tar.gz"
-    deploy.pack_bundle(make_bundle(tmp_path / "b3", 3), other, "1.1.0")
-    with pytest.raises(DeployError, match="already exists"):
+    deploy.pack_bundle(make_bundle(tmp_path / "b3", 3), other, "1.1.0", sign_key=release_key)
+    with pytest.raises(DeployError, match="already exists") as e:
         deploy.push(other, gw)
+    assert e.value.exit_code == ExitCode.TARGET
     assert not [p for p in (gw / "releases").iterdir() if p.name.startswith(".")]
     assert not [p for p in gw.iterdir() if ".tmp" in p.name]
 
 
-def test_rollback_without_previous(tmp_path, archives):
-    gw = tmp_path / "gw"
+def test_rollback_without_previous(tmp_path, archives, release_key):
+    gw = trusted(tmp_path / "gw", release_key)
     deploy.push(archives["1.0.0"], gw)
     with pytest.raises(DeployError, match="nothing to roll back"):
         deploy.rollback(gw)
 
 
-def test_cli_bundle_push_rollback_export(tmp_path, capsys):
+def test_cli_bundle_push_rollback_export(tmp_path, capsys, release_key):
     b = make_bundle(tmp_path / "bundle", 5)
     arc = tmp_path / "r.tar.gz"
-    assert deploy.main(["bundle", str(b), "-o", str(arc), "--version", "2.0.0"]) == 0
+    gw = str(tmp_path / "gw")
+    assert deploy.main(["bundle", str(b), "-o", str(arc), "--version", "2.0.0",
+                        "--sign-key", str(release_key)]) == 0
     assert deploy.main(["verify", str(arc)]) == 0
-    assert deploy.main(["push", str(arc), str(tmp_path / "gw")]) == 0
+    assert deploy.main(["trust", gw, "--pubkey", f"{release_key}.pub"]) == 0
+    assert deploy.main(["push", str(arc), gw]) == 0
     capsys.readouterr()
-    assert deploy.main(["status", str(tmp_path / "gw")]) == 0
-    assert json.loads(capsys.readouterr().out)["current"] == "2.0.0"
-    assert deploy.main(["rollback", str(tmp_path / "gw")]) == 1  # nothing to roll back to
+    assert deploy.main(["status", gw]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["current"] == "2.0.0" and st["signatures_required"]
+    assert deploy.main(["rollback", gw]) == ExitCode.TARGET  # nothing to roll back to
     assert deploy.main(["export-c", str(b), str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "model_data.cc").is_file()
     assert deploy.main(["systemd-unit", "--root", "/srv/ecg"]) == 0
@@ -359,12 +381,17 @@ def sshd(tmp_path):
         proc.kill()
 
 
-def test_push_and_rollback_over_ssh(tmp_path, archives, sshd):
+def test_push_and_rollback_over_ssh(tmp_path, archives, sshd, release_key):
     host, opts = sshd
     gw = tmp_path / "remote gateway"  # a space: remote quoting must hold
     to = f"{host}:{gw}"
+    # no allowed_signers on the gateway yet: refused (code MODEL, from the gateway's JSON), nothing installed
+    with pytest.raises(DeployError, match="no allowed_signers") as e:
+        deploy.push(archives["1.0.0"], to, ssh_options=opts)
+    assert e.value.exit_code == ExitCode.MODEL and not (gw / "current").exists()
+    assert deploy.trust(to, f"{release_key}.pub", ssh_options=opts)["principal"] == "release"
     r1 = deploy.push(archives["1.0.0"], to, ssh_options=opts)
-    assert r1["current"] == "1.0.0" and r1["activated"]
+    assert r1["current"] == "1.0.0" and r1["activated"] and r1["signed_by"] == "release"
     r2 = deploy.push(archives["1.1.0"], to, ssh_options=opts,
                      post_cmd=f"touch {str(gw / 'restarted')!r}")
     assert (r2["current"], r2["previous"]) == ("1.1.0", "1.0.0")
@@ -376,22 +403,24 @@ def test_push_and_rollback_over_ssh(tmp_path, archives, sshd):
     st = deploy.status(to, ssh_options=opts)
     assert st["releases"] == ["1.0.0", "1.1.0"] and st["previous"] == "1.1.0"
     # a failing post command is reported, not swallowed
-    with pytest.raises(DeployError, match="post command"):
+    with pytest.raises(DeployError, match="post command") as e:
         deploy.rollback(to, ssh_options=opts, post_cmd="exit 7")
+    assert e.value.exit_code == ExitCode.TARGET
 
 
 def test_ssh_errors_are_clear(tmp_path, archives):
     port = _free_port()  # nothing listens there
-    with pytest.raises(DeployError, match="ssh 127.0.0.1"):
+    with pytest.raises(DeployError, match="ssh 127.0.0.1") as e:
         deploy.push(archives["1.0.0"], "127.0.0.1:/tmp/x",
                     ssh_options=[f"Port={port}", "ConnectTimeout=5"])
+    assert e.value.exit_code == ExitCode.TARGET
 
 
-def test_keep_prunes_old_releases_but_never_current_or_previous(tmp_path):
-    gw = tmp_path / "gw"
+def test_keep_prunes_old_releases_but_never_current_or_previous(tmp_path, release_key):
+    gw = trusted(tmp_path / "gw", release_key)
     for k in range(4):
         arc = tmp_path / f"r{k}.tar.gz"
-        deploy.pack_bundle(make_bundle(tmp_path / f"b{k}", k), arc, f"0.{k}")
+        deploy.pack_bundle(make_bundle(tmp_path / f"b{k}", k), arc, f"0.{k}", sign_key=release_key)
         r = deploy.push(arc, gw, keep=2)
         os.utime(gw / "releases" / f"0.{k}", (1e9 + k, 1e9 + k))  # deterministic age order
     assert deploy.status(gw)["releases"] == ["0.2", "0.3"] and r["current"] == "0.3"
@@ -399,14 +428,14 @@ def test_keep_prunes_old_releases_but_never_current_or_previous(tmp_path):
     assert deploy.status(gw)["current"] == "0.2"
 
 
-def test_concurrent_deploys_are_refused(tmp_path, archives):
+def test_concurrent_deploys_are_refused(tmp_path, archives, release_key):
     fcntl = pytest.importorskip("fcntl")
-    gw = tmp_path / "gw"
-    gw.mkdir()
+    gw = trusted(tmp_path / "gw", release_key)
     with open(gw / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        with pytest.raises(DeployError, match="another deploy"):
+        with pytest.raises(DeployError, match="another deploy") as e:
             deploy.push(archives["1.0.0"], gw)
+        assert e.value.exit_code == ExitCode.TARGET
     deploy.push(archives["1.0.0"], gw)
 
 
@@ -423,3 +452,51 @@ def test_read_tflite_agrees_with_the_interpreter_on_the_shipped_model():
     assert [list(d["shape"]) for d in it.get_input_details()] == [t["shape"] for t in info["inputs"]]
     assert [list(d["shape"]) for d in it.get_output_details()] == [t["shape"] for t in info["outputs"]]
     # the operator list itself is checked against LiteRT in test_tflite_reader.py
+
+
+# --- signatures are the default: no allowed_signers, no activation ---------------------
+
+def test_a_gateway_without_allowed_signers_refuses_every_release_unless_allow_unsigned(
+        tmp_path, archives, capsys, caplog):
+    gw = tmp_path / "gw"
+    with pytest.raises(DeployError, match="no allowed_signers.*selfmis deploy trust.*--allow-unsigned") as e:
+        deploy.push(archives["1.0.0"], gw)  # signed, but nothing on the gateway to check it against
+    assert e.value.exit_code == ExitCode.MODEL
+    assert not (gw / "current").exists() and deploy.status(gw)["releases"] == []
+    unsigned = tmp_path / "unsigned.tar.gz"
+    deploy.pack_bundle(make_bundle(tmp_path / "u", 7), unsigned, "0.9.0")
+    assert deploy.main(["push", str(unsigned), str(gw)]) == ExitCode.MODEL
+    assert "no allowed_signers" in caplog.text
+    assert deploy.status(gw)["current"] is None
+    # the explicit opt-out installs, unverified, and says so loudly
+    caplog.clear()
+    assert deploy.main(["push", str(unsigned), str(gw), "--allow-unsigned"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["current"] == "0.9.0" and out["verified"] is False and out["signed_by"] is None
+    assert "UNVERIFIED RELEASE" in caplog.text and not deploy.status(gw)["signatures_required"]
+
+
+def test_allow_unsigned_never_overrides_a_trusted_gateway(tmp_path, release_key):
+    gw = trusted(tmp_path / "gw", release_key)
+    unsigned = tmp_path / "unsigned.tar.gz"
+    deploy.pack_bundle(make_bundle(tmp_path / "u", 7), unsigned, "0.9.0")
+    with pytest.raises(DeployError, match="not signed") as e:
+        deploy.push(unsigned, gw, allow_unsigned=True)
+    assert e.value.exit_code == ExitCode.MODEL and deploy.status(gw)["current"] is None
+
+
+def test_deploy_exit_codes_are_the_documented_enum(tmp_path, archives):
+    """gateway_ops (stdlib only, piped to gateways) repeats the ExitCode values: pinned here."""
+    from selfmis.firmware_bridge import gateway_ops
+    assert (gateway_ops.USAGE, gateway_ops.REFUSED, gateway_ops.SOURCE, gateway_ops.TARGET) == (
+        ExitCode.USAGE, ExitCode.MODEL, ExitCode.SOURCE, ExitCode.TARGET)
+    flipped = tmp_path / "flipped.tar.gz"
+    _rewrite(archives["1.0.0"], flipped, lambda ms: [(m, d[:-1] + b"X" if m.name == "model.tflite" else d)
+                                                     for m, d in ms])
+    assert deploy.main(["verify", str(flipped)]) == ExitCode.MODEL
+    assert deploy.main(["push", str(flipped), str(tmp_path / "gw"), "--allow-unsigned"]) == ExitCode.MODEL
+    assert deploy.main(["verify", str(tmp_path / "missing.tar.gz")]) == ExitCode.SOURCE
+    assert deploy.main(["bundle", str(tmp_path / "b1"), "-o", str(tmp_path / "x.tar.gz"),
+                        "--version", "../x"]) == ExitCode.USAGE
+    assert deploy.main(["systemd-unit", "--root", "relative/path"]) == ExitCode.USAGE
+    assert deploy.main(["trust", str(tmp_path / "gw"), "--pubkey", str(tmp_path / "none.pub")]) == ExitCode.USAGE

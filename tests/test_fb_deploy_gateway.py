@@ -12,6 +12,7 @@ from service_support import EDGE_RUN, events, of
 from test_edge_support import model_bundle, quiet_env, record_path
 
 from selfmis.bundle import load_bundle
+from selfmis.exit_codes import ExitCode
 from selfmis.edge_runtime.gateway_config import GatewayConfigError, load_gateway_config
 from selfmis.firmware_bridge import deploy
 from selfmis.firmware_bridge.deploy_gateway import build_gateway_config, parse_device_spec
@@ -65,7 +66,7 @@ def test_cli_writes_what_the_runtime_loads(tmp_path, capsys, monkeypatch):
     assert cfg["serve"]["token"] == "t0k" and cfg["mqtt"]["url"].endswith("/ward3")
     # a refused config writes nothing and exits 1 with the reason
     bad = tmp_path / "bad.json"
-    assert deploy.main(["gateway-config", "-o", str(bad), "--device", "a=/dev/x,baud=0"]) == 1
+    assert deploy.main(["gateway-config", "-o", str(bad), "--device", "a=/dev/x,baud=0"]) == ExitCode.USAGE
     assert not bad.exists()
 
 
@@ -116,7 +117,8 @@ def test_a_release_with_gateway_json_runs_two_devices_on_its_own_model(tmp_path)
         shipped = json.load(tar.extractfile("gateway.json"))
     assert shipped["model"] == "." and [d["id"] for d in shipped["devices"]] == ["left", "right"]
     root = tmp_path / "opt"
-    deploy.push(archive, root)
+    assert deploy.main(["push", str(archive), str(root)]) == ExitCode.MODEL  # no allowed_signers: refused
+    deploy.push(archive, root, allow_unsigned=True)
     cfg_path = root / "current" / "gateway.json"
     assert load_gateway_config(cfg_path)["model"] == str((root / "current").resolve())
     r = subprocess.run(EDGE_RUN + ["--config", str(cfg_path), "--quiet"], capture_output=True, text=True,

@@ -4,7 +4,8 @@ Cards: every rule of :mod:`selfmis.card_schema` broken once on a copy of the shi
 refused at load with exit code 3 by ``edge-run``; the shipped cards pass; an older card
 without sha256 is refused with the re-seal command, which works. Configs: 100,000-deep JSON.
 Releases: ``ssh-keygen -Y sign``/``-Y verify`` for real; a re-hashed tampered release and an
-unsigned one are refused by a gateway with an allowed_signers file; a gzip bomb and a
+unsigned one are refused (a gateway without an allowed_signers file refuses every release
+unless --allow-unsigned); a gzip bomb and a
 member-count bomb are refused before anything is unpacked. CI cost: ~25 s.
 """
 from __future__ import annotations
@@ -195,7 +196,7 @@ def test_signed_release_installs_and_tampered_or_unsigned_ones_are_refused(tmp_p
     unsigned = tmp_path / "unsigned.tar.gz"
     deploy.pack_bundle(default_bundle_dir(), unsigned, "1.0.2")
     with pytest.raises(DeployError, match="not signed"):
-        deploy.push(unsigned, root)
+        deploy.push(unsigned, root, allow_unsigned=True)  # the opt-out never overrides allowed_signers
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     with pytest.raises(DeployError, match="no key"):

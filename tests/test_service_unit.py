@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from selfmis.exit_codes import ExitCode
 from selfmis.firmware_bridge import deploy, gateway_ops
 from selfmis.firmware_bridge.deploy import DeployError, render_systemd_unit
 from test_edge_support import model_bundle, quiet_env
@@ -64,7 +65,7 @@ def gateway(tmp_path):
     root = tmp_path / "gw"
     arc = tmp_path / "r.tar.gz"
     deploy.pack_bundle(make_bundle(tmp_path / "b", 1), arc, "1.0.0")
-    deploy.push(arc, root)
+    deploy.push(arc, root, allow_unsigned=True)  # the unit is under test, not the signature
     venv = Path(sys.executable).parent.parent
     if not (venv / "bin" / "edge-run").is_file():  # pytest run from a venv without the scripts
         venv = root / "venv"
@@ -174,7 +175,7 @@ def test_cli_prints_the_unit_for_other_paths(capsys, caplog):
     u = parse_unit(capsys.readouterr().out)
     assert u["Service"]["ProtectHome"] == ["read-only"] and u["Service"]["User"] == ["ecg"]
     assert "RestartSteps" not in u["Service"]
-    assert deploy.main(["systemd-unit", "--root", "rel"]) == 1
+    assert deploy.main(["systemd-unit", "--root", "rel"]) == ExitCode.USAGE
     assert "absolute" in caplog.text
 
 
@@ -213,7 +214,7 @@ def test_push_to_a_root_owned_by_someone_else_says_what_to_chown(tmp_path):
         shutil.copy(arc, upload)
         upload.chmod(0o644)
         r = _as_other_user([sys.executable, str(ops), "install", str(root), str(upload)], cwd=base)
-        assert r.returncode == 3, r.stderr
+        assert r.returncode == gateway_ops.TARGET == ExitCode.TARGET, r.stderr
         err = json.loads(r.stdout.splitlines()[-1])["error"]
         assert "permission denied" in err and "chown -R" in err and str(root) in err, err
         owner = __import__("pwd").getpwuid(root.stat().st_uid).pw_name
@@ -222,10 +223,10 @@ def test_push_to_a_root_owned_by_someone_else_says_what_to_chown(tmp_path):
         r = _as_other_user([sys.executable, str(ops), "prepare", str(root / "sub")], cwd=base)
         err = json.loads(r.stdout.splitlines()[-1])["error"]
         assert "sudo install -d -o" in err and str(root / "sub") in err, err
-        # the local `selfmis deploy push` says the same on stderr, exit 1
+        # the local `selfmis deploy push` says the same on stderr, exit TARGET (7)
         r = _as_other_user([sys.executable, "-m", "selfmis.firmware_bridge.deploy", "push", str(arc),
                             str(root)], cwd=base)
-        assert r.returncode == 1 and "chown -R" in r.stderr and "Errno 13" not in r.stderr, r.stderr
+        assert r.returncode == ExitCode.TARGET and "chown -R" in r.stderr and "Errno 13" not in r.stderr, r.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

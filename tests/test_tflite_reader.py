@@ -105,7 +105,7 @@ def test_custom_ops_by_name_and_codes_above_127():
 
 
 def test_export_c_registers_what_the_reader_lists(tmp_path):
-    from selfmis.firmware_bridge import deploy
+    from selfmis.firmware_bridge import deploy, tflm_export
     model = _shipped()
     if not model.is_file():
         pytest.skip("no shipped model")
@@ -113,7 +113,7 @@ def test_export_c_registers_what_the_reader_lists(tmp_path):
     header = (tmp_path / "model_data.h").read_text()
     assert info["ops"] == model_operators(model)
     for op in model_operators(model):
-        assert f"resolver.Add{deploy._camel(op)}();" in header
+        assert f"resolver.Add{tflm_export._camel(op)}();" in header
     assert f"MicroMutableOpResolver<{len(info['ops'])}>" in header
 
 
