@@ -7,7 +7,7 @@ non-blocking descriptor, ``call_later`` timeouts, ``run_in_executor`` opens), ch
 by ``SELFMIS_IO_LOOP``. The selector loop won (``results/gateway/io_loop.md``) and the asyncio
 one was deleted; to repeat the comparison, check out commit 7076fee (both loops, this script as
 run) and apply 16a9103's change to its ``gateway_aio.py`` (unregister on readiness). Today the
-script measures the loops given by ``--loops`` (default: selector, the one left). Each point is :func:`.gateway_scale.run_point`: N virtual 500 Hz
+script measures the loops given by ``--loops`` (default: selector, the one left). Each point is :func:`.gateway_farm.run_point`: N virtual 500 Hz
 wearables over loopback TCP in real time (the device farm on the other core), one ``edge-run``
 pinned to one core with ``taskset``; decision latency p50/p99 from the pipeline's own
 ``latency_ms``, CPU % of one core from ``/proc`` (user + system time of the gateway process:
@@ -32,7 +32,7 @@ import numpy as np
 
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
-from . import gateway_scale
+from . import gateway_farm
 
 __all__ = ["run_study", "markdown", "main"]
 
@@ -53,7 +53,7 @@ def run_study(ns=(100, 200), reps: int = 2, warmup_s: float = 12.0, measure_s: f
     """Every (N, loop) point ``reps`` times, the loops alternating; returns the JSON-ready result."""
     record = default_record_path()
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(),
-           "machine": os.uname().machine + " " + gateway_scale.cpu_model(),
+           "machine": os.uname().machine + " " + gateway_farm.cpu_model(),
            "cores": os.cpu_count(), "warmup_s": warmup_s, "measure_s": measure_s, "record": Path(record).name,
            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "points": []}
     for rep in range(reps):
@@ -63,7 +63,7 @@ def run_study(ns=(100, 200), reps: int = 2, warmup_s: float = 12.0, measure_s: f
                 log(f"rep {rep + 1}/{reps}  N={n}  loop={loop}")
                 os.environ["SELFMIS_IO_LOOP"] = loop
                 try:
-                    p = gateway_scale.run_point(n, record, warmup_s, measure_s, cpu, farm_cpu, log=log)
+                    p = gateway_farm.run_point(n, record, warmup_s, measure_s, cpu, farm_cpu, log=log)
                 finally:
                     os.environ.pop("SELFMIS_IO_LOOP", None)
                 res["points"].append({"loop": loop, "rep": rep + 1, **p})
@@ -139,11 +139,11 @@ def main(argv=None) -> int:
                          "machine whose other jobs would starve the gateway, the only way to measure its latency")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
-    gateway_scale.RT_PRIORITY = 10 if args.rt else None
+    gateway_farm.RT_PRIORITY = 10 if args.rt else None
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     res = run_study(tuple(int(x) for x in args.n.split(",") if x), args.reps, args.warmup, args.measure,
                     args.cpu, args.farm_cpu, log, tuple(args.loops.split(",")))
-    res["rt_priority"] = gateway_scale.RT_PRIORITY
+    res["rt_priority"] = gateway_farm.RT_PRIORITY
     res["command"] = "python -m selfmis.benchmarks.io_loop " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,18 +43,15 @@ import json
 import re
 from pathlib import Path
 
-from selfmis.exit_codes import ExitCode
 from selfmis.limits import FS_MAX_HZ, FS_MIN_HZ, UV_PER_LSB_RANGE
 from selfmis.runtime_config import parse_config_json
 
 from .gateway_args import GATEWAY_FORMAT, is_gateway_config
 
 __all__ = ["GATEWAY_FORMAT", "GatewayConfigError", "load_gateway_config", "validate_gateway_config",
-           "is_gateway_config", "device_id_ok", "SOURCE_KEYS", "EXIT_OUTLET"]
+           "is_gateway_config", "device_id_ok", "SOURCE_KEYS"]
 
 GATEWAY_VERSION = 1
-#: exit code of ``edge-run`` when an outlet cannot start (MQTT broker refused the login, port in use)
-EXIT_OUTLET = ExitCode.OUTLET
 SOURCE_KEYS = ("port", "ble", "replay", "simulate")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 

@@ -5,11 +5,9 @@ Also TCP (``socket://host:port``, an ESP32 over Wi-Fi) and any other pyserial UR
 Binary (default): the SelfMIS framed protocol, decoded by the wire codec
 (:class:`~.framed.FramedStream`); rate, lead and gain come from the device's HELLO.
 
-ASCII (``ascii=True``): what hobby sketches print (:class:`selfmis.ascii_sketch.AsciiLineDecoder`:
-one value per line, Serial Plotter columns or ``label:value`` pairs, ``!`` lead-off, ``# fs=250``
-headers, a names line). ``fs`` (``--fs``) overrides the header. Units (``units``, ``--units``):
-``counts`` (times ``uv_per_lsb`` µV), ``uV`` or ``mV``; without it a ``# units=`` header says, else
-the first samples decide -- decimals (``0.512``) are mV, whole numbers ADC counts (said once).
+ASCII (``ascii=True``): what hobby sketches print, decoded by :class:`~.serial_text.TextStream`
+(:class:`selfmis.ascii_sketch.AsciiLineDecoder`'s line format; ``fs`` (``--fs``) overrides a header;
+the units rule is there).
 
 Is it ECG? An ASCII stream's column is checked (:mod:`..ecg_check`) before the first beat and
 continuously; when another column passes instead, the warning names the option that picks it.
@@ -39,20 +37,14 @@ import select
 import socket
 import time
 
-import numpy as np
-
-from selfmis.ascii_sketch import AsciiHeader, AsciiLineDecoder, SampleRun
-from selfmis.limits import check_gain, check_rate
-from selfmis.protocol import DecodeError
-
 from ..ecg_check import EcgWatch
 from ..output import EventBudget, limit_events
-from .base import (Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound, SourceRefused,
-                   coalesce)
+from .base import Backoff, Chunk, DeviceLost, LinkEvent, Source, SourceError, SourceNotFound
 from .framed import FramedStream
+from .serial_text import UNITS, TextStream
 from .steps import Call, Wait
 
-__all__ = ["SerialSource", "raw_reader"]
+__all__ = ["SerialSource", "raw_reader", "UNITS"]
 
 log = logging.getLogger("selfmis.edge_runtime")
 
@@ -144,10 +136,6 @@ def ports_present() -> str:
     return f" (ports present: {shown}{', ...' if len(ports) > 8 else ''})"
 
 
-#: what ``units`` may be for an ASCII stream (None: the stated rule decides)
-UNITS = ("mV", "uV", "counts")
-
-
 class _PortPermission(SourceNotFound):
     """The port exists but may not be opened: waiting does not fix it (beyond udev's moment)."""
 
@@ -178,7 +166,7 @@ class SerialSource(Source):
         if units is not None and units not in UNITS:
             raise SourceError(f"units must be one of {', '.join(UNITS)}, not {units!r}")
         self.units = units
-        self._dec = None  # the ASCII decoder in use (its other columns feed the ECG check's hint)
+        self._text = None  # the ASCII stream in use (its other columns feed the ECG check's hint)
         if ascii and check_signal:
             self.ecg_watch = EcgWatch(self.name, alternatives=self._other_columns)
         self.backoff = backoff or Backoff()
@@ -186,13 +174,10 @@ class SerialSource(Source):
         #: no byte for this long on an open port counts as a lost device
         self.idle_timeout_s = idle_timeout_s
         self._ser = None
-        self._seq = 0
         self._opened_at = None
         self._samples_seen = 0
-        self._lines_bad = 0
-        self._warned_silent = self._warned_errors = False
+        self._warned_silent = False
         self._last_bytes = b""
-        self._err_next_t, self._err_pending = 0.0, 0
         if not check_rate and not self.fs and ascii:
             raise SourceError("a stream without a declared rate needs the rate check: give --fs")
 
@@ -370,26 +355,6 @@ class SerialSource(Source):
         return ("Lines arrive but none holds a sample: a Serial Plotter sketch printing several values "
                 "needs --column N or --label NAME")
 
-    def _decode_error(self, offset: int, reason: str, t_arr: float, out: list) -> None:
-        """Count; tell stdout at most once a second; stderr once if most lines fail."""
-        self.stats["decode_errors"] += 1
-        self._lines_bad += 1
-        self._err_pending += 1
-        if t_arr >= self._err_next_t:
-            detail = {"offset": offset, "reason": reason}
-            if self._err_pending > 1:
-                detail["count"] = self._err_pending  # errors since the last line, this one included
-            out.append(LinkEvent("decode_error", detail, t_arr))
-            self._err_pending = 0
-            self._err_next_t = t_arr + 1.0
-        total = self._lines_bad + self._samples_seen
-        if not self._warned_errors and total >= 50 and self._lines_bad > 0.5 * total:
-            self._warned_errors = True
-            log.warning("%s: %d of the last %d lines could not be read (e.g. %s). %s", self.port,
-                        self._lines_bad, total, reason,
-                        "Check --baud (the sketch's Serial.begin() value); a Serial Plotter sketch "
-                        "printing several values needs --column N or --label NAME")
-
     def _make_parser(self, keep=None):
         if not self.ascii:
             framed = keep.framed if keep is not None else FramedStream(self.lead, self.uv_per_lsb, self.stats)
@@ -405,107 +370,27 @@ class SerialSource(Source):
                 return items
             parse.framed = framed
             return parse
-        return self._ascii_parser()
+        return self._ascii_parser(keep)
 
-    def _ascii_parser(self):
-        dec = self._dec = AsciiLineDecoder(column=self.column, label=self.label)
-        state = {"fs": self.fs_override, "uv": self.uv_per_lsb, "units": self.units}
+    def _ascii_parser(self, keep=None):
+        """The text parser (:mod:`.serial_text`); after a reconnect the same one, restarted."""
+        text = keep.text if keep is not None else TextStream(
+            self.port, self.lead, self.fs_override, self.uv_per_lsb, self.units, self.column, self.label,
+            self.stats, self.ecg_watch)
+        if keep is not None:
+            text.restart()
+        self._text = text
 
         def parse(data):
-            t_arr, t_mono = time.time(), time.perf_counter()
-            out = []
-            for m in dec.feed_runs(data):
-                if isinstance(m, SampleRun):
-                    values = np.asarray(m.values)
-                    scale = self._scale(state, dec, values)
-                    fs = state["fs"] or 0.0  # 0: not declared, the rate watch locks it
-                    self._samples_seen += len(values)
-                    if self.ecg_watch is not None:
-                        self.ecg_watch.column_desc = dec.chosen
-                    if m.lead_off is None:
-                        self._seq += 1
-                        out.append(Chunk.from_counts(values, scale, fs, t_arr, t_mono, seq=self._seq))
-                        continue
-                    off = np.asarray(m.lead_off, dtype=bool)
-                    # one chunk per run of good / lead-off slots: a lead-off slot keeps time,
-                    # and the pipeline holds the last good value through it
-                    edges = np.flatnonzero(np.diff(off.astype(np.int8))) + 1
-                    for a, b in zip(np.r_[0, edges], np.r_[edges, len(values)]):
-                        self._seq += 1
-                        out.append(Chunk.from_counts(values[a:b], scale, fs, t_arr, t_mono,
-                                                     seq=self._seq, lead_off=bool(off[a])))
-                elif isinstance(m, AsciiHeader):
-                    out.append(self._header(m, state, t_arr))
-                elif isinstance(m, DecodeError):
-                    self._decode_error(m.offset, m.reason, t_arr, out)
-            return coalesce(out)
+            items = text.feed(data)
+            if text.declared_fs:
+                self.fs = text.declared_fs
+            self._samples_seen = text.samples_seen
+            return items
+        parse.text = text
         return parse
 
-    def _header(self, m: AsciiHeader, state: dict, t_arr: float) -> LinkEvent:
-        where = f"byte {m.offset}: '#' header"  # like a HELLO: an unsupported rate refuses the device
-        if m.fs_hz is not None:
-            check_rate(m.fs_hz, where, "fs", exc=SourceRefused)
-        if m.uv_per_lsb is not None:
-            check_gain(m.uv_per_lsb, where, "uv_per_lsb", exc=SourceRefused)
-        if m.fs_hz:
-            if self.fs_override and abs(m.fs_hz - self.fs_override) > 1e-6:
-                log.warning("header says fs=%g, --fs says %g: using --fs", m.fs_hz, self.fs_override)
-            else:
-                state["fs"] = float(m.fs_hz)
-                self.fs = state["fs"]
-        if m.uv_per_lsb:
-            state["uv"] = float(m.uv_per_lsb)
-        units = m.extra.get("units")
-        if units and self.units is None:
-            found = {u.lower(): u for u in UNITS}.get(units.lower())
-            if found is None:
-                log.warning("header says units=%s: not one of %s, ignored", units, ", ".join(UNITS))
-            else:
-                state["units"] = found
-        if m.lead and m.lead.upper() != self.lead.upper():
-            log.warning("the sketch streams lead %s, the model expects %s", m.lead, self.lead)
-        return LinkEvent("hello", {"fs": state["fs"], "lead": m.lead, "uv_per_lsb": state["uv"],
-                                   **m.extra}, t_arr)
-
-    def _scale(self, state: dict, dec: AsciiLineDecoder, values: np.ndarray) -> float:
-        """µV per printed unit. The rule when nothing says (``--units``, a ``# units=`` header):
-        the first samples decide, decimals -> mV, whole numbers -> ADC counts (``uv_per_lsb``)."""
-        if state["units"] is None:
-            state["units"] = "mV" if dec.decimals else "counts"
-            if state["units"] == "mV":
-                log.info("%s: the values have decimals: taken as mV (pass --units uV, or --units counts "
-                         "with --uv-per-lsb, if they are not)", self.port)
-            else:
-                log.info("%s: whole numbers: taken as ADC counts at %g uV per count (--uv-per-lsb; "
-                         "--units mV or uV if the sketch prints those)", self.port, state["uv"])
-            state["checked"] = False
-        if state["units"] == "mV" and not state.get("checked") and len(values):
-            state["checked"] = True
-            peak = float(np.max(np.abs(values)))
-            if peak > 30:
-                log.warning("%s: values up to %g taken as mV are not an ECG in mV: pass --units uV, or "
-                            "--units counts --uv-per-lsb N", self.port, peak)
-        return {"mV": 1000.0, "uV": 1.0}.get(state["units"], state["uv"])
-
     def _other_columns(self) -> dict:
-        """{option: (mV samples, fs)} for the columns of the last lines other than the ECG's:
-        what the ECG check tries when the chosen column is refused."""
-        dec = self._dec
+        """The ECG check's alternatives: the other columns of the last lines (see :mod:`.serial_text`)."""
         fs = self.fs or (self.rate_watch.locked if self.rate_watch is not None else None)
-        if dec is None or not fs or len(dec.rows) < 2 or not dec.row_keys:
-            return {}
-        n = min(len(dec.rows), int(10 * fs))
-        rows = list(dec.rows)[-n:]
-        width = min(len(r) for r in rows)
-        a = np.asarray([r[:width] for r in rows], dtype=np.float64)
-        out = {}
-        for j in range(width):
-            if j == dec.chosen_index:
-                continue
-            key = dec.row_keys[j] if j < len(dec.row_keys) else None
-            option = f"--label {key}" if key else f"--column {j}"
-            col = a[:, j]
-            # the same rule as the chosen column: decimals are mV, whole numbers counts
-            scale = 1000.0 if np.any(col != np.trunc(col)) else self.uv_per_lsb
-            out[option] = (col * (scale / 1000.0), fs)
-        return out
+        return {} if self._text is None else self._text.other_columns(fs)
