@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfmis.train import trainer
+from selfmis.train import trainer, validation
 from selfmis.train.checkpoint import load_checkpoint
 from selfmis.train.distributed import DeviceError, epoch_shards, select_device
 
@@ -162,10 +162,10 @@ def test_resume_with_another_device_string(tiny, tmp_path, monkeypatch):
                 raise KeyboardInterrupt
             return fn()
         return val
-    monkeypatch.setattr(trainer, "single_lead_val_fn", dies_in_epoch_2)
+    monkeypatch.setattr(validation, "single_lead_val_fn", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(dict(conf, device="cpu"))
-    monkeypatch.setattr(trainer, "single_lead_val_fn", real)
+    monkeypatch.setattr(validation, "single_lead_val_fn", real)
     blob = torch.load(out / "scratch.last.pt", map_location="cpu", weights_only=True)
     assert blob["extra"]["epoch"] == 0 and "objective" in blob["extra"]
     res = trainer.train(dict(conf, device="auto" if not torch.cuda.is_available() else "cpu:0"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfmis.train import trainer
+from selfmis.train import trainer, validation
 from selfmis.train.checkpoint import CheckpointError, load_model, load_weights_into, save_checkpoint
 from selfmis.train.crops import record_windows, self_cut
 from selfmis.train.data import DEFAULT_TASKS
@@ -111,11 +111,11 @@ def test_resume_continues_from_last_epoch(tiny, tmp_path, monkeypatch):
                 raise KeyboardInterrupt  # the session dies during epoch 2
             return fn()
         return val
-    monkeypatch.setattr(trainer, "single_lead_val_fn", failing_val)
+    monkeypatch.setattr(validation, "single_lead_val_fn", failing_val)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(cfg(tiny, out, method="scratch"))
     assert (out / "scratch.last.pt").is_file() and not (out / "model.pt").exists()
-    monkeypatch.setattr(trainer, "single_lead_val_fn", real)
+    monkeypatch.setattr(validation, "single_lead_val_fn", real)
     res = trainer.train(cfg(tiny, out, method="scratch"))
     epochs = [h["epoch"] for h in res["log"] if h.get("stage") == "scratch"]
     assert epochs == [0, 1]  # epoch 0 came from the interrupted run's state

@@ -8,8 +8,8 @@ Public API (``selfmis train``, ``selfmis data`` and ``selfmis evaluate --checkpo
     trainer.train(config), trainer.METHODS, trainer.DEFAULTS, trainer.split_folds   # (torch)
     models.ResNet1d, checkpoint.load_model                                            # (torch)
 
-The numpy-only modules (data, crops, evaluate) are imported here; the torch ones (trainer, models,
-losses, checkpoint) when used, so ``selfmis data summary`` does not pay for torch.
+The numpy-only modules (data, crops, evaluate) are imported here; the torch ones (trainer, loop, methods,
+models, losses, checkpoint) when used, so ``selfmis data summary`` does not pay for torch.
 """
 from . import crops, data, evaluate
 
