@@ -147,12 +147,18 @@ static analysis analyse(smx_chain *c, smx_detector *d) {
   /* dd = derivative (|d| kept for the slopes), env = sqrt(moving mean of d^2) ('same' mode) */
   dd[0] = 0;
   for (i = 1; i < len; i++) dd[i] = y[i] - y[i - 1];
-  for (i = 0; i < len; i++) {
-    int a = i - SMX_DET_WIN / 2, b = i + (SMX_DET_WIN - 1) / 2 + 1;
-    acc = 0;
-    if (SMX_DET_WIN % 2 == 0) { a = i - SMX_DET_WIN / 2; b = i + SMX_DET_WIN / 2; }
-    for (j = a < 0 ? 0 : a; j < (b > len ? len : b); j++) acc += dd[j] * dd[j] * ((smx_real)1 / SMX_DET_WIN);
-    env[i] = smx_sqrt(acc);
+  /* each term d^2 / WIN once (in the FFT scratch's free half: the band-passed signal y
+   * takes at most SMX_FFT_MAX floats of it), then the same sums in the same order */
+  {
+    smx_real *sq = c->s.f.y + SMX_FFT_MAX;
+    for (i = 0; i < len; i++) sq[i] = dd[i] * dd[i] * ((smx_real)1 / SMX_DET_WIN);
+    for (i = 0; i < len; i++) {
+      int a = i - SMX_DET_WIN / 2, b = i + (SMX_DET_WIN - 1) / 2 + 1;
+      if (SMX_DET_WIN % 2 == 0) { a = i - SMX_DET_WIN / 2; b = i + SMX_DET_WIN / 2; }
+      acc = 0;
+      for (j = a < 0 ? 0 : a; j < (b > len ? len : b); j++) acc += sq[j];
+      env[i] = smx_sqrt(acc);
+    }
   }
   for (i = 0; i < len; i++) dd[i] = dd[i] < 0 ? -dd[i] : dd[i];
   np = envelope_peaks(c, env, len);

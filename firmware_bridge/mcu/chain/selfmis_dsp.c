@@ -12,6 +12,7 @@
  * on W + 2*pad points); twiddles are computed for the length in use and kept until the
  * length changes.
  */
+#include <string.h>
 #include "selfmis_chain.h"
 
 #define PI_F 3.14159265358979323846f
@@ -62,15 +63,32 @@ double smx_sqrt_d(double x) { return __builtin_sqrt(x); }
 
 /* Shell sort (Ciura gaps): in place, ascending; a few hundred elements at most */
 static const int gaps[] = {57, 23, 10, 4, 1};
-void smx_sort_d(double *v, int n) {
+/* Doubles sorted by their bits: an IEEE-754 double's bit pattern, read as a signed 64-bit
+ * integer with the magnitude bits of negatives flipped, orders as the number does (-0 just
+ * below +0, which compare equal: the sorted values are the same). The Cortex-M4F has no double
+ * FPU, and a soft-double comparison costs ~20 instructions where a 64-bit one costs ~4. */
+static int64_t key_of(const double *v) {  /* memcpy: no type punning through pointers */
+  int64_t i;
+  memcpy(&i, v, sizeof i);
+  return i >= 0 ? i : i ^ INT64_MAX;
+}
+static void put_key(double *v, int64_t k) { memcpy(v, &k, sizeof k); }
+static int64_t get_key(const double *v) { int64_t k; memcpy(&k, v, sizeof k); return k; }
+void smx_sort_d(double *v, int n) {  /* the keys live in v's own storage while it is sorted */
   int g, i, j;
+  for (i = 0; i < n; i++) put_key(v + i, key_of(v + i));
   for (g = 0; g < 5; g++) {
     int h = gaps[g];
     for (i = h; i < n; i++) {
-      double t = v[i];
-      for (j = i; j >= h && v[j - h] > t; j -= h) v[j] = v[j - h];
-      v[j] = t;
+      int64_t t = get_key(v + i);
+      for (j = i; j >= h && get_key(v + j - h) > t; j -= h) put_key(v + j, get_key(v + j - h));
+      put_key(v + j, t);
     }
+  }
+  for (i = 0; i < n; i++) {
+    int64_t k = get_key(v + i);
+    k = k >= 0 ? k : k ^ INT64_MAX;
+    memcpy(v + i, &k, sizeof k);
   }
 }
 void smx_sort_f(smx_real *v, int n) {
@@ -105,10 +123,14 @@ static void plan(smx_chain *c, int n) {
   for (k = 0; 2 * k <= n; k++) {
     /* exp(-2 pi i k / n): cos(pi * 2k/n), sin(pi * 2k/n) = cos(pi * (n - 4k) / (2n)) */
     float u = (float)(2 * k) / (float)n;
-    int a = n - 4 * k;
-    float s = smx_cos_pi_f((float)(a < 0 ? -a : a) / (float)(2 * n));
     c->tw[k].r = smx_cos_pi_f(u);
-    c->tw[k].i = -s;
+  }
+  for (k = 0; 2 * k <= n; k++) {
+    int a = n - 4 * k;
+    /* when 4 | n, |n - 4k| / (2n) = 2k'/n for k' = |n/4 - k| <= n/2: the same float quotient
+     * of the same integers, so the cosine already computed is bit for bit the one needed */
+    if (n % 4 == 0) c->tw[k].i = -c->tw[a < 0 ? -a / 4 : a / 4].r;
+    else c->tw[k].i = -smx_cos_pi_f((float)(a < 0 ? -a : a) / (float)(2 * n));
   }
   c->tw_n = n;
 }
@@ -210,19 +232,21 @@ static void bfly_generic(smx_cpx *f, int fstride, const smx_cpx *tw, int m, int 
   }
 }
 
-static void work(smx_cpx *out, const smx_cpx *in, int fstride, const int *fac, const smx_cpx *tw, int n) {
+/* KISS FFT's recursion; twiddle k of this length is tw[k * ts] of the table's length n
+ * (ts = 2: the half-length transform of the real-input FFT uses the full length's table) */
+static void work(smx_cpx *out, const smx_cpx *in, int fstride, const int *fac, const smx_cpx *tw, int n, int ts) {
   const int p = fac[0], m = fac[1];
   int q;
   if (m == 1) {
     for (q = 0; q < p; q++) out[q] = in[q * fstride];
   } else {
-    for (q = 0; q < p; q++) work(out + q * m, in + q * fstride, fstride * p, fac + 2, tw, n);
+    for (q = 0; q < p; q++) work(out + q * m, in + q * fstride, fstride * p, fac + 2, tw, n, ts);
   }
-  if (p == 2) bfly2(out, fstride, tw, m, n);
-  else if (p == 4) bfly4(out, fstride, tw, m, n);
-  else if (p == 3) bfly3(out, fstride, tw, m, n);
-  else if (p == 5) bfly5(out, fstride, tw, m, n);
-  else bfly_generic(out, fstride, tw, m, p, n);
+  if (p == 2) bfly2(out, fstride * ts, tw, m, n);
+  else if (p == 4) bfly4(out, fstride * ts, tw, m, n);
+  else if (p == 3) bfly3(out, fstride * ts, tw, m, n);
+  else if (p == 5) bfly5(out, fstride * ts, tw, m, n);
+  else bfly_generic(out, fstride * ts, tw, m, p, n);
 }
 
 static int factorise(int n, int *fac) {
@@ -240,26 +264,84 @@ static int factorise(int n, int *fac) {
   return 0;
 }
 
+/* The real-input FFT of x (even length n = 2M) from one complex FFT of length M,
+ * z[m] = x[2m] + i x[2m+1] (c->s.fft.a -> Z in c->s.fft.b), times the real gain, and back the
+ * same way: the half-length inverse transform gives y[2m] and y[2m+1] as the real and
+ * imaginary parts of one output. Half the butterflies of one complex FFT each way.
+ * For k and j = M - k (indices mod M, w = exp(-2 pi i / n)):
+ *   E_k = (Z_k + conj Z_j) / 2,  O_k = (Z_k - conj Z_j) / 2i,  X_k = E_k + w^k O_k   (k = 0..M)
+ *   Y_k = g_k X_k;  Z'_k = (Y_k + conj Y_j) + i conj(w^k) (Y_k - conj Y_j)          (k = 0..M-1)
+ *   y[2m] + i y[2m+1] = (1/n) sum_k Z'_k exp(+2 pi i m k / M) = conj(fft(conj Z'))[m] / n */
+static void real_filter(smx_chain *c, int nfft, const int *fac, const smx_cpx *tw, const smx_real *gain,
+                        int n_gain) {
+  smx_cpx *a = c->s.fft.a, *b = c->s.fft.b;
+  const int M = nfft / 2, n = nfft;  /* n: the table's length, as TW_AT reads it */
+  smx_real inv = (smx_real)1 / (smx_real)nfft, *y = c->s.f.y, h = (smx_real)0.5;
+  int k, m;
+  work(b, a, 1, fac, tw, nfft, 2);
+  for (k = 0; 2 * k <= M; k++) {
+    int j = k ? M - k : 0, t;
+    smx_cpx zk = b[k], zj = b[j], Y[2], W[2], out[2];
+    for (t = 0; t < 2; t++) {  /* X_k (t = 0) and X_{M-k} (t = 1, for k = 0: X_M) */
+      smx_cpx p = t ? zj : zk, q = t ? zk : zj, e, o, w;
+      int idx = t ? M - k : k, kk = idx;
+      smx_real g;
+      TW_AT(w, idx);
+      e.r = (p.r + q.r) * h; e.i = (p.i - q.i) * h;
+      o.r = (p.i + q.i) * h; o.i = (q.r - p.r) * h;   /* (p - conj q) / 2i */
+      g = kk < n_gain ? gain[kk] : 0;
+      Y[t].r = (e.r + (w.r * o.r - w.i * o.i)) * g;
+      Y[t].i = (e.i + (w.r * o.i + w.i * o.r)) * g;
+      W[t] = w;
+    }
+    if (k == 0) { Y[0].i = 0; Y[1].i = 0; }  /* X_0, X_M are real: irfft reads their real parts */
+    for (t = 0; t < (k == 0 || 2 * k == M ? 1 : 2); t++) {  /* Z'_k, Z'_{M-k}: stored conjugated */
+      smx_cpx p = Y[t], q = Y[1 - t], d, r;
+      smx_cpx w = k == 0 ? W[0] : W[t];
+      d.r = p.r - q.r; d.i = p.i + q.i;                 /* Y_k - conj Y_j */
+      r.r = d.r * w.r + d.i * w.i; r.i = d.i * w.r - d.r * w.i;   /* conj(w) d */
+      out[t].r = (p.r + q.r) - r.i;                      /* (Y_k + conj Y_j) + i r */
+      out[t].i = (p.i - q.i) + r.r;
+    }
+    b[k].r = out[0].r; b[k].i = -out[0].i;
+    if (k && 2 * k != M) { b[j].r = out[1].r; b[j].i = -out[1].i; }
+  }
+  work(a, b, 1, fac, tw, nfft, 2);
+  /* y overlays a: y[2m], y[2m+1] are a[m].r, a[m].i themselves */
+  for (m = 0; m < M; m++) { smx_real re = a[m].r, im = a[m].i; y[2 * m] = re * inv; y[2 * m + 1] = -(im * inv); }
+}
+
 /* c->s.f.y[0..nfft) = the real part of irfft(rfft(x zero-padded to nfft) * gain), x = c->s.f.x[0..n):
- * numpy's rfft/irfft pair, as one complex FFT each way (the gain is real and even) */
+ * numpy's rfft/irfft pair; an even length as a real-input FFT (real_filter), an odd one as one
+ * complex FFT each way (the gain is real and even) */
 void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain, int n_gain) {
   int fac[64], k;
   smx_cpx *a = c->s.fft.a, *b = c->s.fft.b;
   const smx_cpx *tw;
   smx_real inv = (smx_real)1 / (smx_real)nfft, *y = c->s.f.y;
   const smx_real *x = c->s.f.x;
-  if (nfft > SMX_FFT_MAX || n > nfft || factorise(nfft, fac) < 0) { c->error = SMX_ERR_OVERFLOW; return; }
+  const int half = nfft % 2 == 0;
+  if (nfft > SMX_FFT_MAX || n > nfft || factorise(half ? nfft / 2 : nfft, fac) < 0) { c->error = SMX_ERR_OVERFLOW; return; }
   if (nfft == SMX_BP_M) tw = smx_bp_tw;  /* the window's length: a table in flash (c_chain.py) */
   else { plan(c, nfft); tw = c->tw; }
+  if (half) {
+    /* x overlays b; a is free */
+    for (k = 0; k < nfft / 2; k++) {
+      a[k].r = 2 * k < n ? x[2 * k] : 0;
+      a[k].i = 2 * k + 1 < n ? x[2 * k + 1] : 0;
+    }
+    real_filter(c, nfft, fac, tw, gain, n_gain);
+    return;
+  }
   for (k = 0; k < nfft; k++) { a[k].r = k < n ? x[k] : 0; a[k].i = 0; }  /* x overlays b: read before b is written */
-  work(b, a, 1, fac, tw, nfft);
+  work(b, a, 1, fac, tw, nfft, 1);
   for (k = 0; k < nfft; k++) {
     int kk = k <= nfft - k ? k : nfft - k;
     smx_real g = kk < n_gain ? gain[kk] : 0;
     b[k].r *= g;
     b[k].i = -(b[k].i * g);   /* conjugate: ifft(X) = conj(fft(conj(X))) / n */
   }
-  work(a, b, 1, fac, tw, nfft);
+  work(a, b, 1, fac, tw, nfft, 1);
   /* y overlays a: y[k] is written after a[k'] for every k' <= k was read (float 2k' >= k) */
   for (k = 0; k < nfft; k++) y[k] = a[k].r * inv;
 }
