@@ -103,16 +103,52 @@ def symbols(elf) -> dict:
     return {f[2]: int(f[0], 16) for f in (l.split() for l in out.splitlines()) if len(f) == 3}
 
 
+#: where each function's instructions go, outside a scored beat (the scored phase is split by the
+#: markers: the model, and the rest of the scored beat: window band-pass FFT, detrend, z-score, int8,
+#: calibration, decision). Static functions the compiler inlined count for their caller.
+STAGES = {
+    "resampler": ("rs_process", "resample"),
+    "quality gate (1-s blocks: sort, MAD)": ("assess", "mad", "smx_sort_d", "quality_push", "window_reasons",
+                                             "tail_reasons"),
+    "beat detector: FFT band-pass (5-15 Hz)": ("work", "bfly2", "bfly3", "bfly4", "bfly5", "bfly_generic",
+                                               "smx_fft_filter", "real_filter", "plan", "smx_cos_pi_f",
+                                               "band_gain", "band", "smx_fast_len", "factorise"),
+    "beat detector: envelope, peaks, rules": ("smx_det_push", "analyse", "envelope_peaks", "select_qrs",
+                                              "median_i", "bisect_left", "memmove", "smx_sqrt"),
+}
+FFT_FUNCS = set(STAGES["beat detector: FFT band-pass (5-15 Hz)"]) - {"band", "band_gain"}
+
+
+def _stage_of(name: str, phase: int) -> str:
+    base = name.split(".")[0]
+    if phase == 2:
+        return "model (plain C int8 kernels)"
+    if phase == 1:
+        return ("scored beat: window band-pass FFT" if base in FFT_FUNCS else
+                "scored beat: detrend, z-score, int8, calibration, decision")
+    for stage, funcs in STAGES.items():
+        if base in funcs:
+            return stage
+    if base.startswith("__") or base.startswith("_aeabi"):
+        return "soft-float double (quality statistics, detector thresholds, decision times)"
+    return "chain glue: hold & fill, ring, quality events, beat bookkeeping"
+
+
 def count_instructions(elf, samples: np.ndarray, work, timeout: float = 3600) -> dict:
     """Instructions executed under QEMU (one trace line per instruction with -singlestep),
     split by the markers: in pushes (the whole chain), in scored beats (window -> decision),
-    in the model. The trace streams through a FIFO into trace_count (it is gigabytes)."""
+    in the model; and per function and stage (``trace_profile.c``). The trace streams through a
+    FIFO into trace_profile (it is gigabytes)."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     np.asarray(samples, "<f4").tofile(work / "input.f32")
-    counter = work / "trace_count"
-    _run(["gcc", "-O2", "-o", counter, MCU / "qemu" / "trace_count.c"])
+    counter = work / "trace_profile"
+    _run(["gcc", "-O2", "-o", counter, MCU / "qemu" / "trace_profile.c"])
     sym = symbols(elf)
+    nm = _run(["arm-none-eabi-nm", "-S", "--defined-only", elf]).stdout
+    funcs = [l.split() for l in nm.splitlines()]
+    (work / "functions.txt").write_text("".join(f"{f[0]} {f[1]} {f[3]}\n" for f in funcs
+                                                if len(f) == 4 and f[2] in "tTwW"))
     fifo = work / "trace.fifo"
     if fifo.exists():
         fifo.unlink()
@@ -120,14 +156,22 @@ def count_instructions(elf, samples: np.ndarray, work, timeout: float = 3600) ->
     q = subprocess.Popen(qemu_cmd(elf, str(fifo)), cwd=work, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     with open(fifo, "rb") as f:  # opens once QEMU has opened its log for writing
-        cnt = subprocess.run([str(counter), *[f"{sym[m]:x}" for m in MARKS]], stdin=f,
+        cnt = subprocess.run([str(counter), work / "functions.txt", *[f"{sym[m]:x}" for m in MARKS]], stdin=f,
                              capture_output=True, text=True, timeout=timeout)
     q.wait(timeout=60)
-    out = cnt.stdout
     fifo.unlink()
-    total, push, score, model, n_push, n_score, n_model = map(int, out.split())
+    lines = [l.split() for l in cnt.stdout.splitlines()]
+    total, push, score, model, n_push, n_score, n_model = map(int, lines[0][1:])
+    per_func, stages = {}, {}
+    for l in lines[1:]:
+        n = list(map(int, l[2:5]))
+        per_func[l[1]] = n
+        for phase, v in enumerate(n):
+            if v:
+                st = _stage_of(l[1], phase)
+                stages[st] = stages.get(st, 0) + v
     return {"total": total, "chain": push, "scored_beats": score, "model": model, "pushes": n_push,
-            "n_scored": n_score, "n_model": n_model}
+            "n_scored": n_score, "n_model": n_model, "stages": stages, "functions": per_func}
 
 
 def memory(elf) -> dict:
@@ -185,13 +229,15 @@ def _ref_model(bundle_dir, engine):
 
 def parity(bundle, engine: str, records: list, fs: float, work: Path, jobs: int = 2, tile: int = 3) -> dict:
     """C chain (host) vs the gateway on every record; totals and every difference by record."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     cfg = ChainConfig(fs, persist_s=5.0)
     exe = wp.build_host(bundle, cfg, work / f"host-{bundle.card.sha256[:8]}-{int(fs)}",
                         wp.model_dir_for(bundle, work))
     args = [(r, str(bundle.directory), engine, fs, tile, exe) for r in records]
     rows = []
-    with ProcessPoolExecutor(max_workers=jobs) as ex:
+    # spawned workers: the QEMU runs go on in a thread of this process meanwhile (no fork under threads)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
         for i, row in enumerate(ex.map(_parity_one, args), 1):
             rows.append(row)
             if i % 10 == 0 or i == len(args):
@@ -218,13 +264,15 @@ def parity(bundle, engine: str, records: list, fs: float, work: Path, jobs: int 
     return {"bundle": bundle.card.name, "reference": engine, "fs": fs, "totals": tot, "differences": diffs}
 
 
-def target_run(bundle, fs: float, rec, work: Path, trace: bool = True) -> dict:
-    """One record on the emulated Cortex-M4F: identical to the host? memory, stack, instructions."""
+def target_run(bundle, fs: float, rec, work: Path, trace: bool = True, every_k: int = 1) -> dict:
+    """One record on the emulated Cortex-M4F: identical to the host? memory, stack, instructions
+    (scoring every ``every_k``-th beat: the decision cadence, ``--every-k-beats`` of edge-run and of
+    the chain's generator)."""
     x, fs_rec = wp.read_lead_i(rec)
     x = x[::int(round(fs_rec / fs))].copy()
-    cfg = ChainConfig(fs)
+    cfg = ChainConfig(fs, every_k_beats=every_k)
     mdir = wp.model_dir_for(bundle, work)
-    tag = f"{bundle.directory.name}-{int(fs)}"
+    tag = f"{bundle.directory.name}-{int(fs)}-k{every_k}"
     host = wp.build_host(bundle, cfg, work / f"h-{tag}", mdir)
     _, host_text = wp.run_c(host, x)
     elf = build_target(bundle, cfg, work / f"t-{tag}", mdir)
@@ -238,7 +286,8 @@ def target_run(bundle, fs: float, rec, work: Path, trace: bool = True) -> dict:
         raise RuntimeError(f"{minimal} under QEMU: exit {mq.returncode}, {mq.stdout[-300:]} {mq.stderr[-300:]}")
     mem = memory(minimal)
     arena = _model_arena(mdir)
-    out = {"bundle": bundle.card.name, "fs": fs, "record": Path(rec).name, "seconds": len(x) / fs,
+    out = {"bundle": bundle.card.name, "fs": fs, "every_k_beats": every_k, "record": Path(rec).name,
+           "seconds": len(x) / fs,
            "qemu_output_identical_to_host": same, "device_image": {**mem, "stack_high_water": m.get("stack"),
                                                                      "chain_struct_bytes": m.get("chain"),
                                                                      "model_arena_bytes": arena},
@@ -260,16 +309,22 @@ def _model_arena(mdir: Path):
 
 
 def summarise_target(t: dict, beats_per_s: float) -> dict:
-    """Instructions per second of ECG (whole record, and steady state) and per decision."""
+    """Instructions per second of ECG (whole record, and steady state) and per decision.
+
+    *Steady*: the instructions outside scored beats per second, plus instructions per scored beat
+    times the scored beats per second (the record's beats per second / the cadence k)."""
     ic = t.get("instructions")
     if not ic:
         return {}
+    k = t.get("every_k_beats", 1)
     per_dec = ic["scored_beats"] / max(1, ic["n_scored"])
     rest_per_s = (ic["chain"] - ic["scored_beats"]) / t["seconds"]
     return {"chain_instr_per_s_record": ic["chain"] / t["seconds"],
             "instr_per_decision": per_dec, "model_instr_per_invoke": ic["model"] / max(1, ic["n_model"]),
-            "non_scoring_instr_per_s": rest_per_s, "beats_per_s": beats_per_s,
-            "chain_instr_per_s_steady": rest_per_s + per_dec * beats_per_s}
+            "non_scoring_instr_per_s": rest_per_s, "beats_per_s": beats_per_s, "every_k_beats": k,
+            "scored_per_s": beats_per_s / k, "chain_instr_per_s_steady": rest_per_s + per_dec * beats_per_s / k,
+            "stages_instr_per_s": {st: v / t["seconds"] for st, v in
+                                   sorted(ic.get("stages", {}).items(), key=lambda kv: -kv[1])}}
 
 
 def _command(argv: list, repo: Path) -> str:
@@ -295,6 +350,10 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--default-records", type=int, default=None,
                     help="records for the default bundle's parity (default: all of --records)")
+    ap.add_argument("--litert-records", type=int, default=None,
+                    help="records for the parity against LiteRT (default: all of --records)")
+    ap.add_argument("--every-k-beats", type=int, default=4,
+                    help="the decision cadence measured besides every beat: score every k-th beat (default 4)")
     ap.add_argument("--no-trace", action="store_true", help="skip QEMU instruction counting (slow: ~0.1-0.6 M/s)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     a = ap.parse_args(argv)
@@ -317,26 +376,42 @@ def main(argv=None) -> int:
                          "arm-none-eabi-gcc": _run(["arm-none-eabi-gcc", "-dumpversion"]).stdout.strip(),
                          "qemu": _run(["qemu-system-arm", "--version"]).stdout.splitlines()[0]},
            "parity": [], "target": [], "energy": {}}
-    t0 = time.time()
-    for name, engine, fs, n in (("micro", "tflm", 500.0, None), ("micro", "litert", 500.0, None),
-                                ("default", "tflm", 500.0, a.default_records), ("micro", "tflm", 250.0, 20)):
-        rr = recs if n is None else recs[:n]
-        print(f"wearable: parity {name} vs {engine} at {fs:g} Hz on {len(rr)} records", file=sys.stderr)
-        res["parity"].append(parity(bundles[name], engine, rr, fs, work, jobs=a.jobs))
-    res["parity_seconds"] = round(time.time() - t0, 1)
+    from concurrent.futures import ThreadPoolExecutor
     rec = recs[0]
-    for name, fs, traced in (("micro", 250.0, True), ("default", 250.0, True), ("micro", 500.0, False)):
-        print(f"wearable: Cortex-M4F under QEMU, {name} at {fs:g} Hz on {rec.name}", file=sys.stderr)
-        t = target_run(bundles[name], fs, rec, work, trace=traced and not a.no_trace)
-        x, fs_rec = wp.read_lead_i(rec)
-        c, _ = wp.run_c(wp.build_host(bundles[name], ChainConfig(fs), work / f"hb-{name}-{int(fs)}",
-                                      wp.model_dir_for(bundles[name], work)), x[::int(fs_rec / fs)].copy())
-        t["summary"] = summarise_target(t, len(c["beats"]) / t["seconds"])
-        res["target"].append(t)
+    k = a.every_k_beats
+    runs = [("micro", 250.0, 1, True), ("micro", 250.0, k, True), ("default", 250.0, 1, True),
+            ("default", 250.0, k, True), ("micro", 500.0, 1, False)]
+
+    def targets() -> list:  # QEMU runs (external processes) while the parity runs in the process pool
+        out = []
+        for name, fs, kk, traced in runs:
+            print(f"wearable: Cortex-M4F under QEMU, {name} at {fs:g} Hz, every {kk} beat(s), on {rec.name}",
+                  file=sys.stderr)
+            t = target_run(bundles[name], fs, rec, work, trace=traced and not a.no_trace, every_k=kk)
+            x, fs_rec = wp.read_lead_i(rec)
+            c, _ = wp.run_c(wp.build_host(bundles[name], ChainConfig(fs), work / f"hb-{name}-{int(fs)}",
+                                          wp.model_dir_for(bundles[name], work)), x[::int(fs_rec / fs)].copy())
+            t["summary"] = summarise_target(t, len(c["beats"]) / t["seconds"])
+            out.append(t)
+        return out
+
+    t0 = time.time()
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(targets)
+        for name, engine, fs, n in (("micro", "tflm", 500.0, None), ("micro", "litert", 500.0, a.litert_records),
+                                    ("default", "tflm", 500.0, a.default_records), ("micro", "tflm", 250.0, 20)):
+            rr = recs if n is None else recs[:n]
+            print(f"wearable: parity {name} vs {engine} at {fs:g} Hz on {len(rr)} records", file=sys.stderr)
+            res["parity"].append(parity(bundles[name], engine, rr, fs, work, jobs=a.jobs))
+        res["parity_seconds"] = round(time.time() - t0, 1)
+        res["target"] = fut.result()
+    for t in res["target"]:
         s = t["summary"]
         if s:
-            res["energy"][f"{name}@{int(fs)}"] = energy.model(fs, s["chain_instr_per_s_steady"], s["instr_per_decision"],
-                                                             s["beats_per_s"], 56)
+            key = f"{t['bundle'].split('-')[2]}@{int(t['fs'])}, every {t['every_k_beats']} beat(s)"
+            res["energy"][key] = energy.model(t["fs"], s["chain_instr_per_s_steady"], s["instr_per_decision"],
+                                              s["scored_per_s"], 56)
+            res["energy"][key]["every_k_beats"] = t["every_k_beats"]
     res["energy_assumptions"] = {k: {"value": v, "unit": u, "source": src}
                                  for k, (v, u, src) in {**energy.ASSUMPTIONS, **energy.BASELINE}.items()}
     out = Path(a.out)

@@ -65,6 +65,21 @@ def test_host_chain_equals_gateway_on_the_bundled_500hz_record(micro, tmp_path, 
     assert rp.identical, rp
 
 
+def test_decision_cadence_is_the_same_on_the_device_and_the_gateway(micro, tmp_path):
+    """--every-k-beats K (edge-run) = --every-k-beats K (the chain's generator): every beat is still
+    found, every K-th scored, and the decisions are the same ones (the benchmark's cheaper cadence)."""
+    _tool("gcc")
+    x, _ = wp.read_lead_i(REC500)
+    x, fs = np.tile(x[::2], 3), 250.0
+    cfg = ChainConfig(fs, persist_s=5.0, every_k_beats=3)
+    exe = wp.build_host(micro, cfg, tmp_path / "k3", model_dir=wp.model_dir_for(micro, tmp_path))
+    c, _ = wp.run_c(exe, x)
+    rp = wp.compare("00271 at 250 Hz, every 3rd beat", wp.python_reference(x, fs, wp.reference_model(micro, "tflm"),
+                                                                          cfg), c, list(micro.card.labels))
+    assert rp.identical, rp
+    assert rp.beats_py >= 25 and 0 < rp.windows <= rp.beats_py // 3 + 1 and rp.decisions_py >= 3, rp
+
+
 def test_host_chain_against_the_gateway_as_edge_run_runs_it(micro, tmp_path):
     """LiteRT (XNNPACK) is the gateway's engine: its int8 outputs differ from the reference kernels
     the plain C engine equals by up to 2 LSB here (reported, benchmarks/results/wearable/); what the

@@ -7,8 +7,10 @@
  * (code the compiler inlined counts for the function it was inlined into) and to one of three
  * phases: the model (between the model markers), the rest of a scored beat (between the score
  * markers: window band-pass, z-score, int8, calibration, decision), or the rest of the push.
- * Prints one line per function that executed: "name outside score model". An instruction count,
- * not a cycle count. */
+ * Prints first trace_count's totals, "T total push score model n_push n_score n_model" (the score
+ * and model counts there, as in trace_count, also cover the end-of-stream flush), then one line per
+ * function that executed in a push: "F name outside score model". An instruction count, not a
+ * cycle count. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,7 @@ static int find(unsigned long pc) {
 
 int main(int argc, char **argv) {
   unsigned long mark[6], pc;
-  unsigned long long other[3] = {0, 0, 0};
+  unsigned long long other[3] = {0, 0, 0}, total = 0, in[3] = {0, 0, 0}, entries[3] = {0, 0, 0};
   int in_push = 0, in_score = 0, in_model = 0, i;
   char line[512];
   FILE *s;
@@ -60,18 +62,23 @@ int main(int argc, char **argv) {
     int k, ph;
     if (strncmp(line, "Trace", 5) || !p || !(p = strchr(p, '/'))) continue;
     pc = strtoul(p + 1, 0, 16);
-    if (pc == mark[0]) in_push = 1; else if (pc == mark[1]) in_push = 0;
-    if (pc == mark[2]) in_score = 1; else if (pc == mark[3]) in_score = 0;
-    if (pc == mark[4]) in_model = 1; else if (pc == mark[5]) in_model = 0;
+    total++;
+    if (pc == mark[0]) { in_push = 1; entries[0]++; } else if (pc == mark[1]) in_push = 0;
+    if (pc == mark[2]) { in_score = 1; entries[1]++; } else if (pc == mark[3]) in_score = 0;
+    if (pc == mark[4]) { in_model = 1; entries[2]++; } else if (pc == mark[5]) in_model = 0;
+    in[0] += in_push;
+    in[1] += in_score;
+    in[2] += in_model;
     if (!in_push) continue;
     ph = in_model ? 2 : (in_score ? 1 : 0);
     k = find(pc);
     if (k < 0) other[ph]++;
     else f[k].n[ph]++;
   }
+  printf("T %llu %llu %llu %llu %llu %llu %llu\n", total, in[0], in[1], in[2], entries[0], entries[1], entries[2]);
   for (i = 0; i < nf; i++)
     if (f[i].n[0] + f[i].n[1] + f[i].n[2])
-      printf("%s %llu %llu %llu\n", f[i].name, f[i].n[0], f[i].n[1], f[i].n[2]);
-  if (other[0] + other[1] + other[2]) printf("(unknown) %llu %llu %llu\n", other[0], other[1], other[2]);
+      printf("F %s %llu %llu %llu\n", f[i].name, f[i].n[0], f[i].n[1], f[i].n[2]);
+  if (other[0] + other[1] + other[2]) printf("F (unknown) %llu %llu %llu\n", other[0], other[1], other[2]);
   return 0;
 }
