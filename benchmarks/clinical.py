@@ -334,7 +334,7 @@ def ece_floor(per_label: dict, seed: int = 0, n_sim: int = 1000) -> dict:
     return {lab: ece_noise_floor(r["_p_after"], seed=seed, n_sim=n_sim) for lab, r in per_label.items()}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.clinical", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="bundle (default: the shipped one)")
     ap.add_argument("--data", default=None, help="PTB-XL folder (default: the shared subset)")
@@ -343,13 +343,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (records are independent)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     logging.getLogger("selfmis").setLevel(logging.WARNING)
 
     from selfmis.edge_runtime.interpreter import TFLiteModel
     from selfmis.edge_runtime.models import default_bundle_dir
-    from selfmis.quantize.calibrate import apply_calibration, ece
-    from selfmis.quantize.calibrate_cli import bundle_record_logits
     from selfmis.train.data import PTBXL
 
     t0 = time.perf_counter()
@@ -366,15 +368,50 @@ def main(argv=None) -> int:
         ids = ids[:a.records]
     Y = db.labels(ids, tasks=("MI", "NORM"))
     ops = list(card.operating_points)
+    floor = ece_floor_on_test(model, folds["test"], a.data, a.seed)
+    people = stream_people(model, db, ids, ops, a, t0)
+    for i, (r, eid) in enumerate(zip(people, ids)):
+        r.update({"ecg_id": int(eid), "y": bool(Y[i, 0]), "norm": bool(Y[i, 1])})
+    rows = alarm_burden(people, ops)
+    wall = time.perf_counter() - t0
+    report = {"bundle": _shown(model.bundle.directory), "command": "python -m selfmis.benchmarks.clinical "
+              + " ".join(argv if argv is not None else sys.argv[1:]),
+              "card": {"sha256": card.sha256, "metrics": {"calibration": card.metrics["calibration"],
+                                                          "operating_points": card.metrics["operating_points"]},
+                       "operating_points": card.operating_points, "calibration": card.calibration},
+              "ece_floor": floor,
+              "runtime_ece": runtime_ece(people, a.seed),
+              "stream": {"n_people": len(people), "minutes": a.minutes, "noise_uv": NOISE_UV,
+                         "mains_uv": MAINS_UV, "mains_hz": MAINS_HZ, "wander_uv": WANDER_UV, "wander_hz": WANDER_HZ,
+                         "motion_s": MOTION_S, "motion_uv": MOTION_UV, "motion_every_s": MOTION_EVERY_S,
+                         "lead_off_s": LEAD_OFF_S, "lead_off_every_s": LEAD_OFF_EVERY_S,
+                         "hours": sum(p["signal_s"] for p in people) / 3600.0, "wall_s": wall, "seed": a.seed,
+                         "source": VirtualDevice.__module__},
+              "alarm_burden": rows, "people": people}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "clinical.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    (a.out / "clinical.md").write_text(markdown(report))
+    plots(report, a.out)
+    print(markdown(report))
+    return 0
 
-    # record-level calibration figures come from the card; the ECE noise floor needs the test probabilities
-    zt, yt, _ = bundle_record_logits(model.bundle, folds["test"], a.data)
+
+def ece_floor_on_test(model, test_folds, data, seed) -> dict:
+    """Record-level calibration figures come from the card; the ECE noise floor needs the test probabilities."""
+    from selfmis.quantize.calibrate import apply_calibration
+    from selfmis.quantize.calibrate_cli import bundle_record_logits
+
+    card = model.card
+    zt, yt, _ = bundle_record_logits(model.bundle, test_folds, data)
     per = {lab: dict(r) for lab, r in card.metrics["calibration"]["per_label"].items()}
     for lab in per:
         j = card.labels.index(lab)
         per[lab]["_p_after"] = apply_calibration(zt[:, j], card.calibration[lab])
-    floor = ece_floor(per, a.seed)
+    return ece_floor(per, seed)
 
+
+def stream_people(model, db, ids, ops, a, t0) -> list:
+    """Every test record looped for ``a.minutes`` through the runtime, in ``a.jobs`` processes."""
     seconds = a.minutes * 60.0
     tasks = [(str(model.bundle.directory), str(db.record_path(eid, 100)), seconds, a.seed * 100003 + int(eid), ops)
              for eid in ids]
@@ -391,38 +428,26 @@ def main(argv=None) -> int:
         for i, task in enumerate(tasks):
             people.append(_stream_task(task, model))
             _progress(i, len(ids), t0)
-    for i, (r, eid) in enumerate(zip(people, ids)):
-        r.update({"ecg_id": int(eid), "y": bool(Y[i, 0]), "norm": bool(Y[i, 1])})
-    rows = alarm_burden(people, ops)
-    wall = time.perf_counter() - t0
+    return people
+
+
+def runtime_ece(people: list, seed: int) -> dict:
+    """ECE of the streamed mean probabilities per person, with a bootstrap 95% CI."""
+    from selfmis.quantize.calibrate import ece
+
     yp = np.array([p["y"] for p in people])
     pm = np.array([p["mean_probability"] if p["mean_probability"] is not None else np.nan for p in people])
     ok = np.isfinite(pm)
-    rng = np.random.default_rng(a.seed)
+    rng = np.random.default_rng(seed)
     boots = [ece(yp[ok][i], pm[ok][i]) for i in (rng.integers(0, ok.sum(), ok.sum()) for _ in range(1000))]
-    bundle_dir = model.bundle.directory.resolve()
-    shown = bundle_dir.relative_to(HERE.parent) if bundle_dir.is_relative_to(HERE.parent) else bundle_dir
-    report = {"bundle": str(shown), "command": "python -m selfmis.benchmarks.clinical "
-              + " ".join(argv if argv is not None else sys.argv[1:]),
-              "card": {"sha256": card.sha256, "metrics": {"calibration": card.metrics["calibration"],
-                                                          "operating_points": card.metrics["operating_points"]},
-                       "operating_points": card.operating_points, "calibration": card.calibration},
-              "ece_floor": floor,
-              "runtime_ece": {"n": int(ok.sum()), "ece": ece(yp[ok], pm[ok]),
-                              "ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]},
-              "stream": {"n_people": len(people), "minutes": a.minutes, "noise_uv": NOISE_UV,
-                         "mains_uv": MAINS_UV, "mains_hz": MAINS_HZ, "wander_uv": WANDER_UV, "wander_hz": WANDER_HZ,
-                         "motion_s": MOTION_S, "motion_uv": MOTION_UV, "motion_every_s": MOTION_EVERY_S,
-                         "lead_off_s": LEAD_OFF_S, "lead_off_every_s": LEAD_OFF_EVERY_S,
-                         "hours": sum(p["signal_s"] for p in people) / 3600.0, "wall_s": wall, "seed": a.seed,
-                         "source": VirtualDevice.__module__},
-              "alarm_burden": rows, "people": people}
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "clinical.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    (a.out / "clinical.md").write_text(markdown(report))
-    plots(report, a.out)
-    print(markdown(report))
-    return 0
+    return {"n": int(ok.sum()), "ece": ece(yp[ok], pm[ok]),
+            "ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
+
+
+def _shown(bundle_dir: Path) -> str:
+    """The bundle as the report names it: relative to the repository where it lies inside."""
+    bundle_dir = bundle_dir.resolve()
+    return str(bundle_dir.relative_to(HERE.parent) if bundle_dir.is_relative_to(HERE.parent) else bundle_dir)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .stats import percentile
-from .streaming import _env, default_record, parse_jsonl, run_measured, taskset, tile_record
+from .edge_process import child_env, default_record, parse_jsonl, run_measured, taskset, tile_record
 
 __all__ = ["run_live_paths", "PolarFake", "ble_worker", "main"]
 
@@ -72,7 +72,7 @@ def _row(name, r, cmd, extra=None) -> dict:
 def _with_sender(sim_args, edge_args, cpu, seconds, wait_url=False, timeout=300) -> tuple:
     other = _other_cpu(cpu)
     sim_cmd = (taskset(other) if other is not None else []) + SIM + sim_args
-    sim = subprocess.Popen(sim_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    sim = subprocess.Popen(sim_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     try:
         where = sim.stdout.readline().strip()
         if not where:

@@ -35,8 +35,10 @@ from . import beat_reference as BR
 from . import energy as E, gateway_scale as G, streaming as S
 from .accuracy import collect_accuracy
 from .artefacts import find_models, load_torch_model
+from .headline import energy_section, headline_values
 from .latency import bootstrap_ratio, load_runner, summarize_runner, time_interleaved
 from .machine import cpu_info, machine_info, measured_matmul_peak, peak_estimate
+from .live_paths import markdown as live_md, run_live_paths
 from .macs import count_tflite, count_torch
 from .report import write_markdown, write_plots
 from .standin import calibration_windows
@@ -329,6 +331,8 @@ def run_coldstart(models, args, quick, notes) -> list:
 # --------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
+    """``selfmis bench``: run the sections not skipped, write ``bench.json`` and ``bench.md``; 0, or
+    2 for an unknown section."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -348,6 +352,29 @@ def main(argv=None) -> int:
 
     result = {"format": "selfmis-bench", "version": 1, "quick": quick,
               "machine": machine_info(["selfmis", "bench"] + argv), "notes": notes}
+    models, costs = machine_and_models(result, args, quick, notes, say)
+    raw = inference_sections(result, models, costs, args, skip, notes, say)
+    streaming_sections(result, models, args, skip, notes, out_dir, say)
+    if "gateway" not in skip:
+        say("gateway: wearables per core and outlet costs ...")
+        gw = dict(ns=(1,), warmup_s=6.0, measure_s=3.0, outlets_n=0) if quick else {}
+        result["gateway"] = G.run_all(cpu=args.cpu, farm_cpu=1 - args.cpu if args.cpu in (0, 1) else 0,
+                                      out=out_dir, command="selfmis bench", log=say, **gw)
+    if "accuracy" not in skip:
+        result["accuracy"] = collect_accuracy(args, models, costs, result.get("latency"), notes)
+    if "beats" not in skip:
+        result["beats"] = run_beats(out_dir, quick, notes, say)
+    result["energy"] = energy_section(result, args, notes)
+    values, sources, intervals = headline_values(result)
+    result["headline"] = values
+    result["targets"] = evaluate_targets(values, sources, intervals)
+    result["elapsed_s"] = time.perf_counter() - t_start
+    write_results(result, raw, out_dir, skip, notes, say)
+    return 0
+
+
+def machine_and_models(result, args, quick, notes, say) -> tuple:
+    """The machine's peaks, what is installed, the models found and their costs (into ``result``)."""
     cpu = cpu_info()
     say(f"machine: {result['machine']['cpu_model']}, {result['machine']['usable_cpus']} usable cores, "
         f"load {result['machine']['loadavg_at_start']}")
@@ -359,7 +386,6 @@ def main(argv=None) -> int:
         notes.append("torch not installed: torch eager rows and MAC counting from torch skipped (edge-only install)")
     if not have("onnxruntime"):
         notes.append("onnxruntime not installed: onnxruntime rows skipped")
-
     models = find_models(args, notes)
     result["models"] = {k: ({kk: vv for kk, vv in v.items() if kk != "standin_info"} if v else None)
                         for k, v in models.items()}
@@ -367,58 +393,50 @@ def main(argv=None) -> int:
     say(f"student: {models['student']['source']}")
     costs = model_costs(models, notes)
     result["costs"] = costs
+    return models, costs
 
+
+def inference_sections(result, models, costs, args, skip, notes, say) -> dict:
+    """Per-window latency (runtimes interleaved) and cold start; returns the raw latencies (plots)."""
+    raw = {}
     if "latency" not in skip:
         say("latency: per-window inference, runtimes interleaved ...")
-        lat = run_latency(models, costs, args, quick, notes, peaks)
+        lat = run_latency(models, costs, args, args.quick, notes, result["peak"])
         raw = lat.pop("_raw_ms")
         lat["speedups_p50"] = speedups(lat["rows"])
         result["latency"] = lat
         for r in lat["rows"]:
             say(f"  {r['id']:<40} p50 {r['steady_ms']['p50']:.3f} ms  p99 {r['steady_ms']['p99']:.3f} ms  "
                 f"(n={r['steady_ms']['n']})")
-    else:
-        raw = {}
     if "coldstart" not in skip:
         say("cold start: fresh processes ...")
-        result["coldstart"] = run_coldstart(models, args, quick, notes)
+        result["coldstart"] = run_coldstart(models, args, args.quick, notes)
         for r in result["coldstart"]:
             say(f"  {r['id']:<40} process {r['median']['process_wall_s']:.3f} s")
+    return raw
 
-    if "imports" not in skip or "streaming" not in skip:
 
-        if "imports" not in skip:
-            say("imports: fresh processes ...")
-            result["imports"] = S.measure_imports(args, quick, notes)
-        if "streaming" not in skip:
-            say("streaming: edge-run replay and virtual device ...")
-            result["streaming"] = S.run_streaming(models, args, quick, notes, out_dir)
-            bdir = (result["streaming"].get("bundle") or {}).get("dir")
-            if bdir:
-                from .live_paths import markdown as live_md, run_live_paths
-                say("streaming: every live path unpaced, side by side with replay ...")
-                lp = run_live_paths(bdir, args.record, quick, args.cpu, notes,
-                                    seconds=max(60.0, 60.0 * args.stream_minutes) if args.stream_minutes else None)
-                result["streaming"]["live_paths"] = lp
-                for line in live_md(lp).splitlines():
-                    say("  " + line)
-    if "gateway" not in skip:
-        say("gateway: wearables per core and outlet costs ...")
-        gw = dict(ns=(1,), warmup_s=6.0, measure_s=3.0, outlets_n=0) if quick else {}
-        result["gateway"] = G.run_all(cpu=args.cpu, farm_cpu=1 - args.cpu if args.cpu in (0, 1) else 0,
-                                      out=out_dir, command="selfmis bench", log=say, **gw)
-    if "accuracy" not in skip:
-        result["accuracy"] = collect_accuracy(args, models, costs, result.get("latency"), notes)
+def streaming_sections(result, models, args, skip, notes, out_dir, say) -> None:
+    """Import cost, the real ``edge-run`` pipeline, and every live path beside the replay."""
+    if "imports" not in skip:
+        say("imports: fresh processes ...")
+        result["imports"] = S.measure_imports(args, args.quick, notes)
+    if "streaming" in skip:
+        return
+    say("streaming: edge-run replay and virtual device ...")
+    result["streaming"] = S.run_streaming(models, args, args.quick, notes, out_dir)
+    bdir = (result["streaming"].get("bundle") or {}).get("dir")
+    if bdir:
+        say("streaming: every live path unpaced, side by side with replay ...")
+        lp = run_live_paths(bdir, args.record, args.quick, args.cpu, notes,
+                            seconds=max(60.0, 60.0 * args.stream_minutes) if args.stream_minutes else None)
+        result["streaming"]["live_paths"] = lp
+        for line in live_md(lp).splitlines():
+            say("  " + line)
 
-    if "beats" not in skip:
-        result["beats"] = run_beats(out_dir, quick, notes, say)
 
-    result["energy"] = energy_section(result, args, notes)
-    values, sources, intervals = headline_values(result)
-    result["headline"] = values
-    result["targets"] = evaluate_targets(values, sources, intervals)
-    result["elapsed_s"] = time.perf_counter() - t_start
-
+def write_results(result, raw, out_dir: Path, skip, notes, say) -> None:
+    """Plots (unless skipped), ``bench.json`` and ``bench.md``; the verdicts on the console."""
     if "plots" not in skip:
         try:
             result["plots"] = write_plots(result, raw, out_dir)
@@ -431,7 +449,6 @@ def main(argv=None) -> int:
     for row in result["targets"]:
         say(f"  {row['target']}: {format_verdict(row)}")
     say(f"wrote {out_dir / 'bench.json'}, {out_dir / 'bench.md'} in {result['elapsed_s']:.1f} s")
-    return 0
 
 
 def run_beats(out_dir: Path, quick: bool, notes: list, say) -> dict | None:
@@ -468,86 +485,6 @@ def _json_default(o):
     except ImportError:  # pragma: no cover
         pass
     return str(o)
-
-
-def energy_section(result, args, notes) -> dict:
-    """Per-window and per-beat energy, each labelled with its method."""
-    out = {"board_watts": args.board_watts, "board_watts_note": E.BOARD_WATTS_NOTE, "figures": {}}
-    rapl = E.Rapl()
-    out["rapl"] = {"available": rapl.available, "reason": rapl.reason}
-    st = result.get("streaming") or {}
-    for key, entry in (st.get("energy") or {}).items():
-        out["figures"][key] = entry
-    for r in (result.get("latency") or {}).get("rows", []):
-        if r["threads"] == 1 and r["steady_ms"].get("p50"):
-            out["figures"][f"inference {r['id']}"] = E.estimate_from_cpu(
-                r["steady_ms"]["p50"] / 1e3, args.board_watts, per="window",
-                note="p50 wall time of one window on one busy core")
-    if args.ina219 and not st.get("energy", {}).get("ina219"):
-        notes.append("--ina219 given: board power is sampled during the streaming replay (see streaming.energy)")
-    return out
-
-
-def headline_values(result) -> tuple:
-    values, sources, intervals = {}, {}, {}
-    lat = result.get("latency") or {}
-    by = {r["id"]: r for r in lat.get("rows", [])}
-    base = by.get("student/torch-fp32/1t")
-    cands = [r for r in lat.get("rows", []) if r["model"] == "student" and r["precision"] == "int8"
-             and r["threads"] == 1]
-    if base and cands:
-        best = min(cands, key=lambda r: r["steady_ms"]["p50"])
-        sci = lat.get("speedup_ci") or {}
-        if sci.get("ci95") and sci.get("estimator"):  # the point and its interval from one estimator
-            values["int8_speedup_vs_torch"] = sci["ratio_of_medians"]
-            intervals["int8_speedup_vs_torch"] = sci["ci95"]
-            sources["int8_speedup_vs_torch"] = (f"{sci['pair']}, {sci['estimator']}; 95% CI "
-                                                f"{sci['ci95'][0]:.1f}-{sci['ci95'][1]:.1f}x (bootstrap over "
-                                                "interleaved rounds)")
-        else:
-            values["int8_speedup_vs_torch"] = ratio(base["steady_ms"]["p50"], best["steady_ms"]["p50"])
-            sources["int8_speedup_vs_torch"] = (f"p50 {base['steady_ms']['p50']:.3f} ms (student/torch-fp32/1t) / "
-                                                f"p50 {best['steady_ms']['p50']:.3f} ms ({best['id']}), same model; "
-                                                "no interval (too few shared rounds)")
-        t = by.get("teacher/torch-fp32/1t")
-        if t:
-            values["int8_speedup_vs_teacher_torch"] = ratio(t["steady_ms"]["p50"], best["steady_ms"]["p50"])
-    st = result.get("streaming") or {}
-    rep = st.get("replay") or {}
-    if rep.get("rtf") is not None:
-        values["streaming_rtf"] = rep["rtf"]
-        sources["streaming_rtf"] = rep.get("rtf_method", "")
-    if rep.get("latency_p99_ms") is not None:
-        values["decision_latency_p99_ms"] = rep["latency_p99_ms"]
-        sources["decision_latency_p99_ms"] = rep.get("latency_method", "")
-    vd = st.get("virtual_device") or {}
-    if vd.get("latency_p99_ms") is not None:
-        # the device path is the one a user meets: judge the worse of the two, show both
-        rp = values.get("decision_latency_p99_ms")
-        both = (f"worse of: replay --fast (2 s chunks) p99 {rp if rp is not None else float('nan'):.2f} ms, "
-                f"virtual device in real time (100 ms frames) p99 {vd['latency_p99_ms']:.2f} ms; "
-                "edge-run's decision.latency_ms = arrival of the chunk completing the beat window -> decision")
-        values["decision_latency_p99_ms"] = max(v for v in (rp, vd["latency_p99_ms"]) if v is not None)
-        sources["decision_latency_p99_ms"] = both
-    imp = result.get("imports") or {}
-    mods = imp.get("modules") or {}
-    # the figure a gateway pays before its first model load: CLI + interpreter module
-    rt = mods.get("edge-run ready") or mods.get("pipeline modules") or mods.get("selfmis.edge_runtime")
-    if rt and rt.get("median_s") is not None:
-        values["runtime_import_s"] = rt["median_s"]
-        sources["runtime_import_s"] = rt.get("method", "")
-    # RSS of the runtime as deployed: streaming from a device; the replay's peak is shown beside it
-    # (WFDB format 16 is read chunk by chunk; CSV and format 212 files are still read whole).
-    if vd.get("rss_peak_mb") is not None:
-        values["rss_peak_mb"] = vd["rss_peak_mb"]
-        sources["rss_peak_mb"] = (f"peak RSS of edge-run reading the virtual device for {vd.get('ecg_s', 0):g} s "
-                                  "(ru_maxrss via os.wait4); replay --fast of the "
-                                  f"{(rep.get('ecg_s') or 0) / 60:g}-min file: {rep.get('rss_peak_mb') or 0:.1f} MB")
-    elif rep.get("rss_peak_mb") is not None:
-        values["rss_peak_mb"] = rep["rss_peak_mb"]
-        sources["rss_peak_mb"] = (f"peak RSS of edge-run --replay --fast of a {(rep.get('ecg_s') or 0) / 60:g}-min "
-                                  "file (ru_maxrss via os.wait4)")
-    return values, sources, intervals
 
 
 if __name__ == "__main__":
