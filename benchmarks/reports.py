@@ -33,7 +33,7 @@ from selfmis.train.experiments.report import render_markdown as accuracy_markdow
 from selfmis.train.scaling import markdown as scaling_markdown
 
 from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_scale, live_paths
-from . import hostile, io_loop, is_ecg, pi_report, replay_formats, training_scale, wearable_model, wearable_report
+from . import hostile, io_loop, is_ecg, live_amplification, pi_report, replay_formats, training_scale, wearable_model, wearable_report
 from .report import render_markdown as bench_markdown
 from .students_report import render as students_markdown
 
@@ -165,6 +165,9 @@ STUDIES = (
           "python -m selfmis.benchmarks.is_ecg --out benchmarks/results/hostile"),
     Study("hostile", "hostile/hostile.md", "hostile/hostile.json", hostile.markdown,
           "python -m selfmis.benchmarks.hostile --size-kb 512 --out benchmarks/results/hostile"),
+    Study("live-amplification", "hostile/live_amplification.md", "hostile/live_amplification.json",
+          live_amplification.markdown,
+          "python -m selfmis.benchmarks.live_amplification --passes 6 --out benchmarks/results/hostile"),
     Study("io-loop", "gateway/io_loop.md", "gateway/io_loop.json", io_loop.markdown,
           "python -m selfmis.benchmarks.io_loop --n 100,200 --reps 1 --warmup 10 --measure 20 --rt"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),

@@ -4,6 +4,12 @@ Types: ``beat`` (t, rr, hr[, p]), ``decision`` (t, probabilities, labels,
 n_beats, state, operating_point, hr, quality, latency_ms), ``quality`` (t, ok, reasons), ``link``
 (kind + details), and a final ``summary``. Logs go to stderr, never here, so
 ``edge-run ... | jq`` always sees valid JSON.
+
+Output is bounded by input: while a device is read (its bytes counted by an
+:class:`EventBudget`), ``beat`` and ``decision`` lines are written only within
+:data:`OUTPUT_BOUND` x the device bytes read, less :data:`OUTPUT_RESERVE` kept for
+the summary and the closing link lines; beat lines go first (they leave a decision's
+worth more); a decision whose ``state`` or ``labels`` change always passes. Held-back lines are counted: ``lines_held_back`` in the summary.
 """
 from __future__ import annotations
 
@@ -12,7 +18,14 @@ import logging
 import math
 import sys
 
-__all__ = ["JsonlWriter", "to_json"]
+__all__ = ["JsonlWriter", "to_json", "OUTPUT_BOUND", "OUTPUT_RESERVE", "INPUT"]
+
+#: stdout at most this many times the device bytes read (issue 24's target) ...
+OUTPUT_BOUND = 2.0
+#: ... of which beat and decision lines leave this much to the summary and the closing link lines
+OUTPUT_RESERVE = 1536
+#: beat lines leave this much of the budget to decisions
+_DECISION_RESERVE = 1024
 
 log = logging.getLogger("selfmis.edge_runtime")
 
@@ -54,11 +67,31 @@ def _default(v):
     return str(v)
 
 
+class _InputMeter:
+    """Device bytes read by this process (every :class:`EventBudget` feeds it)."""
+
+    def __init__(self):
+        self.bytes = 0
+
+
+#: the process's device input, for :class:`JsonlWriter`'s bound
+INPUT = _InputMeter()
+
+
 class JsonlWriter:
-    def __init__(self, stream=None, quiet: bool = False, flush: bool = True):
+    """JSON Lines to ``stream``; ``bound`` (default :data:`OUTPUT_BOUND`, None: off): beat and
+    decision lines within ``bound`` x the device bytes read - ``reserve`` (see the module)."""
+
+    def __init__(self, stream=None, quiet: bool = False, flush: bool = True,
+                 bound: float | None = OUTPUT_BOUND, reserve: int = OUTPUT_RESERVE, meter=None):
         self.stream = stream or sys.stdout
         self.quiet, self.flush = quiet, flush
+        self.bound, self.reserve, self.meter = bound, reserve, meter or INPUT
+        self._in0 = self.meter.bytes  # device bytes before this writer (another run in this process)
         self.counts = {}
+        self.written = 0  # bytes of lines handed to the stream
+        self.held = {}  # device -> {"beat": n, "decision": n}
+        self._last_state = {}  # device -> (state, labels) of its last decision written
         self.lost_lines, self._warned = 0, False
 
     def write(self, event: dict) -> None:
@@ -69,7 +102,29 @@ class JsonlWriter:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if self.quiet and kind == "beat":
             return None
-        return to_json(event)
+        dev = event.get("device")
+        if kind == "summary" and self.held.get(dev):
+            event = {**event, "lines_held_back": dict(self.held[dev])}
+        line = to_json(event)
+        if kind in ("beat", "decision") and not self._admit(kind, dev, event, len(line) + 1):
+            held = self.held.setdefault(dev, {"beat": 0, "decision": 0})
+            held[kind] += 1
+            return None
+        self.written += len(line) + 1
+        return line
+
+    def _admit(self, kind: str, dev, event: dict, size: int) -> bool:
+        """Whether a beat/decision line fits the output bound (always, while no device is read)."""
+        read = self.meter.bytes - self._in0
+        if self.bound is None or read <= 0:
+            return True
+        if kind == "decision":
+            state = (event.get("state"), tuple(event.get("labels") or ()))
+            if self._last_state.get(dev) != state:  # an alarm change is never held back
+                self._last_state[dev] = state
+                return True
+        left = self.bound * read - self.reserve - self.written
+        return size <= left - (_DECISION_RESERVE if kind == "beat" else 0)
 
     def write_all(self, events) -> None:
         """The events of one chunk, written and flushed together: one flush per chunk, not
@@ -125,6 +180,7 @@ class EventBudget:
     def feed(self, n_bytes: int) -> None:
         """``n_bytes`` more input arrived (earns ``ratio`` x as much event output)."""
         self.bytes_in += int(n_bytes)
+        INPUT.bytes += int(n_bytes)
 
     def admit(self, kind: str, t: float) -> int:
         """0 to hold this event back, else the number of events of ``kind`` it stands for."""
