@@ -33,7 +33,7 @@ from selfmis.train.experiments.report import render_markdown as accuracy_markdow
 from selfmis.train.scaling import markdown as scaling_markdown
 
 from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_scale, live_paths
-from . import hostile, io_loop, is_ecg, live_amplification, pi_report, replay_formats, training_scale, wearable_model, wearable_report
+from . import ascii_lines, hostile, io_loop, is_ecg, live_amplification, pi_report, replay_formats, training_scale, wearable_model, wearable_report
 from .report import render_markdown as bench_markdown
 from .students_report import render as students_markdown
 
@@ -168,6 +168,8 @@ STUDIES = (
     Study("live-amplification", "hostile/live_amplification.md", "hostile/live_amplification.json",
           live_amplification.markdown,
           "python -m selfmis.benchmarks.live_amplification --passes 6 --out benchmarks/results/hostile"),
+    Study("ascii-lines", "hostile/ascii_lines.md", "hostile/ascii_lines.json", ascii_lines.markdown,
+          "python -m selfmis.benchmarks.ascii_lines --lines 200000 --out benchmarks/results/hostile"),
     Study("io-loop", "gateway/io_loop.md", "gateway/io_loop.json", io_loop.markdown,
           "python -m selfmis.benchmarks.io_loop --n 100,200 --reps 1 --warmup 10 --measure 20 --rt"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
