@@ -340,6 +340,46 @@ def _command(argv: list, repo: Path) -> str:
     return " ".join(["python -m selfmis.benchmarks.wearable", *out])
 
 
+def _target_runs(a, rec, bundles: dict, work: Path) -> list:
+    """The QEMU runs (external processes: they go on in a thread while the parity runs in a process pool)."""
+    k = a.every_k_beats
+    out = []
+    for name, fs, kk, traced in (("micro", 250.0, 1, True), ("micro", 250.0, k, True), ("default", 250.0, 1, True),
+                                 ("default", 250.0, k, True), ("micro", 500.0, 1, False)):
+        print(f"wearable: Cortex-M4F under QEMU, {name} at {fs:g} Hz, every {kk} beat(s), on {rec.name}",
+              file=sys.stderr)
+        t = target_run(bundles[name], fs, rec, work, trace=traced and not a.no_trace, every_k=kk)
+        x, fs_rec = wp.read_lead_i(rec)
+        c, _ = wp.run_c(wp.build_host(bundles[name], ChainConfig(fs), work / f"hb-{name}-{int(fs)}",
+                                      wp.model_dir_for(bundles[name], work)), x[::int(fs_rec / fs)].copy())
+        t["summary"] = summarise_target(t, len(c["beats"]) / t["seconds"])
+        out.append(t)
+    return out
+
+
+def _measure(a, recs: list, bundles: dict, work: Path, res: dict) -> None:
+    """Parity (process pool) and the target runs (a thread) side by side, then the energy model."""
+    from concurrent.futures import ThreadPoolExecutor
+    from . import wearable_energy as energy
+    t0 = time.time()
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(_target_runs, a, recs[0], bundles, work)
+        for name, engine, fs, n in (("micro", "tflm", 500.0, None), ("micro", "litert", 500.0, a.litert_records),
+                                    ("default", "tflm", 500.0, a.default_records), ("micro", "tflm", 250.0, 20)):
+            rr = recs if n is None else recs[:n]
+            print(f"wearable: parity {name} vs {engine} at {fs:g} Hz on {len(rr)} records", file=sys.stderr)
+            res["parity"].append(parity(bundles[name], engine, rr, fs, work, jobs=a.jobs))
+        res["parity_seconds"] = round(time.time() - t0, 1)
+        res["target"] = fut.result()
+    for t in res["target"]:
+        s = t["summary"]
+        if s:
+            key = f"{t['bundle'].split('-')[2]}@{int(t['fs'])}, every {t['every_k_beats']} beat(s)"
+            res["energy"][key] = energy.model(t["fs"], s["chain_instr_per_s_steady"], s["instr_per_decision"],
+                                              s["scored_per_s"], 56)
+            res["energy"][key]["every_k_beats"] = t["every_k_beats"]
+
+
 def main(argv=None) -> int:
     repo = MCU.parents[1]
     ap = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.wearable", description=__doc__.split("\n\n")[0])
@@ -376,42 +416,7 @@ def main(argv=None) -> int:
                          "arm-none-eabi-gcc": _run(["arm-none-eabi-gcc", "-dumpversion"]).stdout.strip(),
                          "qemu": _run(["qemu-system-arm", "--version"]).stdout.splitlines()[0]},
            "parity": [], "target": [], "energy": {}}
-    from concurrent.futures import ThreadPoolExecutor
-    rec = recs[0]
-    k = a.every_k_beats
-    runs = [("micro", 250.0, 1, True), ("micro", 250.0, k, True), ("default", 250.0, 1, True),
-            ("default", 250.0, k, True), ("micro", 500.0, 1, False)]
-
-    def targets() -> list:  # QEMU runs (external processes) while the parity runs in the process pool
-        out = []
-        for name, fs, kk, traced in runs:
-            print(f"wearable: Cortex-M4F under QEMU, {name} at {fs:g} Hz, every {kk} beat(s), on {rec.name}",
-                  file=sys.stderr)
-            t = target_run(bundles[name], fs, rec, work, trace=traced and not a.no_trace, every_k=kk)
-            x, fs_rec = wp.read_lead_i(rec)
-            c, _ = wp.run_c(wp.build_host(bundles[name], ChainConfig(fs), work / f"hb-{name}-{int(fs)}",
-                                          wp.model_dir_for(bundles[name], work)), x[::int(fs_rec / fs)].copy())
-            t["summary"] = summarise_target(t, len(c["beats"]) / t["seconds"])
-            out.append(t)
-        return out
-
-    t0 = time.time()
-    with ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(targets)
-        for name, engine, fs, n in (("micro", "tflm", 500.0, None), ("micro", "litert", 500.0, a.litert_records),
-                                    ("default", "tflm", 500.0, a.default_records), ("micro", "tflm", 250.0, 20)):
-            rr = recs if n is None else recs[:n]
-            print(f"wearable: parity {name} vs {engine} at {fs:g} Hz on {len(rr)} records", file=sys.stderr)
-            res["parity"].append(parity(bundles[name], engine, rr, fs, work, jobs=a.jobs))
-        res["parity_seconds"] = round(time.time() - t0, 1)
-        res["target"] = fut.result()
-    for t in res["target"]:
-        s = t["summary"]
-        if s:
-            key = f"{t['bundle'].split('-')[2]}@{int(t['fs'])}, every {t['every_k_beats']} beat(s)"
-            res["energy"][key] = energy.model(t["fs"], s["chain_instr_per_s_steady"], s["instr_per_decision"],
-                                              s["scored_per_s"], 56)
-            res["energy"][key]["every_k_beats"] = t["every_k_beats"]
+    _measure(a, recs, bundles, work, res)
     res["energy_assumptions"] = {k: {"value": v, "unit": u, "source": src}
                                  for k, (v, u, src) in {**energy.ASSUMPTIONS, **energy.BASELINE}.items()}
     out = Path(a.out)
