@@ -62,6 +62,8 @@ def _checks(report: dict) -> list:
     for name, img in report.get("images", {}).items():
         inst = img.get("install", {})
         heavy = inst.get("heavy_packages") or []
+        if img.get("command"):
+            out.append(f"- **{name}** measured by `{img['command']}`")
         out.append(f"- **{name}** (Debian {img['suite']} {img['arch']}, debootstrap: {_secs(img.get('bootstrap_s')) if img.get('bootstrap_s') != 'cached' else 'the cached tree'}): "
                    f"sdists built by pip: {inst.get('sdists_built') or 'none'} (a compiler needed: "
                    f"{'yes' if inst.get('sdists_built') else 'no'}); torch/TensorFlow/onnxruntime installed: "
@@ -94,6 +96,22 @@ def _armhf(report: dict) -> list:
     return (["", "## armhf (32-bit Raspberry Pi OS, linux_armv7l)", ""]
             + _table(["package", "wheel on PyPI", "pip says"], rows)
             + ["", f"`{g['command']}`: exit {g['exit']}; " + " / ".join(f"`{e}`" for e in g["errors"])])
+
+
+def _armhf_tree(report: dict) -> list:
+    out = []
+    for name, a in (report.get("armhf_tree") or {}).items():
+        out += ["", f"### {name}: the user's install on the tree ({a['tree']}, Python {a['python']}, "
+                    f"`{a['machine']}`)", "",
+                f"- `{a['command']}` (as user pi): exit {a['exit']} after {a['seconds_emulated']} s (emulated); "
+                + " / ".join(f"`{e}`" for e in a["errors"]),
+                f"- sdists pip built: {a['sdists_built'] or 'none'}; the venv afterwards: "
+                f"{', '.join(a['venv_after']) or 'empty'} (selfmis-edge installed: {'YES' if a['selfmis_installed'] else 'no'})",
+                "- Debian's own packages (`apt-cache search` in the tree): "
+                + "; ".join(f"`{q}`: {', '.join(x.split(' - ')[0] for x in v) or 'none'}"
+                            for q, v in a["apt_cache_search"].items()),
+                f"- a clean failure naming the runtime, nothing installed: {'**yes**' if a['ok'] else '**NO**'}"]
+    return out
 
 
 def _kernels(report: dict) -> list:
@@ -147,5 +165,5 @@ def markdown(report: dict) -> str:
     lines += _table(head, image_rows(report))
     lines += ["", "## Records whose events differ", ""] + _differences(report)
     lines += ["", "## Install, gateway, deploy, service", ""] + _checks(report)
-    lines += _kernels(report) + _armhf(report) + _latency(report)
+    lines += _kernels(report) + _armhf(report) + _armhf_tree(report) + _latency(report)
     return "\n".join(lines) + "\n"

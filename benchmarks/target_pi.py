@@ -16,7 +16,9 @@ x86 machine (root; network to the Debian and PyPI registries) it:
    LiteRT's reference kernels; a 100-device gateway config for 60 s of signal; ``selfmis deploy
    push`` of a release into ``/opt/selfmis`` of the tree; the systemd unit installed, enabled and
    ``systemd-analyze verify``-ed there;
-5. armhf (32-bit Pi OS): which runtimes have wheels (``pip download --platform linux_armv7l``);
+5. armhf (32-bit Pi OS): which runtimes have wheels (``pip download --platform linux_armv7l``), and with
+   ``--images ...,bookworm-armhf`` the user's install on a Debian armhf tree (:mod:`pi_armhf`): it must
+   fail naming the runtime, with nothing installed;
 6. writes ``benchmarks/results/pi/target_pi.json`` and ``.md`` (:mod:`pi_report`).
 
 Emulated time is not Pi time: no latency is reported from the emulator.
@@ -34,6 +36,7 @@ import time
 from pathlib import Path
 
 from selfmis.benchmarks import pi_compare, pi_report, pi_tree
+from selfmis.benchmarks.pi_armhf import armhf_tree_check
 from selfmis.benchmarks.pi_gateway import deploy_checks, gateway_check
 from selfmis.benchmarks.pi_host import (armhf_wheels, build_wheel, cached, kernel_cost, pi_latency_estimate,
                                         x86_install)
@@ -140,7 +143,8 @@ def run_image(image: str, args, wheel: Path, constraints: Path, records: list, r
               save=lambda: None) -> dict:
     """Every check on one image; ``save()`` after each step (the report keeps what was measured)."""
     tree = pi_tree.cache_dir() / image if not args.cache else Path(args.cache) / image
-    res = {"image": image, "suite": pi_tree.IMAGES[image][0], "arch": pi_tree.IMAGES[image][1]}
+    res = {"image": image, "suite": pi_tree.IMAGES[image][0], "arch": pi_tree.IMAGES[image][1],
+           "command": args.report["command"]}
     args.report["images"][image] = res
     res["bootstrap_s"] = round(pi_tree.bootstrap(image, tree, args.mirror, log), 1) or "cached"
     pi_tree.prepare(tree)
@@ -170,6 +174,21 @@ def run_image(image: str, args, wheel: Path, constraints: Path, records: list, r
     return res
 
 
+def run_armhf(image: str, args, wheel: Path) -> dict:
+    """The user's install on the 32-bit tree: it must fail, naming the runtime, with nothing installed."""
+    tree = pi_tree.cache_dir() / image if not args.cache else Path(args.cache) / image
+    t = pi_tree.bootstrap(image, tree, args.mirror, log)
+    pi_tree.prepare(tree)
+    try:
+        res = armhf_tree_check(tree, wheel, EXTRAS, log)
+    finally:
+        pi_tree.release_mounts(tree)
+    res["bootstrap_s"] = round(t, 1) or "cached"
+    res["command_run"] = args.report["command"]
+    res["ok"] = res["exit"] != 0 and not res["selfmis_installed"] and any("tflite-runtime" in e for e in res["errors"])
+    return res
+
+
 def verdict(report: dict) -> bool:
     """Decisions and alarm states equal on every record, image, kernel mode and bundle, and every
     gateway/deploy check that ran passed (the issue's target; int8 differences are reported, not failed)."""
@@ -182,6 +201,8 @@ def verdict(report: dict) -> bool:
                 return False
         if any(not img[k]["ok"] for k in ("gateway", "deploy") if k in img):
             return False
+    if any(not a["ok"] for a in report.get("armhf_tree", {}).values()):
+        return False
     return bool(report["images"])
 
 
@@ -190,6 +211,25 @@ def write_report(report: dict, out: Path) -> None:
     (out / "target_pi.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "target_pi.md").write_text(pi_report.markdown(report))
     log(f"target-pi: wrote {out}/target_pi.json and .md")
+
+
+def _keep_earlier_images(report: dict, args) -> None:
+    """Images an earlier run measured with this same wheel (same sha256) and this run does not redo stay in
+    the report, with that run's command (an image takes an hour under emulation: one run each)."""
+    old_path = args.out / "target_pi.json"
+    if not old_path.exists():
+        return
+    old = json.loads(old_path.read_text())
+    if old.get("wheel", {}).get("sha256") != report["wheel"]["sha256"] or old["data"]["records"] != report["data"]["records"]:
+        log(f"target-pi: {old_path.name}: another wheel or other records: its images are not kept")
+        return
+    for image, res in old.get("images", {}).items():
+        if image not in args.images.split(","):
+            report["images"][image] = {**res, "command": res.get("command", old["command"])}
+            log(f"target-pi: keeping {image} from the earlier run ({res.get('command', old['command'])})")
+    for image, res in old.get("armhf_tree", {}).items():
+        if image not in args.images.split(","):
+            report.setdefault("armhf_tree", {})[image] = res
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,10 +285,13 @@ def main(argv=None) -> int:
               "x86_reference_vs_default": (pi_compare.compare_dumps(ref["default"], ref["reference"])
                                            if {"default", "reference"} <= set(ref) else None),
               "images": {}}
+    _keep_earlier_images(report, args)
     for image in [i for i in args.images.split(",") if i]:
-        if pi_tree.IMAGES[image][1] == "armhf":
-            continue
         args.report = report
+        if pi_tree.IMAGES[image][1] == "armhf":
+            report.setdefault("armhf_tree", {})[image] = run_armhf(image, args, wheel)
+            write_report(report, args.out)
+            continue
 
         def save():  # after each step: a long run keeps what it has measured
             report["elapsed_s"] = round(time.monotonic() - t_start, 1)

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .card_schema import validate_card
+from .card_schema import KERNEL_MODES, validate_card
 from .exit_codes import CodedError, ExitCode
 from .preprocess import PreprocessSpec
 
 __all__ = [
     "CARD_FORMAT", "CARD_VERSION", "TensorSpec", "ModelCard", "Bundle", "BundleError",
     "write_bundle", "load_bundle", "reseal_bundle", "sha256_file", "LEGACY_OPERATING_POINT", "CALIBRATION_METHODS",
-    "calibrated_probability",
+    "calibrated_probability", "KERNEL_MODES",
     "TFLiteTensor", "TFLiteOperator", "TFLiteGraph", "read_tflite_graph", "model_operators",
 ]
 
@@ -101,6 +101,9 @@ class ModelCard:
     versions: dict = field(default_factory=dict)   # torch/onnx/onnx2tf/tensorflow used
     training: dict = field(default_factory=dict)   # data, split, seed, teacher checkpoint
     micro: dict = field(default_factory=dict)      # TFLite Micro: measured arena, parity with LiteRT
+    # The LiteRT kernels (KERNEL_MODES) its thresholds, calibration and metrics were validated with; the
+    # runtime runs these unless told otherwise, and warns when told otherwise. "" on older cards.
+    kernels: str = ""
     description: str = ""
     created: str = ""
     model_file: str = MODEL_NAME

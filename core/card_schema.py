@@ -23,6 +23,8 @@ field                       rule
 ``sha256``                  required: 64 hex digits (an old card without one: ``selfmis bundle
                             reseal DIR`` computes it from the model file the user trusts)
 ``file_size``, ``params``   non-negative integers
+``kernels``                 absent, or one of ``default``, ``builtin``, ``reference``: the LiteRT
+                            kernels its thresholds were validated with
 ==========================  =====================================================================
 """
 from __future__ import annotations
@@ -32,12 +34,16 @@ import re
 
 from .limits import LimitError, check_rate
 
-__all__ = ["validate_card", "RESEAL_HINT"]
+__all__ = ["validate_card", "RESEAL_HINT", "KERNEL_MODES"]
 
 RESEAL_HINT = ("re-seal it with `selfmis bundle reseal {dir}` if you trust its model file "
                "(it records the file's sha256 and size in the card), or re-export the bundle")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = ("int8", "uint8", "float32")
+#: The interpreter kernels a card's ``kernels`` may name (re-exported as ``selfmis.bundle.KERNEL_MODES``;
+#: the runtime maps each to a LiteRT op resolver): ``reference`` gives the same int8 outputs on every CPU;
+#: ``default`` (XNNPACK) and ``builtin`` differ by an LSB here and there between x86 and arm64.
+KERNEL_MODES = ("default", "builtin", "reference")
 
 
 def _num(x) -> bool:
@@ -180,6 +186,9 @@ def validate_card(d, where: str, err) -> None:
                   f"proves the model is the one the card describes; " + RESEAL_HINT.format(dir=_dir(where)))
     if not isinstance(sha, str) or not _SHA.match(sha):
         c.fail("sha256", f"must be 64 lower-case hex digits, got {sha!r:.80}")
+    if d.get("kernels", "") not in ("",) + KERNEL_MODES:
+        c.fail("kernels", f"must be one of {KERNEL_MODES} (the kernels its thresholds were validated with), "
+                          f"got {d.get('kernels')!r:.40}")
     for key in ("metrics", "versions", "training", "micro"):
         if key in d and not isinstance(d[key], dict):
             c.fail(key, "must be an object")

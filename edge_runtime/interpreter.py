@@ -10,14 +10,20 @@ systemd unit can set it): ``default`` (LiteRT's optimised kernels, XNNPACK deleg
 ``builtin`` (optimised built-in kernels, no delegate) or ``reference`` (LiteRT's
 reference kernels: plain C++ with the same integer arithmetic on every CPU, so the
 int8 outputs are identical on x86 and arm64; see benchmarks/results/pi/ for the cost).
+Neither given (nor ``use_xnnpack=False``, which means ``builtin``): the kernels the
+bundle's card says its thresholds were validated with (``card.kernels``; ``default`` on
+an older card). Running other kernels than the card's is allowed (a benchmark may want
+XNNPACK's speed) but logged as a warning: near a threshold, a decision may then differ
+from the one the card's metrics describe.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 
-from selfmis.bundle import Bundle, BundleError, load_bundle
+from selfmis.bundle import KERNEL_MODES, Bundle, BundleError, load_bundle
 
 from .models import default_bundle_dir
 
@@ -26,6 +32,9 @@ __all__ = ["interpreter_backend", "TFLiteModel", "sigmoid", "KERNELS", "KERNELS_
 KERNELS_ENV = "SELFMIS_TFLITE_KERNELS"
 # kernels -> LiteRT OpResolverType member (None: the interpreter's default, XNNPACK on)
 KERNELS = {"default": None, "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
+assert tuple(KERNELS) == KERNEL_MODES  # the card's vocabulary (selfmis.card_schema) and this map are one list
+log = logging.getLogger("selfmis.edge_runtime")
+_warned: set = set()  # (bundle, kernels) pairs already warned about: a 100-device gateway warns once
 
 
 def interpreter_backend():
@@ -59,7 +68,12 @@ class TFLiteModel:
     num_threads : int
         Interpreter threads (default 1).
     use_xnnpack : bool
-        Use the XNNPACK delegate where the interpreter has it.
+        Use the XNNPACK delegate where the interpreter has it (False: ``builtin`` kernels).
+    kernels : str or None
+        ``default``, ``builtin`` or ``reference``; None: $SELFMIS_TFLITE_KERNELS, else the card's.
+    warn : bool
+        Log a warning now when the kernels are not the ones the card was validated with
+        (False: call :meth:`warn_kernels` later).
 
     Raises
     ------
@@ -84,19 +98,14 @@ class TFLiteModel:
     raw_output_hooks: list = []
 
     def __init__(self, bundle=None, num_threads: int = 1, use_xnnpack: bool = True,
-                 kernels: str | None = None):
+                 kernels: str | None = None, warn: bool = True):
         if bundle is None:
             bundle = default_bundle_dir()
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         card = self.bundle.card
         Interpreter, Resolver, self.backend = interpreter_backend()
         kwargs = {"model_path": str(self.bundle.model_path), "num_threads": num_threads}
-        self.kernels = kernels or os.environ.get(KERNELS_ENV) or "default"
-        if self.kernels == "default" and not use_xnnpack:
-            self.kernels = "builtin"
-        if self.kernels not in KERNELS:
-            raise BundleError(f"kernels {self.kernels!r} (from {'kernels=' if kernels else KERNELS_ENV}): "
-                             f"expected one of {', '.join(KERNELS)}")
+        self.kernels, self.kernels_from = self._choose_kernels(kernels, card.kernels, use_xnnpack)
         if KERNELS[self.kernels] is not None:
             if Resolver is None or not hasattr(Resolver, KERNELS[self.kernels]):
                 raise BundleError(f"{self.backend} cannot select {self.kernels} kernels "
@@ -117,6 +126,30 @@ class TFLiteModel:
                               f"{self.window}-sample window as the card says")
         self._in_shape = shape
         self._in_q, self._out_q = self._qparams(self._in), self._qparams(self._out)
+        if warn:  # False: the caller logs it later (edge-run silences stderr while LiteRT loads)
+            self.warn_kernels()
+
+    def _choose_kernels(self, kernels, validated: str, use_xnnpack: bool) -> tuple:
+        """(kernels, where that came from): ``kernels=``, else $SELFMIS_TFLITE_KERNELS, else ``builtin``
+        when ``use_xnnpack`` is false, else the card's, else ``default``."""
+        env = os.environ.get(KERNELS_ENV)
+        chosen, source = ((kernels, "kernels=") if kernels else (env, KERNELS_ENV) if env
+                          else ("builtin", "use_xnnpack=False") if not use_xnnpack
+                          else (validated, "the card") if validated else ("default", "the default"))
+        if chosen not in KERNELS:
+            raise BundleError(f"kernels {chosen!r} (from {source}): expected one of {', '.join(KERNELS)}")
+        self.kernels_warning = "" if not validated or chosen == validated else (
+            f"{self.bundle.directory}: its thresholds and calibration were validated with {validated} kernels, "
+            f"but {chosen} kernels run (from {source}): int8 outputs may differ by an LSB and a decision near a "
+            f"threshold may differ from the validated one; unset {KERNELS_ENV} to run the card's kernels")
+        return chosen, source
+
+    def warn_kernels(self) -> None:
+        """Log :attr:`kernels_warning` (other kernels than the card's), once per bundle and kernels."""
+        key = (str(self.bundle.directory), self.kernels)
+        if self.kernels_warning and key not in _warned:
+            _warned.add(key)
+            log.warning("%s", self.kernels_warning)
 
     def _match(self, details, spec, what):
         """Pick the tensor the card names (by name, else by shape) and check dtype/quantisation."""

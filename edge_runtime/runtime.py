@@ -312,7 +312,9 @@ def load_model(path, threads: int) -> TFLiteModel:
     try:
         # LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line: only with --verbose
         with _native_stderr_silenced(not logging.getLogger("selfmis").isEnabledFor(logging.DEBUG)):
-            return TFLiteModel(resolve_bundle(path), num_threads=threads)
+            model = TFLiteModel(resolve_bundle(path), num_threads=threads, warn=False)
+        model.warn_kernels()  # not inside the silenced block: other kernels than the card's are said aloud
+        return model
     except BundleError as exc:
         if path is None and not (default_bundle_dir() / "card.json").exists():
             raise ModelError(f"model: no default model shipped in {default_bundle_dir()} yet; "
@@ -459,8 +461,8 @@ def run(args, out, specs, cfg=None, tagged: bool = False, on_source=None) -> int
     gw = Gateway(devices, out, sinks, model=model, max_seconds=args.max_seconds, tagged=tagged, t0=t0)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: gw.stop())
-    log.info("model %s (%s, %d labels), operating point %s, %s%s", model.card.name, model.backend,
-             len(model.card.labels), decision["operating_point"],
+    log.info("model %s (%s, %s kernels from %s, %d labels), operating point %s, %s%s", model.card.name,
+             model.backend, model.kernels, model.kernels_from, len(model.card.labels), decision["operating_point"],
              f"source {devices[0].source.name}" if len(devices) == 1 and not tagged else
              f"{len(devices)} device(s) ({', '.join(d.id for d in devices)})",
              "".join(f", {type(s).__name__}" for s in sinks))

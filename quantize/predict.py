@@ -16,9 +16,10 @@ from selfmis.train.evaluate import torch_predict_fn
 __all__ = ["tflite_predict", "torch_predict", "bundle_predict"]
 
 
-def tflite_predict(bundle, num_threads: int = 1, use_xnnpack: bool = True):
-    """predict_fn for a bundle directory (or ``Bundle``); ``.model`` holds the ``TFLiteModel``."""
-    return bundle_predict(TFLiteModel(bundle, num_threads=num_threads, use_xnnpack=use_xnnpack))
+def tflite_predict(bundle, num_threads: int = 1, use_xnnpack: bool = True, kernels: str | None = None):
+    """predict_fn for a bundle directory (or ``Bundle``); ``.model`` holds the ``TFLiteModel``
+    (``kernels``: as :class:`TFLiteModel` chooses them; None: the environment's, else the card's)."""
+    return bundle_predict(TFLiteModel(bundle, num_threads=num_threads, use_xnnpack=use_xnnpack, kernels=kernels))
 
 
 def bundle_predict(model):

@@ -40,6 +40,11 @@ from .teacher import TeacherError, load_teacher, save_standin, teacher_outputs, 
 from .validate import INT8_MI_AUROC_TOL, ValidationError, check_fp32_parity, compare_int8
 from .windows import Folds, TRAIN_STRIDE_S, load_lead1, record_mean, windows_of
 
+#: The int8 model's thresholds, calibration and metrics are measured with LiteRT's reference kernels: the
+#: same int8 outputs on x86 and arm64 (benchmarks/results/pi/), so a Raspberry Pi decides as validated.
+#: The card records them (``kernels``) and the runtime runs them by default.
+VALIDATION_KERNELS = "reference"
+
 __all__ = ["Teacher", "Data", "Student", "Exported", "Converted", "Verified", "Shipped",
            "teacher_stage", "data_stage", "ready_teacher", "distil_stage", "export_stage", "convert_stage",
            "verify_stage", "calibrate_stage", "bundle_stage", "report_of"]
@@ -311,7 +316,7 @@ def verify_stage(teacher: Teacher, student: Student, exported: Exported, conv: C
     """Teacher, torch student, fp32 and int8 TFLite on validation and test: parity, scores, latency, budgets."""
     predictors = {"teacher": torch_predict(teacher.model), "student_torch": torch_predict(student.model),
                   "student_fp32_tflite": tflite_predict(conv.fp32_dir),
-                  "student_int8_tflite": tflite_predict(conv.int8_dir)}
+                  "student_int8_tflite": tflite_predict(conv.int8_dir, kernels=VALIDATION_KERNELS)}
     win_logits, rec = _predict_all(predictors, data)
     # fp32 TFLite must be torch to 1e-4 on real windows (every test and val window)
     fp32_diff = max(check_fp32_parity(win_logits[("student_torch", s)], win_logits[("student_fp32_tflite", s)])
@@ -402,6 +407,7 @@ def _card(teacher: Teacher, student: Student, conv: Converted, verified: Verifie
                                           "input and output). Input: one preprocessed 5 s Lead-I window. "
                                           "Thresholds are probabilities (sigmoid of the logit) chosen on "
                                           "the validation fold with Youden's J."))
+    card.kernels = VALIDATION_KERNELS
     return with_calibration(card, _clean(scrub_paths(calibration)))
 
 

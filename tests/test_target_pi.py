@@ -190,15 +190,36 @@ def test_report_renders_every_figure_from_the_json():
 
 @pytest.mark.pi_image
 def test_one_image_installs_and_one_record_decides_as_on_x86(tmp_path):
-    """Needs root, network to the Debian and PyPI registries, ~15 min: ``pytest -m pi_image``."""
+    """Needs root, network to the Debian and PyPI registries, ~15-40 min: ``pytest -m pi_image``.
+    The kernels the shipped cards were validated with (``reference``): what a Pi runs by default."""
     r = subprocess.run([sys.executable, "-m", "selfmis.benchmarks.target_pi", "--images", "bookworm-arm64",
-                        "--records", "1", "--kernels", "default", "--skip-gateway", "--out", str(tmp_path)],
+                        "--records", "1", "--kernels", "reference", "--skip-gateway", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=3 * 3600)
     report = json.loads((tmp_path / "target_pi.json").read_text())
     img = report["images"]["bookworm-arm64"]
     assert img["install"]["sdists_built"] == [] and not img["install"]["heavy_packages"]
-    for t in img["replay"]["default"]["compare"]["bundles"].values():
+    for t in img["replay"]["reference"]["compare"]["bundles"].values():
         assert t["records_decisions_equal"] == t["records"] >= 2, r.stderr[-2000:]
+        assert t["max_lsb"] == 0, "reference kernels: the same int8 outputs on arm64 as on x86"
+
+
+def _armhf_tree(ok=True):
+    return {"tree": "Debian GNU/Linux 12 (bookworm) armhf (debootstrap)", "python": "3.11.2", "machine": "armv7l",
+            "command": "python3 -m venv /home/pi/venv && /home/pi/venv/bin/pip install 'w.whl[edge]'",
+            "exit": 1 if ok else 0, "seconds_emulated": 42.0,
+            "errors": ["ERROR: No matching distribution found for tflite-runtime>=2.5"] if ok else [],
+            "sdists_built": [], "venv_after": ["pip==23.0.1"], "selfmis_installed": not ok,
+            "apt_cache_search": {"tflite": ["libarmnntfliteparser22 - Arm NN"], "litert": []}, "ok": ok}
+
+
+def test_report_renders_the_armhf_tree_install():
+    rep = {**_report(), "armhf_tree": {"bookworm-armhf": _armhf_tree()}}
+    md = pi_report.markdown(rep)
+    assert "bookworm-armhf: the user's install on the tree" in md and "`armv7l`" in md
+    assert "exit 1 after 42.0 s" in md and "`ERROR: No matching distribution found for tflite-runtime>=2.5`" in md
+    assert "pip==23.0.1 (selfmis-edge installed: no)" in md and "`tflite`: libarmnntfliteparser22; `litert`: none" in md
+    assert "nothing installed: **yes**" in md
+    assert "nothing installed: **NO**" in pi_report.markdown({**_report(), "armhf_tree": {"x": _armhf_tree(False)}})
 
 
 def test_verdict_needs_every_decision_and_check():
@@ -212,3 +233,6 @@ def test_verdict_needs_every_decision_and_check():
     bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"].update(missing=[])
     bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"]["bundles"]["default"]["records_states_equal"] = 1
     assert not verdict(bad) and not verdict({"images": {}})
+    good["images"]["bookworm-arm64"].pop("gateway")
+    assert verdict({**good, "armhf_tree": {"bookworm-armhf": _armhf_tree()}})
+    assert not verdict({**good, "armhf_tree": {"bookworm-armhf": _armhf_tree(False)}})
