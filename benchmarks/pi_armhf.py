@@ -40,7 +40,7 @@ def armhf_tree_check(tree: Path, wheel: Path, extras: str, log=print) -> dict:
            for q in APT_QUERIES}
     dist = c(tree, ". /etc/os-release; echo $PRETTY_NAME").stdout.strip()
     return {"tree": f"{dist} armhf (debootstrap)", "python": machine[0], "machine": machine[1],
-            "command": f"python3 -m venv {VENV} && " + cmd.replace(f"/home/pi/{wheel.name}", wheel.name),
+            "pip_command": f"python3 -m venv {VENV} && " + cmd.replace(f"/home/pi/{wheel.name}", wheel.name),
             "exit": r.returncode, "seconds_emulated": round(time.monotonic() - t0, 1),
             "errors": [line for line in out if line.startswith("ERROR")],
             "sdists_built": [line.strip() for line in out if "Building wheel for" in line],

@@ -63,7 +63,7 @@ def _checks(report: dict) -> list:
         inst = img.get("install", {})
         heavy = inst.get("heavy_packages") or []
         if img.get("command"):
-            out.append(f"- **{name}** measured by `{img['command']}`")
+            out.append(f"- **{name}** measured by `{img['command']}`{_provenance(img, report)}")
         out.append(f"- **{name}** (Debian {img['suite']} {img['arch']}, debootstrap: {_secs(img.get('bootstrap_s')) if img.get('bootstrap_s') != 'cached' else 'the cached tree'}): "
                    f"sdists built by pip: {inst.get('sdists_built') or 'none'} (a compiler needed: "
                    f"{'yes' if inst.get('sdists_built') else 'no'}); torch/TensorFlow/onnxruntime installed: "
@@ -98,12 +98,21 @@ def _armhf(report: dict) -> list:
             + ["", f"`{g['command']}`: exit {g['exit']}; " + " / ".join(f"`{e}`" for e in g["errors"])])
 
 
+def _provenance(img: dict, report: dict) -> str:
+    """', an earlier run: commit X, wheel Y' for an image kept from another run than the report's."""
+    c, w = img.get("commit") or report["commit"], img.get("wheel") or report["wheel"]
+    if c["sha"] == report["commit"]["sha"] and w.get("sha256") == report["wheel"].get("sha256"):
+        return ""
+    return f" (an earlier run: commit `{c['sha'][:12]}`, wheel sha256 `{str(w.get('sha256'))[:12]}`)"
+
+
 def _armhf_tree(report: dict) -> list:
     out = []
     for name, a in (report.get("armhf_tree") or {}).items():
         out += ["", f"### {name}: the user's install on the tree ({a['tree']}, Python {a['python']}, "
                     f"`{a['machine']}`)", "",
-                f"- `{a['command']}` (as user pi): exit {a['exit']} after {a['seconds_emulated']} s (emulated); "
+                f"- measured by `{a.get('command')}`{_provenance(a, report)}",
+                f"- `{a['pip_command']}` (as user pi): exit {a['exit']} after {a['seconds_emulated']} s (emulated); "
                 + " / ".join(f"`{e}`" for e in a["errors"]),
                 f"- sdists pip built: {a['sdists_built'] or 'none'}; the venv afterwards: "
                 f"{', '.join(a['venv_after']) or 'empty'} (selfmis-edge installed: {'YES' if a['selfmis_installed'] else 'no'})",

@@ -144,7 +144,7 @@ def run_image(image: str, args, wheel: Path, constraints: Path, records: list, r
     """Every check on one image; ``save()`` after each step (the report keeps what was measured)."""
     tree = pi_tree.cache_dir() / image if not args.cache else Path(args.cache) / image
     res = {"image": image, "suite": pi_tree.IMAGES[image][0], "arch": pi_tree.IMAGES[image][1],
-           "command": args.report["command"]}
+           "command": args.report["command"], "commit": args.report["commit"], "wheel": args.report["wheel"]}
     args.report["images"][image] = res
     res["bootstrap_s"] = round(pi_tree.bootstrap(image, tree, args.mirror, log), 1) or "cached"
     pi_tree.prepare(tree)
@@ -184,7 +184,7 @@ def run_armhf(image: str, args, wheel: Path) -> dict:
     finally:
         pi_tree.release_mounts(tree)
     res["bootstrap_s"] = round(t, 1) or "cached"
-    res["command_run"] = args.report["command"]
+    res.update(command=args.report["command"], commit=args.report["commit"], wheel=args.report["wheel"])
     res["ok"] = res["exit"] != 0 and not res["selfmis_installed"] and any("tflite-runtime" in e for e in res["errors"])
     return res
 
@@ -214,22 +214,21 @@ def write_report(report: dict, out: Path) -> None:
 
 
 def _keep_earlier_images(report: dict, args) -> None:
-    """Images an earlier run measured with this same wheel (same sha256) and this run does not redo stay in
-    the report, with that run's command (an image takes an hour under emulation: one run each)."""
+    """Images (and armhf trees) an earlier run measured and this run does not redo stay in the report,
+    each with that run's command, commit and wheel (an image takes an hour under emulation: one run each)."""
     old_path = args.out / "target_pi.json"
     if not old_path.exists():
         return
     old = json.loads(old_path.read_text())
-    if old.get("wheel", {}).get("sha256") != report["wheel"]["sha256"] or old["data"]["records"] != report["data"]["records"]:
-        log(f"target-pi: {old_path.name}: another wheel or other records: its images are not kept")
-        return
-    for image, res in old.get("images", {}).items():
-        if image not in args.images.split(","):
-            report["images"][image] = {**res, "command": res.get("command", old["command"])}
-            log(f"target-pi: keeping {image} from the earlier run ({res.get('command', old['command'])})")
-    for image, res in old.get("armhf_tree", {}).items():
-        if image not in args.images.split(","):
-            report.setdefault("armhf_tree", {})[image] = res
+    redo = args.images.split(",")
+    for section in ("images", "armhf_tree"):
+        for image, res in (old.get(section) or {}).items():
+            if image in redo:
+                continue
+            res = {**res, "command": res.get("command") or old["command"],
+                   "commit": res.get("commit") or old["commit"], "wheel": res.get("wheel") or old["wheel"]}
+            report.setdefault(section, {})[image] = res
+            log(f"target-pi: keeping {image} from an earlier run ({res['command']}, wheel {str(res['wheel'].get('sha256'))[:12]})")
 
 
 def build_parser() -> argparse.ArgumentParser:

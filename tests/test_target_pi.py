@@ -205,11 +205,12 @@ def test_one_image_installs_and_one_record_decides_as_on_x86(tmp_path):
 
 def _armhf_tree(ok=True):
     return {"tree": "Debian GNU/Linux 12 (bookworm) armhf (debootstrap)", "python": "3.11.2", "machine": "armv7l",
-            "command": "python3 -m venv /home/pi/venv && /home/pi/venv/bin/pip install 'w.whl[edge]'",
+            "pip_command": "python3 -m venv /home/pi/venv && /home/pi/venv/bin/pip install 'w.whl[edge]'",
             "exit": 1 if ok else 0, "seconds_emulated": 42.0,
             "errors": ["ERROR: No matching distribution found for tflite-runtime>=2.5"] if ok else [],
             "sdists_built": [], "venv_after": ["pip==23.0.1"], "selfmis_installed": not ok,
-            "apt_cache_search": {"tflite": ["libarmnntfliteparser22 - Arm NN"], "litert": []}, "ok": ok}
+            "apt_cache_search": {"tflite": ["libarmnntfliteparser22 - Arm NN"], "litert": []}, "ok": ok,
+            "command": "python -m selfmis.benchmarks.target_pi --images bookworm-armhf"}
 
 
 def test_report_renders_the_armhf_tree_install():
@@ -220,6 +221,25 @@ def test_report_renders_the_armhf_tree_install():
     assert "pip==23.0.1 (selfmis-edge installed: no)" in md and "`tflite`: libarmnntfliteparser22; `litert`: none" in md
     assert "nothing installed: **yes**" in md
     assert "nothing installed: **NO**" in pi_report.markdown({**_report(), "armhf_tree": {"x": _armhf_tree(False)}})
+
+
+def test_an_image_from_an_earlier_run_is_kept_with_its_command_commit_and_wheel(tmp_path):
+    from types import SimpleNamespace
+
+    from selfmis.benchmarks.target_pi import _keep_earlier_images
+    old = {**_report(), "armhf_tree": {"bookworm-armhf": _armhf_tree()}}
+    (tmp_path / "target_pi.json").write_text(json.dumps(old))
+    new = {**_report(), "commit": {"sha": "f" * 40, "describe": "f new", "dirty": False},
+           "wheel": {"name": "w.whl", "size": 2, "sha256": "9" * 64}, "images": {}}
+    _keep_earlier_images(new, SimpleNamespace(out=tmp_path, images="trixie-arm64"))
+    kept = new["images"]["bookworm-arm64"]
+    assert kept["command"] == "python -m x" and kept["commit"]["sha"] == "abcdef1234567890"
+    assert "bookworm-armhf" in new["armhf_tree"]
+    md = pi_report.markdown(new)
+    assert "measured by `python -m x` (an earlier run: commit `abcdef123456`" in md
+    redo = {**new, "images": {}, "armhf_tree": {}}
+    _keep_earlier_images(redo, SimpleNamespace(out=tmp_path, images="bookworm-arm64,bookworm-armhf"))
+    assert redo["images"] == {} and redo["armhf_tree"] == {}
 
 
 def test_verdict_needs_every_decision_and_check():
