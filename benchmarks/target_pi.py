@@ -233,7 +233,7 @@ def _keep_earlier_images(report: dict, args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m selfmis.benchmarks.target_pi", description=__doc__.splitlines()[0])
-    p.add_argument("--images", default="bookworm-arm64,trixie-arm64",
+    p.add_argument("--images", default="bookworm-arm64,trixie-arm64,bookworm-armhf",
                    help=f"comma-separated, of {', '.join(pi_tree.IMAGES)} (default: %(default)s)")
     p.add_argument("--records", type=int, default=100, help="shared-subset 500 Hz records (default 100; 0: bundled only)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="PTB-XL subset folder (default ../shared/data/ptbxl-subset)")

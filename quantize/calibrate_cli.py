@@ -51,7 +51,8 @@ def interpreter_record(model) -> dict:
 
 def calibrate_bundle(bundle_dir, data=None, n_boot: int = 1000, seed: int = 0, out=None, method: str = "auto",
                      kernels: str | None = None):
-    """Fit on the card's validation folds, report on its test folds, write the card (model unchanged).
+    """Fit on the card's validation folds, report on its test folds, write the card (model unchanged):
+    calibration, operating points, and the legacy uncalibrated Youden ``thresholds`` (same labels).
 
     ``method``: platt, temperature, isotonic, or auto (per label, chosen by cross-fitting inside
     validation; see :mod:`selfmis.quantize.calibrate`). ``kernels``: the interpreter kernels scored
@@ -60,6 +61,7 @@ def calibrate_bundle(bundle_dir, data=None, n_boot: int = 1000, seed: int = 0, o
 
     from selfmis.bundle import load_bundle, write_bundle
     from selfmis.edge_runtime.interpreter import TFLiteModel
+    from selfmis.train.evaluate import choose_threshold
 
     from .calibrate import calibrate_scores, label_prevalence, with_calibration
     from selfmis.train.data import resolve_data_root
@@ -76,7 +78,11 @@ def calibrate_bundle(bundle_dir, data=None, n_boot: int = 1000, seed: int = 0, o
                                      "scoring": "record = mean logit over 5 s windows every 1 s"},
                            method=method)
     card = with_calibration(b.card, res)
-    card = replace(card, kernels=model.kernels, metrics={**card.metrics, "interpreter": interpreter_record(model)})
+    # the legacy uncalibrated Youden thresholds (older runtimes read them) from the same validation logits
+    legacy = {t: float(1.0 / (1.0 + np.exp(-choose_threshold(yv[:, j], zv[:, j]))))
+              for j, t in enumerate(b.card.labels) if t in b.card.thresholds}
+    card = replace(card, kernels=model.kernels, thresholds=legacy,
+                   metrics={**card.metrics, "interpreter": interpreter_record(model)})
     target = Path(out) if out is not None else b.directory
     return write_bundle(target, b.model_path, card)
 

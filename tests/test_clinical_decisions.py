@@ -190,4 +190,6 @@ def test_selfmis_calibrate_reproduces_the_shipped_card(shared_ptbxl, tmp_path):
     # Equal up to the last bits of a float64: a newer numpy/scipy/BLAS may sum in another order.
     assert _close(new.calibration, shipped.calibration)
     assert _close(new.operating_points, shipped.operating_points)
+    assert _close(new.thresholds, shipped.thresholds)  # the legacy Youden thresholds, from the same logits
+    assert new.kernels == shipped.kernels == "reference"  # validated with the kernels every CPU agrees on
     assert new.metrics["calibration"]["fit_split"] == "strat_fold [1]"
