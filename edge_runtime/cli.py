@@ -24,7 +24,7 @@ from selfmis.runtime_config import ConfigError, cli_defaults, load_runtime_confi
 from . import gateway_args, runtime
 from .gateway_args import SOURCE_KEYS
 from .gateway_config import GatewayConfigError, load_gateway_config
-from .output import JsonlWriter
+from .output import OUTPUT_BOUND, JsonlWriter
 from .runtime import UsageError, make_source
 from .sources import ble
 from .sources.base import SourceError
@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--plot", metavar="FILE.png", help="after the run, plot ECG, beats and scores")
     o.add_argument("--quiet", action="store_true", help="no beat lines, warnings only on stderr")
     o.add_argument("--verbose", action="store_true", help="debug logs on stderr")
+    o.add_argument("--output-bound", type=float, default=OUTPUT_BOUND, metavar="X",
+                   help="live devices: beat and decision lines on stdout stay within X times the device "
+                        "bytes read (beats held back first; an alarm change always passes; counted in the "
+                        f"summary's lines_held_back); 0: every line (default {OUTPUT_BOUND:g})")
     o.add_argument("--max-seconds", type=float, help="stop after this many seconds of signal")
     src.add_argument("--retries", type=int, default=6,
                      help="reconnect attempts (backoff 0.5, 1, 2, 4, 8 s...) before giving up (default 6)")
@@ -234,7 +238,8 @@ def main(argv=None) -> int:
     except UsageError as exc:
         return _usage(parser, str(exc))
     fast = all(s.options.get("fast") for s in specs)
-    return runtime.run(args, JsonlWriter(sys.stdout, quiet=args.quiet, flush=not fast), specs, cfg, tagged)
+    out = JsonlWriter(sys.stdout, quiet=args.quiet, flush=not fast, bound=args.output_bound or None)
+    return runtime.run(args, out, specs, cfg, tagged)
 
 
 def run(args, out, on_source=None) -> int:

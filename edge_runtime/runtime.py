@@ -226,6 +226,8 @@ def check_options(args, cfg, specs, tagged: bool) -> None:
         raise UsageError("--every-k-beats, --threads and --decision-beats must be >= 1")
     if args.retries < 0:
         raise UsageError("--retries must be >= 0")
+    if not getattr(args, "output_bound", 0) >= 0:  # NaN too
+        raise UsageError("--output-bound must be >= 0 (0: every line)")
     if (args.persist_s or 0) < 0 or (args.hysteresis or 0) < 0 or (args.persist_beats is not None
                                                                     and args.persist_beats < 1):
         raise UsageError("--persist-s and --hysteresis must be >= 0, --persist-beats >= 1")

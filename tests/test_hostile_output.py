@@ -72,3 +72,20 @@ def test_real_50hz_ecg_at_default_verbosity_is_at_most_twice_its_bytes(tmp_path)
         assert r["in_bytes"] and r["ratio"] <= 2.0, r
         assert r["decision_lines"] >= 5, r  # decisions still flow
     assert runs[False]["lines_held_back"]["beat"] > 0  # the 1-s binary frames needed the bound
+
+
+def test_output_bound_can_be_set_or_switched_off(capsys):
+    """`--output-bound 0` writes every line (a user who wants each decision of a 50 Hz device);
+    a negative or NaN bound is a usage error (exit 2)."""
+    from selfmis.edge_runtime import cli
+    meter, buf = Meter(), io.StringIO()
+    w = JsonlWriter(buf, meter=meter, bound=None)
+    for _ in range(50):
+        meter.bytes += 10
+        w.write_all([BEAT, DECISION])
+    assert len(buf.getvalue().splitlines()) == 100 and not w.held
+    for bad in ("-1", "nan"):
+        assert cli.main(["--simulate", "core/sample_data/ptbxl/records500/00000/00271_hr", "--output-bound", bad,
+                         "--max-seconds", "1"]) == 2
+        assert "--output-bound" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["--simulate", "x", "--output-bound", "0"]).output_bound == 0
