@@ -17,9 +17,7 @@ PACKAGES = ("core", "train", "quantize", "edge_runtime", "firmware_bridge", "ben
 MAX_FUNCTION, MAX_MODULE = 80, 500
 
 #: unit -> its size in lines when listed (being split elsewhere; may shrink, never grow)
-ALLOWED = {
-    "edge_runtime/serve/server.py:_handler_class": 89,
-}
+ALLOWED: dict = {}
 
 
 def oversized(files: dict | None = None) -> dict:

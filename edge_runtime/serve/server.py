@@ -137,7 +137,9 @@ class WebView:
         self._stop = threading.Event()
         self.gateway = None
         self.timeout_s = float(timeout_s)
-        self.httpd = _Server((host, port), self._handler_class(), max_connections)
+        # the handler's class for this view: its socket timeout drops a silent or stalled client
+        handler = type("Handler", (_Handler,), {"view": self, "timeout": self.timeout_s})
+        self.httpd = _Server((host, port), handler, max_connections)
         self.host, self.port = host, self.httpd.server_address[1]
         self._threads = []
         self.ticks = 0
@@ -199,6 +201,21 @@ class WebView:
                 c.dropped += CLIENT_QUEUE
                 _empty(c.queue)
 
+    def add_viewer(self) -> "_Client":
+        """A new viewer's queue, fed by every tick from now on."""
+        client = _Client()
+        with self._clients_lock:
+            self._clients.add(client)
+        return client
+
+    def remove_viewer(self, client: "_Client") -> None:
+        with self._clients_lock:
+            self._clients.discard(client)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def status(self) -> dict:
         st = self.gateway.status() if self.gateway is not None else {"devices": []}
         with self._clients_lock:
@@ -207,97 +224,92 @@ class WebView:
                           "refused": self.httpd.refused, "max_connections": self.httpd.max_connections}
         return st
 
-    # ---------------------------------------------------------------- HTTP
 
-    def _handler_class(self):
-        view = self
+class _Handler(BaseHTTPRequestHandler):
+    """One connection to ``view`` (set per view by a subclass, with ``timeout``, the socket's):
+    the routes are the ``do_*`` methods."""
 
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "selfmis-edge"
-            protocol_version = "HTTP/1.1"
-            timeout = view.timeout_s  # the socket's: a silent or stalled client is dropped
+    server_version = "selfmis-edge"
+    protocol_version = "HTTP/1.1"
+    view: WebView
 
-            def log_message(self, fmt, *args):  # stderr is for the gateway's logs: debug level only
-                log.debug("web: %s - " + fmt, self.address_string(), *args)
+    def log_message(self, fmt, *args):  # stderr is for the gateway's logs: debug level only
+        log.debug("web: %s - " + fmt, self.address_string(), *args)
 
-            def _authorised(self, query) -> bool:
-                if not view.token:
-                    return True
-                given = (query.get("token") or [""])[0]
-                auth = self.headers.get("Authorization", "")
-                if auth.startswith("Bearer "):
-                    given = auth[7:]
-                return hmac.compare_digest(given.encode(), view.token.encode())
+    def _authorised(self, query) -> bool:
+        if not self.view.token:
+            return True
+        given = (query.get("token") or [""])[0]
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[7:]
+        return hmac.compare_digest(given.encode(), self.view.token.encode())
 
-            def _send(self, code: int, body: bytes, ctype: str, head: bool = False) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("X-Content-Type-Options", "nosniff")
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
+    def _send(self, code: int, body: bytes, ctype: str, head: bool = False) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
 
-            def _json(self, code, obj, head=False):
-                self._send(code, to_json(obj).encode(), "application/json", head)
+    def _json(self, code, obj, head=False):
+        self._send(code, to_json(obj).encode(), "application/json", head)
 
-            def do_HEAD(self):
-                self.do_GET(head=True)
+    def do_HEAD(self):
+        self.do_GET(head=True)
 
-            def do_GET(self, head: bool = False):
-                url = urlsplit(self.path)
-                query = parse_qs(url.query)
-                if not self._authorised(query):
-                    return self._json(401, {"error": "token required: open the page as /?token=TOKEN"}, head)
-                if url.path in _FILES:
-                    name, ctype = _FILES[url.path]
-                    return self._send(200, (_STATIC / name).read_bytes(), ctype, head)
-                if url.path == "/api/status":
-                    return self._json(200, view.status(), head)
-                if url.path == "/api/events" and not head:
-                    return self._events()
-                return self._json(404, {"error": f"no such page: {url.path}"}, head)
+    def do_GET(self, head: bool = False):
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if not self._authorised(query):
+            return self._json(401, {"error": "token required: open the page as /?token=TOKEN"}, head)
+        if url.path in _FILES:
+            name, ctype = _FILES[url.path]
+            return self._send(200, (_STATIC / name).read_bytes(), ctype, head)
+        if url.path == "/api/status":
+            return self._json(200, self.view.status(), head)
+        if url.path == "/api/events" and not head:
+            return self._events()
+        return self._json(404, {"error": f"no such page: {url.path}"}, head)
 
-            def _refuse(self):
-                self._json(405, {"error": "read-only: only GET and HEAD"})
+    def _refuse(self):
+        self._json(405, {"error": "read-only: only GET and HEAD"})
 
-            do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
 
-            def _events(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                client = _Client()
-                with view._clients_lock:
-                    view._clients.add(client)
+    def _events(self):
+        """The SSE stream: a snapshot, then every tick (a snapshot again after an overflow)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        client = self.view.add_viewer()
+        try:
+            self._write_sse(to_json(self.view.state.snapshot()))
+            while not self.view.stopping:
                 try:
-                    self._write_sse(to_json(view.state.snapshot()))
-                    while not view._stop.is_set():
-                        try:
-                            msg = client.queue.get(timeout=10.0)
-                        except queue.Empty:
-                            self.wfile.write(b": keep-alive\n\n")
-                            self.wfile.flush()
-                            continue
-                        if client.overflowed:
-                            client.overflowed = False
-                            msg = to_json(view.state.snapshot())
-                        self._write_sse(msg)
-                except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
-                    pass  # the viewer left
-                finally:
-                    with view._clients_lock:
-                        view._clients.discard(client)
+                    msg = client.queue.get(timeout=10.0)
+                except queue.Empty:
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+                    continue
+                if client.overflowed:
+                    client.overflowed = False
+                    msg = to_json(self.view.state.snapshot())
+                self._write_sse(msg)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+            pass  # the viewer left
+        finally:
+            self.view.remove_viewer(client)
 
-            def _write_sse(self, data: str) -> None:
-                self.wfile.write(b"data: " + data.encode() + b"\n\n")
-                self.wfile.flush()
-
-        return Handler
+    def _write_sse(self, data: str) -> None:
+        self.wfile.write(b"data: " + data.encode() + b"\n\n")
+        self.wfile.flush()
 
 
 def _empty(q: queue.Queue) -> None:
