@@ -158,21 +158,22 @@ class StreamResampler:
         # outputs m with n0 = (m*down)//up <= last available input index
         last = self._n_in - 1
         m_stop = (last * self.up) // self.down + 1 if last >= 0 else 0
-        m = np.arange(self._m_out, max(self._m_out, m_stop))
-        self._m_out = max(self._m_out, m_stop)
+        m0, m1 = self._m_out, max(self._m_out, m_stop)
+        self._m_out = m1
         self._hist = buf[len(buf) - self.k:]
-        if len(m) == 0:
+        if m1 == m0:
             return np.zeros(0, dtype=np.float32)
+        if self.up == 1:  # plain decimation (500 -> 100 Hz): one phase, one C-level correlation
+            a = m0 * self.down - first_in - (self.k - 1)  # output m0's window start (n0 = m0 * down; see below)
+            seg = buf[a: a + (m1 - m0 - 1) * self.down + self.k]
+            return np.correlate(seg, self._rev[0], "valid")[::self.down].astype(np.float32)
+        m = np.arange(m0, m1)
         k_up = m * self.down
         n0, phase = k_up // self.up, k_up % self.up
         # output m needs the window buf[c - k + 1 .. c] (c = n0 - first_in). An output not
         # produced yet has n0 >= the last input before this chunk, so c >= k - 1 always (the
         # history starts as zeros: before the first input the stream is zero)
         start = (n0 - first_in) - (self.k - 1)
-        if self.up == 1:  # plain decimation (500 -> 100 Hz): one phase, one C-level correlation
-            a = int(start[0])
-            seg = buf[a: a + (len(m) - 1) * self.down + self.k]
-            return np.correlate(seg, self._rev[0], "valid")[::self.down].astype(np.float32)
         out = np.empty(len(m), dtype=np.float32)
         step = max(1, _GATHER_BLOCK // self.k)  # the gathered windows stay under ~8 MB per block
         for a in range(0, len(m), step):

@@ -38,6 +38,7 @@ References
 """
 from __future__ import annotations
 
+import binascii
 from typing import List, Optional
 
 from .limits import LimitError
@@ -184,7 +185,7 @@ class StreamDecoder:
                     continue
                 return
             got = buf[total - 2] | (buf[total - 1] << 8)
-            want = crc16_ccitt_false(buf[2:total - 2])
+            want = binascii.crc_hqx(buf[2:total - 2], 0xFFFF)  # crc16_ccitt_false, without a copy to bytes
             if got != want:
                 self.crc_errors += 1
                 self._fail(out, f"CRC mismatch (frame says 0x{got:04X}, computed 0x{want:04X})")

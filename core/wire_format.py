@@ -313,12 +313,17 @@ def _decode_decision(payload: bytes) -> DecisionFrame:
 # Decoding
 # --------------------------------------------------------------------------
 
-def _unpack_samples(raw: bytes, n: int, width: int) -> np.ndarray:
-    b = np.frombuffer(raw, dtype=np.uint8, count=n * width).reshape(n, width)
-    if width == 2:
-        return b.copy().view("<i2").reshape(n).astype(np.int32)
-    if width == 4:
-        return b.copy().view("<i4").reshape(n).astype(np.int32)
+#: little-endian integer dtypes of the 2- and 4-byte sample formats: read in place by frombuffer
+_LE_INT = {2: np.dtype("<i2"), 4: np.dtype("<i4")}
+
+
+def _unpack_samples(raw: bytes, n: int, width: int, offset: int = 0) -> np.ndarray:
+    """``n`` samples of ``width`` bytes at ``raw[offset:]`` as int32 (one frombuffer and one copy for
+    int16/int32: this runs for every DATA frame of every device)."""
+    le = _LE_INT.get(width)
+    if le is not None:
+        return np.frombuffer(raw, dtype=le, count=n, offset=offset).astype(np.int32)
+    b = np.frombuffer(raw, dtype=np.uint8, count=n * width, offset=offset).reshape(n, width)
     # int24: widen to 4 bytes with sign extension from the top byte
     padded = np.empty((n, 4), dtype=np.uint8)
     padded[:, :3] = b
@@ -339,6 +344,11 @@ def _read_str(payload: bytes, pos: int, what: str):
         raise ValueError(f"HELLO {what} is not valid UTF-8 ({e.reason})") from None
 
 
+#: the last DATA rate that passed :func:`selfmis.limits.check_rate` (the check is pure: a rate that
+#: passed once passes again)
+_last_rate = [None]
+
+
 def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello, DataFrame, DecisionFrame]:
     """Parse the payload of a CRC-valid frame of a known type and version.
 
@@ -350,13 +360,15 @@ def decode_payload(version: int, frame_type: int, payload: bytes) -> Union[Hello
         if len(payload) < DATA_FIXED_LEN:
             raise ValueError(f"DATA payload of {len(payload)} bytes is shorter than {DATA_FIXED_LEN}")
         seq, flags, fmt, fs, n = _DATA_FIXED.unpack_from(payload)
-        width = sample_width(fmt)
-        _check_rate_gain("DATA frame", fs)
+        width = SAMPLE_FORMATS.get(fmt) or sample_width(fmt)  # (sample_width raises for an unknown code)
+        if fs != _last_rate[0]:  # a stream keeps its rate: checked once, not for every frame
+            _check_rate_gain("DATA frame", fs)
+            _last_rate[0] = fs
         need = DATA_FIXED_LEN + n * width
         if len(payload) < need:
             raise ValueError(f"DATA frame declares {n} samples ({need} bytes) "
                              f"but the payload has {len(payload)}")
-        samples = _unpack_samples(payload[DATA_FIXED_LEN:need], n, width)
+        samples = _unpack_samples(payload, n, width, DATA_FIXED_LEN)
         return DataFrame(seq=seq, samples=samples, flags=flags, fs_hz=fs, sample_format=fmt)
     if frame_type == FRAME_HELLO:
         if len(payload) < HELLO_FIXED_LEN:

@@ -58,6 +58,7 @@ ecg_id <= 500; 16 records where XQRS itself failed are excluded).
 from __future__ import annotations
 
 from bisect import bisect_left
+from functools import lru_cache
 
 import numpy as np
 
@@ -146,7 +147,7 @@ class StreamingBeatDetector:
             self._buf_start += keep_from
         return out
 
-    def _schedule(self, qrs: list, cand: np.ndarray, ref: float) -> None:
+    def _schedule(self, qrs: list, cand: tuple, ref: float) -> None:
         """When the next analysis is due: just before a known beat matures, or before a beat
         not known yet could.
 
@@ -155,20 +156,30 @@ class StreamingBeatDetector:
           level, 0.15 x the reference) at the earliest place its R peak can be refined to;
         * a beat that is no candidate yet lies within ``_edge`` of the buffer's end (the
           envelope's and the band-pass's edge), so it cannot mature before ``n - _edge``.
+
+        ``cand``: (global indices, heights) of the candidates, as plain lists.
         """
-        due = self._n - self._edge
-        pending = [r - 2 for r in qrs if r >= self._done]
-        if len(cand) and ref > 0:
-            soon = cand[cand[:, 1] >= self._TRIGGER * ref, 0] - self._search - 1
-            pending += soon[soon >= self._done].tolist()
-        self._due = int(min(pending + [due]))
+        due, done = self._n - self._edge, self._done
+        for r in qrs:
+            if r >= done and r - 2 < due:
+                due = r - 2
+        if ref > 0:
+            level, back = self._TRIGGER * ref, self._search + 1
+            for g, v in zip(*cand):
+                if v >= level and done <= g - back < due:
+                    due = g - back
+        self._due = int(due)
 
     _TRIGGER = 0.15
 
     def _analyse(self) -> tuple:
-        """(QRS peaks as global indices, candidates as rows (global index, height), reference)."""
+        """(QRS peaks as global indices, candidates as (global indices, heights), reference).
+
+        The candidates and their heights leave numpy as plain lists: a few dozen per run, where
+        numpy's per-element scalars would cost more than the comparisons (same values, same order).
+        """
         s = self._buf
-        none = ([], np.zeros((0, 2)), 0.0)
+        none = ([], ([], []), 0.0)
         if len(s) < 2 * self._win + 2:
             return none
         y = self._band(s)
@@ -182,21 +193,22 @@ class StreamingBeatDetector:
         h = env[peaks]
         # reference height: the second largest candidate (the largest may be an artefact),
         # once the segment is long enough to hold several beats; before that the largest
-        ref = np.partition(h, -2)[-2] if len(h) >= 2 and len(s) >= 3 * self.fs else h.max()
-        cand = np.column_stack([peaks + self._buf_start, h])
+        ref = float(np.partition(h, -2)[-2] if len(h) >= 2 and len(s) >= 3 * self.fs else h.max())
+        p_list, h_list = peaks.tolist(), h.tolist()
+        cand = ([p + self._buf_start for p in p_list], h_list)
         # envelope of a QRS of amplitude A at 5-15 Hz is roughly A * 2*pi*10/fs per sample
         if ref < self.min_amplitude_mv * 0.3 * 2 * np.pi * 10 / self.fs:
             return [], cand, 0.0  # flat or near-flat: no beats (the quality gate reports why)
         thr = self.threshold * ref
         half = max(1, int(round(0.075 * self.fs)))
         slope = _max_around(np.abs(d), peaks, half)
-        qrs = _select(peaks, h, slope, thr, self.fs)
+        qrs = _select(p_list, h_list, slope.tolist(), thr, self.fs)
         r = []
         ay = np.abs(y)
         for p in qrs:
             a, b = max(0, p - self._search), min(len(y), p + self._search + 1)
-            r.append(a + int(np.argmax(ay[a:b])))
-        return [self._buf_start + i for i in sorted(set(r))], cand, float(ref)
+            r.append(a + int(ay[a:b].argmax()))
+        return [self._buf_start + i for i in sorted(set(r))], cand, ref
 
     def _band(self, s: np.ndarray) -> np.ndarray:
         """5-15 Hz zero-phase FFT band-pass (the contract's band shape), gains cached per length."""
@@ -215,6 +227,7 @@ class StreamingBeatDetector:
         return np.fft.irfft(np.fft.rfft(xp, n=n) * g, n=n)[pad:pad + len(s)]
 
 
+@lru_cache(maxsize=1024)
 def _fast_len(n: int) -> int:
     """The smallest 2-3-5-smooth integer >= n (a fast FFT length)."""
     m = n
@@ -241,12 +254,15 @@ def _max_around(x: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
     """max(x[p - half: p + half + 1]) for each of the sorted ``peaks`` (edges clipped).
 
     Candidates are at least a refractory period (> 2 * half) apart, so the windows do not
-    overlap and one ``maximum.reduceat`` covers them all.
+    overlap and one ``maximum.reduceat`` over their (start, stop) bounds covers them all.
     """
-    a = np.maximum(peaks - half, 0)
-    b = np.minimum(peaks + half + 1, len(x))
-    xs = np.append(x, -np.inf)  # reduceat needs every index < len: b may be len(x)
-    return np.maximum.reduceat(xs, np.column_stack([a, b]).ravel())[::2]
+    n = len(x)
+    idx = np.empty(2 * len(peaks), dtype=np.intp)
+    np.maximum(peaks - half, 0, out=idx[0::2])
+    np.minimum(peaks + half + 1, n, out=idx[1::2])
+    if idx[-1] >= n:  # reduceat needs every index < n: the last window then simply runs to the end
+        idx = idx[:-1]
+    return np.maximum.reduceat(x, idx)[::2]
 
 
 def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
@@ -266,8 +282,8 @@ def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
     return np.asarray(keep, dtype=int)
 
 
-def _select(peaks: np.ndarray, h: np.ndarray, slope: np.ndarray, thr: float, fs: float) -> list:
-    """Threshold, T-wave rule and search-back on the candidate peaks (sorted by time)."""
+def _select(peaks: list, h: list, slope: list, thr: float, fs: float) -> list:
+    """Threshold, T-wave rule and search-back on the candidate peaks (sorted by time; plain lists)."""
     t_wave = int(0.36 * fs)
     qrs, last_slope = [], 0.0
     for p, v, sl in zip(peaks, h, slope):
@@ -278,8 +294,8 @@ def _select(peaks: np.ndarray, h: np.ndarray, slope: np.ndarray, thr: float, fs:
         qrs.append((p, v))
         last_slope = sl
     if len(qrs) >= 3:
-        rr = np.diff([p for p, _ in qrs])
-        med = np.median(rr)
+        rr = [b[0] - a[0] for a, b in zip(qrs[:-1], qrs[1:])]
+        med = _median(rr)
         extra = []
         for (p0, v0), (p1, _), gap in zip(qrs[:-1], qrs[1:], rr):
             if gap > 1.66 * med:
@@ -289,6 +305,14 @@ def _select(peaks: np.ndarray, h: np.ndarray, slope: np.ndarray, thr: float, fs:
                     extra.append(max(inside, key=lambda pv: pv[1]))
         qrs = sorted(qrs + extra)
     return [p for p, _ in qrs]
+
+
+def _median(v: list) -> float:
+    """``np.median`` of a few integers (RR intervals), as plain Python: the mean of the two middle
+    values, exact for integers this small."""
+    v = sorted(v)
+    m = len(v)
+    return (v[(m - 1) // 2] + v[m // 2]) / 2
 
 
 def detect_beats(x, fs: float = 100.0, chunk_s: float = 1.0, **kwargs) -> np.ndarray:

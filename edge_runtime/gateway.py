@@ -213,9 +213,10 @@ class Gateway:
         if not dev.in_ready:
             dev.in_ready = True
             self._ready.append(dev)
-        self._wake.set()
-        if self._io is not None and threading.get_ident() != self._loop_thread:
-            self._io.poke()  # a reader thread's item: the loop may be waiting in select()
+        if threading.get_ident() != self._loop_thread:  # (the loop itself sees its _ready: no wake-up)
+            self._wake.set()
+            if self._io is not None:
+                self._io.poke()  # a reader thread's item: the loop may be waiting in select()
 
     def stop(self) -> None:
         """Ask every device to end (thread-safe: signal handlers, tests)."""

@@ -77,7 +77,7 @@ def assess_block(x: np.ndarray, lead_off=None, saturated=None, flat_mv: float = 
         return ["noise"]
     d2 = x[2:] - 2 * x[1:-1] + x[:-2]
     # per half block: a median ignores noise covering less than half of what it sees
-    noise_sd = max(_mad(h) for h in (d2[: len(d2) // 2], d2[len(d2) // 2:])) * 1.4826 / np.sqrt(6.0)
+    noise_sd = _half_mad_max(d2) * 1.4826 / np.sqrt(6.0)
     if noise_sd > noise_ratio * amp:
         reasons.append("noise")
     return reasons
@@ -86,6 +86,19 @@ def assess_block(x: np.ndarray, lead_off=None, saturated=None, flat_mv: float = 
 def _median_sorted(v: np.ndarray) -> float:
     m = len(v)
     return 0.5 * float(v[(m - 1) // 2] + v[m // 2])
+
+
+def _half_mad_max(d2: np.ndarray) -> float:
+    """The larger MAD of ``d2``'s two halves. Both halves at once when they are the same length (a
+    whole block: 98 second differences), with the same operations per row as :func:`_mad`."""
+    m = len(d2) // 2
+    if m == 0 or len(d2) != 2 * m:
+        return max(_mad(h) for h in (d2[:m], d2[m:]))
+    v = np.sort(d2.reshape(2, m), axis=1)
+    med = 0.5 * (v[:, (m - 1) // 2] + v[:, m // 2])
+    dev = np.sort(np.abs(v - med[:, None]), axis=1)
+    mad = 0.5 * (dev[:, (m - 1) // 2] + dev[:, m // 2])
+    return float(max(mad[0], mad[1]))
 
 
 def _mad(v: np.ndarray) -> float:
@@ -154,6 +167,8 @@ class QualityGate:
         """Verdict on any stretch (a tail shorter than half a block is not judged)."""
         if len(x) < self.block // 2:
             return []
+        if not flags.any():  # the usual stretch: no flag, nothing to count
+            return assess_block(x, None, None, **self.kwargs)
         # booleans: a mean of ``flags & 4`` would be 4x the saturated fraction
         return assess_block(x, (flags & 1) != 0, (flags & 4) != 0, **self.kwargs)
 

@@ -209,7 +209,8 @@ class Source(ABC):
                     items = [y for it in items for y in self.ecg_watch.process(it)]
                 for it in items:
                     if isinstance(it, Chunk):
-                        self._note_lead_off(it)
+                        if it.lead_off or self._lead_off_since is not None:
+                            self._note_lead_off(it)
                         self.stats["chunks"] += 1
                         self.stats["samples"] += len(it.samples)
                         if watch is not None and watch.locked and not self.fs:

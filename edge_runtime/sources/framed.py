@@ -21,6 +21,8 @@ from .base import Chunk, LinkEvent, SourceRefused, coalesce
 
 __all__ = ["FramedStream"]
 
+_DataFrame = protocol.DataFrame
+
 log = logging.getLogger("selfmis.edge_runtime")
 
 
@@ -48,6 +50,7 @@ class FramedStream:
             self.stats.setdefault(k, 0)
         self._warned_no_hello = False
         self.budget = EventBudget()
+        self._rails_key = self._rails_mv = None
 
     def reset(self) -> None:
         """After a reconnect: drop partial bytes, forget the last sequence number."""
@@ -60,7 +63,16 @@ class FramedStream:
         out = []
         crc_before = self.decoder.crc_errors
         self.budget.feed(len(data))
-        for msg in self.decoder.feed(data):
+        msgs = self.decoder.feed(data)
+        if len(msgs) == 1 and type(msgs[0]) is _DataFrame:
+            # the usual read of a real-time stream: one DATA frame. When it makes one chunk and no
+            # event, limit_events and coalesce would pass it as is: skipped (this runs ~10 times a
+            # second per device)
+            out = self._data(msgs[0], t_arrival, t_mono)
+            if len(out) == 1 and type(out[0]) is Chunk:  # (one frame decoded: no CRC error in this read)
+                return out
+            msgs = ()
+        for msg in msgs:
             if isinstance(msg, self.p.DataFrame):
                 out.extend(self._data(msg, t_arrival, t_mono))
             elif isinstance(msg, self.p.DecisionFrame):
@@ -136,10 +148,17 @@ class FramedStream:
             out.append(LinkEvent("gap", {"seq": int(f.seq), "missing_frames": int(upd.missing),
                                          "missing_samples": int(gap)}, t_arrival))
         self.fs = float(f.fs_hz)
-        k = self.uv_per_lsb / 1000.0
-        lo, hi = self.p.sample_range(f.sample_format)
         # from_counts keeps the wire's integers on the chunk (for --record) and decodes them
         out.append(Chunk.from_counts(f.samples, self.uv_per_lsb, self.fs, t_arrival, t_mono,
                                      seq=int(f.seq), lead_off=f.lead_off, gap_before=gap,
-                                     rails=(float(lo * k), float(hi * k))))
+                                     rails=self._rails(f.sample_format)))
         return out
+
+    def _rails(self, sample_format: int) -> tuple:
+        """The (low, high) mV a sample format can hold at the current gain (computed once per pair)."""
+        key = (sample_format, self.uv_per_lsb)
+        if self._rails_key != key:
+            k = self.uv_per_lsb / 1000.0
+            lo, hi = self.p.sample_range(sample_format)
+            self._rails_key, self._rails_mv = key, (float(lo * k), float(hi * k))
+        return self._rails_mv

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -54,6 +55,27 @@ def snap_rate(hz: float) -> float:
     if abs(best - hz) <= SNAP_TOLERANCE * best:
         return best
     return float(max(1, round(hz)))
+
+
+@lru_cache(maxsize=256)
+def _pairs(m: int) -> tuple:
+    """Index pairs (i < j) of ``m`` points: ``np.triu_indices(m, 1)``, built once per count (every live
+    device's estimate, twice a second, would otherwise rebuild a 48 x 48 mask)."""
+    i, j = np.triu_indices(m, 1)
+    i.setflags(write=False)
+    j.setflags(write=False)
+    return i, j
+
+
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of a 1-D array without NaN (slopes of distinct times), without its generic
+    wrapper: one partition, the middle value or the mean of the two middle ones."""
+    m = len(v)
+    k = m // 2
+    if m % 2:
+        return float(np.partition(v, k)[k])
+    p = np.partition(v, (k - 1, k))
+    return float((p[k - 1] + p[k]) / 2)
 
 
 class RateEstimator:
@@ -112,13 +134,18 @@ class RateEstimator:
             return None
         a = np.asarray(pts, dtype=np.float64)
         t, n, seg = a[:, 0], a[:, 1], a[:, 2]
-        i, j = np.triu_indices(len(t), 1)
+        i, j = _pairs(len(t))
         dt = t[j] - t[i]
-        same = seg[i] == seg[j]
-        if not (same & (dt >= self.min_span_s)).any():
-            return None
-        ok = same & (dt >= 0.5 * self.min_span_s)  # short baselines only add jitter
-        return float(np.median((n[j] - n[i])[ok] / dt[ok]))
+        if seg[0] == seg[-1]:  # one segment (the usual case): every pair is within it
+            if dt.max() < self.min_span_s:
+                return None
+            ok = dt >= 0.5 * self.min_span_s  # short baselines only add jitter
+        else:
+            same = seg[i] == seg[j]
+            if not (same & (dt >= self.min_span_s)).any():
+                return None
+            ok = same & (dt >= 0.5 * self.min_span_s)
+        return _median((n[j] - n[i])[ok] / dt[ok])
 
 
 class RateWatch:
