@@ -32,8 +32,9 @@ from selfmis.quantize.report import markdown_table as quantize_markdown
 from selfmis.train.experiments.report import render_markdown as accuracy_markdown
 from selfmis.train.scaling import markdown as scaling_markdown
 
-from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_scale, live_paths
-from . import ascii_lines, hostile, io_loop, is_ecg, live_amplification, pi_report, replay_formats, training_scale, wearable_model, wearable_report
+from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_cost, gateway_scale
+from . import ascii_lines, hostile, io_loop, is_ecg, live_amplification, live_paths, pi_report, replay_formats
+from . import training_scale, wearable_model, wearable_report
 from .report import render_markdown as bench_markdown
 from .students_report import render as students_markdown
 
@@ -116,6 +117,8 @@ def _beats(res: dict) -> str:
 
 # --------------------------------------------------------------------------- the registry
 _GW = "python -m selfmis.benchmarks.gateway_scale --rt"
+#: BEFORE: a `git worktree` of the baseline commit with its own `make install` (the JSON names both commits)
+_GC = "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python --n 100,200 --reps 2 --rt"
 STUDIES = (
     Study("bench", "latest/bench.md", "latest/bench.json", bench_markdown, "selfmis bench",
           "selfmis bench --quick --out {out}"),
@@ -172,6 +175,10 @@ STUDIES = (
           "python -m selfmis.benchmarks.ascii_lines --lines 200000 --out benchmarks/results/hostile"),
     Study("io-loop", "gateway/io_loop.md", "gateway/io_loop.json", io_loop.markdown,
           "python -m selfmis.benchmarks.io_loop --n 100,200 --reps 1 --warmup 10 --measure 20 --rt"),
+    Study("gateway-cost", "gateway/gateway_cost.md", "gateway/gateway_cost.json", gateway_cost.markdown,
+          f"{_GC} --out benchmarks/results/gateway"),
+    Study("gateway-cost-late", "gateway/gateway_cost_late.md", "gateway/gateway_cost_late.json",
+          gateway_cost.markdown, f"{_GC} --out benchmarks/results/gateway --name gateway_cost_late (repeated later)"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
     Study("wearable", "wearable/README.md", "wearable/wearable.json", wearable_report.markdown,
           "make target-wearable"),
