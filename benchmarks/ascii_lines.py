@@ -18,13 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import re
-
 import numpy as np
 
-from selfmis import ascii_sketch
 from selfmis.ascii_sketch import AsciiLineDecoder
-from selfmis.benchmarks.hostile import _commit
+from selfmis.provenance import git_commit
 
 __all__ = ["cases", "lines_per_s", "markdown", "main"]
 
@@ -44,20 +41,13 @@ def cases(n: int, seed: int = 0) -> dict:
 
 def lines_per_s(data: bytes, n: int, method: str, repeat: int, run_match: bool = True) -> float:
     """Lines per second of ``AsciiLineDecoder.<method>`` (``run_match=False``: no lead-off run match)."""
-    best, saved = float("inf"), ascii_sketch._LEAD_OFF_RUN
-    if not run_match:
-        ascii_sketch._LEAD_OFF_RUN = re.compile(rb"(?!)")  # matches nothing: every line on its own
-    try:
-        best = _best(data, n, method, repeat)
-    finally:
-        ascii_sketch._LEAD_OFF_RUN = saved
-    return best
+    return _best(data, n, method, repeat, run_match)
 
 
-def _best(data: bytes, n: int, method: str, repeat: int) -> float:
+def _best(data: bytes, n: int, method: str, repeat: int, run_match: bool) -> float:
     best = float("inf")
     for _ in range(repeat):
-        dec = AsciiLineDecoder()
+        dec = AsciiLineDecoder(lead_off_runs=run_match)
         feed = getattr(dec, method)
         t = time.perf_counter()
         for i in range(0, len(data), 4096):
@@ -98,7 +88,7 @@ def main(argv=None) -> int:
                      "feed_lines_per_s": round(lines_per_s(data, args.lines, "feed", args.repeat))})
         print(json.dumps(rows[-1]), file=sys.stderr)
     cmd = "python -m selfmis.benchmarks.ascii_lines " + " ".join(argv if argv is not None else sys.argv[1:])
-    res = {"benchmark": "ascii_lines", "commit": _commit(), "command": cmd.strip(),
+    res = {"benchmark": "ascii_lines", "commit": git_commit() or "unknown", "command": cmd.strip(),
            "data": f"synthetic sketch output, {args.lines} lines per case (ADC counts drawn uniformly from "
                    "200-799, seed 0), fed in 4 KiB reads to a fresh AsciiLineDecoder, best of "
                    f"{args.repeat}", "cases": rows}

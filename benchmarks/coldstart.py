@@ -42,13 +42,13 @@ def main(argv=None) -> int:
         inp = sess.get_inputs()[0]
         sess.run(None, {inp.name: x.reshape([d if isinstance(d, int) else 1 for d in inp.shape])})
     elif runtime == "tflite":
-        from selfmis.benchmarks.latency import _tflite_interpreter, _tflite_runner
+        from selfmis.benchmarks.latency import tflite_interpreter, tflite_runner
         from selfmis.edge_runtime.interpreter import interpreter_backend
 
         interpreter_backend()  # imports ai_edge_litert (or tflite_runtime): part of the import phase
         t_imp1 = time.perf_counter()
-        interp = _tflite_interpreter(target, threads, xnnpack)
-        fn = _tflite_runner(interp, x)
+        interp = tflite_interpreter(target, threads, xnnpack)
+        fn = tflite_runner(interp, x)
         t_load = time.perf_counter()
         fn()
     else:

@@ -31,6 +31,7 @@ import numpy as np
 
 from selfmis import protocol as P
 from selfmis.exit_codes import ExitCode
+from selfmis.provenance import git_commit
 
 __all__ = ["device_cases", "ascii_cases", "serve_once", "run_edge", "main", "DOCUMENTED_EXITS"]
 
@@ -149,14 +150,6 @@ def run_device_case(data: bytes, extra=()) -> dict:
     return r
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def markdown(res: dict) -> str:
     """hostile.md, from hostile.json alone."""
     lines = [f"# Hostile device input: output amplification and peak memory",
@@ -194,7 +187,7 @@ def main(argv=None) -> int:
     ok = all(r["rc"] in DOCUMENTED_EXITS and not r["traceback"] and r["ratio"] <= 2.0
              and (r["peak_rss_mb"] or 0) < 100 for r in rows)
     cmd = "python -m selfmis.benchmarks.hostile " + " ".join(argv if argv is not None else sys.argv[1:])
-    res = {"benchmark": "hostile", "commit": _commit(), "command": cmd.strip(),
+    res = {"benchmark": "hostile", "commit": git_commit() or "unknown", "command": cmd.strip(),
            "data": "crafted byte streams from selfmis.benchmarks.hostile.device_cases / ascii_cases (seed 0), "
                    "sent once over TCP to edge-run --port socket://... --retries 0 --quiet (default model); "
                    "ascii_* cases add --ascii --fs 250",

@@ -81,7 +81,7 @@ def _ort_runner(path, x, threads):
     return fn
 
 
-def _tflite_interpreter(path, threads, xnnpack):
+def tflite_interpreter(path, threads, xnnpack):
     Interpreter, Resolver, backend = interpreter_backend()
     kwargs = {"model_path": str(path), "num_threads": threads}
     if not xnnpack:
@@ -93,7 +93,7 @@ def _tflite_interpreter(path, threads, xnnpack):
     return interp
 
 
-def _tflite_runner(interp, x):
+def tflite_runner(interp, x):
     d_in = interp.get_input_details()[0]
     outs = interp.get_output_details()
     d_out = max(outs, key=lambda d: int(np.prod(d["shape"])) if len(d["shape"]) else 0) if len(outs) > 1 else outs[0]
@@ -132,8 +132,8 @@ def load_runner(spec: dict, x: np.ndarray) -> Runner:
     elif r.runtime == "onnxruntime":
         r.fn = _ort_runner(spec["path"], x, r.threads)
     elif r.runtime == "tflite":
-        interp = _tflite_interpreter(spec["path"], r.threads, bool(r.xnnpack))
-        r.fn = _tflite_runner(interp, x)
+        interp = tflite_interpreter(spec["path"], r.threads, bool(r.xnnpack))
+        r.fn = tflite_runner(interp, x)
     else:
         raise ValueError(f"unknown runtime {r.runtime!r}")
     t1 = time.perf_counter()

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfmis.benchmarks.hostile import _commit
 from selfmis.edge_runtime.output import OUTPUT_BOUND, OUTPUT_RESERVE
+from selfmis.provenance import git_commit
 
 __all__ = ["decimated_record", "run_case", "markdown", "main"]
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     rows.sort(key=lambda r: [c[0] for c in cases].index(r["case"]))
     ok = all(r["ratio"] is not None and r["ratio"] <= 2.0 and not r["traceback"] for r in rows)
     cmd = "python -m selfmis.benchmarks.live_amplification " + " ".join(argv if argv is not None else sys.argv[1:])
-    res = {"benchmark": "live_amplification", "commit": _commit(), "command": cmd.strip(),
+    res = {"benchmark": "live_amplification", "commit": git_commit() or "unknown", "command": cmd.strip(),
            "data": f"PTB-XL lead I (CC BY 4.0) shipped in core/sample_data/ptbxl: 00057_lr (100 Hz; decimated "
                    f"by 2 for 50 Hz) and 00271_hr (500 Hz decimated by 2 for 250 Hz), {args.passes} passes each, "
                    "streamed in real time by selfmis-sim --tcp 0 to edge-run --port socket://... --retries 0 "

@@ -125,10 +125,13 @@ class AsciiLineDecoder:
     """
 
     def __init__(self, max_line: int = 128, column: Optional[int] = None, label: Optional[str] = None,
-                 keep_rows: int = 6000):
+                 keep_rows: int = 6000, lead_off_runs: bool = True):
         if column is not None and column < 0:
             raise ValueError("column must be >= 0")
         self.max_line = max_line
+        #: :meth:`feed_runs` takes a run of lead-off lines in one match (False: line by line, the
+        #: same messages; ``benchmarks/ascii_lines.py`` times both)
+        self.lead_off_runs = bool(lead_off_runs)
         self.column = column
         self.label = label.lower() if label else None
         self._buf = bytearray()
@@ -224,7 +227,7 @@ class AsciiLineDecoder:
                 self._runs_slow(start + pos, block[pos:cut], out)
             if m is None:
                 break
-            off = _LEAD_OFF_RUN.match(block, cut)
+            off = _LEAD_OFF_RUN.match(block, cut) if self.lead_off_runs else None
             if off is not None:
                 self._lead_off_run(start + cut, block.count(b"\n", cut, off.end()), out)
                 pos = off.end()

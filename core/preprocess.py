@@ -35,7 +35,7 @@ from .limits import LimitError
 
 __all__ = [
     "MODEL_FS", "PreprocessSpec", "StreamResampler", "resample", "bandpass",
-    "standardise", "preprocess_window", "rational_ratio",
+    "standardise", "preprocess_window", "rational_ratio", "band_gain",
 ]
 
 #: Rate every model of this project sees (PTB-XL's records100 rate).
@@ -210,7 +210,7 @@ def resample(x, fs_in: float, fs_out: float = MODEL_FS, axis: int = -1) -> np.nd
 # --------------------------------------------------------------------------- filtering
 
 @lru_cache(maxsize=32)  # one entry per window length in use: the runtime calls this per beat
-def _band_gain(n: int, fs: float, low_hz: float, high_hz: float) -> np.ndarray:
+def band_gain(n: int, fs: float, low_hz: float, high_hz: float) -> np.ndarray:
     f = np.fft.rfftfreq(n, d=1.0 / fs)
     g = np.ones_like(f)
     if low_hz > 0:  # raised-cosine from 0 to 2*low_hz: half gain at low_hz
@@ -252,7 +252,7 @@ def bandpass(x, fs: float, low_hz: float = 0.5, high_hz: float = 40.0, axis: int
     pad = min(n - 1, int(fs))
     xp = np.concatenate([x[..., pad:0:-1], x, x[..., -2:-pad - 2:-1]], axis=-1)
     m = xp.shape[-1]
-    spec = np.fft.rfft(xp, axis=-1) * _band_gain(m, float(fs), float(low_hz), float(high_hz))
+    spec = np.fft.rfft(xp, axis=-1) * band_gain(m, float(fs), float(low_hz), float(high_hz))
     y = np.fft.irfft(spec, n=m, axis=-1)[..., pad:pad + n].astype(np.float32)
     return y if last else np.moveaxis(y, -1, axis)
 

@@ -218,17 +218,17 @@ class StreamingBeatDetector:
         # zero-padded to a 2-3-5-smooth length: the buffer's length is arbitrary, and a prime
         # length costs pocketfft several times more (Bluestein); the reflect padding already
         # keeps the circular wrap away from the signal
-        n = _fast_len(len(xp))
+        n = fast_len(len(xp))
         g = self._gains.get(n)
         if g is None:
             if len(self._gains) > 16:  # chunk sizes vary little; keep the cache small
                 self._gains.clear()
-            g = self._gains[n] = _band_gain(n, self.fs, 5.0, 15.0, 5.0)
+            g = self._gains[n] = band_gain(n, self.fs, 5.0, 15.0, 5.0)
         return np.fft.irfft(np.fft.rfft(xp, n=n) * g, n=n)[pad:pad + len(s)]
 
 
 @lru_cache(maxsize=1024)
-def _fast_len(n: int) -> int:
+def fast_len(n: int) -> int:
     """The smallest 2-3-5-smooth integer >= n (a fast FFT length)."""
     m = n
     while True:
@@ -241,7 +241,7 @@ def _fast_len(n: int) -> int:
         m += 1
 
 
-def _band_gain(n: int, fs: float, low_hz: float, high_hz: float, edge_hz: float) -> np.ndarray:
+def band_gain(n: int, fs: float, low_hz: float, high_hz: float, edge_hz: float) -> np.ndarray:
     """Raised-cosine band edges (as :func:`preprocess.bandpass`): half gain at ``low_hz``
     (rising from 0 Hz) and at ``high_hz`` (over +-``edge_hz``)."""
     f = np.fft.rfftfreq(n, d=1.0 / fs)

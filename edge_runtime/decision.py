@@ -37,7 +37,7 @@ DEFAULT_HYSTERESIS = 0.5
 OFF, ONSET, ONGOING, CLEARED = "off", "onset", "ongoing", "cleared"
 
 
-def _logit(p):
+def logit(p):
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
     return np.log(p / (1 - p))
 
@@ -57,7 +57,7 @@ class AlarmState:
         if persist_s < 0 or hysteresis < 0 or (persist_beats is not None and persist_beats < 1):
             raise ValueError("persistence and hysteresis must be >= 0 (persist_beats >= 1)")
         # hysteresis on the logit scale: the same margin means as much at 0.05 as at 0.6
-        self.off = 1.0 / (1.0 + np.exp(-(_logit(self.on) - hysteresis))) if hysteresis else self.on.copy()
+        self.off = 1.0 / (1.0 + np.exp(-(logit(self.on) - hysteresis))) if hysteresis else self.on.copy()
         self.persist_s, self.persist_beats, self.hysteresis = float(persist_s), persist_beats, float(hysteresis)
         # plain lists: a dozen labels per beat, where numpy's per-call overhead would
         # cost more than the comparisons (this runs once per scored beat)

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from selfmis.bundle import BundleError, load_bundle
-from selfmis.preprocess import StreamResampler, _band_gain
-from ..edge_runtime.beats import StreamingBeatDetector, _fast_len
-from ..edge_runtime.decision import DEFAULT_HYSTERESIS, DEFAULT_PERSIST_S, _logit
+from selfmis.preprocess import StreamResampler, band_gain
+from ..edge_runtime.beats import StreamingBeatDetector, fast_len
+from ..edge_runtime.decision import DEFAULT_HYSTERESIS, DEFAULT_PERSIST_S, logit
 from ..edge_runtime.models import resolve_bundle
 from ..edge_runtime.quality import MAX_FILLED_GAP_S, QualityGate
 
@@ -134,7 +134,7 @@ def generate(bundle, cfg: ChainConfig, out_dir) -> dict:
     # a bad stretch re-feeds the last quality block too
     det_cap = det.context + det.guard + (det.guard - det.edge) + q.block + max_out + 8
     det_pad = int(fs // 2)
-    fft_max = _fast_len(det_cap + 2 * det_pad)
+    fft_max = fast_len(det_cap + 2 * det_pad)
     bp_pad = min(W - 1, int(fs))
     bp_m = W + 2 * bp_pad
     big = [p for p in _factors(bp_m) if p > MAX_RADIX]
@@ -143,11 +143,11 @@ def generate(bundle, cfg: ChainConfig, out_dir) -> dict:
                          f"(the C FFT handles primes up to {MAX_RADIX})")
     fft_max = max(fft_max, bp_m)
     ring = W + int(fs) + max_out
-    bp_gain = _band_gain(bp_m, fs, spec.low_hz, spec.high_hz)
+    bp_gain = band_gain(bp_m, fs, spec.low_hz, spec.high_hz)
 
     op_name, thr = card.operating_point(cfg.operating_point)
     on = np.array([float(thr.get(l, 0.5)) for l in labels])
-    off = 1.0 / (1.0 + np.exp(-(_logit(on) - cfg.hysteresis))) if cfg.hysteresis else on.copy()
+    off = 1.0 / (1.0 + np.exp(-(logit(on) - cfg.hysteresis))) if cfg.hysteresis else on.copy()
     cal = _calibration(card, labels)
     p = dict(
         fs_in=cfg.fs_in, fs=fs, rs=rs, W=W, O=O, post=post, labels=labels, op_name=op_name,

@@ -11,12 +11,12 @@ ROWS = (("teacher", "teacher (torch fp32)"), ("student_torch", "student (torch f
         ("student_fp32_tflite", "student fp32 TFLite"), ("student_int8_tflite", "student int8 TFLite"))
 
 
-def _clean(o):
+def json_safe(o):
     """JSON-safe copy: numpy scalars to Python, NaN to None."""
     if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
+        return {str(k): json_safe(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
+        return [json_safe(v) for v in o]
     if hasattr(o, "item") and not isinstance(o, (str, bytes)):
         o = o.item()
     if isinstance(o, float) and not math.isfinite(o):
@@ -79,6 +79,6 @@ def write_results(report: dict, directory) -> tuple:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     j, m = directory / "quantize_results.json", directory / "quantize_results.md"
-    j.write_text(json.dumps(_clean(report), indent=1) + "\n")
+    j.write_text(json.dumps(json_safe(report), indent=1) + "\n")
     m.write_text(markdown_table(report))
     return j, m

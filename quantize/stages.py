@@ -34,7 +34,7 @@ from .metrics import sigmoid
 from .micro import micro_report
 from .options import MAX_INT8_BYTES, PipelineOptions
 from .predict import tflite_predict, torch_predict
-from .report import _clean  # strict JSON in the card (NaN -> null)
+from .report import json_safe  # strict JSON in the card (NaN -> null)
 from .student import count_params
 from .teacher import TeacherError, load_teacher, save_standin, teacher_outputs, train_standin_teacher
 from .validate import INT8_MI_AUROC_TOL, ValidationError, check_fp32_parity, compare_int8
@@ -399,8 +399,8 @@ def _card(teacher: Teacher, student: Student, conv: Converted, verified: Verifie
                    int8_vs_fp32=verified.cmp, latency_ms_quick=verified.latency)
     card = cardmod.make_card(conv.files.int8, conv.files.layout, labels, spec=spec,
                              thresholds={t: float(sigmoid(v)) for t, v in verified.thresholds.items()},
-                             metrics=_clean(scrub_paths(metrics)), params=student.params,
-                             training=_clean(scrub_paths(training)),
+                             metrics=json_safe(scrub_paths(metrics)), params=student.params,
+                             training=json_safe(scrub_paths(training)),
                              description=("Distilled depthwise-separable 1-D CNN student of the "
                                           f"{'SelfMIS' if teacher.kind == 'selfmis' else 'STAND-IN (not SelfMIS)'} "
                                           "Lead-I teacher; full-integer int8 (int8 weights, activations, "
@@ -408,7 +408,7 @@ def _card(teacher: Teacher, student: Student, conv: Converted, verified: Verifie
                                           "Thresholds are probabilities (sigmoid of the logit) chosen on "
                                           "the validation fold with Youden's J."))
     card.kernels = VALIDATION_KERNELS
-    return with_calibration(card, _clean(scrub_paths(calibration)))
+    return with_calibration(card, json_safe(scrub_paths(calibration)))
 
 
 def bundle_stage(out: Path, teacher: Teacher, student: Student, conv: Converted,

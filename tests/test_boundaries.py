@@ -1,4 +1,4 @@
-"""No module reads another module's private attributes (issue 26: clear boundaries).
+"""No module reads or imports another module's private names (issue 26: clear boundaries).
 
 Walks the AST of every package module (core, edge_runtime, firmware_bridge, train, quantize,
 benchmarks). A read ``obj._name`` is a boundary crossing when ``obj`` is not ``self``/``cls``
@@ -59,6 +59,19 @@ def crossings(extra: dict | None = None) -> list:
                 continue
             if n.attr in ours and n.attr not in defined[p]:
                 found.append(f"{p.relative_to(REPO)}:{n.lineno}: {ast.unparse(n)}")
+        found += _private_imports(p, tree)
+    return found
+
+
+def _private_imports(path, tree) -> list:
+    """``from <our module> import _name``: the same crossing as ``module._name``."""
+    found = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").split(".")[0] == "selfmis"):
+            for a in n.names:
+                if _private(a.name):
+                    found.append(f"{path.relative_to(REPO)}:{n.lineno}: from {'.' * n.level}{n.module or ''} "
+                                 f"import {a.name}")
     return found
 
 
@@ -68,8 +81,11 @@ def test_no_module_reads_another_modules_private_attributes():
 
 def test_the_scan_finds_a_crossing():
     """The rule is not vacuous: a benchmark reading Pipeline._signal_s is caught."""
-    probe = {"benchmarks/probe.py": "def f(pipe):\n    return pipe._signal_s\n"}
-    assert crossings(probe) == ["benchmarks/probe.py:2: pipe._signal_s"]
+    probe = {"benchmarks/probe.py": "def f(pipe):\n    return pipe._signal_s\n",
+             "benchmarks/probe2.py": "from selfmis.benchmarks.latency import _runner\nfrom ..decision import _x\n"}
+    assert crossings(probe) == ["benchmarks/probe.py:2: pipe._signal_s",
+                                "benchmarks/probe2.py:1: from selfmis.benchmarks.latency import _runner",
+                                "benchmarks/probe2.py:2: from ..decision import _x"]
 
 
 def test_source_is_an_abstract_base():

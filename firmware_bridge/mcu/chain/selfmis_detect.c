@@ -19,7 +19,7 @@ void smx_det_reset(smx_detector *d) {
   d->fft_n = 0;
 }
 
-/* gains of beats.py _band_gain(n, fs, 5, 15, 5) for the FFT length n */
+/* gains of beats.py band_gain(n, fs, 5, 15, 5) for the FFT length n */
 static void band_gain(smx_detector *d, int n) {
   int i;
   float val;

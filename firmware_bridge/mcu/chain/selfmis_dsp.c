@@ -103,7 +103,7 @@ void smx_sort_f(smx_real *v, int n) {
   }
 }
 
-int smx_fast_len(int n) {  /* as beats.py _fast_len: the smallest 2-3-5-smooth m >= n */
+int smx_fast_len(int n) {  /* as beats.py fast_len: the smallest 2-3-5-smooth m >= n */
   int m = n;
   for (;;) {
     int k = m;
