@@ -32,8 +32,14 @@ def start_sim_tcp(args, tmp_path) -> tuple:
 
 
 def start_edge(args, tmp_path, **kw) -> subprocess.Popen:
-    return subprocess.Popen(EDGE_RUN + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=quiet_env(tmp_path), **kw)
+    """``edge-run ARGS`` with stdout and stderr as pipes unless ``stdout=``/``stderr=`` are given.
+
+    A caller that does not read stdout while the gateway runs must pass a file: once 64 KiB of
+    JSON Lines fill an unread pipe, the gateway's next write blocks, and with it every device
+    (what a browser then shows as all devices going silent at once)."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(EDGE_RUN + list(args), text=True, env=quiet_env(tmp_path), **kw)
 
 
 def events(text: str) -> list:

@@ -175,9 +175,10 @@ def test_live_page_in_chromium_in_every_state(bundle, tmp_path):
         {"id": "hobby", "port": url_hobby, "ascii": True, "fs": 250},  # the sketch really sends 500 Hz
         {"id": "strap", "port": url_strap}]}))
     port = free_port()
+    out_f, err_f = open(tmp_path / "edge.jsonl", "w"), open(tmp_path / "edge.err", "w")  # nobody reads pipes here
     edge = start_edge(["--config", str(cfg), "--port", pty, "--model", bundle, "--retries", "2",
                        "--persist-beats", "1",  # no 30-s persistence: MI shows within seconds
-                       "--serve", f"127.0.0.1:{port}"], tmp_path)
+                       "--serve", f"127.0.0.1:{port}"], tmp_path, stdout=out_f, stderr=err_f)
     pty_id = "pts-" + pty.rsplit("/", 1)[1]
     try:
         wait_for(lambda: _get(f"http://127.0.0.1:{port}/api/status")[0] == 200, 30, "the web server")
@@ -277,7 +278,8 @@ def test_live_page_in_chromium_in_every_state(bundle, tmp_path):
     except Exception as exc:  # say what the gateway said
         edge.terminate()
         st = _get(f"http://127.0.0.1:{port}/api/status")
-        err = edge.communicate(timeout=20)[1] + f"\n/api/status: {st}"
+        edge.wait(timeout=20)
+        err = (tmp_path / "edge.err").read_text() + f"\n/api/status: {st}"
         raise AssertionError(f"{exc}\n--- edge-run stderr (last 3000 chars) ---\n{err[-3000:]}") from None
     finally:
         for s in sims:
@@ -285,6 +287,8 @@ def test_live_page_in_chromium_in_every_state(bundle, tmp_path):
                 s.send_signal(signal.SIGCONT)
             kill(s)
         kill(edge)
+        out_f.close()
+        err_f.close()
 
 
 def test_the_view_keeps_alarm_changes_not_every_decision():
