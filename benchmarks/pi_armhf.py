@@ -28,7 +28,9 @@ def armhf_tree_check(tree: Path, wheel: Path, extras: str, log=print) -> dict:
     (tree / "home" / "pi" / wheel.name).write_bytes(wheel.read_bytes())
     machine = c(tree, "python3 -c 'import platform; print(platform.python_version(), platform.machine())'").stdout.split()
     log(f"target-pi: armhf tree ({' '.join(machine)}): pip install the wheel [{extras}]")
-    c(tree, f"rm -rf {VENV} && python3 -m venv {VENV}", user="pi")
+    # a venv a failed install left is as fresh as a new one (pip installs nothing when resolution fails;
+    # `venv_after` shows it): creating one takes ~10 min under emulation
+    c(tree, f"test -x {VENV}/bin/pip || python3 -m venv {VENV}", user="pi")
     cmd = f"{VENV}/bin/pip install '/home/pi/{wheel.name}[{extras}]'"
     t0 = time.monotonic()
     r = c(tree, cmd, user="pi", timeout=3600, check=False)

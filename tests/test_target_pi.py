@@ -195,6 +195,7 @@ def test_one_image_installs_and_one_record_decides_as_on_x86(tmp_path):
     r = subprocess.run([sys.executable, "-m", "selfmis.benchmarks.target_pi", "--images", "bookworm-arm64",
                         "--records", "1", "--kernels", "reference", "--skip-gateway", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=3 * 3600)
+    assert (tmp_path / "target_pi.json").exists(), f"target_pi exited {r.returncode}: {r.stderr[-3000:]}"
     report = json.loads((tmp_path / "target_pi.json").read_text())
     img = report["images"]["bookworm-arm64"]
     assert img["install"]["sdists_built"] == [] and not img["install"]["heavy_packages"]
