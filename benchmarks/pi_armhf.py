@@ -13,7 +13,7 @@ from pathlib import Path
 
 from selfmis.benchmarks import pi_tree
 
-__all__ = ["armhf_tree_check"]
+__all__ = ["armhf_tree_check", "armhf_ok"]
 
 VENV = "/home/pi/venv"
 #: what `apt-cache search` is asked in the tree (any TFLite/LiteRT runtime Debian might package)
@@ -44,7 +44,14 @@ def armhf_tree_check(tree: Path, wheel: Path, extras: str, log=print) -> dict:
     return {"tree": f"{dist} armhf (debootstrap)", "python": machine[0], "machine": machine[1],
             "pip_command": f"python3 -m venv {VENV} && " + cmd.replace(f"/home/pi/{wheel.name}", wheel.name),
             "exit": r.returncode, "seconds_emulated": round(time.monotonic() - t0, 1),
-            "errors": [line for line in out if line.startswith("ERROR")],
+            "errors": [line.strip() for line in out if line.lstrip().startswith(("ERROR", "error", "×", "╰─>", "note:"))],
+            "output_tail": [line for line in out if line.strip()][-8:],
+            "downloaded": [line.strip() for line in out if line.lstrip().startswith(("Downloading", "Collecting"))],
             "sdists_built": [line.strip() for line in out if "Building wheel for" in line],
             "venv_after": after, "selfmis_installed": any(f.lower().startswith("selfmis") for f in after),
             "apt_cache_search": apt}
+
+
+def armhf_ok(a: dict) -> bool:
+    """Never a half-installed gateway: pip failed with nothing of ours installed, or the runtime imports."""
+    return bool((a["exit"] != 0 and not a["selfmis_installed"]) or a.get("runtime_imports"))

@@ -21,7 +21,9 @@ from selfmis.benchmarks.machine import cpu_info, peak_estimate
 __all__ = ["git_state", "build_wheel", "sha256", "cached", "clean_pip_env", "x86_install", "armhf_wheels", "kernel_cost",
            "pi_latency_estimate", "PI_BOARDS", "ARMV7_PLATFORMS"]
 
-ARMV7_PLATFORMS = ("linux_armv7l", "manylinux2014_armv7l", "manylinux_2_31_armv7l", "manylinux_2_36_armv7l")
+# pip --platform matches exact tags: every manylinux glibc level up to Bookworm's 2.36 (tflite-runtime 2.14.0
+# is manylinux_2_34_armv7l)
+ARMV7_PLATFORMS = ("linux_armv7l", "manylinux2014_armv7l") + tuple(f"manylinux_2_{m}_armv7l" for m in range(17, 37))
 # board -> (core, MHz, vector ISA flag for machine.peak_estimate): nominal clocks from the vendor
 PI_BOARDS = {"Raspberry Pi 4 (Cortex-A72, 1.5 GHz)": 1500, "Raspberry Pi 5 (Cortex-A76, 2.4 GHz)": 2400}
 NOT_PINNED = ("selfmis-edge", "selfmis_edge", "pip", "setuptools", "wheel")

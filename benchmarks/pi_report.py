@@ -4,6 +4,8 @@ Every figure comes from the JSON the run wrote; nothing is typed in here.
 """
 from __future__ import annotations
 
+from .pi_armhf import armhf_ok
+
 __all__ = ["markdown", "image_rows", "lsb_text"]
 
 
@@ -113,13 +115,14 @@ def _armhf_tree(report: dict) -> list:
                     f"`{a['machine']}`)", "",
                 f"- measured by `{a.get('command')}`{_provenance(a, report)}",
                 f"- `{a['pip_command']}` (as user pi): exit {a['exit']} after {a['seconds_emulated']} s (emulated); "
-                + " / ".join(f"`{e}`" for e in a["errors"]),
+                + " / ".join(f"`{e[:200]}`" for e in a["errors"][:8]),
+                *([f"- pip fetched: {', '.join('`' + d + '`' for d in a['downloaded'])}"] if a.get("downloaded") else []),
                 f"- sdists pip built: {a['sdists_built'] or 'none'}; the venv afterwards: "
                 f"{', '.join(a['venv_after']) or 'empty'} (selfmis-edge installed: {'YES' if a['selfmis_installed'] else 'no'})",
                 "- Debian's own packages (`apt-cache search` in the tree): "
                 + "; ".join(f"`{q}`: {', '.join(x.split(' - ')[0] for x in v) or 'none'}"
                             for q, v in a["apt_cache_search"].items()),
-                f"- a clean failure naming the runtime, nothing installed: {'**yes**' if a['ok'] else '**NO**'}"]
+                f"- pip failed with nothing installed (or the runtime imports): {'**yes**' if armhf_ok(a) else '**NO**'}"]
     return out
 
 

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from selfmis.benchmarks import pi_compare, pi_report, pi_tree
-from selfmis.benchmarks.pi_armhf import armhf_tree_check
+from selfmis.benchmarks.pi_armhf import armhf_ok, armhf_tree_check
 from selfmis.benchmarks.pi_gateway import deploy_checks, gateway_check
 from selfmis.benchmarks.pi_host import (armhf_wheels, build_wheel, cached, kernel_cost, pi_latency_estimate,
                                         x86_install)
@@ -185,7 +185,6 @@ def run_armhf(image: str, args, wheel: Path) -> dict:
         pi_tree.release_mounts(tree)
     res["bootstrap_s"] = round(t, 1) or "cached"
     res.update(command=args.report["command"], commit=args.report["commit"], wheel=args.report["wheel"])
-    res["ok"] = res["exit"] != 0 and not res["selfmis_installed"] and any("tflite-runtime" in e for e in res["errors"])
     return res
 
 
@@ -201,7 +200,7 @@ def verdict(report: dict) -> bool:
                 return False
         if any(not img[k]["ok"] for k in ("gateway", "deploy") if k in img):
             return False
-    if any(not a["ok"] for a in report.get("armhf_tree", {}).values()):
+    if not all(armhf_ok(a) for a in report.get("armhf_tree", {}).values()):
         return False
     return bool(report["images"])
 
