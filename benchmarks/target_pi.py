@@ -224,7 +224,7 @@ def _keep_earlier_images(report: dict, args) -> None:
         for image, res in (old.get(section) or {}).items():
             if image in redo:
                 continue
-            res = {**res, "command": res.get("command") or old["command"],
+            res = {**res, "command": res.get("command") or old["command"], "data": res.get("data") or old["data"],
                    "commit": res.get("commit") or old["commit"], "wheel": res.get("wheel") or old["wheel"]}
             report.setdefault(section, {})[image] = res
             log(f"target-pi: keeping {image} from an earlier run ({res['command']}, wheel {str(res['wheel'].get('sha256'))[:12]})")

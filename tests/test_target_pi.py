@@ -236,6 +236,7 @@ def test_an_image_from_an_earlier_run_is_kept_with_its_command_commit_and_wheel(
     _keep_earlier_images(new, SimpleNamespace(out=tmp_path, images="trixie-arm64"))
     kept = new["images"]["bookworm-arm64"]
     assert kept["command"] == "python -m x" and kept["commit"]["sha"] == "abcdef1234567890"
+    assert kept["data"]["records"] == ["a", "b"]  # the records it was measured on stay listed
     assert "bookworm-armhf" in new["armhf_tree"]
     md = pi_report.markdown(new)
     assert "measured by `python -m x` (an earlier run: commit `abcdef123456`" in md
