@@ -192,11 +192,13 @@ def pi_latency_estimate(cost: dict) -> dict:
     host_peak = peak_estimate(cpu.get("flags"), cpu.get("mhz"))["macs_per_s"]
     out = {"status": "unmeasured estimate (emulated time is not Pi time)",
            "measure_on_the_pi": "selfmis bench --quick   (on the board, in the venv with the edge extra)",
-           "method": "x86 p50 per window (default kernels, measured here) x (x86 theoretical peak / board "
-                     "theoretical peak); both peaks from machine.peak_estimate (NEON: 4 fp32 lanes x 2 pipes)",
+           "method": "x86 p50 per window (measured here, per kernel mode) x (x86 theoretical peak / board "
+                     "theoretical peak); both peaks from machine.peak_estimate (NEON: 4 fp32 lanes x 2 pipes); "
+                     "reference = the kernels the shipped cards name, what edge-run runs by default",
            "boards": {}}
     for board, mhz in PI_BOARDS.items():
         pi_peak = peak_estimate(["asimd"], mhz)["macs_per_s"]
-        out["boards"][board] = {b: round(v["per_window_ms_p50"]["default"] * host_peak / pi_peak, 3)
-                                for b, v in cost.items() if isinstance(v, dict) and "per_window_ms_p50" in v}
+        out["boards"][board] = {f"{b} ({k} kernels)": round(v["per_window_ms_p50"][k] * host_peak / pi_peak, 3)
+                                for b, v in cost.items() if isinstance(v, dict) and "per_window_ms_p50" in v
+                                for k in ("reference", "default")}
     return out
