@@ -179,6 +179,10 @@ STUDIES = (
           f"{_GC} --out benchmarks/results/gateway"),
     Study("gateway-cost-late", "gateway/gateway_cost_late.md", "gateway/gateway_cost_late.json",
           gateway_cost.markdown, f"{_GC} --out benchmarks/results/gateway --name gateway_cost_late (repeated later)"),
+    Study("gateway-cost-quiet", "gateway/gateway_cost_quiet.md", "gateway/gateway_cost_quiet.json",
+          gateway_cost.markdown, "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python "
+          "--before-name session-start-6e7fb2d --after-name main --n 100,200 --reps 1 --rt --out "
+          "benchmarks/results/gateway --name gateway_cost_quiet (load average 0.7-2.1)"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
     Study("wearable", "wearable/README.md", "wearable/wearable.json", wearable_report.markdown,
           "make target-wearable"),
