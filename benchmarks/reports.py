@@ -33,7 +33,7 @@ from selfmis.train.experiments.report import render_markdown as accuracy_markdow
 from selfmis.train.scaling import markdown as scaling_markdown
 
 from . import beat_reference, clinical, crossval_report, export_bench, gap_policy, gateway_cost, gateway_scale
-from . import ascii_lines, hostile, io_loop, is_ecg, live_amplification, live_paths, pi_report, replay_formats
+from . import ascii_lines, hostile, io_loop, is_ecg, live_amplification, live_paths, pi_armhf_apt, pi_report, replay_formats
 from . import training_scale, wearable_model, wearable_report
 from .report import render_markdown as bench_markdown
 from .students_report import render as students_markdown
@@ -184,6 +184,8 @@ STUDIES = (
           "--before-name session-start-6e7fb2d --after-name main --n 100,200 --reps 1 --rt --out "
           "benchmarks/results/gateway --name gateway_cost_quiet (load average 0.7-2.1)"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
+    Study("pi-armhf-apt", "pi/armhf_debian_numpy.md", "pi/armhf_debian_numpy.json", pi_armhf_apt.markdown,
+          "python -m selfmis.benchmarks.pi_armhf_apt (as root, after make target-pi built the armhf tree)"),
     Study("wearable", "wearable/README.md", "wearable/wearable.json", wearable_report.markdown,
           "make target-wearable"),
     Study("accuracy", "accuracy/README.md", "accuracy/report.json", _accuracy,
