@@ -33,7 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
@@ -136,20 +135,8 @@ def summarize(points: list, names: list) -> list:
     for n in sorted({p["devices"] for p in points}):
         for name in names:
             ps = [p for p in points if p["devices"] == n and p["checkout"] == name]
-            if not ps:
-                continue
-            lat = [p["decision_latency_ms"] for p in ps]
-            p50 = [x["p50"] for x in lat if x["p50"] is not None]
-            p99 = [x["p99"] for x in lat if x["p99"] is not None]
-            rows.append({"devices": n, "checkout": name, "runs": len(ps),
-                         "cpu_pct": round(float(np.median([p["cpu_pct"] for p in ps])), 1),
-                         "cpu_pct_per_device": round(float(np.median([p["cpu_pct_per_device"] for p in ps])), 3),
-                         "p50_ms": round(float(np.median(p50)), 2) if p50 else None,
-                         "p99_ms": round(float(np.median(p99)), 2) if p99 else None,
-                         "p99_worst_ms": max(p99) if p99 else None,
-                         "decisions": int(sum(p["decisions"] for p in ps)),
-                         "kept_up": all(p.get("summaries") == n for p in ps),
-                         "loadavg_1min": [p["loadavg"][0] for p in ps]})
+            if ps:
+                rows.append(gateway_farm.summary_row(ps, n, {"checkout": name}, per_device=True))
     return rows
 
 

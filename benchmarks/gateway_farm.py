@@ -34,7 +34,8 @@ import numpy as np
 from selfmis import protocol as P
 from selfmis.simulate import VirtualDevice
 
-__all__ = ["farm", "start_farm", "run_point", "taskset", "pct", "cpu_model", "EDGE_RUN", "RT_PRIORITY"]
+__all__ = ["farm", "start_farm", "run_point", "taskset", "pct", "cpu_model", "EDGE_RUN", "RT_PRIORITY",
+           "summary_row"]
 
 #: the gateway as deployed: ``edge-run`` of this interpreter (a study of another checkout passes its own)
 EDGE_RUN = [sys.executable, "-m", "selfmis.edge_runtime.cli"]
@@ -220,3 +221,20 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def summary_row(ps: list, n: int, key: dict, per_device: bool = False) -> dict:
+    """One (N, variant) line of a study's summary from its repeated :func:`run_point` results:
+    medians of CPU % (and per device), p50 and p99, the worst p99, decisions, kept up, load averages."""
+    p50 = [p["decision_latency_ms"]["p50"] for p in ps if p["decision_latency_ms"]["p50"] is not None]
+    p99 = [p["decision_latency_ms"]["p99"] for p in ps if p["decision_latency_ms"]["p99"] is not None]
+    row = {"devices": n, **key, "runs": len(ps), "cpu_pct": round(float(np.median([p["cpu_pct"] for p in ps])), 1)}
+    if per_device:
+        row["cpu_pct_per_device"] = round(float(np.median([p["cpu_pct_per_device"] for p in ps])), 3)
+    row.update({"p50_ms": round(float(np.median(p50)), 2) if p50 else None,
+                "p99_ms": round(float(np.median(p99)), 2) if p99 else None,
+                "p99_worst_ms": max(p99) if p99 else None,
+                "decisions": int(sum(p["decisions"] for p in ps)),
+                "kept_up": all(p.get("summaries") == n for p in ps),
+                "loadavg_1min": [p["loadavg"][0] for p in ps]})
+    return row

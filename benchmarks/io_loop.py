@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
@@ -77,18 +76,8 @@ def summarize(points: list) -> list:
     for n in sorted({p["devices"] for p in points}):
         for loop in LOOPS:
             ps = [p for p in points if p["devices"] == n and p["loop"] == loop]
-            if not ps:
-                continue
-            p50 = [p["decision_latency_ms"]["p50"] for p in ps if p["decision_latency_ms"]["p50"] is not None]
-            p99 = [p["decision_latency_ms"]["p99"] for p in ps if p["decision_latency_ms"]["p99"] is not None]
-            rows.append({"devices": n, "loop": loop, "runs": len(ps),
-                         "cpu_pct": round(float(np.median([p["cpu_pct"] for p in ps])), 1),
-                         "p50_ms": round(float(np.median(p50)), 2) if p50 else None,
-                         "p99_ms": round(float(np.median(p99)), 2) if p99 else None,
-                         "p99_worst_ms": max(p99) if p99 else None,
-                         "decisions": int(sum(p["decisions"] for p in ps)),
-                         "kept_up": all(p.get("summaries") == n for p in ps),
-                         "loadavg_1min": [p["loadavg"][0] for p in ps]})
+            if ps:
+                rows.append(gateway_farm.summary_row(ps, n, {"loop": loop}))
     return rows
 
 

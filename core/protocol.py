@@ -41,6 +41,7 @@ from __future__ import annotations
 import binascii
 from typing import List, Optional
 
+from . import wire_format
 from .limits import LimitError
 from .wire_format import (  # noqa: F401  (re-exported: selfmis.protocol is the codec's one name)
     CRC_LEN, DATA_FIXED_LEN, DECISION_FIXED_LEN, DECISION_STATES, FLAG_LEAD_OFF, FMT_INT16_LE, FMT_INT24_LE,
@@ -50,18 +51,8 @@ from .wire_format import (  # noqa: F401  (re-exported: selfmis.protocol is the 
     encode_frame, encode_hello, encode_raw_frame, sample_range, sample_width,
 )
 
-__all__ = [
-    "SYNC", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS",
-    "FRAME_HELLO", "FRAME_DATA", "FRAME_DECISION", "DECISION_STATES", "DECISION_FIXED_LEN",
-    "FMT_INT16_LE", "FMT_INT24_LE", "FMT_INT32_LE", "SAMPLE_FORMATS",
-    "FLAG_LEAD_OFF",
-    "HEADER_LEN", "CRC_LEN", "FRAME_OVERHEAD", "MAX_PAYLOAD_LEN",
-    "DATA_FIXED_LEN", "HELLO_FIXED_LEN",
-    "crc16_ccitt_false", "sample_width", "sample_range",
-    "Hello", "DataFrame", "DecisionFrame", "DecodeError", "UnknownFrame",
-    "encode_hello", "encode_frame", "encode_decision", "encode_raw_frame",
-    "decode_payload", "StreamDecoder",
-]
+__all__ = [*wire_format.__all__, "StreamDecoder"]  # the codec's names, plus the stream decoder
+
 
 class StreamDecoder:
     """Incremental decoder for a byte stream of frames.
