@@ -1,325 +1,350 @@
-"""Online R-peak detection with a bounded, documented delay.
+"""Online R-peak detection: a causal Pan-Tompkins cascade in integers, O(1) work per sample.
 
-``method="pantompkins"`` (the only one so far): a numpy re-implementation of
-the Pan-Tompkins idea, re-run on a ring buffer when samples arrive that could
-let a beat mature (see *Scheduling*).
+``method="pantompkins"`` (the only one): J. Pan and W. J. Tompkins' real-time QRS detector,
+rebuilt so that every step is exact integer arithmetic. The wearable's C library
+(``firmware_bridge/mcu/chain``) runs the same steps on a Cortex-M4F with the parameters this
+class computes (:meth:`StreamingBeatDetector.params`), so the device and the gateway find the
+same beats at the same samples, whatever the chunking: every state change happens at a sample
+position fixed by the signal, never at a push boundary.
 
-1. band-pass 5-15 Hz (zero-phase FFT filter with the band shape of the
-   contract's :func:`bandpass`, gains cached per length) on the buffered
-   segment (``context_s`` = 4 s of history + the new samples);
-2. derivative, squared, moving-window integration over 150 ms; the square
-   root of that (an RMS-slope envelope, linear in amplitude, so a tall ectopic
-   beat does not push normal beats below threshold);
-3. envelope maxima at least ``refractory_s`` apart (largest first) are
-   candidates; a candidate is a QRS when it exceeds ``threshold`` x the second
-   largest candidate of the segment (the largest may be an artifact; in the
-   first 3 s of a stream, the largest);
-   a candidate within 360 ms after a QRS whose steepest slope is under 60% of
-   the QRS's is a T wave; RR gaps over 1.66 x the median RR are searched back
-   at half threshold;
-4. the R peak is the largest absolute band-passed sample within 100 ms of the
-   envelope maximum.
+Per sample (``fs`` = the model rate, 100 Hz for the shipped bundles):
 
-A peak is emitted once it is ``guard_s`` old (``guard_s`` of signal after it
-has been seen, so the FFT filter's edge and the integration window no longer
-change it) and never twice (``refractory_s`` de-duplication against the last
-emitted peak; candidates up to ``refractory_s`` before the decided boundary are
-still considered, as a peak's refined position can move a sample or two between
-runs). The detection delay is therefore at most ``guard_s`` plus one chunk after
-the peak, in signal time; the pipeline sets ``guard_s`` to the part
-of the model window after the R peak (0.5 s), so detection adds no delay beyond
-what the window needs anyway. The first ``startup_s`` (0.5 s) after a start or a
-reset are not searched (the filter's edge invents peaks there).
+1. ``q`` = the sample in integer microvolts (round half to even, clipped to +-32.767 mV);
+2. band-pass: a linear-phase integer FIR, ``taps`` = ``a * a`` boxcar low-pass minus its
+   ``m``-sample moving average (Pan-Tompkins' two filters, with ``a`` ~ 30 ms and ``m`` ~ 170 ms
+   at any rate: zero gain at 0 Hz, peak near 10 Hz), right-shifted by ``shift`` bits to keep
+   every later product within 64 bits; its delay is ``delay`` samples;
+3. ``d`` = first difference, ``e = d * d``, ``m`` = moving sum of ``e`` over 150 ms
+   (``window`` samples): the integrated energy envelope.
 
-*Scheduling.* Re-running the analysis on every push made small chunks cost
-their number: 0.1-s frames cost 15x what 2-s chunks cost for the same signal.
-A run is skipped when no beat can mature before the next push: after each run
-the detector notes the earliest sample at which one could (a known QRS at its
-refined position, a candidate at the search-back level or above at the earliest
-place its R peak could be refined to, or -- for a beat not yet visible -- the
-buffer's end less ``_edge``, 0.1 s) and waits for ``mature`` to pass it. On 120
-PTB-XL records tiled to 30 s, fed in 0.1-s and 0.07-s chunks, the beats are
-identical to running on every push; with 50 µV of added noise, sensitivity and
-PPV against the clean-signal beats are unchanged (0.969 / 0.867 vs 0.969 /
-0.865); 0.1-s chunks run 2.6x faster than before (about 1,300x real time per
-CPU second here at 100 Hz, against 12,000x for 2-s chunks).
+Per candidate (an envelope sample larger than the ``refractory`` samples before it and at least
+as large as the ``refractory`` samples after it, so it is decided ``refractory`` samples later):
+its height ``p = isqrt(m)`` (linear in amplitude), its steepest slope ``max |d|`` over the
+integration window, and its R peak, the largest ``|band-passed|`` sample within ``search``
+(100 ms) of the window's centre, less the filter's delay.
 
-References: J. Pan, W. J. Tompkins, "A real-time QRS detection algorithm",
-IEEE Trans. Biomed. Eng. 32(3):230-236, 1985; P. S. Hamilton, W. J. Tompkins,
-"Quantitative investigation of QRS detection rules using the MIT/BIH
-arrhythmia database", IEEE TBME 33(12), 1986 (search-back, T-wave rule).
+Decisions (Pan-Tompkins 1985, Hamilton-Tompkins 1986), integers throughout:
 
-Validation (tests/test_edge_beats.py): against wfdb's XQRS on Lead I of clean
-PTB-XL records (no noise/electrode/extra-beat/pacemaker annotation), 500 Hz fed
-through the resampler in 0.1-s frames, tolerance 100 ms, beats between 1 s and
-the end - 0.6 s: sensitivity 100%, PPV 99.5% (3061 beats, 307 records with
-ecg_id <= 500; 16 records where XQRS itself failed are excluded).
+* **learning**: the first ``learn_s`` (2 s) after ``startup_s`` (0.5 s; the filter settling)
+  only collect candidates; then ``spk`` = the largest height, ``npk`` = ``spk // 8``, and the
+  collected candidates are classified like all later ones;
+* a candidate is a QRS when ``p >= thr1 = npk + (spk - npk) // 4`` and ``p >= floor`` (the
+  height of a ``min_amplitude_mv`` x 0.3 QRS: flat or near-flat signal has no beats), unless it
+  is a **T wave**: within 360 ms of the last QRS and less than half its slope;
+  a QRS updates ``spk = (p + 7 spk) // 8``, anything else ``npk = (p + 7 npk) // 8``;
+* **search-back**: when no QRS has come for ``166 * rr // 100`` samples (``rr``: the mean of
+  the last 8 RR intervals, 1 s before there are any, at most ``max_rr_s``), the largest
+  candidate since the last QRS at or above ``thr1 // 2`` is a QRS (``spk = (p + 3 spk) // 4``);
+  if there is none, ``spk`` and ``npk`` halve (a tall artefact in the learning window cannot
+  silence the detector) and the search-back waits another interval.
+
+A beat is emitted once it is ``guard`` samples old and its decision has been made; beats come
+in order, at least ``refractory`` apart. Most are decided ``delay + window/2 + refractory``
+samples after the R peak (0.42 s at 100 Hz), within the pipeline's ``guard`` (0.5 s, the part
+of the model window after the R peak); a beat of the learning window or of a search-back can
+be up to :attr:`~StreamingBeatDetector.lateness` samples later than that, so the pipeline keeps
+that much more signal. Work per sample is constant (a 21-tap FIR at 100 Hz, a few adds and one
+multiply), against the 4-s FFT re-analysis of the detector this one replaced (the gateway's
+largest per-frame cost, and 1.08 M instructions per second of ECG on the Cortex-M4F).
+
+References: J. Pan, W. J. Tompkins, "A real-time QRS detection algorithm", IEEE Trans. Biomed.
+Eng. 32(3):230-236, 1985; P. S. Hamilton, W. J. Tompkins, "Quantitative investigation of QRS
+detection rules using the MIT/BIH arrhythmia database", IEEE TBME 33(12), 1986.
+
+Validation: ``tests/test_edge_beats.py`` (against wfdb's XQRS on clean PTB-XL Lead I) and
+``python -m selfmis.benchmarks.beat_reference`` (MIT-BIH 100 annotations, NeuroKit2, XQRS).
 """
 from __future__ import annotations
 
-from bisect import bisect_left
-from functools import lru_cache
+from math import isqrt
 
 import numpy as np
 
-__all__ = ["StreamingBeatDetector", "detect_beats"]
+__all__ = ["StreamingBeatDetector", "detect_beats", "qrs_filter"]
+
+#: microvolts per millivolt; samples are clipped to +-Q_MAX microvolts (32.767 mV)
+UV_PER_MV = 1000.0
+Q_MAX = 32767
+#: the band-passed signal is kept within this many bits (so d*d summed over 150 ms fits in 64)
+Y_BITS = 23
+
+
+def qrs_filter(fs: float) -> tuple:
+    """The integer band-pass FIR at ``fs``: ``(taps, delay, shift)``.
+
+    ``taps`` (int64, symmetric, odd length, sum zero): ``m * L - L * ones(m)`` where ``L`` is a
+    ``a``-by-``a`` boxcar low-pass (``a`` odd, ~30 ms; Pan-Tompkins' low-pass) and the second
+    term its ``m``-sample moving average (``m`` odd, ~170 ms; the high-pass), aligned on one
+    centre; ``delay`` = (len - 1) / 2; ``shift`` = right shift of the accumulator keeping the
+    output within ``Y_BITS`` bits for inputs within +-``Q_MAX``.
+    """
+    a = max(1, int(round(0.03 * fs)) | 1)
+    m = max(3, int(round(0.17 * fs)) | 1)
+    lp = np.convolve(np.ones(a, np.int64), np.ones(a, np.int64))   # 2a - 1 taps, delay a - 1
+    hp_avg = np.convolve(lp, np.ones(m, np.int64))                  # 2a + m - 2 taps
+    centre = np.zeros(len(hp_avg), np.int64)
+    centre[(m - 1) // 2:(m - 1) // 2 + len(lp)] = m * lp
+    taps = centre - hp_avg
+    gain = int(np.abs(taps).sum()) * Q_MAX
+    shift = max(0, gain.bit_length() - Y_BITS)
+    return taps, (len(taps) - 1) // 2, shift
 
 
 class StreamingBeatDetector:
-    """``push(samples)`` -> global indices (int, sample number since start) of new R peaks."""
+    """``push(samples)`` -> global indices (int, sample number since start) of new R peaks.
 
-    def __init__(self, fs: float = 100.0, guard_s: float = 0.5, context_s: float = 4.0,
-                 refractory_s: float = 0.25, threshold: float = 0.3, min_amplitude_mv: float = 0.05,
-                 startup_s: float = 0.5, method: str = "pantompkins"):
+    Parameters
+    ----------
+    fs : float
+        Sample rate of the pushed samples (the model rate), Hz.
+    guard_s : float
+        A beat is emitted no earlier than this much signal after its R peak.
+    refractory_s : float
+        Two beats are at least this far apart (250 ms: 240 bpm).
+    min_amplitude_mv : float
+        A QRS smaller than 0.3 x this (peak to baseline) is no beat.
+    startup_s, learn_s : float
+        Signal ignored while the filter settles; then the learning window of the thresholds.
+    max_rr_s : float
+        The RR interval used for search-back is at most this (bounds how late a beat can come).
+    method : str
+        ``"pantompkins"`` (the only one).
+
+    Example
+    -------
+    >>> from selfmis.simulate import synthetic_ecg
+    >>> det = StreamingBeatDetector(100.0)
+    >>> beats = [r for i in range(0, 1000, 10) for r in det.push(synthetic_ecg(10.0, 100.0, hr_bpm=60)[i:i + 10])]
+    >>> len(beats) >= 6
+    True
+    """
+
+    def __init__(self, fs: float = 100.0, guard_s: float = 0.5, refractory_s: float = 0.25,
+                 min_amplitude_mv: float = 0.05, startup_s: float = 0.5, learn_s: float = 2.0,
+                 max_rr_s: float = 1.5, method: str = "pantompkins"):
         if method != "pantompkins":
             raise ValueError(f"unknown beat detection method {method!r} (available: 'pantompkins')")
         self.fs = float(fs)
         self.guard = max(1, int(round(guard_s * fs)))
-        self.context = int(round(context_s * fs))
-        self.refractory = int(round(refractory_s * fs))
-        self.threshold = float(threshold)
+        self.refractory = max(1, int(round(refractory_s * fs)))
         self.min_amplitude_mv = float(min_amplitude_mv)
-        self._win = max(1, int(round(0.15 * fs)))
-        self._box = np.ones(self._win) / self._win  # moving-window integration
-        self._search = max(1, int(round(0.10 * fs)))
+        self.taps, self.delay, self.shift = qrs_filter(self.fs)
+        self.window = max(1, int(round(0.15 * fs)))
+        self.search = max(1, int(round(0.10 * fs)))
+        self.t_wave = int(0.36 * fs)
         self.startup = int(round(startup_s * fs))
-        # the envelope's and the band-pass's edge: a peak this close to the buffer's end may
-        # not be a candidate yet (a 150-ms integration window, FFT filter edge)
-        self._edge = min(self.guard - 1, max(1, int(round(0.1 * fs))))
-        self._gains = {}
+        self.learn = max(1, int(round(learn_s * fs)))
+        self.max_rr = max(1, int(round(max_rr_s * fs)))
+        # envelope index i <-> the signal sample at the integration window's centre
+        self.lag = self.delay + (self.window - 1) // 2
+        self.floor = self._floor()
+        # samples of band-passed signal, slope and envelope kept: what a decision looks back on
+        self._keep = 2 * self.refractory + self.window + self.search + self.lag + 2
         self.reset()
 
-    @property
-    def window(self) -> int:
-        """Samples of the moving-window integration (150 ms)."""
-        return self._win
-
-    @property
-    def search(self) -> int:
-        """Samples searched either side of an envelope peak for the R peak (100 ms)."""
-        return self._search
-
-    @property
-    def edge(self) -> int:
-        """Samples at the buffer's end where a peak may not be a candidate yet."""
-        return self._edge
+    # ------------------------------------------------------------------ public values
 
     @property
     def delay_s(self) -> float:
-        """Worst-case signal time between an R peak and its emission (plus one chunk)."""
+        """Signal time between an R peak and its emission for a beat decided in time."""
         return self.guard / self.fs
 
+    @property
+    def lateness(self) -> int:
+        """Samples a beat may come after ``guard`` (learning window, search-back): its window
+        must still be in the caller's buffer."""
+        learning = self.startup + self.learn + self.lag + self.refractory + self.search
+        searchback = 166 * self.max_rr // 100 + self.lag + self.refractory + self.search
+        return max(0, max(learning, searchback) - self.guard)
+
+    def params(self) -> dict:
+        """Every integer the C library needs to run the same detector (``SMX_DET_*``)."""
+        return {"taps": [int(t) for t in self.taps], "delay": self.delay, "shift": self.shift,
+                "window": self.window, "search": self.search, "refractory": self.refractory,
+                "t_wave": self.t_wave, "startup": self.startup, "learn": self.learn,
+                "max_rr": self.max_rr, "guard": self.guard, "floor": self.floor, "lag": self.lag,
+                "q_max": Q_MAX, "uv_per_mv": UV_PER_MV}
+
+    # ------------------------------------------------------------------ state
+
     def reset(self) -> None:
-        self._buf = np.zeros(0, dtype=np.float64)
-        self._buf_start = 0    # global index of _buf[0]
-        self._n = 0            # samples pushed
-        # the first startup_s are not searched: the filter's edge makes false peaks there
-        self._done = self.startup  # global index before which peaks have been decided
-        self._due = 0          # no analysis until `mature` passes this (see _schedule)
-        self._last = -10 ** 9  # last emitted peak
+        self._n = 0                      # samples pushed
+        self._hist = None                # last len(taps) - 1 inputs (int64)
+        self._e_hist = np.zeros(self.window - 1, np.int64)
+        self._base = 0                   # global index of _ad[0], _m[0] (and of _y[1])
+        self._y = np.zeros(1, np.int64)  # band-passed, one sample before _base (0 before the start)
+        self._ad = np.zeros(0, np.int64)  # |d|
+        self._m = np.zeros(0, np.int64)  # envelope (moving sum of d^2)
+        self._next_i = 0                 # first envelope index not yet examined as a candidate
+        self._queue = []                 # decided candidates not yet classified: (i, p, slope, r)
+        self._noise = []                 # candidates since the last QRS that were not QRS
+        self._learned = False
+        self._spk = self._npk = 0
+        self._last_i = None              # envelope index of the last QRS
+        self._last_slope = 0
+        self._last_r = -10 ** 9          # its R peak (signal index)
+        self._sb_base = 0                # search-back counts from here (last QRS or last search)
+        self._rr = []                    # last 8 RR intervals (samples)
+        self._pending = []               # decided beats waiting for their guard
 
     def push(self, x) -> list:
+        """Feed samples (mV); returns the R peaks (global sample indices) that became final."""
         x = np.asarray(x, dtype=np.float64).ravel()
         if not len(x):
             return []
-        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x
+        # a handful of numpy calls per push: a serial frame is ~10 samples at the model rate,
+        # where numpy's per-call cost, not the arithmetic, is what a gateway of 200 pays
+        q = x * UV_PER_MV
+        np.rint(q, out=q)
+        np.minimum(q, Q_MAX, out=q)
+        np.maximum(q, -Q_MAX, out=q)
+        q = q.astype(np.int64)
+        if self._hist is None:  # the stream's first value stands for its past: no step at the start
+            self._hist = np.full(len(self.taps) - 1, q[0], np.int64)
+        qq = np.concatenate((self._hist, q))
+        self._hist = qq[len(q):]
+        y = np.convolve(qq, self.taps, mode="valid")
+        if self.shift:
+            y >>= self.shift
+        yy = np.concatenate((self._y, y))
+        d = yy[-len(y):] - yy[-len(y) - 1:-1]
+        ee = np.concatenate((self._e_hist, d * d))
+        self._e_hist = ee[len(d):]
+        c = ee.cumsum()
+        m = c[self.window - 1:]
+        m[1:] -= c[:len(c) - self.window]
+        self._y = yy
+        self._ad = np.concatenate((self._ad, np.abs(d)))
+        self._m = np.concatenate((self._m, m))
         self._n += len(x)
-        mature = self._n - self.guard + 1  # peaks g with g + guard <= n samples seen
-        if mature <= max(self._done, self._due):
-            # nothing can mature yet (see _schedule): skipping the analysis changes no
-            # output and no emission time, and makes small chunks cost what large ones do
-            return []
+        self._find_candidates()
+        self._decide(self._n - 1 - self.refractory)
+        self._trim()
         out = []
-        # candidates up to one refractory period before the decided boundary are still
-        # considered: a peak's refined position can move by a few samples between runs
-        qrs, cand, ref = self._analyse()
-        for g in qrs:
-            if max(self.startup, self._done - self.refractory) <= g < mature \
-                    and g - self._last >= self.refractory:
-                out.append(g)
-                self._last = g
-        self._done = mature
-        self._schedule(qrs, cand, ref)
-        # keep the context the next run needs (plus the undecided tail)
-        keep_from = max(0, self._done - self.context) - self._buf_start
-        if keep_from > 0:
-            self._buf = self._buf[keep_from:]
-            self._buf_start += keep_from
+        while self._pending and self._pending[0] + self.guard <= self._n:
+            out.append(self._pending.pop(0))
         return out
 
-    def _schedule(self, qrs: list, cand: tuple, ref: float) -> None:
-        """When the next analysis is due: just before a known beat matures, or before a beat
-        not known yet could.
+    # ------------------------------------------------------------------ steps
 
-        * a QRS of this run, at its refined position (less a sample or two it may move by);
-        * a candidate that is no QRS now but could become one (at least the search-back
-          level, 0.15 x the reference) at the earliest place its R peak can be refined to;
-        * a beat that is no candidate yet lies within ``_edge`` of the buffer's end (the
-          envelope's and the band-pass's edge), so it cannot mature before ``n - _edge``.
+    def _trim(self) -> None:
+        cut = len(self._m) - self._keep
+        if cut > self._keep:  # trim in steps: bounded memory without a copy per push
+            self._y, self._ad, self._m = self._y[cut:], self._ad[cut:], self._m[cut:]
+            self._base += cut
 
-        ``cand``: (global indices, heights) of the candidates, as plain lists.
-        """
-        due, done = self._n - self._edge, self._done
-        for r in qrs:
-            if r >= done and r - 2 < due:
-                due = r - 2
-        if ref > 0:
-            level, back = self._TRIGGER * ref, self._search + 1
-            for g, v in zip(*cand):
-                if v >= level and done <= g - back < due:
-                    due = g - back
-        self._due = int(due)
+    def _find_candidates(self) -> None:
+        """Envelope maxima over +-refractory whose right side has arrived -> the decision queue."""
+        b, m, rf = self._base, self._m, self.refractory
+        hi = self._n - 1 - rf                           # last index whose right side is complete
+        lo = max(self._next_i, self.startup + self.lag, 1)
+        if hi < lo:
+            return
+        self._next_i = hi + 1
+        seg = m[lo - 1 - b:hi + 2 - b]
+        mid = seg[1:-1]
+        local = ((mid > seg[:-2]) & (mid >= seg[2:])).nonzero()[0] + lo
+        for i in local.tolist():
+            k = i - b
+            v = m[k]
+            if v <= 0 or m[max(0, k - rf):k].max(initial=0) >= v or m[k + 1:k + rf + 1].max() > v:
+                continue
+            self._queue.append(self._measure(i))
 
-    _TRIGGER = 0.15
+    def _measure(self, i: int) -> tuple:
+        """(i, height, slope, R peak) of the candidate at envelope index ``i``."""
+        b = self._base
+        k = i - b
+        slope = int(self._ad[max(0, k - self.window + 1):k + 1].max())
+        c = k - (self.window - 1) // 2
+        a0 = max(0, c - self.search)
+        j = a0 + int(np.abs(self._y[a0 + 1:c + self.search + 2]).argmax())  # _y[1] is at _base
+        return i, isqrt(int(self._m[k])), slope, j + b - self.delay
 
-    def _analyse(self) -> tuple:
-        """(QRS peaks as global indices, candidates as (global indices, heights), reference).
+    def _decide(self, horizon: int) -> None:
+        """Classify the queued candidates and run the search-backs, in sample order, up to
+        ``horizon`` (the last envelope index whose candidates are all known)."""
+        if not self._learned:
+            end = self.startup + self.lag + self.learn
+            if horizon < end - 1:
+                return
+            heights = [p for i, p, _, _ in self._queue if i < end]
+            self._spk = max(heights, default=0)
+            self._npk = self._spk // 8
+            self._learned, self._sb_base = True, end
+        while True:
+            t = self._sb_base + 166 * self._rr_mean() // 100
+            if self._queue and self._queue[0][0] <= t:
+                self._classify(self._queue.pop(0))
+            elif t <= horizon:
+                self._search_back(t)
+            else:
+                return
 
-        The candidates and their heights leave numpy as plain lists: a few dozen per run, where
-        numpy's per-element scalars would cost more than the comparisons (same values, same order).
-        """
-        s = self._buf
-        none = ([], ([], []), 0.0)
-        if len(s) < 2 * self._win + 2:
-            return none
-        y = self._band(s)
-        d = np.empty_like(y)
-        d[0] = 0.0
-        np.subtract(y[1:], y[:-1], out=d[1:])
-        env = np.sqrt(np.convolve(d * d, self._box, mode="same"))
-        peaks = _envelope_peaks(env, self.refractory)
-        if len(peaks) < 1:
-            return none
-        h = env[peaks]
-        # reference height: the second largest candidate (the largest may be an artefact),
-        # once the segment is long enough to hold several beats; before that the largest
-        ref = float(np.partition(h, -2)[-2] if len(h) >= 2 and len(s) >= 3 * self.fs else h.max())
-        p_list, h_list = peaks.tolist(), h.tolist()
-        cand = ([p + self._buf_start for p in p_list], h_list)
-        # envelope of a QRS of amplitude A at 5-15 Hz is roughly A * 2*pi*10/fs per sample
-        if ref < self.min_amplitude_mv * 0.3 * 2 * np.pi * 10 / self.fs:
-            return [], cand, 0.0  # flat or near-flat: no beats (the quality gate reports why)
-        thr = self.threshold * ref
-        half = max(1, int(round(0.075 * self.fs)))
-        slope = _max_around(np.abs(d), peaks, half)
-        qrs = _select(p_list, h_list, slope.tolist(), thr, self.fs)
-        r = []
-        ay = np.abs(y)
-        for p in qrs:
-            a, b = max(0, p - self._search), min(len(y), p + self._search + 1)
-            r.append(a + int(ay[a:b].argmax()))
-        return [self._buf_start + i for i in sorted(set(r))], cand, ref
+    def _rr_mean(self) -> int:
+        if not self._rr:
+            return min(int(self.fs), self.max_rr)
+        return min(sum(self._rr) // len(self._rr), self.max_rr)
 
-    def _band(self, s: np.ndarray) -> np.ndarray:
-        """5-15 Hz zero-phase FFT band-pass (the contract's band shape), gains cached per length."""
-        pad = min(len(s) - 1, int(self.fs // 2))
-        x = s - s.mean()
-        xp = np.concatenate([x[pad:0:-1], x, x[-2:-pad - 2:-1]])
-        # zero-padded to a 2-3-5-smooth length: the buffer's length is arbitrary, and a prime
-        # length costs pocketfft several times more (Bluestein); the reflect padding already
-        # keeps the circular wrap away from the signal
-        n = fast_len(len(xp))
-        g = self._gains.get(n)
-        if g is None:
-            if len(self._gains) > 16:  # chunk sizes vary little; keep the cache small
-                self._gains.clear()
-            g = self._gains[n] = band_gain(n, self.fs, 5.0, 15.0, 5.0)
-        return np.fft.irfft(np.fft.rfft(xp, n=n) * g, n=n)[pad:pad + len(s)]
+    def _thr1(self) -> int:
+        return self._npk + max(0, self._spk - self._npk) // 4
 
+    def _classify(self, cand: tuple) -> None:
+        i, p, slope, r = cand
+        t_wave = self._last_i is not None and i - self._last_i < self.t_wave and 2 * slope < self._last_slope
+        if p >= self._thr1() and p >= self.floor and not t_wave:
+            self._spk = (p + 7 * self._spk) // 8
+            self._qrs(cand)
+        else:
+            self._npk = (p + 7 * self._npk) // 8
+            self._noise.append(cand)
 
-@lru_cache(maxsize=1024)
-def fast_len(n: int) -> int:
-    """The smallest 2-3-5-smooth integer >= n (a fast FFT length)."""
-    m = n
-    while True:
-        k = m
-        for f in (2, 3, 5):
-            while k % f == 0:
-                k //= f
-        if k == 1:
-            return m
-        m += 1
+    def _search_back(self, t: int) -> None:
+        thr2 = self._thr1() // 2
+        best = None
+        for cand in self._noise:
+            if cand[0] <= t and cand[1] >= thr2 and cand[1] >= self.floor and (best is None or cand[1] > best[1]):
+                best = cand
+        if best is None:
+            self._spk //= 2
+            self._npk //= 2
+            self._sb_base = t
+            self._noise = [c for c in self._noise if c[0] > t]
+            return
+        self._spk = (best[1] + 3 * self._spk) // 4
+        self._qrs(best)
 
+    def _qrs(self, cand: tuple) -> None:
+        i, _, slope, r = cand
+        self._last_i, self._last_slope, self._sb_base = i, slope, i
+        self._noise = [c for c in self._noise if c[0] > i]
+        if r - self._last_r < self.refractory:
+            return
+        if self._last_r >= 0:
+            self._rr = (self._rr + [r - self._last_r])[-8:]
+        self._last_r = r
+        self._pending.append(r)
 
-def band_gain(n: int, fs: float, low_hz: float, high_hz: float, edge_hz: float) -> np.ndarray:
-    """Raised-cosine band edges (as :func:`preprocess.bandpass`): half gain at ``low_hz``
-    (rising from 0 Hz) and at ``high_hz`` (over +-``edge_hz``)."""
-    f = np.fft.rfftfreq(n, d=1.0 / fs)
-    lo = np.clip(f / (2 * low_hz), 0, 1)
-    hi = np.clip((f - (high_hz - edge_hz)) / (2 * edge_hz), 0, 1)
-    return (0.5 - 0.5 * np.cos(np.pi * lo)) * (0.5 + 0.5 * np.cos(np.pi * hi))
-
-
-def _max_around(x: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
-    """max(x[p - half: p + half + 1]) for each of the sorted ``peaks`` (edges clipped).
-
-    Candidates are at least a refractory period (> 2 * half) apart, so the windows do not
-    overlap and one ``maximum.reduceat`` over their (start, stop) bounds covers them all.
-    """
-    n = len(x)
-    idx = np.empty(2 * len(peaks), dtype=np.intp)
-    np.maximum(peaks - half, 0, out=idx[0::2])
-    np.minimum(peaks + half + 1, n, out=idx[1::2])
-    if idx[-1] >= n:  # reduceat needs every index < n: the last window then simply runs to the end
-        idx = idx[:-1]
-    return np.maximum.reduceat(x, idx)[::2]
-
-
-def _envelope_peaks(env: np.ndarray, refractory: int) -> np.ndarray:
-    """Local maxima of ``env``, largest first, none within ``refractory`` of a larger one."""
-    if len(env) < 3:
-        return np.zeros(0, dtype=int)
-    i = np.flatnonzero((env[1:-1] > env[:-2]) & (env[1:-1] >= env[2:])) + 1
-    if not len(i):
-        return i
-    # greedy non-maximum suppression on plain ints: a few dozen maxima per run, where
-    # numpy's per-call overhead would cost more than the work
-    keep: list = []
-    for p in i[np.argsort(-env[i], kind="stable")].tolist():
-        k = bisect_left(keep, p)
-        if (k == 0 or p - keep[k - 1] >= refractory) and (k == len(keep) or keep[k] - p >= refractory):
-            keep.insert(k, p)
-    return np.asarray(keep, dtype=int)
-
-
-def _select(peaks: list, h: list, slope: list, thr: float, fs: float) -> list:
-    """Threshold, T-wave rule and search-back on the candidate peaks (sorted by time; plain lists)."""
-    t_wave = int(0.36 * fs)
-    qrs, last_slope = [], 0.0
-    for p, v, sl in zip(peaks, h, slope):
-        if v < thr:
-            continue
-        if qrs and p - qrs[-1][0] < t_wave and sl < 0.6 * last_slope:
-            continue  # a T wave: too soon after a QRS and much less steep (Pan-Tompkins)
-        qrs.append((p, v))
-        last_slope = sl
-    if len(qrs) >= 3:
-        rr = [b[0] - a[0] for a, b in zip(qrs[:-1], qrs[1:])]
-        med = _median(rr)
-        extra = []
-        for (p0, v0), (p1, _), gap in zip(qrs[:-1], qrs[1:], rr):
-            if gap > 1.66 * med:
-                inside = [(p, v) for p, v in zip(peaks, h)
-                          if p0 + 0.5 * med < p < p1 - 0.5 * med and v >= 0.5 * thr]
-                if inside:
-                    extra.append(max(inside, key=lambda pv: pv[1]))
-        qrs = sorted(qrs + extra)
-    return [p for p, _ in qrs]
-
-
-def _median(v: list) -> float:
-    """``np.median`` of a few integers (RR intervals), as plain Python: the mean of the two middle
-    values, exact for integers this small."""
-    v = sorted(v)
-    m = len(v)
-    return (v[(m - 1) // 2] + v[m // 2]) / 2
+    def _floor(self) -> int:
+        """Envelope height of a ``0.3 x min_amplitude_mv`` QRS (a 80-ms triangle) through this
+        detector's own integer filters."""
+        n = int(2 * self.fs) + len(self.taps) + self.window
+        half = max(1, int(round(0.04 * self.fs)))
+        x = np.zeros(n)
+        centre = n // 2
+        x[centre - half:centre + half + 1] = 1.0 - np.abs(np.arange(-half, half + 1)) / (half + 1)
+        q = np.rint(x * 0.3 * self.min_amplitude_mv * UV_PER_MV).astype(np.int64)
+        y = np.convolve(q, self.taps, mode="full")[:n] >> self.shift
+        d = np.diff(y, prepend=0)
+        m = np.convolve(d * d, np.ones(self.window, np.int64), mode="full")[:n]
+        return isqrt(int(m.max()))
 
 
 def detect_beats(x, fs: float = 100.0, chunk_s: float = 1.0, **kwargs) -> np.ndarray:
     """Offline convenience: R-peak indices of a whole signal, through the streaming detector.
 
-    The signal is fed in ``chunk_s`` chunks and followed by ``guard_s`` of its
-    last value so the final beats are emitted too.
+    The signal is fed in ``chunk_s`` chunks and followed by its last value for as long as a
+    beat can take to be decided, so the final beats are emitted too.
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     det = StreamingBeatDetector(fs, **kwargs)
@@ -328,5 +353,5 @@ def detect_beats(x, fs: float = 100.0, chunk_s: float = 1.0, **kwargs) -> np.nda
     for i in range(0, len(x), n):
         out += det.push(x[i:i + n])
     if len(x):
-        out += det.push(np.full(det.guard + 1, x[-1]))
+        out += det.push(np.full(det.guard + det.lateness + 1, x[-1]))
     return np.asarray([i for i in out if i < len(x)], dtype=int)

@@ -10,8 +10,10 @@ Per chunk of source samples (any rate):
    first sample so a DC offset does not ring at start-up); its group delay is
    subtracted from every reported time;
 3. **quality gate** (:mod:`.quality`) on 1-s blocks; changes are reported;
-4. **R-peak detection** (:mod:`.beats`), guard = the part of the model window
-   after the R peak, so a beat is found exactly when its window is complete;
+4. **R-peak detection** (:mod:`.beats`, a causal integer Pan-Tompkins cascade, the same on the
+   wearable), guard = the part of the model window after the R peak, so most beats are found
+   exactly when their window is complete (those of the detector's learning window and its
+   search-backs come later, at most :attr:`~.beats.StreamingBeatDetector.lateness` samples);
 5. **beat-aligned window** (R at ``beat_offset_samples``), preprocessed with the
    contract's :func:`preprocess_window`, scored by the model (every k-th beat);
 6. **rolling decision** (:mod:`.decision`) -- median, then a persistent alarm at the
@@ -28,8 +30,8 @@ Per chunk of source samples (any rate):
 Events are plain dicts with a ``type``: ``beat``, ``decision``, ``quality``,
 ``link``; :meth:`Pipeline.summary` gives the final ``summary``. Times ``t`` are
 seconds of signal since the start of the run (the source's sample clock, gaps
-included, reconnect time excluded from ``signal_s``). Memory is bounded: only the last window plus the detector's context
-is kept (unless ``keep_signal`` is set for ``--plot``).
+included, reconnect time excluded from ``signal_s``). Memory is bounded: only the last window, one second and the detector's
+lateness are kept (unless ``keep_signal`` is set for ``--plot``).
 """
 from __future__ import annotations
 
@@ -311,8 +313,8 @@ class Pipeline(BeatScoring):
             return []
         events, feed = self._quality(y, yflags)
         events += self._beats(feed)
-        # bounded memory: keep the last window plus one second
-        keep = self.W + int(self.fs)
+        # bounded memory: the last window, one second, and how late the detector may name a beat
+        keep = self.W + int(self.fs) + self.detector.lateness
         if len(self._buf) > 2 * keep:
             cut = len(self._buf) - keep
             self._buf, self._flags = self._buf[cut:], self._flags[cut:]
