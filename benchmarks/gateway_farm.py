@@ -2,7 +2,9 @@
 
 Setup per point (:func:`run_point`): a *device farm* process (:func:`farm`, pinned to another
 core) plays N virtual 500 Hz wearables (:class:`~selfmis.firmware_bridge.virtual_device.VirtualDevice`,
-a record looped, frames of 50 samples at 10 frames/s, each device started at a random phase)
+a record looped, frames of 50 samples at 10 frames/s, each device started at a random point of
+the record and at a random phase of the 100-ms frame period, as wearables switched on at different
+moments are; :data:`ALIGNED` sends every device's frames at the same instants instead, the worst case)
 over N loopback TCP sockets in real time; one ``edge-run`` process, pinned to **one core** with
 ``taskset``, reads them all (``--port socket://...`` N times). After a warm-up, for
 ``measure_s`` seconds: CPU % of the gateway process (utime + stime from ``/proc``, 100 % = one
@@ -34,7 +36,7 @@ import numpy as np
 from selfmis import protocol as P
 from selfmis.simulate import VirtualDevice
 
-__all__ = ["farm", "start_farm", "run_point", "taskset", "pct", "cpu_model", "EDGE_RUN", "RT_PRIORITY",
+__all__ = ["farm", "start_farm", "run_point", "taskset", "pct", "cpu_model", "EDGE_RUN", "RT_PRIORITY", "ALIGNED",
            "summary_row"]
 
 #: the gateway as deployed: ``edge-run`` of this interpreter (a study of another checkout passes its own)
@@ -44,8 +46,16 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 # ---------------------------------------------------------------- the device farm (its own process)
 
-def farm(n: int, record: str, seed: int = 0) -> None:
-    """Serve ``n`` looped virtual devices on loopback TCP; print one URL per line, then stream."""
+#: True: every device's frames leave at the same instants (all phases equal), the burstiest load;
+#: False (default): each device at its own random phase of the frame period. (Before 2026-12-07
+#: the farm meant to randomise the phase but only picked a random frame of the record: every device
+#: connected in the same 5-ms tick got the same phase, ~80 of 100 frames arrived at once.)
+ALIGNED = False
+
+
+def farm(n: int, record: str, seed: int = 0, aligned: bool = False) -> None:
+    """Serve ``n`` looped virtual devices on loopback TCP; print one URL per line, then stream
+    (``aligned``: every device's frames at the same instants; else at random phases)."""
     rng = random.Random(seed)
     servers, devices = [], []
     for i in range(n):
@@ -65,6 +75,7 @@ def farm(n: int, record: str, seed: int = 0) -> None:
     iters = [None] * n
     nxt = [None] * n
     t0 = [0.0] * n
+    start = time.monotonic()  # the common grid of aligned phases
     while True:
         now = time.monotonic()
         for i in range(n):
@@ -76,7 +87,10 @@ def farm(n: int, record: str, seed: int = 0) -> None:
                 nxt[i] = next(iters[i])
                 while nxt[i].t < skip:
                     nxt[i] = next(iters[i])
+                # frames leave at t0 + t, t a multiple of the frame period: t0 sets the phase
+                period = devices[i].samples_per_frame / devices[i].fs
                 t0[i] = now - nxt[i].t
+                t0[i] += -((t0[i] - start) % period) if aligned else rng.uniform(0.0, period)
                 conns[i].sendall(_hello_bytes(devices[i]))  # the one at t=0 was skipped
             try:
                 while nxt[i].t <= now - t0[i]:
@@ -129,7 +143,8 @@ def pct(a, q):
 
 def start_farm(n: int, record: str, cpu) -> tuple:
     env = dict(os.environ)
-    p = subprocess.Popen(taskset(cpu) + [sys.executable, "-m", "selfmis.benchmarks.gateway_farm", str(n), record],
+    p = subprocess.Popen(taskset(cpu) + [sys.executable, "-m", "selfmis.benchmarks.gateway_farm", str(n), record]
+                         + (["aligned"] if ALIGNED else []),
                          stdout=subprocess.PIPE, text=True, env=env)
     urls = [p.stdout.readline().strip() for _ in range(n)]
     if not all(u.startswith("socket://") for u in urls):
@@ -210,10 +225,11 @@ def cpu_model() -> str:
 
 
 def main(argv=None) -> int:
-    """The farm process: ``N RECORD``; prints one URL per device, then streams until the gateway leaves."""
+    """The farm process: ``N RECORD [aligned]``; prints one URL per device, then streams until the
+    gateway leaves."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        farm(int(argv[0]), argv[1])
+        farm(int(argv[0]), argv[1], aligned=argv[2:3] == ["aligned"])
     except (KeyboardInterrupt, BrokenPipeError):
         pass
     return 0
