@@ -153,7 +153,11 @@ def markdown(res: dict) -> str:
          f"average {', '.join(f'{x:g}' for x in res['loadavg_at_start'])} at the start, "
          f"{', '.join(f'{x:g}' for x in res['loadavg_at_end'])} at the end, and per run below). `edge-run` pinned "
          "to one core with `taskset`, the device farm to the other; N virtual 500 Hz wearables over loopback TCP "
-         f"in real time (the bundled PTB-XL record {res['record']}, looped, frames of 50 samples); warm-up "
+         f"in real time (the bundled PTB-XL record {res['record']}, looped, frames of 50 samples, "
+         + ("every device's frames at the same instants" if res.get("frame_phases") == "aligned" else
+            "each device at a random phase of the frame period" if res.get("frame_phases") else
+            "phases as the farm then set them: ~80 % of the frames at the same instant")
+         + f"); warm-up "
          f"{res['warmup_s']:g} s, {res['measure_s']:g} s measured per run; the two checkouts alternating"
          + (f"; edge-run and the farm at SCHED_FIFO priority {res['rt_priority']}" if res.get("rt_priority") else "")
          + ".", "", f"Command: `{res['command']}`", "",
@@ -210,16 +214,20 @@ def main(argv=None) -> int:
     ap.add_argument("--farm-cpu", type=int, default=0, help="core for the device farm (default 0)")
     ap.add_argument("--offline", default="60,4,3", help="offline SECONDS,DEVICES,REPS (default %(default)s)")
     ap.add_argument("--rt", action="store_true", help="edge-run and the farm at real-time priority (chrt -f 10)")
+    ap.add_argument("--aligned", action="store_true",
+                    help="every device's frames at the same instants (the worst case; default: random phases)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--name", default="gateway_cost", help="file name of the JSON and Markdown (default %(default)s)")
     args = ap.parse_args(argv)
     gateway_farm.RT_PRIORITY = 10 if args.rt else None
+    gateway_farm.ALIGNED = args.aligned
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     secs, n_dev, o_reps = args.offline.split(",")
     res = run_study({args.before_name: args.before_python, args.after_name: sys.executable},
                     tuple(int(x) for x in args.n.split(",") if x), args.reps, args.warmup, args.measure,
                     args.cpu, args.farm_cpu, (float(secs), int(n_dev), int(o_reps)), log)
     res["rt_priority"] = gateway_farm.RT_PRIORITY
+    res["frame_phases"] = "aligned" if args.aligned else "random"
     shown = [("--before-python", "BEFORE/.venv/bin/python") if a == args.before_python else (a, a)
              for a in (argv if argv is not None else sys.argv[1:])]
     res["command"] = "python -m selfmis.benchmarks.gateway_cost " + " ".join(b for _, b in shown)
