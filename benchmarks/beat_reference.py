@@ -49,6 +49,7 @@ import numpy as np
 from selfmis.edge_runtime.beats import detect_beats
 from selfmis.edge_runtime.pipeline import Pipeline
 from selfmis.edge_runtime.stream import Chunk, LinkEvent
+from selfmis.provenance import git_commit
 from selfmis.readers import read_record
 from selfmis.simulate import VirtualDevice
 
@@ -315,7 +316,7 @@ def markdown(res: dict, level: int = 1) -> str:
     """The result as Markdown (``level``: heading level of the title; 2 inside ``selfmis bench``)."""
     h = "#" * level
     L = [f"{h} Beat detection and signal quality: the runtime beside NeuroKit2 and WFDB", "",
-         f"Command: `{res['command']}`; neurokit2 {res['versions'].get('neurokit2')}, "
+         f"Commit `{res.get('commit') or 'unknown'}`, command: `{res['command']}`; neurokit2 {res['versions'].get('neurokit2')}, "
          f"wfdb {res['versions'].get('wfdb')}. Matching: one to one within {TOL_S * 1e3:.0f} ms "
          f"(ANSI/AAMI EC57); the first and last {EDGE_S:g} s of each record are not scored.", ""]
     m = res.get("mitdb")
@@ -426,6 +427,7 @@ def run(quick: bool = False, out_dir=DEFAULT_OUT, mitdb=DEFAULT_MITDB, ptbxl=DEF
     n_records = n_records if n_records is not None else (10 if quick else 100)
     mitdb_seconds = mitdb_seconds if mitdb_seconds is not None else (120.0 if quick else None)
     res = {"format": "selfmis-beat-reference", "version": 1, "quick": quick, "command": command,
+           "commit": git_commit(),
            "versions": {"neurokit2": neurokit2.__version__, "wfdb": wfdb.__version__},
            "tolerance_s": TOL_S, "edge_s": EDGE_S, "frame_s": FRAME_S, "notes": []}
     t0 = time.perf_counter()
