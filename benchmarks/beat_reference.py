@@ -316,7 +316,7 @@ def markdown(res: dict, level: int = 1) -> str:
     """The result as Markdown (``level``: heading level of the title; 2 inside ``selfmis bench``)."""
     h = "#" * level
     L = [f"{h} Beat detection and signal quality: the runtime beside NeuroKit2 and WFDB", "",
-         f"Commit `{res.get('commit') or 'unknown'}`, command: `{res['command']}`; neurokit2 {res['versions'].get('neurokit2')}, "
+         (f"Commit `{res['commit']}`, command" if res.get("commit") else "Command") + f": `{res['command']}`; neurokit2 {res['versions'].get('neurokit2')}, "
          f"wfdb {res['versions'].get('wfdb')}. Matching: one to one within {TOL_S * 1e3:.0f} ms "
          f"(ANSI/AAMI EC57); the first and last {EDGE_S:g} s of each record are not scored.", ""]
     m = res.get("mitdb")
