@@ -32,7 +32,7 @@ import numpy as np
 
 from selfmis.bundle import BundleError, load_bundle
 from selfmis.preprocess import StreamResampler, band_gain
-from ..edge_runtime.beats import StreamingBeatDetector, fast_len
+from ..edge_runtime.beats import StreamingBeatDetector
 from ..edge_runtime.decision import DEFAULT_HYSTERESIS, DEFAULT_PERSIST_S, logit
 from ..edge_runtime.models import resolve_bundle
 from ..edge_runtime.quality import MAX_FILLED_GAP_S, QualityGate
@@ -122,27 +122,27 @@ def generate(bundle, cfg: ChainConfig, out_dir) -> dict:
         raise ChainError("decision beats must be 1..64, min beats and every-k >= 1")
     rs = _resampler(cfg, fs)
 
-    det = StreamingBeatDetector(fs, guard_s=max(0.3, post / fs))
+    det = StreamingBeatDetector(fs, guard_s=max(0.3, post / fs))  # as Pipeline builds it
     q = QualityGate(fs)
     # one push: a device pushes 1 sample; the end-of-stream flush pushes the resampler's delay
     # plus one period (Pipeline.flush); a push yields at most max_out model-rate samples
     flush_in = int(math.ceil(rs["delay_s"] * cfg.fs_in)) + rs["down"] if not rs["identity"] else 1
     max_chunk = max(32, flush_in)
     max_out = max_chunk * rs["up"] // rs["down"] + 2
-    # the detector's buffer: context + the undecided tail (guard - 1) + what arrives before the
-    # next run (at most guard - edge samples, see _schedule in beats.py) + one push, which after
-    # a bad stretch re-feeds the last quality block too
-    det_cap = det.context + det.guard + (det.guard - det.edge) + q.block + max_out + 8
-    det_pad = int(fs // 2)
-    fft_max = fast_len(det_cap + 2 * det_pad)
+    dp = _detector(det, q, max_out)
     bp_pad = min(W - 1, int(fs))
     bp_m = W + 2 * bp_pad
     big = [p for p in _factors(bp_m) if p > MAX_RADIX]
     if big:
         raise ChainError(f"the window band-pass FFT length {bp_m} has prime factor {big[0]} "
                          f"(the C FFT handles primes up to {MAX_RADIX})")
-    fft_max = max(fft_max, bp_m)
-    ring = W + int(fs) + max_out
+    # an even length runs as a complex FFT of half the length (selfmis_dsp.c real_filter)
+    fft_cpx = bp_m // 2 + 1 if bp_m % 2 == 0 else bp_m
+    # the signal ring: what the gateway's buffer guarantees (Pipeline: the last window, one
+    # second and the detector's lateness): the oldest sample a beat reads is its window's
+    # start, at most guard + lateness + one push behind the newest (selfmis_chain.c checks it)
+    keep = W + int(fs) + det.lateness
+    ring = max(W, det.guard + O, q.block) + det.lateness + max_out + 1
     bp_gain = band_gain(bp_m, fs, spec.low_hz, spec.high_hz)
 
     op_name, thr = card.operating_point(cfg.operating_point)
@@ -151,7 +151,7 @@ def generate(bundle, cfg: ChainConfig, out_dir) -> dict:
     cal = _calibration(card, labels)
     p = dict(
         fs_in=cfg.fs_in, fs=fs, rs=rs, W=W, O=O, post=post, labels=labels, op_name=op_name,
-        on=on, off=off, cal=cal, det=det, q=q, det_cap=det_cap, det_pad=det_pad, fft_max=fft_max,
+        on=on, off=off, cal=cal, det=det, dp=dp, q=q, fft_cpx=fft_cpx, keep=keep,
         bp_pad=bp_pad, bp_m=bp_m, bp_gain=bp_gain, ring=ring, cfg=cfg,
         max_gap=int(round(cfg.max_gap_s * fs)) if math.isfinite(cfg.max_gap_s) else -1,
         in_scale=float(card.input.scale), in_zp=int(card.input.zero_point),
@@ -162,6 +162,33 @@ def generate(bundle, cfg: ChainConfig, out_dir) -> dict:
     (out / "smx_chain_params.h").write_text(_header(p))
     (out / "smx_chain_params.c").write_text(_source(p))
     return p
+
+
+def _detector(det: StreamingBeatDetector, q: QualityGate, max_out: int) -> dict:
+    """The beat detector's ``SMX_DET_*`` (StreamingBeatDetector.params() plus the C library's
+    buffer sizes), checked against what the C arithmetic assumes."""
+    p = det.params()
+    taps = [int(t) for t in p["taps"]]
+    if len(taps) % 2 == 0 or taps != taps[::-1]:
+        raise ChainError("the detector's FIR is not symmetric with odd length (selfmis_detect.c pairs its taps)")
+    if max(abs(t) for t in taps) >= 2 ** 31:
+        raise ChainError("the detector's FIR taps do not fit 32 bits")
+    if (sum(abs(t) for t in taps) * p["q_max"]) >> p["shift"] >= 2 ** 31:
+        raise ChainError("the detector's band-passed signal would not fit 32 bits")
+    uv = float(p["uv_per_mv"])
+    if uv != int(uv) or not 1 <= uv <= 2 ** 20:
+        raise ChainError(f"uv_per_mv {uv} is not an integer the C conversion multiplies exactly")
+    rf, w, search, lag = p["refractory"], p["window"], p["search"], p["lag"]
+    look = max(2 * rf + 1, rf + (w - 1) // 2 + search + 1, rf + w) + 1  # what a candidate looks back on
+    sb = 166 * p["max_rr"] // 100
+    # candidates are > refractory apart: the learning window's queue, the noise list (the
+    # learning window plus two search-back intervals), the beats waiting for their guard
+    qcap = p["learn"] // (rf + 1) + 2
+    ncap = (p["learn"] + 2 * sb + 2 * rf) // (rf + 1) + 4
+    pcap = (p["learn"] + det.lateness + p["guard"]) // rf + 4
+    return {**p, "taps": taps, "rr0": min(int(det.fs), p["max_rr"]), "ring": 1 << (look - 1).bit_length(),
+            "qcap": qcap, "ncap": ncap, "pcap": pcap, "max_beats": pcap + (max_out + q.block) // rf + 2,
+            "uv_per_mv": int(uv)}
 
 
 def _calibration(card, labels) -> dict:
@@ -193,20 +220,23 @@ def _arr(name: str, ctype: str, values, fmt) -> str:
 
 
 def _header(p: dict) -> str:
-    det, q, rs, cfg = p["det"], p["q"], p["rs"], p["cfg"]
+    dp, q, rs, cfg = p["dp"], p["q"], p["rs"], p["cfg"]
     L = len(p["labels"])
     d = {
         "SMX_FS_IN": _c_double(p["fs_in"]), "SMX_FS": _c_double(p["fs"]),
         "SMX_RS_IDENTITY": int(rs["identity"]), "SMX_RS_UP": rs["up"], "SMX_RS_DOWN": rs["down"],
         "SMX_RS_K": rs["k"], "SMX_RS_DELAY_S": _c_double(rs["delay_s"]),
         "SMX_W": p["W"], "SMX_O": p["O"], "SMX_POST": p["post"], "SMX_RING": p["ring"],
-        "SMX_BP_PAD": p["bp_pad"], "SMX_BP_TT": _c_double(float((np.linspace(-1.0, 1.0, p["W"]) ** 2).sum())), "SMX_BP_M": p["bp_m"], "SMX_FFT_MAX": p["fft_max"],
-        "SMX_DET_GUARD": det.guard, "SMX_DET_CONTEXT": det.context, "SMX_DET_REFRACTORY": det.refractory,
-        "SMX_DET_THRESHOLD": _c_double(det.threshold), "SMX_DET_MIN_AMP": _c_double(det.min_amplitude_mv),
-        "SMX_DET_WIN": det.window, "SMX_DET_SEARCH": det.search, "SMX_DET_STARTUP": det.startup,
-        "SMX_DET_EDGE": det.edge, "SMX_DET_HALF": max(1, int(round(0.075 * det.fs))),
-        "SMX_DET_TWAVE": int(0.36 * det.fs), "SMX_DET_CAP": p["det_cap"], "SMX_DET_PAD": p["det_pad"],
-        "SMX_DET_LO_HZ": "5.0", "SMX_DET_HI_HZ": "15.0", "SMX_DET_EDGE_HZ": "5.0",
+        "SMX_BP_PAD": p["bp_pad"], "SMX_BP_TT": _c_double(float((np.linspace(-1.0, 1.0, p["W"]) ** 2).sum())),
+        "SMX_BP_M": p["bp_m"], "SMX_FFT_CPX": p["fft_cpx"], "SMX_KEEP": p["keep"],
+        "SMX_DET_NTAPS": len(dp["taps"]), "SMX_DET_TAPS": "{" + ", ".join(map(str, dp["taps"])) + "}",
+        "SMX_DET_DELAY": dp["delay"], "SMX_DET_SHIFT": dp["shift"], "SMX_DET_WIN": dp["window"],
+        "SMX_DET_SEARCH": dp["search"], "SMX_DET_REFRACTORY": dp["refractory"], "SMX_DET_T_WAVE": dp["t_wave"],
+        "SMX_DET_STARTUP": dp["startup"], "SMX_DET_LEARN": dp["learn"], "SMX_DET_MAX_RR": dp["max_rr"],
+        "SMX_DET_RR0": dp["rr0"], "SMX_DET_GUARD": dp["guard"], "SMX_DET_FLOOR": dp["floor"],
+        "SMX_DET_LAG": dp["lag"], "SMX_DET_Q_MAX": dp["q_max"], "SMX_DET_UV_PER_MV": dp["uv_per_mv"],
+        "SMX_DET_RING": dp["ring"], "SMX_DET_QCAP": dp["qcap"], "SMX_DET_NCAP": dp["ncap"],
+        "SMX_DET_PCAP": dp["pcap"], "SMX_DET_MAX_BEATS": dp["max_beats"],
         "SMX_Q_BLOCK": q.block, "SMX_Q_KEEP": q.keep_blocks, "SMX_Q_FLAT_MV": "0.05",
         "SMX_Q_NOISE_RATIO": "0.075", "SMX_Q_MAX_MV": "8.0",
         "SMX_N_LABELS": L, "SMX_N_BEATS": cfg.n_beats, "SMX_MIN_BEATS": cfg.min_beats,
@@ -216,7 +246,6 @@ def _header(p: dict) -> str:
         "SMX_IN_SCALE": _c_float(p["in_scale"]), "SMX_IN_ZP": p["in_zp"],
         "SMX_OUT_SCALE": _c_float(p["out_scale"]), "SMX_OUT_ZP": p["out_zp"],
         "SMX_MAX_RADIX": MAX_RADIX, "SMX_MAX_CHUNK": p["max_chunk"], "SMX_MAX_OUT": p["max_out"],
-        "SMX_DET_GAIN_LEN": int(p["fft_max"] * (15.0 + 5.0) / p["fs"]) + 2,
     }
     lines = ["/* Generated by selfmis.firmware_bridge.c_chain from bundle "
              f"{p['bundle']} (sha256 {p['sha'][:16]}...) for {p['fs_in']:g} Hz input.",
@@ -298,7 +327,7 @@ def main(argv=None) -> int:
     if a.sketch:
         copy_library(a.bundle, a.out)
     print(f"wrote {a.out}/smx_chain_params.h/.c: {p['bundle']} at {a.fs:g} Hz, "
-          f"resampler {p['rs']['up']}/{p['rs']['down']} x {p['rs']['k']} taps, FFT up to {p['fft_max']}",
+          f"resampler {p['rs']['up']}/{p['rs']['down']} x {p['rs']['k']} taps, window FFT {p['bp_m']}",
           file=sys.stderr)
     return 0
 

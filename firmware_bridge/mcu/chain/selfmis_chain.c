@@ -399,7 +399,7 @@ static void beat(smx_chain *c, int32_t r) {
 static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int count_time, int32_t limit) {
   smx_real x[SMX_MAX_CHUNK], y[SMX_MAX_OUT];
   uint8_t fl[SMX_MAX_CHUNK], yfl[SMX_MAX_OUT];
-  int32_t beats[8], restart_at = -1, start;
+  int32_t beats[SMX_DET_MAX_BEATS], restart_at = -1, start;
   uint32_t reasons;
   int i, ny, nb;
   if (c->error != SMX_OK) return c->error;
@@ -442,9 +442,9 @@ static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int cou
     nf = (int)(c->n - c->det_offset);
     if (nf > (int)(sizeof feed / sizeof feed[0]) || c->det_offset < c->n - SMX_RING) { c->error = SMX_ERR_OVERFLOW; return c->error; }
     for (i = 0; i < nf; i++) feed[i] = c->ring[ring_i(c->det_offset + i)];
-    nb = smx_det_push(c, &c->det, feed, nf, beats, 8);
+    nb = smx_det_push(&c->det, feed, nf, beats, SMX_DET_MAX_BEATS);
   } else {
-    nb = smx_det_push(c, &c->det, y, ny, beats, 8);
+    nb = smx_det_push(&c->det, y, ny, beats, SMX_DET_MAX_BEATS);
   }
   if (nb < 0) { if (c->error == SMX_OK) c->error = SMX_ERR_OVERFLOW; return c->error; }
   for (i = 0; i < nb; i++) {  /* 4. beats -> 5. windows -> 6. decisions */
@@ -452,7 +452,8 @@ static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int cou
     if (r - c->last_r >= SMX_DET_REFRACTORY) { c->last_r = r; beat(c, r); }
     if (c->error != SMX_OK) return c->error;
   }
-  if (c->n - c->buf_start > 2 * (SMX_W + (int32_t)SMX_FS)) c->buf_start = c->n - (SMX_W + (int32_t)SMX_FS);
+  /* the gateway's bounded buffer: the last window, one second and the detector's lateness */
+  if (c->n - c->buf_start > 2 * SMX_KEEP) c->buf_start = c->n - SMX_KEEP;
   return SMX_OK;
 }
 

@@ -79,12 +79,24 @@ typedef struct {
 
 typedef void (*smx_event_fn)(void *user, const smx_event *ev);
 
-/* ---- the beat detector (selfmis_detect.c) ---- */
+/* ---- the beat detector (selfmis_detect.c): beats.py StreamingBeatDetector in integers ---- */
+typedef struct { int32_t i; int64_t p; int32_t slope, r; } smx_det_cand;  /* envelope index, height, slope, R */
+
 typedef struct {
-  smx_real buf[SMX_DET_CAP];
-  int32_t len, buf_start, n, done, due, last;
-  int32_t fft_n;               /* length the gains below were computed for */
-  smx_real gain[SMX_DET_GAIN_LEN];  /* the band's gains up to 20 Hz (zero above) */
+  int32_t n;                           /* samples pushed */
+  int32_t hist[SMX_DET_NTAPS];         /* the last NTAPS inputs (integer uV), a ring */
+  int32_t h_pos;
+  int64_t y_prev, msum, e_ring[SMX_DET_WIN];
+  int32_t e_pos;
+  int32_t y[SMX_DET_RING], ad[SMX_DET_RING];  /* band-passed, |first difference| */
+  int64_t m[SMX_DET_RING];             /* envelope: moving sum of the squared difference */
+  smx_det_cand queue[SMX_DET_QCAP], noise[SMX_DET_NCAP];
+  int32_t qhead, nq, nn;
+  int32_t pending[SMX_DET_PCAP], np;
+  int learned, has_last;
+  int64_t spk, npk;
+  int32_t last_i, last_slope, last_r, sb_base;
+  int32_t rr[8], nrr;
 } smx_detector;
 
 /* ---- the whole chain ---- */
@@ -125,16 +137,13 @@ typedef struct {
   int since_set[SMX_N_LABELS];
   double since[SMX_N_LABELS];
   int32_t count[SMX_N_LABELS];
-  /* scratch: the FFT (detector and window band-pass share it), float views of the same
-   * memory (f.y overlays fft.a, f.x overlays fft.b), the detector's peak lists, the model's
-   * int8 buffers */
+  /* scratch: the window band-pass FFT, float views of the same memory (f.y overlays fft.a,
+   * f.x overlays fft.b); SMX_FFT_CPX = the FFT length, or half of it plus one when it is even
+   * (a real-input FFT of half the length) */
   union {
-    struct { smx_cpx a[SMX_FFT_MAX], b[SMX_FFT_MAX]; } fft;
-    struct { smx_real y[2 * SMX_FFT_MAX], x[2 * SMX_FFT_MAX]; } f;
+    struct { smx_cpx a[SMX_FFT_CPX], b[SMX_FFT_CPX]; } fft;
+    struct { smx_real y[2 * SMX_FFT_CPX], x[2 * SMX_FFT_CPX]; } f;
   } s;
-  int16_t pk[SMX_DET_CAP / 2 + 2], keep[SMX_DET_CAP / 2 + 2], qrs[SMX_DET_CAP / 2 + 2];
-  smx_cpx tw[SMX_FFT_MAX / 2 + 1];  /* exp(-2 pi i k / tw_n), k <= tw_n / 2 (the rest by symmetry) */
-  int32_t tw_n;
   int8_t qwin[SMX_W];
   int8_t qout[SMX_N_LABELS + 8];
   int32_t n_beats_total, n_decisions;
@@ -161,12 +170,10 @@ const char *smx_chain_error_text(int err);
 void smx_det_reset(smx_detector *d);
 /* push n samples; R peaks (global indices) into out (at most max_out); returns their count
  * or -1 on overflow */
-int smx_det_push(smx_chain *c, smx_detector *d, const smx_real *x, int n, int32_t *out, int max_out);
+int smx_det_push(smx_detector *d, const smx_real *x, int n, int32_t *out, int max_out);
 /* c->s.f.y[0..nfft) = real(irfft(rfft(x zero-padded to nfft) * gain)) for x = c->s.f.x[0..n)
  * (gain: n_gain values, zero beyond); numpy's rfft/irfft pair */
 void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain, int n_gain);
-int smx_fast_len(int n);
-float smx_cos_pi_f(float u);    /* cos(pi * u), u in [0, 1], no libm: identical on every IEEE-754 target */
 extern const smx_cpx smx_bp_tw[];  /* exp(-2 pi i k / SMX_BP_M), k <= SMX_BP_M / 2 (generated) */
 double smx_exp(double x);
 smx_real smx_sqrt(smx_real x);

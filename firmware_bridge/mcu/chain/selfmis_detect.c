@@ -1,239 +1,266 @@
-/* Online R peaks: edge_runtime/beats.py StreamingBeatDetector, step for step.
+/* Online R peaks: edge_runtime/beats.py StreamingBeatDetector, step for step, in integers.
  *
- * The same buffer (context + undecided tail), the same schedule (an analysis only when a
- * beat could mature), the same analysis: 5-15 Hz zero-phase FFT band-pass on a 2-3-5-smooth
- * length, derivative, 150-ms moving RMS envelope, envelope maxima with non-maximum
- * suppression, threshold against the second largest candidate, T-wave rule, search-back,
- * R refinement on the band-passed signal. Read beats.py for the why of each step; comments
- * here say only where C differs in form.
+ * A causal Pan-Tompkins cascade: integer microvolts -> symmetric integer FIR band-pass ->
+ * first difference -> squared -> 150-ms moving sum (the envelope); candidates are envelope
+ * samples above the `refractory` samples before and not below the `refractory` after; then
+ * Pan-Tompkins' learning, thresholds, T-wave rule and search-back. Every number is an
+ * integer from smx_chain_params.h (generated from StreamingBeatDetector.params()), every
+ * operation exact (int64 where beats.py uses numpy int64), so host and Cortex-M4F agree
+ * with the gateway bit for bit. Read beats.py for the why of each step; comments here say
+ * only where C differs in form:
+ *
+ * - one sample at a time (beats.py's decisions happen at sample positions fixed by the signal,
+ *   so this is the same as any chunking): the candidate at i = n - 1 - refractory is examined
+ *   when sample n - 1 arrives, and the decisions run up to the same horizon;
+ * - fixed rings instead of growing arrays: SMX_DET_RING (a power of two) samples of the
+ *   band-passed signal, |slope| and envelope cover everything a decision looks back on;
+ *   the queue, noise and pending lists have generated capacities; exceeding one is an error
+ *   (the chain stops deciding), never a different beat.
  */
+#include <string.h>
 #include "selfmis_chain.h"
 
+#define RMASK (SMX_DET_RING - 1)
+#if (SMX_DET_RING & RMASK) != 0
+#error "SMX_DET_RING must be a power of two"
+#endif
+
+static const int32_t taps[SMX_DET_NTAPS] = SMX_DET_TAPS;
+
 void smx_det_reset(smx_detector *d) {
-  d->len = 0;
-  d->buf_start = 0;
-  d->n = 0;
-  d->done = SMX_DET_STARTUP;
-  d->due = 0;
-  d->last = -1000000000;
-  d->fft_n = 0;
+  memset(d, 0, sizeof *d);
+  d->last_r = -1000000000;
 }
 
-/* gains of beats.py band_gain(n, fs, 5, 15, 5) for the FFT length n */
-static void band_gain(smx_detector *d, int n) {
-  int i;
-  float val;
-  if (d->fft_n == n) return;
-  val = (float)(1.0 / ((double)n * (1.0 / SMX_FS)));  /* rfftfreq: i / (n * d) */
-  for (i = 0; i <= n / 2 && i < SMX_DET_GAIN_LEN; i++) {
-    float f = (float)i * val, lo, hi;
-    lo = f / (float)(2 * SMX_DET_LO_HZ);
-    lo = lo < 0 ? 0 : (lo > 1 ? 1 : lo);
-    hi = (f - (float)(SMX_DET_HI_HZ - SMX_DET_EDGE_HZ)) / (float)(2 * SMX_DET_EDGE_HZ);
-    hi = hi < 0 ? 0 : (hi > 1 ? 1 : hi);
-    if (hi >= 1.0f) { d->gain[i] = 0; continue; }
-    d->gain[i] = (0.5f - 0.5f * smx_cos_pi_f(lo)) * (0.5f + 0.5f * smx_cos_pi_f(hi));
-  }
-  d->fft_n = n;
-}
-
-typedef struct { int nq, nc; double ref; } analysis;
-
-/* y = 5-15 Hz band of the buffer (beats.py _band), left in c->s.f.y + pad */
-static const smx_real *band(smx_chain *c, smx_detector *d, int *ok) {
-  int len = d->len, pad = len - 1 < SMX_DET_PAD ? len - 1 : SMX_DET_PAD, i, m, n;
-  smx_real *xp = c->s.f.x, mean = 0;
-  for (i = 0; i < len; i++) mean += d->buf[i];
-  mean = mean / (smx_real)len;
-  for (i = 0; i < pad; i++) xp[i] = d->buf[pad - i] - mean;                 /* x[pad:0:-1] */
-  for (i = 0; i < len; i++) xp[pad + i] = d->buf[i] - mean;
-  for (i = 0; i < pad; i++) xp[pad + len + i] = d->buf[len - 2 - i] - mean;  /* x[-2:-pad-2:-1] */
-  m = len + 2 * pad;
-  n = smx_fast_len(m);
-  if (n > SMX_FFT_MAX) { *ok = 0; return 0; }
-  band_gain(d, n);
-  smx_fft_filter(c, m, n, d->gain, SMX_DET_GAIN_LEN);
-  *ok = c->error == SMX_OK;
-  return c->s.f.y + pad;
-}
-
-static int bisect_left(const int16_t *a, int n, int v) {
-  int lo = 0, hi = n;
-  while (lo < hi) { int mid = (lo + hi) / 2; if (a[mid] < v) lo = mid + 1; else hi = mid; }
-  return lo;
-}
-
-/* envelope maxima, largest first, none within `refractory` of a larger: c->keep (ascending) */
-static int envelope_peaks(smx_chain *c, const smx_real *env, int len) {
-  int16_t *pk = c->pk, *keep = c->keep;
-  int np = 0, nk = 0, i, j;
-  if (len < 3) return 0;
-  for (i = 1; i < len - 1; i++)
-    if (env[i] > env[i - 1] && env[i] >= env[i + 1]) pk[np++] = (int16_t)i;
-  /* stable sort by descending height (insertion sort: a few dozen maxima) */
-  for (i = 1; i < np; i++) {
-    int16_t p = pk[i];
-    for (j = i; j > 0 && env[pk[j - 1]] < env[p]; j--) pk[j] = pk[j - 1];
-    pk[j] = p;
-  }
-  for (i = 0; i < np; i++) {
-    int p = pk[i], k = bisect_left(keep, nk, p);
-    if ((k == 0 || p - keep[k - 1] >= SMX_DET_REFRACTORY) && (k == nk || keep[k] - p >= SMX_DET_REFRACTORY)) {
-      for (j = nk; j > k; j--) keep[j] = keep[j - 1];
-      keep[k] = (int16_t)p;
-      nk++;
+/* numpy: rint(float64(x) * 1000.0), clipped to +-Q_MAX. A float32 is M * 2^E with M < 2^24,
+ * so the double product M * 1000 * 2^E is exact (M * 1000 < 2^34 < 2^53): the rounding is
+ * that of an exact binary fraction, done here in integers (round half to even) without
+ * soft-float doubles. */
+static int32_t to_q(smx_real x) {
+  uint32_t bits;
+  int32_t e, s;
+  uint64_t v, fl, rem, half;
+  int neg;
+  memcpy(&bits, &x, sizeof bits);
+  neg = (bits >> 31) != 0;
+  e = (int32_t)((bits >> 23) & 0xffu);
+  if (e == 0xff) return neg ? -SMX_DET_Q_MAX : SMX_DET_Q_MAX;  /* inf (no NaN reaches here) */
+  v = bits & 0x7fffffu;
+  if (e) v |= 0x800000u; else e = 1;
+  v *= (uint64_t)SMX_DET_UV_PER_MV;  /* x * 1000 = v * 2^(e - 150) */
+  e -= 150;
+  if (e >= 0) {
+    fl = e > 20 ? (uint64_t)SMX_DET_Q_MAX + 1 : v << e;
+  } else {
+    s = -e;
+    if (s > 40) {
+      fl = 0;  /* below 2^34 / 2^41 < 0.5 */
+    } else {
+      fl = v >> s;
+      rem = v & (((uint64_t)1 << s) - 1);
+      half = (uint64_t)1 << (s - 1);
+      if (rem > half || (rem == half && (fl & 1u))) fl++;
     }
   }
-  return nk;
+  if (fl > (uint64_t)SMX_DET_Q_MAX) fl = SMX_DET_Q_MAX;
+  return neg ? -(int32_t)fl : (int32_t)fl;
 }
 
-static double median_i(int16_t *v, int n) {  /* sorts v */
-  int i, j;
-  for (i = 1; i < n; i++) { int16_t t = v[i]; for (j = i; j > 0 && v[j - 1] > t; j--) v[j] = v[j - 1]; v[j] = t; }
-  return 0.5 * ((double)v[(n - 1) / 2] + (double)v[n / 2]);
+static int64_t shift_floor(int64_t v) {  /* numpy's >> on int64: arithmetic (floor) */
+#if SMX_DET_SHIFT > 0
+  return v >= 0 ? v >> SMX_DET_SHIFT : ~((~v) >> SMX_DET_SHIFT);
+#else
+  return v;
+#endif
 }
 
-/* beats.py _select: threshold, T-wave rule, search-back; QRS envelope positions into c->qrs */
-static int select_qrs(smx_chain *c, const smx_real *env, const smx_real *ad, int np, double thr, int len) {
-  int16_t *pk = c->keep, *q = c->qrs, rr[SMX_DET_CAP / 2 + 2], extra[SMX_DET_CAP / 2 + 2];
-  int nq = 0, ne = 0, i, j, k;
-  double last_slope = 0;
-  for (i = 0; i < np; i++) {
-    int p = pk[i], a = p - SMX_DET_HALF < 0 ? 0 : p - SMX_DET_HALF;
-    int b = p + SMX_DET_HALF + 1 > len ? len : p + SMX_DET_HALF + 1;
-    smx_real slf = 0;
-    double sl;
-    for (j = a; j < b; j++) if (ad[j] > slf) slf = ad[j];
-    sl = slf;
-    if ((double)env[p] < thr) continue;
-    if (nq && p - q[nq - 1] < SMX_DET_TWAVE && sl < 0.6 * last_slope) continue;
-    q[nq++] = (int16_t)p;
-    last_slope = sl;
+static int64_t isqrt64(int64_t m) {  /* math.isqrt: floor of the square root */
+  uint64_t x = (uint64_t)m, r = 0, b = (uint64_t)1 << 62;
+  while (b > x) b >>= 2;
+  while (b) {
+    if (x >= r + b) { x -= r + b; r = (r >> 1) + b; } else r >>= 1;
+    b >>= 2;
   }
-  if (nq >= 3) {
-    double med;
-    for (i = 0; i < nq - 1; i++) rr[i] = (int16_t)(q[i + 1] - q[i]);
-    med = median_i(rr, nq - 1);
-    for (i = 0; i < nq - 1; i++) {
-      int p0 = q[i], p1 = q[i + 1], best = -1;
-      if ((double)(p1 - p0) <= 1.66 * med) continue;
-      for (k = 0; k < np; k++) {
-        int p = pk[k];
-        if (p0 + 0.5 * med < p && p < p1 - 0.5 * med && (double)env[p] >= 0.5 * thr
-            && (best < 0 || env[p] > env[best])) best = p;
-      }
-      if (best >= 0) extra[ne++] = (int16_t)best;
-    }
-    for (k = 0; k < ne; k++) {  /* merge the extras in (sorted(qrs + extra)) */
-      int p = extra[k], at = bisect_left(q, nq, p);
-      for (j = nq; j > at; j--) q[j] = q[j - 1];
-      q[at] = (int16_t)p;
-      nq++;
-    }
-  }
-  return nq;
+  return (int64_t)r;
 }
 
-/* beats.py _analyse: QRS R peaks (buffer indices, sorted, unique) in c->qrs; candidates in c->keep */
-static analysis analyse(smx_chain *c, smx_detector *d) {
-  analysis res = {0, 0, 0.0};
-  int len = d->len, i, j, np, nq, ok;
-  const smx_real *y;
-  smx_real *dd = c->s.f.x, *env = c->s.f.x + SMX_DET_CAP, acc;
-  double ref, thr;
-  if (len < 2 * SMX_DET_WIN + 2) return res;
-  y = band(c, d, &ok);
-  if (!ok) return res;
-  /* dd = derivative (|d| kept for the slopes), env = sqrt(moving mean of d^2) ('same' mode) */
-  dd[0] = 0;
-  for (i = 1; i < len; i++) dd[i] = y[i] - y[i - 1];
-  /* each term d^2 / WIN once (in the FFT scratch's free half: the band-passed signal y
-   * takes at most SMX_FFT_MAX floats of it), then the same sums in the same order */
-  {
-    smx_real *sq = c->s.f.y + SMX_FFT_MAX;
-    for (i = 0; i < len; i++) sq[i] = dd[i] * dd[i] * ((smx_real)1 / SMX_DET_WIN);
-    for (i = 0; i < len; i++) {
-      int a = i - SMX_DET_WIN / 2, b = i + (SMX_DET_WIN - 1) / 2 + 1;
-      if (SMX_DET_WIN % 2 == 0) { a = i - SMX_DET_WIN / 2; b = i + SMX_DET_WIN / 2; }
-      acc = 0;
-      for (j = a < 0 ? 0 : a; j < (b > len ? len : b); j++) acc += sq[j];
-      env[i] = smx_sqrt(acc);
-    }
+/* band-pass, slope and envelope of the new sample (global index d->n) */
+static void filter(smx_detector *d, int32_t q) {
+  int32_t k = d->n, j, h = d->h_pos;
+  int64_t acc, y, dd, e;
+  if (k == 0) for (j = 0; j < SMX_DET_NTAPS; j++) d->hist[j] = q;  /* the first value stands for the past */
+  d->hist[h] = q;  /* hist[h] = q[k], hist[h - j] = q[k - j] (mod NTAPS) */
+  /* y[k] = sum_j taps[j] q[k - j]; taps are symmetric: pairs first, then the centre */
+  acc = 0;
+  for (j = 0; j < SMX_DET_NTAPS / 2; j++) {
+    int a = h - j, b = h - (SMX_DET_NTAPS - 1 - j);
+    if (a < 0) a += SMX_DET_NTAPS;
+    if (b < 0) b += SMX_DET_NTAPS;
+    acc += (int64_t)taps[j] * (int64_t)(d->hist[a] + d->hist[b]);
   }
-  for (i = 0; i < len; i++) dd[i] = dd[i] < 0 ? -dd[i] : dd[i];
-  np = envelope_peaks(c, env, len);
-  res.nc = np;
-  if (np < 1) return res;
-  {
-    smx_real h1 = -1, h2 = -1;  /* largest and second largest (duplicates count) */
-    for (i = 0; i < np; i++) {
-      smx_real h = env[c->keep[i]];
-      if (h > h1) { h2 = h1; h1 = h; } else if (h > h2) h2 = h;
-    }
-    ref = (np >= 2 && len >= 3 * SMX_FS) ? h2 : h1;
-  }
-  res.ref = ref;
-  if (ref < SMX_DET_MIN_AMP * 0.3 * 2 * 3.141592653589793 * 10 / SMX_FS) { res.ref = 0.0; return res; }
-  thr = SMX_DET_THRESHOLD * ref;
-  nq = select_qrs(c, env, dd, np, thr, len);
-  for (i = 0; i < nq; i++) {  /* R peak: the largest |band-passed| sample within `search` */
-    int p = c->qrs[i], a = p - SMX_DET_SEARCH < 0 ? 0 : p - SMX_DET_SEARCH;
-    int b = p + SMX_DET_SEARCH + 1 > len ? len : p + SMX_DET_SEARCH + 1, best = a;
-    smx_real bv = y[a] < 0 ? -y[a] : y[a];
-    for (j = a + 1; j < b; j++) { smx_real v = y[j] < 0 ? -y[j] : y[j]; if (v > bv) { bv = v; best = j; } }
-    c->pk[i] = (int16_t)best;
-  }
-  /* sorted(set(r)) into c->qrs */
-  for (i = 1; i < nq; i++) { int16_t t = c->pk[i]; for (j = i; j > 0 && c->pk[j - 1] > t; j--) c->pk[j] = c->pk[j - 1]; c->pk[j] = t; }
-  res.nq = 0;
-  for (i = 0; i < nq; i++) if (i == 0 || c->pk[i] != c->pk[i - 1]) c->qrs[res.nq++] = c->pk[i];
-  return res;
+  j = h - SMX_DET_NTAPS / 2;
+  if (j < 0) j += SMX_DET_NTAPS;
+  acc += (int64_t)taps[SMX_DET_NTAPS / 2] * d->hist[j];
+  d->h_pos = h + 1 == SMX_DET_NTAPS ? 0 : h + 1;
+  y = shift_floor(acc);
+  dd = y - d->y_prev;
+  d->y_prev = y;
+  e = dd * dd;
+  d->msum += e - d->e_ring[d->e_pos];  /* exact: the same integers beats.py sums */
+  d->e_ring[d->e_pos] = e;
+  d->e_pos = d->e_pos + 1 == SMX_DET_WIN ? 0 : d->e_pos + 1;
+  d->y[k & RMASK] = (int32_t)y;
+  d->ad[k & RMASK] = (int32_t)(dd < 0 ? -dd : dd);
+  d->m[k & RMASK] = d->msum;
 }
 
-int smx_det_push(smx_chain *c, smx_detector *d, const smx_real *x, int n, int32_t *out, int max_out) {
-  int32_t mature, due, lo;
-  int i, nout = 0, keep_from;
-  analysis a;
-  if (n <= 0) return 0;
-  if (d->len + n > SMX_DET_CAP) return -1;
-  for (i = 0; i < n; i++) d->buf[d->len + i] = x[i];
-  d->len += n;
-  d->n += n;
-  mature = d->n - SMX_DET_GUARD + 1;
-  if (mature <= (d->done > d->due ? d->done : d->due)) return 0;
-  a = analyse(c, d);
-  if (c->error != SMX_OK) return -1;
-  lo = d->done - SMX_DET_REFRACTORY;
-  if (lo < SMX_DET_STARTUP) lo = SMX_DET_STARTUP;
-  for (i = 0; i < a.nq; i++) {
-    int32_t g = c->qrs[i] + d->buf_start;
-    if (lo <= g && g < mature && g - d->last >= SMX_DET_REFRACTORY) {
+/* beats.py _find_candidates for envelope index i (its right side complete), then _measure */
+static int candidate(smx_detector *d, int32_t i) {
+  int64_t v = d->m[i & RMASK];
+  int32_t j, a, b, c, best, r;
+  int32_t slope = 0, bv;
+  smx_det_cand *cd;
+  if (v <= 0 || !(v > d->m[(i - 1) & RMASK] && v >= d->m[(i + 1) & RMASK])) return 0;
+  for (j = i - SMX_DET_REFRACTORY < 0 ? 0 : i - SMX_DET_REFRACTORY; j < i; j++)
+    if (d->m[j & RMASK] >= v) return 0;
+  for (j = i + 1; j <= i + SMX_DET_REFRACTORY; j++)
+    if (d->m[j & RMASK] > v) return 0;
+  for (j = i - SMX_DET_WIN + 1 < 0 ? 0 : i - SMX_DET_WIN + 1; j <= i; j++)
+    if (d->ad[j & RMASK] > slope) slope = d->ad[j & RMASK];
+  c = i - (SMX_DET_WIN - 1) / 2;
+  a = c - SMX_DET_SEARCH < 0 ? 0 : c - SMX_DET_SEARCH;
+  b = c + SMX_DET_SEARCH;
+  best = a;
+  bv = d->y[a & RMASK] < 0 ? -d->y[a & RMASK] : d->y[a & RMASK];
+  for (j = a + 1; j <= b; j++) {  /* argmax: the first maximum */
+    int32_t u = d->y[j & RMASK] < 0 ? -d->y[j & RMASK] : d->y[j & RMASK];
+    if (u > bv) { bv = u; best = j; }
+  }
+  r = best - SMX_DET_DELAY;
+  if (d->nq >= SMX_DET_QCAP) return -1;
+  cd = &d->queue[d->nq++];
+  cd->i = i;
+  cd->p = isqrt64(v);
+  cd->slope = slope;
+  cd->r = r;
+  return 0;
+}
+
+static int32_t rr_mean(const smx_detector *d) {
+  int32_t s = 0, k, v;
+  if (!d->nrr) return SMX_DET_RR0;
+  for (k = 0; k < d->nrr; k++) s += d->rr[k];
+  v = s / d->nrr;
+  return v < SMX_DET_MAX_RR ? v : SMX_DET_MAX_RR;
+}
+
+static int64_t thr1(const smx_detector *d) {
+  int64_t g = d->spk - d->npk;
+  return d->npk + (g > 0 ? g : 0) / 4;
+}
+
+static void drop_noise_upto(smx_detector *d, int32_t i) {  /* noise = [c for c in noise if c.i > i] */
+  int k, o = 0;
+  for (k = 0; k < d->nn; k++) if (d->noise[k].i > i) d->noise[o++] = d->noise[k];
+  d->nn = o;
+}
+
+static int qrs(smx_detector *d, const smx_det_cand *cd) {
+  int32_t i = cd->i, r = cd->r, k;
+  d->has_last = 1;
+  d->last_i = i;
+  d->last_slope = cd->slope;
+  d->sb_base = i;
+  drop_noise_upto(d, i);
+  if (r - d->last_r < SMX_DET_REFRACTORY) return 0;
+  if (d->last_r >= 0) {
+    if (d->nrr == 8) { for (k = 0; k < 7; k++) d->rr[k] = d->rr[k + 1]; d->nrr = 7; }
+    d->rr[d->nrr++] = r - d->last_r;
+  }
+  d->last_r = r;
+  if (d->np >= SMX_DET_PCAP) return -1;
+  d->pending[d->np++] = r;
+  return 0;
+}
+
+static int classify(smx_detector *d, const smx_det_cand *cd) {
+  smx_det_cand c = *cd;  /* cd points into the queue, which the caller shifts afterwards */
+  int t_wave = d->has_last && c.i - d->last_i < SMX_DET_T_WAVE && 2 * (int64_t)c.slope < (int64_t)d->last_slope;
+  if (c.p >= thr1(d) && c.p >= SMX_DET_FLOOR && !t_wave) {
+    d->spk = (c.p + 7 * d->spk) / 8;  /* non-negative: C division is Python's // */
+    return qrs(d, &c);
+  }
+  d->npk = (c.p + 7 * d->npk) / 8;
+  if (d->nn >= SMX_DET_NCAP) return -1;
+  d->noise[d->nn++] = c;
+  return 0;
+}
+
+static int search_back(smx_detector *d, int32_t t) {
+  int64_t thr2 = thr1(d) / 2;
+  int k, best = -1;
+  smx_det_cand c;
+  for (k = 0; k < d->nn; k++) {
+    const smx_det_cand *n = &d->noise[k];
+    if (n->i <= t && n->p >= thr2 && n->p >= SMX_DET_FLOOR && (best < 0 || n->p > d->noise[best].p)) best = k;
+  }
+  if (best < 0) {
+    d->spk /= 2;
+    d->npk /= 2;
+    d->sb_base = t;
+    drop_noise_upto(d, t);
+    return 0;
+  }
+  c = d->noise[best];
+  d->spk = (c.p + 3 * d->spk) / 4;
+  return qrs(d, &c);
+}
+
+/* beats.py _decide: classify queued candidates and run search-backs in sample order up to horizon */
+static int decide(smx_detector *d, int32_t horizon) {
+  int k;
+  if (!d->learned) {
+    const int32_t end = SMX_DET_STARTUP + SMX_DET_LAG + SMX_DET_LEARN;
+    int64_t spk = 0;
+    if (horizon < end - 1) return 0;
+    for (k = 0; k < d->nq; k++) if (d->queue[k].i < end && d->queue[k].p > spk) spk = d->queue[k].p;
+    d->spk = spk;
+    d->npk = spk / 8;
+    d->learned = 1;
+    d->sb_base = end;
+  }
+  for (;;) {
+    int32_t t = d->sb_base + 166 * rr_mean(d) / 100;
+    if (d->qhead < d->nq && d->queue[d->qhead].i <= t) {
+      if (classify(d, &d->queue[d->qhead++]) < 0) return -1;
+    } else if (t <= horizon) {
+      if (search_back(d, t) < 0) return -1;
+    } else {
+      break;
+    }
+  }
+  if (d->qhead == d->nq) d->qhead = d->nq = 0;
+  return 0;
+}
+
+int smx_det_push(smx_detector *d, const smx_real *x, int n, int32_t *out, int max_out) {
+  int i, nout = 0, k;
+  for (i = 0; i < n; i++) {
+    int32_t c;
+    filter(d, to_q(x[i]));
+    d->n++;
+    c = d->n - 1 - SMX_DET_REFRACTORY;  /* the candidate whose right side just completed */
+    if (c >= SMX_DET_STARTUP + SMX_DET_LAG && c >= 1 && candidate(d, c) < 0) return -1;
+    if (decide(d, c) < 0) return -1;
+    for (k = 0; k < d->np && d->pending[k] + SMX_DET_GUARD <= d->n; k++) {
       if (nout >= max_out) return -1;
-      out[nout++] = g;
-      d->last = g;
+      out[nout++] = d->pending[k];
     }
-  }
-  d->done = mature;
-  /* _schedule */
-  due = d->n - SMX_DET_EDGE;
-  for (i = 0; i < a.nq; i++) {
-    int32_t g = c->qrs[i] + d->buf_start;
-    if (g >= d->done && g - 2 < due) due = g - 2;
-  }
-  if (a.nc && a.ref > 0) {
-    const smx_real *env = c->s.f.x + SMX_DET_CAP;
-    for (i = 0; i < a.nc; i++) {
-      int p = c->keep[i];
-      int32_t soon = p + d->buf_start - SMX_DET_SEARCH - 1;
-      if ((double)env[p] >= 0.15 * a.ref && soon >= d->done && soon < due) due = soon;
+    if (k) {
+      int j;
+      for (j = k; j < d->np; j++) d->pending[j - k] = d->pending[j];
+      d->np -= k;
     }
-  }
-  d->due = due;
-  keep_from = (d->done - SMX_DET_CONTEXT > 0 ? d->done - SMX_DET_CONTEXT : 0) - d->buf_start;
-  if (keep_from > 0) {
-    for (i = 0; i + keep_from < d->len; i++) d->buf[i] = d->buf[i + keep_from];
-    d->len -= keep_from;
-    d->buf_start += keep_from;
   }
   return nout;
 }

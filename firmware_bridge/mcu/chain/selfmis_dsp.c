@@ -1,4 +1,4 @@
-/* The arithmetic the chain needs without libm: a mixed-radix FFT, cos, exp, sqrt, sorting.
+/* The arithmetic the chain needs without libm: a mixed-radix FFT, exp, sqrt, sorting.
  *
  * Why no libm: glibc and newlib differ in the last bit of cos/exp, and the point of the
  * host build is to print exactly what the Cortex-M4F prints. Everything here is plain
@@ -7,33 +7,11 @@
  *
  * The FFT is a recursive decimation-in-time mixed-radix transform in the style of
  * KISS FFT (M. Borgerding, BSD): radix-4 and radix-2 butterflies, a generic one for odd
- * primes up to SMX_MAX_RADIX. It serves the two zero-phase FFT filters of the gateway
- * (the beat detector's 5-15 Hz band on 2-3-5-smooth lengths, the window's 0.5-40 Hz band
- * on W + 2*pad points); twiddles are computed for the length in use and kept until the
- * length changes.
+ * primes up to SMX_MAX_RADIX. It serves the gateway's zero-phase FFT filter of the beat
+ * window (0.5-40 Hz on W + 2*pad points), whose twiddles c_chain.py writes into flash.
  */
 #include <string.h>
 #include "selfmis_chain.h"
-
-#define PI_F 3.14159265358979323846f
-
-/* cos(pi*u) for u in [0, 1], float, Taylor series to x^18 on [0, pi/2] (error < 1e-12) */
-float smx_cos_pi_f(float u) {
-  float sign = 1.0f, x, x2, s;
-  if (u > 0.5f) { u = 1.0f - u; sign = -1.0f; }  /* exact (Sterbenz) */
-  x = PI_F * u;
-  x2 = x * x;
-  s = 1.0f - x2 / 306.0f;          /* 1 - x^2/(17*18) ... nested: cos = 1 - x^2/2 (1 - x^2/12 (1 - ...)) */
-  s = 1.0f - x2 / 240.0f * s;      /* 15*16 */
-  s = 1.0f - x2 / 182.0f * s;      /* 13*14 */
-  s = 1.0f - x2 / 132.0f * s;      /* 11*12 */
-  s = 1.0f - x2 / 90.0f * s;       /* 9*10 */
-  s = 1.0f - x2 / 56.0f * s;       /* 7*8 */
-  s = 1.0f - x2 / 30.0f * s;       /* 5*6 */
-  s = 1.0f - x2 / 12.0f * s;       /* 3*4 */
-  s = 1.0f - x2 / 2.0f * s;
-  return sign * s;
-}
 
 static const double inv_i[15] = {0.0, 1.0, 1.0 / 2, 1.0 / 3, 1.0 / 4, 1.0 / 5, 1.0 / 6, 1.0 / 7, 1.0 / 8,
                                   1.0 / 9, 1.0 / 10, 1.0 / 11, 1.0 / 12, 1.0 / 13, 1.0 / 14};
@@ -103,37 +81,7 @@ void smx_sort_f(smx_real *v, int n) {
   }
 }
 
-int smx_fast_len(int n) {  /* as beats.py fast_len: the smallest 2-3-5-smooth m >= n */
-  int m = n;
-  for (;;) {
-    int k = m;
-    while (k % 2 == 0) k /= 2;
-    while (k % 3 == 0) k /= 3;
-    while (k % 5 == 0) k /= 5;
-    if (k == 1) return m;
-    m++;
-  }
-}
-
 /* ---------------------------------------------------------------- FFT */
-
-static void plan(smx_chain *c, int n) {
-  int k;
-  if (c->tw_n == n) return;
-  for (k = 0; 2 * k <= n; k++) {
-    /* exp(-2 pi i k / n): cos(pi * 2k/n), sin(pi * 2k/n) = cos(pi * (n - 4k) / (2n)) */
-    float u = (float)(2 * k) / (float)n;
-    c->tw[k].r = smx_cos_pi_f(u);
-  }
-  for (k = 0; 2 * k <= n; k++) {
-    int a = n - 4 * k;
-    /* when 4 | n, |n - 4k| / (2n) = 2k'/n for k' = |n/4 - k| <= n/2: the same float quotient
-     * of the same integers, so the cosine already computed is bit for bit the one needed */
-    if (n % 4 == 0) c->tw[k].i = -c->tw[a < 0 ? -a / 4 : a / 4].r;
-    else c->tw[k].i = -smx_cos_pi_f((float)(a < 0 ? -a : a) / (float)(2 * n));
-  }
-  c->tw_n = n;
-}
 
 /* a * twiddle k (k < n): the table holds k <= n/2, the rest is the conjugate of n - k */
 #define CMUL_TW(o, a, k) do { smx_real ar_ = (a).r, ai_ = (a).i, wr_, wi_; int k_ = (k); \
@@ -321,9 +269,9 @@ void smx_fft_filter(smx_chain *c, int n, int nfft, const smx_real *gain, int n_g
   smx_real inv = (smx_real)1 / (smx_real)nfft, *y = c->s.f.y;
   const smx_real *x = c->s.f.x;
   const int half = nfft % 2 == 0;
-  if (nfft > SMX_FFT_MAX || n > nfft || factorise(half ? nfft / 2 : nfft, fac) < 0) { c->error = SMX_ERR_OVERFLOW; return; }
-  if (nfft == SMX_BP_M) tw = smx_bp_tw;  /* the window's length: a table in flash (c_chain.py) */
-  else { plan(c, nfft); tw = c->tw; }
+  /* one length: the window's, whose twiddles are a table in flash (c_chain.py) */
+  if (nfft != SMX_BP_M || n > nfft || factorise(half ? nfft / 2 : nfft, fac) < 0) { c->error = SMX_ERR_OVERFLOW; return; }
+  tw = smx_bp_tw;
   if (half) {
     /* x overlays b; a is free */
     for (k = 0; k < nfft / 2; k++) {
