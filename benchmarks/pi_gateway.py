@@ -16,10 +16,34 @@ import numpy as np
 
 from selfmis.benchmarks.pi_tree import chroot
 
-__all__ = ["write_looped_record", "gateway_check", "deploy_checks", "N_DEVICES", "SIGNAL_S"]
+__all__ = ["write_looped_record", "gateway_check", "deploy_checks", "readme_simulate", "README_COMMANDS", "N_DEVICES",
+           "SIGNAL_S"]
 
 N_DEVICES = 100
 SIGNAL_S = 60
+VENV = "/opt/selfmis/venv"
+# The README's Pi commands (edge_runtime/README.md, "On a Raspberry Pi"), run here word for word in the tree
+# (as root where the README says sudo: the tree has no sudo); tests/test_target_pi.py checks that the README
+# still says exactly these. `daemon-reload`, `enable --now` and `journalctl` need a booted systemd: not run.
+README_SIMULATE = (f"{VENV}/bin/edge-run --simulate {VENV}/lib/python3*/site-packages/selfmis/sample_data/ptbxl/"
+                   "records500/00000/00271_hr --fast --quiet")
+UNIT = "/etc/systemd/system/selfmis-edge.service"
+README_SERVICE = ("useradd --system --home /var/lib/selfmis --groups dialout,bluetooth selfmis",
+                  f"{VENV}/bin/selfmis deploy systemd-unit --root /opt/selfmis --user selfmis "
+                  f"--systemd-version \"$(systemctl --version | awk 'NR==1{{print $2}}')\" | tee {UNIT}",
+                  f"systemd-analyze verify {UNIT}")
+README_COMMANDS = (README_SIMULATE, *README_SERVICE)
+
+
+def readme_simulate(tree: Path) -> dict:
+    """The README's first run after the install, as user pi: the bundled record through the wheel's model."""
+    r = chroot(tree, README_SIMULATE, user="pi", check=False, timeout=1800)
+    events = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    summary = next((e for e in events if e.get("type") == "summary"), {})
+    return {"command": README_SIMULATE, "exit": r.returncode, "beats": summary.get("beats"),
+            "decisions": sum(1 for e in events if e.get("type") == "decision"), "model": summary.get("model"),
+            "stderr_tail": r.stderr[-600:] if r.returncode else "",
+            "ok": r.returncode == 0 and bool(summary.get("beats")) and any(e.get("type") == "decision" for e in events)}
 
 
 def write_looped_record(src: Path, dst: Path, seconds: float, lead: str = "I") -> Path:
@@ -99,21 +123,23 @@ def deploy_checks(tree: Path, venv: str, bundle: Path, work: Path) -> dict:
                                           if '"summary"' in x), None)}
     res["service"] = _service(tree, venv)
     res["ok"] = (res["current_relative"] and res["signed_by"] == "release" and st.returncode == 0 and run.returncode == 0 and len(decisions) > 0
-                 and res["service"]["verify_exit"] == 0 and res["service"]["enable_exit"] == 0)
+                 and res["service"]["verify_exit"] == 0 and res["service"]["enable_exit"] == 0
+                 and bool(res["service"]["unit_first_exec"]))
     return res
 
 
 def _service(tree: Path, venv: str) -> dict:
-    """The README's service commands, as root in the tree (``--now`` needs a booted systemd: enable only)."""
+    """The README's service commands (``README_SERVICE``), as root in the tree; ``--now`` needs a booted
+    systemd (the tree is a chroot): ``systemctl enable`` only."""
     version = chroot(tree, "systemctl --version").stdout.split()[1]
     chroot(tree, "getent group bluetooth >/dev/null || groupadd --system bluetooth")  # Pi OS has it (bluez)
-    chroot(tree, "id -u selfmis >/dev/null 2>&1 || useradd --system --home /var/lib/selfmis "
-                 "--groups dialout,bluetooth selfmis")
-    chroot(tree, f"{venv}/bin/selfmis deploy systemd-unit --root /opt/selfmis --user selfmis "
-                 f"--systemd-version {version} > /etc/systemd/system/selfmis-edge.service")
-    v = chroot(tree, "systemd-analyze verify /etc/systemd/system/selfmis-edge.service", check=False)
+    user, unit, verify = README_SERVICE
+    chroot(tree, f"id -u selfmis >/dev/null 2>&1 || {user}")
+    chroot(tree, f"{unit} >/dev/null")  # a failed `selfmis` leaves no ExecStart= (checked in deploy_checks)
+    v = chroot(tree, verify, check=False)
     e = chroot(tree, "systemctl enable selfmis-edge", check=False)
     return {"systemd": version, "verify_exit": v.returncode, "verify_output": (v.stdout + v.stderr).strip()[-800:],
             "enable_exit": e.returncode, "enable_output": (e.stdout + e.stderr).strip()[-400:],
-            "unit_first_exec": next((ln for ln in (tree / "etc/systemd/system/selfmis-edge.service")
-                                     .read_text().splitlines() if ln.startswith("ExecStart=")), None)}
+            "commands": list(README_SERVICE) + ["systemctl enable selfmis-edge"],
+            "unit_first_exec": next((ln for ln in (tree / UNIT.lstrip("/")).read_text().splitlines()
+                                     if ln.startswith("ExecStart=")), None)}

@@ -26,13 +26,15 @@ def _yes(flag) -> str:
 
 
 def image_rows(report: dict) -> list:
-    """One row per image x kernels x bundle."""
+    """One row per image x kernels x bundle; each names the commit its wheel was built from (an image
+    kept from an earlier run has that run's)."""
     rows = []
     for name, img in report.get("images", {}).items():
         inst = img.get("install", {})
+        commit = f"`{(img.get('commit') or report['commit'])['sha'][:12]}`"
         for kernels, rep in img.get("replay", {}).items():
             for bundle, t in rep["compare"]["bundles"].items():
-                rows.append([name, f"Python {inst.get('python')}", _secs(inst.get("install_s")),
+                rows.append([name, commit, f"Python {inst.get('python')}", _secs(inst.get("install_s")),
                              f"{inst.get('import_s_emulated')} s",
                              f"{round((rep.get('peak_rss_kib_emulated') or 0) / 1024, 1)} MB",
                              kernels, bundle, str(t["records"]), f"{t['beats']} / {t['decisions']}",
@@ -66,10 +68,16 @@ def _checks(report: dict) -> list:
         heavy = inst.get("heavy_packages") or []
         if img.get("command"):
             out.append(f"- **{name}** measured by `{img['command']}`{_provenance(img, report)}")
+        if inst.get("error"):
+            out.append(f"- **{name}**: the install FAILED: `{inst['error'][-600:]}`")
         out.append(f"- **{name}** (Debian {img['suite']} {img['arch']}, debootstrap: {_secs(img.get('bootstrap_s')) if img.get('bootstrap_s') != 'cached' else 'the cached tree'}): "
                    f"sdists built by pip: {inst.get('sdists_built') or 'none'} (a compiler needed: "
                    f"{'yes' if inst.get('sdists_built') else 'no'}); torch/TensorFlow/onnxruntime installed: "
                    f"{heavy or 'none'}; packages: {', '.join(inst.get('packages', []))}")
+        sim = img.get("readme_simulate")
+        if sim:
+            out.append(f"  - the README's first run, as user pi: `{sim['command']}`: exit {sim['exit']}, {sim['beats']} beats, "
+                       f"{sim['decisions']} decisions ({sim['model']}): {'ok' if sim['ok'] else 'FAILED'}")
         gw = img.get("gateway")
         if gw:
             out.append(f"  - gateway config, {gw['devices']} devices: exit {gw['exit']}, {gw['summaries']} summaries, "
@@ -86,6 +94,8 @@ def _checks(report: dict) -> list:
             out.append(f"  - systemd {sv['systemd']}: `systemd-analyze verify` exit {sv['verify_exit']}"
                        f"{' (' + sv['verify_output'][:300] + ')' if sv['verify_output'] else ' (no output)'}; "
                        f"`systemctl enable selfmis-edge` exit {sv['enable_exit']}; {'ok' if dep['ok'] else 'FAILED'}")
+            if sv.get("commands"):
+                out.append("  - run as root in the tree: " + "; ".join(f"`{c}`" for c in sv["commands"]))
     return out
 
 
@@ -157,7 +167,7 @@ def _latency(report: dict) -> list:
 
 def markdown(report: dict) -> str:
     c = report["commit"]
-    head = ["image", "Python", "install", "import (emulated)", "peak RSS (emulated)", "kernels", "bundle", "records",
+    head = ["image", "commit", "Python", "install", "import (emulated)", "peak RSS (emulated)", "kernels", "bundle", "records",
             "beats / decisions", "events equal", "decisions + alarm states equal", "int8 difference per record",
             "max probability difference"]
     lines = ["# The gateway on emulated Raspberry Pi images (arm64) vs x86", "",

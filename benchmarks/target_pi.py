@@ -37,7 +37,7 @@ from pathlib import Path
 
 from selfmis.benchmarks import pi_compare, pi_report, pi_tree
 from selfmis.benchmarks.pi_armhf import armhf_ok, armhf_tree_check
-from selfmis.benchmarks.pi_gateway import deploy_checks, gateway_check
+from selfmis.benchmarks.pi_gateway import VENV, deploy_checks, gateway_check, readme_simulate
 from selfmis.benchmarks.pi_host import (armhf_wheels, build_wheel, cached, kernel_cost, pi_latency_estimate,
                                         x86_install)
 
@@ -48,7 +48,6 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "pi"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ptbxl-subset"
 SAMPLE = REPO / "core" / "sample_data" / "ptbxl"
 EXTRAS = "edge,mqtt,serve"
-VENV = "/opt/selfmis/venv"
 BUNDLES = ("default", "micro")
 
 
@@ -87,6 +86,8 @@ def _copy_records(records, dest: Path) -> list:
 
 
 INSTALL_RECORD = "/opt/selfmis/.target-pi-install.json"
+# the README's install lines, run word for word (then pip, held to the x86 versions with -c: the comparison's)
+README_INSTALL = ("install -d -o pi -g pi /opt/selfmis", f"python3 -m venv {VENV}")
 
 
 def install_in_tree(tree: Path, wheel: Path, constraints: Path, reuse: bool = False) -> dict:
@@ -95,16 +96,22 @@ def install_in_tree(tree: Path, wheel: Path, constraints: Path, reuse: bool = Fa
     only this run's wheel is reinstalled over it (``--no-deps``)."""
     c = pi_tree.chroot
     c(tree, "id -u pi >/dev/null 2>&1 || useradd -m -s /bin/bash pi")
-    c(tree, "install -d -o pi -g pi /opt/selfmis")
+    c(tree, README_INSTALL[0])
     shutil.copy2(wheel, tree / "home" / "pi" / wheel.name)
     shutil.copy2(constraints, tree / "home" / "pi" / "constraints.txt")
     saved = tree / INSTALL_RECORD.lstrip("/")
-    if reuse and saved.exists():
+    # a venv an interrupted install left behind (pip, but not the gateway's packages) is not reused
+    intact = reuse and saved.exists() and c(tree, f"{VENV}/bin/python -c 'import numpy, ai_edge_litert'", user="pi",
+                                  check=False).returncode == 0
+    if reuse and not intact:
+        log(f"target-pi: {tree.name}: no complete venv from an earlier run: installing afresh")
+    if reuse and intact:
         c(tree, f"{VENV}/bin/pip install --no-deps --force-reinstall '/home/pi/{wheel.name}'", user="pi", timeout=3600)
         return {**json.loads(saved.read_text()), "reused": "venv from an earlier run; this run's wheel reinstalled"}
+    saved.unlink(missing_ok=True)  # written again only when this install completes
     c(tree, f"rm -rf {VENV}")
     t0 = time.monotonic()
-    c(tree, f"python3 -m venv {VENV}", user="pi")
+    c(tree, README_INSTALL[1], user="pi")
     r = c(tree, f"{VENV}/bin/pip install -c /home/pi/constraints.txt '/home/pi/{wheel.name}[{EXTRAS}]'",
           user="pi", timeout=3600)
     install_s = time.monotonic() - t0
@@ -150,7 +157,15 @@ def run_image(image: str, args, wheel: Path, constraints: Path, records: list, r
     pi_tree.prepare(tree)
     try:
         log(f"target-pi: {image}: pip install the wheel [{EXTRAS}]")
-        res["install"] = install_in_tree(tree, wheel, constraints, reuse=args.reuse)
+        try:
+            res["install"] = install_in_tree(tree, wheel, constraints, reuse=args.reuse)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:  # the report keeps why (pip's own words)
+            res["install"] = {"error": str(e)[-3000:]}
+            save()
+            raise
+        save()
+        log(f"target-pi: {image}: the README's first command (edge-run --simulate of the bundled record)")
+        res["readme_simulate"] = readme_simulate(tree)
         save()
         data_dir = tree / "home" / "pi" / "records"
         in_tree = _copy_records(records, data_dir)
@@ -192,13 +207,15 @@ def verdict(report: dict) -> bool:
     """Decisions and alarm states equal on every record, image, kernel mode and bundle, and every
     gateway/deploy check that ran passed (the issue's target; int8 differences are reported, not failed)."""
     for img in report["images"].values():
+        if img.get("install", {}).get("error") or not img.get("replay"):
+            return False
         for rep in img.get("replay", {}).values():
             for t in rep["compare"]["bundles"].values():
                 if not t["records"] == t["records_decisions_equal"] == t["records_states_equal"]:
                     return False
             if rep["compare"]["missing"]:
                 return False
-        if any(not img[k]["ok"] for k in ("gateway", "deploy") if k in img):
+        if any(not img[k]["ok"] for k in ("readme_simulate", "gateway", "deploy") if k in img):
             return False
     if not all(armhf_ok(a) for a in report.get("armhf_tree", {}).values()):
         return False

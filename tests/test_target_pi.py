@@ -3,6 +3,7 @@ the event-by-event comparison, mirror parsing, record choice, the looped record,
 and (marker ``pi_image``, not in ``make test``) one image's install + one record's equality."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,8 @@ import pytest
 
 from selfmis.benchmarks import pi_compare as C
 from selfmis.benchmarks import pi_probe, pi_report, pi_tree
-from selfmis.benchmarks.pi_gateway import write_looped_record
-from selfmis.benchmarks.target_pi import SAMPLE, select_records
+from selfmis.benchmarks.pi_gateway import README_COMMANDS, write_looped_record
+from selfmis.benchmarks.target_pi import EXTRAS, README_INSTALL, REPO, SAMPLE, select_records
 from selfmis.bundle import BundleError
 from selfmis.edge_runtime.interpreter import KERNELS, TFLiteModel
 from selfmis.edge_runtime.models import default_bundle_dir
@@ -176,6 +177,7 @@ def _report():
 
 def test_report_renders_every_figure_from_the_json():
     md = pi_report.markdown(_report())
+    assert "| bookworm-arm64 | `abcdef123456` | Python 3.11.2 |" in md  # each row names its commit
     assert "`abcdef123456`" in md and "bookworm-arm64" in md and "Python 3.11.2" in md and "99.0 s" in md
     assert "200.0 MB" in md and "0 LSB: 1, 1 LSB: 1 records (max 1; 7.0% of values differ)" in md
     assert "0.007100" in md and "UNMEASURED" in md and "selfmis bench --quick" in md and "~0.12 ms" in md
@@ -186,6 +188,20 @@ def test_report_renders_every_figure_from_the_json():
                                                  "states_equal": True, "first_difference": {"index": 3}}])
     md = pi_report.markdown(bad)
     assert "**NO**" in md and "`r1`" in md
+
+
+def test_the_readme_pi_commands_are_the_ones_target_pi_runs():
+    """edge_runtime/README.md's Raspberry Pi section says, word for word (sudo and line breaks aside), the
+    commands target_pi runs in the emulated tree: change one and the other must follow."""
+    text = (REPO / "edge_runtime" / "README.md").read_text()
+    section = text[text.index("## On a Raspberry Pi"):]
+    end = section.find("\n## ", 5)
+    section = re.sub(r"\\\n\s*", " ", section[:end if end > 0 else None])
+    said = {re.sub(r"\s+", " ", line.replace("sudo ", "")).strip() for line in section.splitlines()}
+    said |= {line.split(" # ")[0].strip() for line in said}
+    for cmd in (*README_INSTALL, *README_COMMANDS):
+        assert cmd in said, f"edge_runtime/README.md no longer says `{cmd}` (what target_pi runs on the image)"
+    assert f"[{EXTRAS}]'" in section and "/opt/selfmis/venv/bin/pip install" in section
 
 
 @pytest.mark.pi_image
@@ -240,6 +256,7 @@ def test_an_image_from_an_earlier_run_is_kept_with_its_command_commit_and_wheel(
     assert "bookworm-armhf" in new["armhf_tree"]
     md = pi_report.markdown(new)
     assert "measured by `python -m x` (an earlier run: commit `abcdef123456`" in md
+    assert "| bookworm-arm64 | `abcdef123456` |" in md and "- commit: `ffffffffffff`" in md
     redo = {**new, "images": {}, "armhf_tree": {}}
     _keep_earlier_images(redo, SimpleNamespace(out=tmp_path, images="bookworm-arm64,bookworm-armhf"))
     assert redo["images"] == {} and redo["armhf_tree"] == {}
@@ -256,6 +273,11 @@ def test_verdict_needs_every_decision_and_check():
     bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"].update(missing=[])
     bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"]["bundles"]["default"]["records_states_equal"] = 1
     assert not verdict(bad) and not verdict({"images": {}})
+    failed = _report()
+    failed["images"]["bookworm-arm64"] = {**failed["images"]["bookworm-arm64"], "install": {"error": "pip exited 1"}}
+    failed["images"]["bookworm-arm64"].pop("replay")
+    assert not verdict(failed)
+    assert "the install FAILED: `pip exited 1`" in pi_report.markdown(failed)
     good["images"]["bookworm-arm64"].pop("gateway")
     assert verdict({**good, "armhf_tree": {"bookworm-armhf": _armhf_tree()}})
     assert not verdict({**good, "armhf_tree": {"bookworm-armhf": _armhf_tree(False)}})
