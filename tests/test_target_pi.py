@@ -214,10 +214,13 @@ def test_one_image_installs_and_one_record_decides_as_on_x86(tmp_path):
     assert (tmp_path / "target_pi.json").exists(), f"target_pi exited {r.returncode}: {r.stderr[-3000:]}"
     report = json.loads((tmp_path / "target_pi.json").read_text())
     img = report["images"]["bookworm-arm64"]
+    assert "error" not in img["install"], img["install"]["error"]
     assert img["install"]["sdists_built"] == [] and not img["install"]["heavy_packages"]
+    assert img["readme_simulate"]["ok"], img["readme_simulate"]  # the README's first command, as user pi
     for t in img["replay"]["reference"]["compare"]["bundles"].values():
         assert t["records_decisions_equal"] == t["records"] >= 2, r.stderr[-2000:]
         assert t["max_lsb"] == 0, "reference kernels: the same int8 outputs on arm64 as on x86"
+    assert r.returncode == 0, r.stderr[-2000:]  # target_pi's verdict: every decision and check
 
 
 def _armhf_tree(ok=True):
