@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 from selfmis.exit_codes import ExitCode
 
-from .gateway_io import IoLoop
+from .gateway_io import IoLoop, ItemQueue
 from .pipeline import Pipeline
 from .sources.base import DeviceLost, SourceError, SourceNotFound
 from .sources.steps import Wait, run_blocking
@@ -83,7 +83,7 @@ class Device:
         self.restart, self.restart_cap_s = bool(restart), float(restart_cap_s)
         self.restarts = 0
         self.in_ready = False      # in the gateway's ready list (has items for the processing thread)
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.queue = ItemQueue(queue_size)
         self.thread: threading.Thread | None = None
         self.state = "starting"   # connected | reconnecting | disconnected | lost | ended | failed
         self.error: str | None = None
@@ -363,12 +363,11 @@ class Gateway:
                     d.in_ready = False
                     if d.done:
                         continue
+                    q = d.queue
                     for _ in range(self.budget):
-                        try:
-                            item = d.queue.get_nowait()
-                        except queue.Empty:
+                        if q.empty():
                             break
-                        self._process(d, item)
+                        self._process(d, q.get_nowait())
                         if d.done:
                             break
                     if not d.done and not d.queue.empty():

@@ -183,6 +183,9 @@ class Pipeline(BeatScoring):
         self._primed = False
         self._discard = 0
         self.detector = StreamingBeatDetector(self.fs, **self.detector_kwargs)
+        # bounded memory: the last window, one second, and how late the detector may name a beat
+        # (a restarted detector has the same options, so the same lateness)
+        self._keep = self.W + int(self.fs) + self.detector.lateness
         old = getattr(self, "quality", None)
         self.quality = QualityGate(self.fs, **self.quality_kwargs)
         if old is not None:  # block counts are cumulative over segments
@@ -313,8 +316,7 @@ class Pipeline(BeatScoring):
             return []
         events, feed = self._quality(y, yflags)
         events += self._beats(feed)
-        # bounded memory: the last window, one second, and how late the detector may name a beat
-        keep = self.W + int(self.fs) + self.detector.lateness
+        keep = self._keep
         if len(self._buf) > 2 * keep:
             cut = len(self._buf) - keep
             self._buf, self._flags = self._buf[cut:], self._flags[cut:]
