@@ -58,6 +58,7 @@ LATENCY_NOTE = ("latency: from the arrival of the chunk that completed a beat's 
                 "(at the model rate) to the decision being emitted")
 
 _MAX_FILL_S = MAX_GAP_FILL_S  # longer gaps restart the stream instead of being filled (selfmis.limits)
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # ndarray.min/max's reductions, without their wrappers
 
 
 class Pipeline(BeatScoring):
@@ -350,25 +351,26 @@ class Pipeline(BeatScoring):
     def _hold_and_fill(self, c: Chunk, gap: int):
         """1. Lead-off held at the last good value, NaN and lost samples filled, all flagged."""
         x = np.asarray(c.samples, dtype=np.float32)
-        flags = np.zeros(len(x), dtype=np.uint8)
+        flags = np.full(len(x), F_LEAD_OFF, np.uint8) if c.lead_off else None  # None: none flagged yet
         if c.lead_off:
-            flags[:] |= F_LEAD_OFF
             x = np.full(len(x), self._last_good if self._last_good is not None else 0.0, np.float32)
         lo_x = hi_x = 0.0
         if len(x):  # the usual chunk: two reductions say it is finite and clear of the rails
-            lo_x, hi_x = float(x.min()), float(x.max())  # (NaN and inf propagate to these)
+            lo_x, hi_x = float(_MIN(x)), float(_MAX(x))  # (NaN and inf propagate to these)
         if not (math.isfinite(lo_x) and math.isfinite(hi_x)):
             bad = ~np.isfinite(x)
             x = x.copy()
             x[bad] = self._last_good if self._last_good is not None else 0.0
+            flags = np.zeros(len(x), np.uint8) if flags is None else flags
             flags[bad] |= F_GAP
-            lo_x, hi_x = float(x.min()), float(x.max())
+            lo_x, hi_x = float(_MIN(x)), float(_MAX(x))
         if c.rails is not None and len(x):
             lo, hi = c.rails
             tol = 1e-6 * max(abs(lo), abs(hi), 1.0)
             # the per-sample comparison (in float32) only near a rail: 1000 x tol is far wider than
             # float32's rounding of the bounds, so no sample it would flag is missed
             if lo_x <= lo + 1000 * tol or hi_x >= hi - 1000 * tol:
+                flags = np.zeros(len(x), np.uint8) if flags is None else flags
                 flags[(x <= lo + tol) | (x >= hi - tol)] |= F_SAT
         if gap > 0:
             self.samples_filled += gap
@@ -376,7 +378,8 @@ class Pipeline(BeatScoring):
             b = x[0] if len(x) and not c.lead_off else a
             fill = np.linspace(a, b, gap + 2, dtype=np.float32)[1:-1]
             x = np.concatenate([fill, x])
-            flags = np.concatenate([np.full(gap, F_GAP, np.uint8), flags])
+            flags = np.concatenate([np.full(gap, F_GAP, np.uint8),
+                                    np.zeros(len(x) - gap, np.uint8) if flags is None else flags])
         if len(x) and not c.lead_off:
             self._last_good = float(x[-1])
         return x, flags
@@ -429,9 +432,9 @@ class Pipeline(BeatScoring):
         return events
 
     def _resample(self, x, flags):
-        rs = self.resampler
+        rs = self.resampler  # flags: None (nothing flagged, the usual chunk) or one per source sample
         if rs.identity:
-            return x, flags
+            return x, (np.zeros(len(x), np.uint8) if flags is None else flags)
         if not self._primed and len(x):
             self._primed = True
             j = -(-rs.k // rs.down)  # whole periods of `down` inputs: output grid unchanged
@@ -443,7 +446,7 @@ class Pipeline(BeatScoring):
             y, self._discard = y[d:], self._discard - d
         if not len(y):
             return y, np.zeros(0, np.uint8)
-        if not flags.any():  # the usual chunk: nothing flagged, nothing to carry over
+        if flags is None or not flags.any():  # the usual chunk: nothing flagged, nothing to carry over
             return y, np.zeros(len(y), np.uint8)
         # each output inherits the flags of the source samples it mostly depends on
         src = np.minimum(np.arange(len(y)) * len(x) // max(1, len(y)), len(x) - 1) if len(x) else []
