@@ -26,7 +26,7 @@ VENV = "/opt/selfmis/venv"
 # (as root where the README says sudo: the tree has no sudo); tests/test_target_pi.py checks that the README
 # still says exactly these. `daemon-reload`, `enable --now` and `journalctl` need a booted systemd: not run.
 README_SIMULATE = (f"{VENV}/bin/edge-run --simulate {VENV}/lib/python3*/site-packages/selfmis/sample_data/ptbxl/"
-                   "records500/00000/00271_hr --fast --quiet")
+                   "records500/00000/00271_hr.hea --fast --quiet")  # .hea: a glob matches only a file
 UNIT = "/etc/systemd/system/selfmis-edge.service"
 README_SERVICE = ("useradd --system --home /var/lib/selfmis --groups dialout,bluetooth selfmis",
                   f"{VENV}/bin/selfmis deploy systemd-unit --root /opt/selfmis --user selfmis "
