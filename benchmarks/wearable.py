@@ -110,13 +110,11 @@ STAGES = {
     "resampler": ("rs_process", "resample"),
     "quality gate (1-s blocks: sort, MAD)": ("assess", "mad", "smx_sort_d", "quality_push", "window_reasons",
                                              "tail_reasons"),
-    "beat detector: FFT band-pass (5-15 Hz)": ("work", "bfly2", "bfly3", "bfly4", "bfly5", "bfly_generic",
-                                               "smx_fft_filter", "real_filter", "plan", "smx_cos_pi_f",
-                                               "band_gain", "band", "smx_fast_len", "factorise"),
-    "beat detector: envelope, peaks, rules": ("smx_det_push", "analyse", "envelope_peaks", "select_qrs",
-                                              "median_i", "bisect_left", "memmove", "smx_sqrt"),
+    "beat detector (integer Pan-Tompkins)": ("smx_det_push", "filter", "to_q", "candidate", "decide",
+                                             "classify", "search_back", "qrs", "isqrt64", "rr_mean", "thr1",
+                                             "drop_noise_upto", "shift_floor"),
 }
-FFT_FUNCS = set(STAGES["beat detector: FFT band-pass (5-15 Hz)"]) - {"band", "band_gain"}
+FFT_FUNCS = {"work", "bfly2", "bfly3", "bfly4", "bfly5", "bfly_generic", "smx_fft_filter", "real_filter", "factorise"}
 
 
 def _stage_of(name: str, phase: int) -> str:

@@ -245,3 +245,53 @@ def test_alarm_goes_on_and_off_the_same_way_in_c_and_in_the_gateway(micro, tmp_p
                                                                            cfg), c, list(micro.card.labels))
     assert rp.identical, rp
     assert rp.states.get("onset") and rp.states.get("cleared") and rp.states.get("ongoing"), rp.states
+
+
+_ASSESS_MAIN = r"""
+#include <stdio.h>
+#include "selfmis_chain.h"
+int main(void) {  /* blocks on stdin: int32 n, n float32; prints the reason mask of each */
+  int32_t n;
+  smx_real x[SMX_Q_BLOCK];
+  uint8_t fl[SMX_Q_BLOCK] = {0};
+  while (fread(&n, 4, 1, stdin) == 1 && n <= SMX_Q_BLOCK && fread(x, 4, (size_t)n, stdin) == (size_t)n)
+    printf("%u\n", (unsigned)smx_assess(x, fl, n));
+  return 0;
+}
+"""
+
+
+def test_quality_block_statistics_equal_the_gateways_on_hard_blocks(micro, tmp_path):
+    """selfmis_quality.c computes quality.py's float64 statistics in int64 (exact when a block's
+    exponents span <= 48 bits, the float64 path otherwise) and medians by selection: every
+    verdict must equal assess_block's, on real blocks, on blocks at the noise threshold, and on
+    blocks that force the wide-span path (values 2^-100 beside 1 mV, subnormals, signed zeros)."""
+    from selfmis.edge_runtime.quality import REASONS, assess_block
+    out = tmp_path / "q"
+    c_chain.generate(micro, ChainConfig(100.0), out)
+    (out / "main.c").write_text(_ASSESS_MAIN)
+    exe = out / "assess"
+    ch = c_chain.CHAIN_DIR
+    subprocess.run([_tool("gcc"), *wp.CFLAGS, "-I", str(ch), "-I", str(out), str(out / "main.c"),
+                    str(ch / "selfmis_quality.c"), str(ch / "selfmis_dsp.c"), str(out / "smx_chain_params.c"),
+                    "-o", str(exe)], check=True)
+    rng = np.random.default_rng(7)
+    blocks = []
+    for hea in REC100:
+        x, _ = wp.read_lead_i(hea.with_suffix(""))
+        blocks += [x[i:i + 100] for i in range(0, len(x) - 99, 37)]
+    for k in range(600):  # ECG-like blocks, tails too, with noise around the 0.075 x amplitude threshold
+        base = blocks[k % len(blocks)][: 100 - (k % 2) * (k % 51)].astype(np.float64)
+        sd = np.ptp(base) * 0.075 * rng.uniform(0.8, 1.6)  # noise_sd estimates the sd of white noise
+        blocks.append((base + rng.normal(0, sd, len(base))).astype(np.float32))
+    for k in range(60):  # wide exponent spans, subnormals, signed zeros, short tails
+        x = blocks[k].copy()
+        x[rng.integers(0, 100, 5)] = np.float32([2.0 ** -100, -1e-42, -0.0, 0.0, 1e-38][k % 5])
+        blocks += [x, x[: 50 + k % 50]]
+    blocks += [np.zeros(100, np.float32), np.full(100, -0.0, np.float32), np.float32(rng.normal(0, 20, 100))]
+    data = b"".join(np.int32(len(b)).tobytes() + np.asarray(b, "<f4").tobytes() for b in blocks)
+    got = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode().split()
+    want = [sum(1 << REASONS.index(r) for r in assess_block(b)) if len(b) >= 50 else 0 for b in blocks]
+    assert len(got) == len(blocks)
+    assert [int(g) for g in got] == want
+    assert {0, 8, 16} <= set(want) and sum(w == 16 for w in want) >= 50  # ok, flat and noisy blocks all met

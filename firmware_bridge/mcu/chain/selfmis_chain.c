@@ -20,9 +20,9 @@ void smx_mark_score_begin(void), smx_mark_score_end(void), smx_mark_model_begin(
 #define MARK(f) ((void)0)
 #endif
 
-#define F_LEAD_OFF 1u
-#define F_GAP 2u
-#define F_SAT 4u
+#define F_LEAD_OFF SMX_F_LEAD_OFF
+#define F_GAP SMX_F_GAP
+#define F_SAT SMX_F_SAT
 
 const char *smx_chain_error_text(int err) {
   switch (err) {
@@ -84,25 +84,38 @@ static void rs_put(smx_chain *c, smx_real v) {
   if (++c->rs_pos == SMX_RS_K) c->rs_pos = 0;
 }
 
+/* The output indices advance by counters, not divisions (a 64-bit division is a library
+ * call on the M4F): outputs m < m_stop = floor((n_in - 1) UP / DOWN) + 1 are due; output m
+ * reads the window ending at input n0 = floor(m DOWN / UP) with phase m DOWN mod UP. */
 static int rs_process(smx_chain *c, const smx_real *x, int n, smx_real *y) {
-  int32_t last, m_stop, m, count = 0, n_before = c->rs_n_in;
+  int32_t count = 0, n_before = c->rs_n_in, m_stop;
   int i, j = 0;
-  c->rs_n_in += n;
-  last = c->rs_n_in - 1;
-  m_stop = last >= 0 ? (int32_t)(((int64_t)last * SMX_RS_UP) / SMX_RS_DOWN + 1) : 0;
-  for (m = c->rs_m_out; m < m_stop; m++) {
-    int64_t k_up = (int64_t)m * SMX_RS_DOWN;
-    int32_t n0 = (int32_t)(k_up / SMX_RS_UP), phase = (int32_t)(k_up % SMX_RS_UP);
-    const float *taps = smx_rs_taps + phase * SMX_RS_K;
+  for (i = 0; i < n; i++) {  /* rs_sq, rs_sr: floor and remainder of (n_in - 1) UP / DOWN */
+    if (c->rs_n_in++ == 0) continue;
+    c->rs_sq += SMX_RS_UP / SMX_RS_DOWN;
+    c->rs_sr += SMX_RS_UP % SMX_RS_DOWN;
+    if (c->rs_sr >= SMX_RS_DOWN) { c->rs_sr -= SMX_RS_DOWN; c->rs_sq++; }
+  }
+  m_stop = c->rs_n_in > 0 ? c->rs_sq + 1 : 0;
+  for (; c->rs_m_out < m_stop; c->rs_m_out++) {
+    const float *taps = smx_rs_taps + c->rs_ph * SMX_RS_K;
     const smx_real *win;
     smx_real acc = 0;
-    for (; j < n && n_before + j <= n0; j++) rs_put(c, x[j]);  /* the window ends at input n0 */
+    for (; j < n && n_before + j <= c->rs_n0; j++) rs_put(c, x[j]);  /* the window ends at input n0 */
     win = c->rs_hist + c->rs_pos;  /* the last K inputs, oldest first */
-    for (i = 0; i < SMX_RS_K; i++) acc += win[i] * taps[i];
+    for (i = 0; i + 4 <= SMX_RS_K; i += 4) {  /* unrolled; the same additions in the same order */
+      acc += win[i] * taps[i];
+      acc += win[i + 1] * taps[i + 1];
+      acc += win[i + 2] * taps[i + 2];
+      acc += win[i + 3] * taps[i + 3];
+    }
+    for (; i < SMX_RS_K; i++) acc += win[i] * taps[i];
     if (y) y[count] = acc;
     count++;
+    c->rs_n0 += SMX_RS_DOWN / SMX_RS_UP;  /* the next output's n0 and phase */
+    c->rs_ph += SMX_RS_DOWN % SMX_RS_UP;
+    if (c->rs_ph >= SMX_RS_UP) { c->rs_ph -= SMX_RS_UP; c->rs_n0++; }
   }
-  if (m_stop > c->rs_m_out) c->rs_m_out = m_stop;
   for (; j < n; j++) rs_put(c, x[j]);
   return count;
 }
@@ -128,51 +141,14 @@ static int resample(smx_chain *c, const smx_real *x, const uint8_t *fl, int n, s
     ny -= d;
     c->discard -= d;
   }
-  for (i = 0; i < ny; i++) {
-    int src = (int)((int64_t)i * n / (ny > 0 ? ny : 1));
+  for (i = 0; i < ny; i++) {  /* i * n < SMX_MAX_OUT * SMX_MAX_CHUNK: 32 bits */
+    int src = i * n / (ny > 0 ? ny : 1);
     yfl[i] = fl[src < n - 1 ? src : n - 1];
   }
   return ny;
 }
 
 /* ------------------------------------------------------------------ quality gate */
-
-static double median_sorted(const double *v, int m) { return 0.5 * (v[(m - 1) / 2] + v[m / 2]); }
-
-static double mad(double *v, int m) {  /* sorts v */
-  int i;
-  double med;
-  if (m <= 0) return 0.0;
-  smx_sort_d(v, m);
-  med = median_sorted(v, m);
-  for (i = 0; i < m; i++) v[i] = v[i] - med < 0 ? med - v[i] : v[i] - med;
-  smx_sort_d(v, m);
-  return median_sorted(v, m);
-}
-
-/* quality.py assess_block (via QualityGate.assess: a stretch under half a block is not judged) */
-static uint32_t assess(const smx_real *x, const uint8_t *fl, int n) {
-  double xs[SMX_Q_BLOCK], *d2 = xs, amp, m1, m2, noise;  /* d2 reuses xs once amp is known */
-  int i, k, sat = 0, h;
-  uint32_t r = 0;
-  if (n < SMX_Q_BLOCK / 2) return 0;
-  for (i = 0; i < n; i++) { if (fl[i] & F_LEAD_OFF) r |= SMX_Q_LEAD_OFF; if (fl[i] & F_SAT) sat++; }
-  if (n && (double)sat / n > 0.02) r |= SMX_Q_SATURATION;  /* quality.py: saturated fraction > 2% */
-  if (r || n < 4) return r;
-  for (i = 0; i < n; i++) xs[i] = (double)x[i];
-  smx_sort_d(xs, n);
-  k = (int)(0.005 * (n - 1) + 0.5);
-  amp = xs[n - 1 - k] - xs[k];
-  if (amp < SMX_Q_FLAT_MV) return SMX_Q_FLAT;
-  if (amp > SMX_Q_MAX_MV) return SMX_Q_NOISE;
-  for (i = 0; i < n - 2; i++) d2[i] = ((double)x[i + 2] - 2 * (double)x[i + 1]) + (double)x[i];
-  h = (n - 2) / 2;
-  m1 = mad(d2, h);
-  m2 = mad(d2 + h, n - 2 - h);
-  noise = (m1 > m2 ? m1 : m2) * 1.4826 / __builtin_sqrt(6.0);
-  if (noise > SMX_Q_NOISE_RATIO * amp) r |= SMX_Q_NOISE;
-  return r;
-}
 
 static int ring_i(int32_t i) { return (int)(i % SMX_RING); }
 
@@ -200,7 +176,7 @@ static uint32_t tail_reasons(const smx_chain *c, int32_t stop, int *has) {
   i0 = stop - SMX_Q_BLOCK;
   if (i0 < c->buf_start) i0 = c->buf_start;
   for (i = i0; i < stop; i++) { x[i - i0] = c->ring[ring_i(i)]; fl[i - i0] = c->ring_flags[ring_i(i)]; }
-  return assess(x, fl, (int)(stop - i0));
+  return smx_assess(x, fl, (int)(stop - i0));
 }
 
 /* QualityGate.push for one model-rate sample; returns 1 when the verdict changed (*start, *reasons) */
@@ -212,7 +188,7 @@ static int quality_push(smx_chain *c, smx_real y, uint8_t fl, int32_t *start, ui
   c->q_flags[c->q_pending] = fl;
   if (++c->q_pending < SMX_Q_BLOCK) return 0;
   c->q_pending = 0;
-  r = assess(c->q_block, c->q_flags, SMX_Q_BLOCK);
+  r = smx_assess(c->q_block, c->q_flags, SMX_Q_BLOCK);
   idx = c->q_n_done / SMX_Q_BLOCK;
   s = (int)(idx % (SMX_Q_KEEP + 2));
   c->q_verdict[s] = (uint8_t)r;
@@ -408,10 +384,11 @@ static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int cou
   }
   if (count_time) c->flushed = 0;
   for (i = 0; i < n; i++) {  /* 1. hold & fill */
-    fl[i] = (uint8_t)(flags & SMX_SATURATED ? F_SAT : 0);
-    if (flags & SMX_LEAD_OFF) { fl[i] |= F_LEAD_OFF; x[i] = c->has_last_good ? c->last_good : 0; }
-    else if (x_in[i] != x_in[i] || x_in[i] - x_in[i] != 0) { x[i] = c->has_last_good ? c->last_good : 0; fl[i] |= F_GAP; }
+    uint8_t f = (uint8_t)(flags & SMX_SATURATED ? F_SAT : 0);
+    if (flags & SMX_LEAD_OFF) { f |= F_LEAD_OFF; x[i] = c->has_last_good ? c->last_good : 0; }
+    else if (x_in[i] != x_in[i] || x_in[i] - x_in[i] != 0) { x[i] = c->has_last_good ? c->last_good : 0; f |= F_GAP; }
     else x[i] = x_in[i];
+    fl[i] = f;
   }
   if (n && !(flags & SMX_LEAD_OFF)) { c->last_good = x[n - 1]; c->has_last_good = 1; }
   if (count_time) c->n_in += n;

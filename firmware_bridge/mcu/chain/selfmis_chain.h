@@ -84,7 +84,7 @@ typedef struct { int32_t i; int64_t p; int32_t slope, r; } smx_det_cand;  /* env
 
 typedef struct {
   int32_t n;                           /* samples pushed */
-  int32_t hist[SMX_DET_NTAPS];         /* the last NTAPS inputs (integer uV), a ring */
+  int32_t hist[2 * SMX_DET_NTAPS];     /* the last NTAPS inputs (integer uV), a ring written twice */
   int32_t h_pos;
   int64_t y_prev, msum, e_ring[SMX_DET_WIN];
   int32_t e_pos;
@@ -96,7 +96,7 @@ typedef struct {
   int learned, has_last;
   int64_t spk, npk;
   int32_t last_i, last_slope, last_r, sb_base;
-  int32_t rr[8], nrr;
+  int32_t rr[8], nrr, sb_span;        /* last 8 RR intervals; 166 * their mean // 100 */
 } smx_detector;
 
 /* ---- the whole chain ---- */
@@ -110,6 +110,7 @@ typedef struct {
   /* resampler */
   int primed;
   int32_t discard, rs_n_in, rs_m_out, n_in;
+  int32_t rs_sq, rs_sr, rs_n0, rs_ph;  /* counters of rs_process (see there) */
   smx_real rs_hist[2 * SMX_RS_K];  /* the last K inputs, written twice: a window is always contiguous */
   int32_t rs_pos;
   /* model-rate signal ring (the last SMX_RING samples) and its flags */
@@ -167,6 +168,12 @@ int smx_chain_flush(smx_chain *c);
 const char *smx_chain_error_text(int err);
 
 /* ---- internals shared by the library's files ---- */
+/* per-sample flags of the model-rate signal */
+#define SMX_F_LEAD_OFF 1u
+#define SMX_F_GAP 2u
+#define SMX_F_SAT 4u
+/* quality.py assess_block of n samples and their flags: SMX_Q_* (selfmis_quality.c) */
+uint32_t smx_assess(const smx_real *x, const uint8_t *fl, int n);
 void smx_det_reset(smx_detector *d);
 /* push n samples; R peaks (global indices) into out (at most max_out); returns their count
  * or -1 on overflow */

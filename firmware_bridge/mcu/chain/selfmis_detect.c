@@ -27,11 +27,6 @@
 
 static const int32_t taps[SMX_DET_NTAPS] = SMX_DET_TAPS;
 
-void smx_det_reset(smx_detector *d) {
-  memset(d, 0, sizeof *d);
-  d->last_r = -1000000000;
-}
-
 /* numpy: rint(float64(x) * 1000.0), clipped to +-Q_MAX. A float32 is M * 2^E with M < 2^24,
  * so the double product M * 1000 * 2^E is exact (M * 1000 < 2^34 < 2^53): the rounding is
  * that of an exact binary fraction, done here in integers (round half to even) without
@@ -87,20 +82,17 @@ static int64_t isqrt64(int64_t m) {  /* math.isqrt: floor of the square root */
 /* band-pass, slope and envelope of the new sample (global index d->n) */
 static void filter(smx_detector *d, int32_t q) {
   int32_t k = d->n, j, h = d->h_pos;
+  const int32_t *w;
   int64_t acc, y, dd, e;
-  if (k == 0) for (j = 0; j < SMX_DET_NTAPS; j++) d->hist[j] = q;  /* the first value stands for the past */
-  d->hist[h] = q;  /* hist[h] = q[k], hist[h - j] = q[k - j] (mod NTAPS) */
-  /* y[k] = sum_j taps[j] q[k - j]; taps are symmetric: pairs first, then the centre */
-  acc = 0;
-  for (j = 0; j < SMX_DET_NTAPS / 2; j++) {
-    int a = h - j, b = h - (SMX_DET_NTAPS - 1 - j);
-    if (a < 0) a += SMX_DET_NTAPS;
-    if (b < 0) b += SMX_DET_NTAPS;
-    acc += (int64_t)taps[j] * (int64_t)(d->hist[a] + d->hist[b]);
-  }
-  j = h - SMX_DET_NTAPS / 2;
-  if (j < 0) j += SMX_DET_NTAPS;
-  acc += (int64_t)taps[SMX_DET_NTAPS / 2] * d->hist[j];
+  if (k == 0) for (j = 0; j < 2 * SMX_DET_NTAPS; j++) d->hist[j] = q;  /* the first value stands for the past */
+  /* the ring is written twice (h and h + NTAPS): w[1..NTAPS] = q[k - NTAPS + 1 .. k], oldest first */
+  d->hist[h] = q;
+  d->hist[h + SMX_DET_NTAPS] = q;
+  w = d->hist + h;
+  /* y[k] = sum_j taps[j] q[k - j] = sum_j taps[j] w[NTAPS - j]; symmetric taps: pairs, then the centre */
+  acc = (int64_t)taps[SMX_DET_NTAPS / 2] * w[SMX_DET_NTAPS - SMX_DET_NTAPS / 2];
+  for (j = 0; j < SMX_DET_NTAPS / 2; j++)
+    acc += (int64_t)taps[j] * (int64_t)(w[SMX_DET_NTAPS - j] + w[1 + j]);
   d->h_pos = h + 1 == SMX_DET_NTAPS ? 0 : h + 1;
   y = shift_floor(acc);
   dd = y - d->y_prev;
@@ -146,12 +138,17 @@ static int candidate(smx_detector *d, int32_t i) {
   return 0;
 }
 
-static int32_t rr_mean(const smx_detector *d) {
+/* beats.py _rr_mean, kept in d->sb_span as 166 * rr_mean // 100 (it changes only with rr) */
+static void rr_update(smx_detector *d) {
   int32_t s = 0, k, v;
-  if (!d->nrr) return SMX_DET_RR0;
-  for (k = 0; k < d->nrr; k++) s += d->rr[k];
-  v = s / d->nrr;
-  return v < SMX_DET_MAX_RR ? v : SMX_DET_MAX_RR;
+  if (!d->nrr) {
+    v = SMX_DET_RR0;
+  } else {
+    for (k = 0; k < d->nrr; k++) s += d->rr[k];
+    v = s / d->nrr;
+    if (v > SMX_DET_MAX_RR) v = SMX_DET_MAX_RR;
+  }
+  d->sb_span = 166 * v / 100;
 }
 
 static int64_t thr1(const smx_detector *d) {
@@ -176,6 +173,7 @@ static int qrs(smx_detector *d, const smx_det_cand *cd) {
   if (d->last_r >= 0) {
     if (d->nrr == 8) { for (k = 0; k < 7; k++) d->rr[k] = d->rr[k + 1]; d->nrr = 7; }
     d->rr[d->nrr++] = r - d->last_r;
+    rr_update(d);
   }
   d->last_r = r;
   if (d->np >= SMX_DET_PCAP) return -1;
@@ -216,6 +214,12 @@ static int search_back(smx_detector *d, int32_t t) {
   return qrs(d, &c);
 }
 
+void smx_det_reset(smx_detector *d) {
+  memset(d, 0, sizeof *d);
+  d->last_r = -1000000000;
+  rr_update(d);
+}
+
 /* beats.py _decide: classify queued candidates and run search-backs in sample order up to horizon */
 static int decide(smx_detector *d, int32_t horizon) {
   int k;
@@ -230,7 +234,7 @@ static int decide(smx_detector *d, int32_t horizon) {
     d->sb_base = end;
   }
   for (;;) {
-    int32_t t = d->sb_base + 166 * rr_mean(d) / 100;
+    int32_t t = d->sb_base + d->sb_span;
     if (d->qhead < d->nq && d->queue[d->qhead].i <= t) {
       if (classify(d, &d->queue[d->qhead++]) < 0) return -1;
     } else if (t <= horizon) {
