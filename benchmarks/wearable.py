@@ -108,8 +108,9 @@ def symbols(elf) -> dict:
 #: calibration, decision). Static functions the compiler inlined count for their caller.
 STAGES = {
     "resampler": ("rs_process", "resample"),
-    "quality gate (1-s blocks: sort, MAD)": ("assess", "mad", "smx_sort_d", "quality_push", "window_reasons",
-                                             "tail_reasons"),
+    "quality gate (1-s blocks: amplitude, MAD)": ("smx_assess", "median2", "mad2", "select_i", "noise_mad_i",
+                                                  "noise_mad_d", "mad_d", "pow2", "smx_sort_d", "quality_push",
+                                                  "window_reasons", "tail_reasons"),
     "beat detector (integer Pan-Tompkins)": ("smx_det_push", "filter", "to_q", "candidate", "decide",
                                              "classify", "search_back", "qrs", "isqrt64", "rr_mean", "thr1",
                                              "drop_noise_upto", "shift_floor"),

@@ -84,18 +84,21 @@ static void rs_put(smx_chain *c, smx_real v) {
   if (++c->rs_pos == SMX_RS_K) c->rs_pos = 0;
 }
 
+/* one more input: rs_sq, rs_sr = floor and remainder of (n_in - 1) UP / DOWN */
+static void rs_count(smx_chain *c) {
+  if (c->rs_n_in++ == 0) return;
+  c->rs_sq += SMX_RS_UP / SMX_RS_DOWN;
+  c->rs_sr += SMX_RS_UP % SMX_RS_DOWN;
+  if (c->rs_sr >= SMX_RS_DOWN) { c->rs_sr -= SMX_RS_DOWN; c->rs_sq++; }
+}
+
 /* The output indices advance by counters, not divisions (a 64-bit division is a library
  * call on the M4F): outputs m < m_stop = floor((n_in - 1) UP / DOWN) + 1 are due; output m
  * reads the window ending at input n0 = floor(m DOWN / UP) with phase m DOWN mod UP. */
 static int rs_process(smx_chain *c, const smx_real *x, int n, smx_real *y) {
   int32_t count = 0, n_before = c->rs_n_in, m_stop;
   int i, j = 0;
-  for (i = 0; i < n; i++) {  /* rs_sq, rs_sr: floor and remainder of (n_in - 1) UP / DOWN */
-    if (c->rs_n_in++ == 0) continue;
-    c->rs_sq += SMX_RS_UP / SMX_RS_DOWN;
-    c->rs_sr += SMX_RS_UP % SMX_RS_DOWN;
-    if (c->rs_sr >= SMX_RS_DOWN) { c->rs_sr -= SMX_RS_DOWN; c->rs_sq++; }
-  }
+  for (i = 0; i < n; i++) rs_count(c);
   m_stop = c->rs_n_in > 0 ? c->rs_sq + 1 : 0;
   for (; c->rs_m_out < m_stop; c->rs_m_out++) {
     const float *taps = smx_rs_taps + c->rs_ph * SMX_RS_K;
@@ -435,6 +438,22 @@ static int chunk(smx_chain *c, const float *x_in, int n, unsigned flags, int cou
 }
 
 int smx_chain_push(smx_chain *c, const float *x, int n, unsigned flags) {
+#if !SMX_RS_IDENTITY
+  /* the usual sample (one, finite, unflagged) for which the resampler owes no output (most of
+   * them when decimating): what chunk() would do for it, without its set-up */
+  if (n == 1 && !flags && c->primed && c->error == SMX_OK && x[0] == x[0] && x[0] - x[0] == 0) {
+    int32_t sq = c->rs_sq + SMX_RS_UP / SMX_RS_DOWN + (c->rs_sr + SMX_RS_UP % SMX_RS_DOWN >= SMX_RS_DOWN);
+    if (sq + 1 <= c->rs_m_out) {  /* m_stop after this input: no output is due */
+      c->flushed = 0;
+      c->last_good = x[0];
+      c->has_last_good = 1;
+      c->n_in++;
+      rs_count(c);
+      rs_put(c, x[0]);
+      return SMX_OK;
+    }
+  }
+#endif
   return chunk(c, x, n, flags, 1, -1);
 }
 

@@ -139,9 +139,10 @@ uint32_t smx_assess(const smx_real *x, const uint8_t *fl, int n) {
   uint32_t r = 0;
   if (n < SMX_Q_BLOCK / 2) return 0;
   for (i = 0; i < n; i++) { if (fl[i] & SMX_F_LEAD_OFF) r |= SMX_Q_LEAD_OFF; if (fl[i] & SMX_F_SAT) sat++; }
-  if (n && (double)sat / n > 0.02) r |= SMX_Q_SATURATION;  /* quality.py: saturated fraction > 2% */
+  if (sat && (double)sat / n > 0.02) r |= SMX_Q_SATURATION;  /* quality.py: saturated fraction > 2% */
   if (r || n < 4) return r;
-  k = (int)(0.005 * (n - 1) + 0.5);
+  /* quality.py's quantile index (a constant, folded by the compiler, for a whole block) */
+  k = n == SMX_Q_BLOCK ? (int)(0.005 * (SMX_Q_BLOCK - 1) + 0.5) : (int)(0.005 * (n - 1) + 0.5);
   if (k == 0) {  /* float order is float64 order: the extremes in single precision */
     lo = hi = x[0];
     for (i = 1; i < n; i++) { if (x[i] < lo) lo = x[i]; if (x[i] > hi) hi = x[i]; }
