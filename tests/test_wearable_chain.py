@@ -295,3 +295,27 @@ def test_quality_block_statistics_equal_the_gateways_on_hard_blocks(micro, tmp_p
     assert len(got) == len(blocks)
     assert [int(g) for g in got] == want
     assert {0, 8, 16} <= set(want) and sum(w == 16 for w in want) >= 50  # ok, flat and noisy blocks all met
+
+
+def test_host_chain_equals_gateway_through_flat_noise_gaps_and_steps(micro, tmp_path):
+    """The detector's restarts after bad stretches, its search-backs after amplitude steps, gaps
+    filled and flagged: the bundled 500 Hz record at 250 Hz with a flat stretch, a noise burst,
+    lost samples (NaN), a baseline jump and an amplitude drop, identical in C and in the gateway."""
+    _tool("gcc")
+    x, _ = wp.read_lead_i(REC500)
+    x = np.tile(x[::2], 3).astype(np.float32)
+    rng = np.random.default_rng(3)
+    x[500:1200] = x[500]                                            # flat 2.8 s: a flat block
+    x[2600:2900] += rng.normal(0, 1.0, 300).astype(np.float32)      # noise burst
+    x[3700:3760] = np.nan                                           # 0.24 s lost
+    x[4400:] += np.float32(1.5)                                     # baseline jump
+    x[5200:] *= np.float32(0.3)                                     # amplitude drop: search-backs
+    cfg = ChainConfig(250.0, persist_s=5.0)
+    exe = wp.build_host(micro, cfg, tmp_path / "h", model_dir=wp.model_dir_for(micro, tmp_path))
+    c, text = wp.run_c(exe, x)
+    py = wp.python_reference(x, 250.0, wp.reference_model(micro, "tflm"), cfg)
+    rp = wp.compare("00271 at 250 Hz, hostile stretches", py, c, list(micro.card.labels))
+    assert rp.identical, rp
+    assert rp.beats_py >= 20 and rp.windows >= 10 and rp.decisions_py >= 5, rp
+    verdicts = {int(l.split()[2]) for l in text.splitlines() if l.startswith("Q ")}
+    assert {0, 8, 16} <= verdicts, verdicts  # ok, flat and noisy blocks: the detector restarted twice
