@@ -250,11 +250,12 @@ def test_alarm_goes_on_and_off_the_same_way_in_c_and_in_the_gateway(micro, tmp_p
 _ASSESS_MAIN = r"""
 #include <stdio.h>
 #include "selfmis_chain.h"
-int main(void) {  /* blocks on stdin: int32 n, n float32; prints the reason mask of each */
+int main(void) {  /* blocks on stdin: int32 n, n float32, n flag bytes; prints the reason mask of each */
   int32_t n;
   smx_real x[SMX_Q_BLOCK];
-  uint8_t fl[SMX_Q_BLOCK] = {0};
-  while (fread(&n, 4, 1, stdin) == 1 && n <= SMX_Q_BLOCK && fread(x, 4, (size_t)n, stdin) == (size_t)n)
+  uint8_t fl[SMX_Q_BLOCK];
+  while (fread(&n, 4, 1, stdin) == 1 && n <= SMX_Q_BLOCK && fread(x, 4, (size_t)n, stdin) == (size_t)n
+         && fread(fl, 1, (size_t)n, stdin) == (size_t)n)
     printf("%u\n", (unsigned)smx_assess(x, fl, n));
   return 0;
 }
@@ -266,7 +267,8 @@ def test_quality_block_statistics_equal_the_gateways_on_hard_blocks(micro, tmp_p
     exponents span <= 48 bits, the float64 path otherwise) and medians by selection: every
     verdict must equal assess_block's, on real blocks, on blocks at the noise threshold, and on
     blocks that force the wide-span path (values 2^-100 beside 1 mV, subnormals, signed zeros)."""
-    from selfmis.edge_runtime.quality import REASONS, assess_block
+    from selfmis.edge_runtime.quality import REASONS, QualityGate
+    from selfmis.edge_runtime.scoring import F_GAP, F_LEAD_OFF, F_SAT
     out = tmp_path / "q"
     c_chain.generate(micro, ChainConfig(100.0), out)
     (out / "main.c").write_text(_ASSESS_MAIN)
@@ -289,12 +291,21 @@ def test_quality_block_statistics_equal_the_gateways_on_hard_blocks(micro, tmp_p
         x[rng.integers(0, 100, 5)] = np.float32([2.0 ** -100, -1e-42, -0.0, 0.0, 1e-38][k % 5])
         blocks += [x, x[: 50 + k % 50]]
     blocks += [np.zeros(100, np.float32), np.full(100, -0.0, np.float32), np.float32(rng.normal(0, 20, 100))]
-    data = b"".join(np.int32(len(b)).tobytes() + np.asarray(b, "<f4").tobytes() for b in blocks)
+    flags = [np.zeros(len(b), np.uint8) for b in blocks]
+    for k in range(200):  # device flags: lead-off, saturation around the 2 % rule, filled gaps
+        b = blocks[k][: 100 - k % 7]
+        f = np.zeros(len(b), np.uint8)
+        f[rng.choice(len(b), int(rng.integers(0, 5)), replace=False)] |= np.uint8([F_LEAD_OFF, F_SAT, F_GAP][k % 3])
+        blocks.append(b)
+        flags.append(f)
+    data = b"".join(np.int32(len(b)).tobytes() + np.asarray(b, "<f4").tobytes() + f.tobytes()
+                    for b, f in zip(blocks, flags))
     got = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode().split()
-    want = [sum(1 << REASONS.index(r) for r in assess_block(b)) if len(b) >= 50 else 0 for b in blocks]
+    gate = QualityGate(100.0)
+    want = [sum(1 << REASONS.index(r) for r in gate.assess(b, f)) for b, f in zip(blocks, flags)]
     assert len(got) == len(blocks)
     assert [int(g) for g in got] == want
-    assert {0, 8, 16} <= set(want) and sum(w == 16 for w in want) >= 50  # ok, flat and noisy blocks all met
+    assert {0, 1, 4, 8, 16} <= set(want) and sum(w == 16 for w in want) >= 50  # each verdict met
 
 
 def test_host_chain_equals_gateway_through_flat_noise_gaps_and_steps(micro, tmp_path):

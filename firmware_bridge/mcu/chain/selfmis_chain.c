@@ -144,9 +144,13 @@ static int resample(smx_chain *c, const smx_real *x, const uint8_t *fl, int n, s
     ny -= d;
     c->discard -= d;
   }
-  for (i = 0; i < ny; i++) {  /* i * n < SMX_MAX_OUT * SMX_MAX_CHUNK: 32 bits */
-    int src = i * n / (ny > 0 ? ny : 1);
-    yfl[i] = fl[src < n - 1 ? src : n - 1];
+  if (n == 1) {  /* a device's push: every output inherits the one sample's flags */
+    for (i = 0; i < ny; i++) yfl[i] = fl[0];
+  } else {
+    for (i = 0; i < ny; i++) {  /* i * n < SMX_MAX_OUT * SMX_MAX_CHUNK: 32 bits */
+      int src = i * n / (ny > 0 ? ny : 1);
+      yfl[i] = fl[src < n - 1 ? src : n - 1];
+    }
   }
   return ny;
 }
@@ -178,8 +182,15 @@ static uint32_t tail_reasons(const smx_chain *c, int32_t stop, int *has) {
   if (!*has) return 0;
   i0 = stop - SMX_Q_BLOCK;
   if (i0 < c->buf_start) i0 = c->buf_start;
-  for (i = i0; i < stop; i++) { x[i - i0] = c->ring[ring_i(i)]; fl[i - i0] = c->ring_flags[ring_i(i)]; }
-  return smx_assess(x, fl, (int)(stop - i0));
+  i = stop - i0;  /* the ring's stretch [i0, stop) in at most two pieces */
+  {
+    int a = ring_i(i0), first = SMX_RING - a < i ? SMX_RING - a : (int)i;
+    memcpy(x, c->ring + a, (size_t)first * sizeof x[0]);
+    memcpy(fl, c->ring_flags + a, (size_t)first);
+    memcpy(x + first, c->ring, (size_t)(i - first) * sizeof x[0]);
+    memcpy(fl + first, c->ring_flags, (size_t)(i - first));
+  }
+  return smx_assess(x, fl, (int)i);
 }
 
 /* QualityGate.push for one model-rate sample; returns 1 when the verdict changed (*start, *reasons) */

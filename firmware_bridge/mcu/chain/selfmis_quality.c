@@ -138,7 +138,13 @@ uint32_t smx_assess(const smx_real *x, const uint8_t *fl, int n) {
   int i, k, sat = 0;
   uint32_t r = 0;
   if (n < SMX_Q_BLOCK / 2) return 0;
-  for (i = 0; i < n; i++) { if (fl[i] & SMX_F_LEAD_OFF) r |= SMX_Q_LEAD_OFF; if (fl[i] & SMX_F_SAT) sat++; }
+  {  /* flags: 4 at a time, and one by one only when some lead-off or saturation flag is set */
+    uint32_t any = 0, w;
+    for (i = 0; i + 4 <= n; i += 4) { memcpy(&w, fl + i, 4); any |= w; }
+    for (; i < n; i++) any |= fl[i];
+    if (any & (SMX_F_LEAD_OFF | SMX_F_SAT) * 0x01010101u)
+      for (i = 0; i < n; i++) { if (fl[i] & SMX_F_LEAD_OFF) r |= SMX_Q_LEAD_OFF; if (fl[i] & SMX_F_SAT) sat++; }
+  }
   if (sat && (double)sat / n > 0.02) r |= SMX_Q_SATURATION;  /* quality.py: saturated fraction > 2% */
   if (r || n < 4) return r;
   /* quality.py's quantile index (a constant, folded by the compiler, for a whole block) */
