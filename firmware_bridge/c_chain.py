@@ -169,10 +169,7 @@ def _detector(det: StreamingBeatDetector, q: QualityGate, max_out: int) -> dict:
     buffer sizes), checked against what the C arithmetic assumes."""
     p = det.params()
     taps = [int(t) for t in p["taps"]]
-    if len(taps) % 2 == 0 or taps != taps[::-1]:
-        raise ChainError("the detector's FIR is not symmetric with odd length (selfmis_detect.c pairs its taps)")
-    if max(abs(t) for t in taps) >= 2 ** 31:
-        raise ChainError("the detector's FIR taps do not fit 32 bits")
+    a, m = _cascade(taps)
     if (sum(abs(t) for t in taps) * p["q_max"]) >> p["shift"] >= 2 ** 31:
         raise ChainError("the detector's band-passed signal would not fit 32 bits")
     uv = float(p["uv_per_mv"])
@@ -186,9 +183,38 @@ def _detector(det: StreamingBeatDetector, q: QualityGate, max_out: int) -> dict:
     qcap = p["learn"] // (rf + 1) + 2
     ncap = (p["learn"] + 2 * sb + 2 * rf) // (rf + 1) + 4
     pcap = (p["learn"] + det.lateness + p["guard"]) // rf + 4
-    return {**p, "taps": taps, "rr0": min(int(det.fs), p["max_rr"]), "ring": 1 << (look - 1).bit_length(),
+    return {**p, "taps": taps, "a": a, "m": m, "rr0": min(int(det.fs), p["max_rr"]), "ring": 1 << (look - 1).bit_length(),
             "qcap": qcap, "ncap": ncap, "pcap": pcap, "max_beats": pcap + (max_out + q.block) // rf + 2,
             "uv_per_mv": int(uv)}
+
+
+def detector_defines(dp: dict) -> dict:
+    """The ``SMX_DET_*`` macros of :func:`_detector`'s parameters."""
+    return {"SMX_DET_A": dp["a"], "SMX_DET_M": dp["m"],
+            "SMX_DET_DELAY": dp["delay"], "SMX_DET_SHIFT": dp["shift"], "SMX_DET_WIN": dp["window"],
+            "SMX_DET_SEARCH": dp["search"], "SMX_DET_REFRACTORY": dp["refractory"], "SMX_DET_T_WAVE": dp["t_wave"],
+            "SMX_DET_STARTUP": dp["startup"], "SMX_DET_LEARN": dp["learn"], "SMX_DET_MAX_RR": dp["max_rr"],
+            "SMX_DET_RR0": dp["rr0"], "SMX_DET_GUARD": dp["guard"], "SMX_DET_FLOOR": dp["floor"],
+            "SMX_DET_LAG": dp["lag"], "SMX_DET_Q_MAX": dp["q_max"], "SMX_DET_UV_PER_MV": dp["uv_per_mv"],
+            "SMX_DET_RING": dp["ring"], "SMX_DET_QCAP": dp["qcap"], "SMX_DET_NCAP": dp["ncap"],
+            "SMX_DET_PCAP": dp["pcap"], "SMX_DET_MAX_BEATS": dp["max_beats"]}
+
+
+def _cascade(taps: list) -> tuple:
+    """``(a, m)`` such that ``taps`` = m x L (centred) - L * box_m with L = box_a * box_a (beats.py
+    qrs_filter: Pan-Tompkins' low-pass minus its moving average), which selfmis_detect.c computes
+    with running sums; refused when the taps are anything else."""
+    n = len(taps)
+    for a in range(1, n + 1):
+        m = n + 2 - 2 * a
+        if m < 1 or m % 2 == 0:
+            continue
+        lp = np.convolve(np.ones(a, np.int64), np.ones(a, np.int64))
+        centre = np.zeros(n, np.int64)
+        centre[(m - 1) // 2:(m - 1) // 2 + len(lp)] = m * lp
+        if [int(t) for t in centre - np.convolve(lp, np.ones(m, np.int64))] == taps:
+            return a, m
+    raise ChainError("the detector's FIR is not Pan-Tompkins' boxcar cascade (selfmis_detect.c runs that cascade)")
 
 
 def _calibration(card, labels) -> dict:
@@ -229,14 +255,7 @@ def _header(p: dict) -> str:
         "SMX_W": p["W"], "SMX_O": p["O"], "SMX_POST": p["post"], "SMX_RING": p["ring"],
         "SMX_BP_PAD": p["bp_pad"], "SMX_BP_TT": _c_double(float((np.linspace(-1.0, 1.0, p["W"]) ** 2).sum())),
         "SMX_BP_M": p["bp_m"], "SMX_FFT_CPX": p["fft_cpx"], "SMX_KEEP": p["keep"],
-        "SMX_DET_NTAPS": len(dp["taps"]), "SMX_DET_TAPS": "{" + ", ".join(map(str, dp["taps"])) + "}",
-        "SMX_DET_DELAY": dp["delay"], "SMX_DET_SHIFT": dp["shift"], "SMX_DET_WIN": dp["window"],
-        "SMX_DET_SEARCH": dp["search"], "SMX_DET_REFRACTORY": dp["refractory"], "SMX_DET_T_WAVE": dp["t_wave"],
-        "SMX_DET_STARTUP": dp["startup"], "SMX_DET_LEARN": dp["learn"], "SMX_DET_MAX_RR": dp["max_rr"],
-        "SMX_DET_RR0": dp["rr0"], "SMX_DET_GUARD": dp["guard"], "SMX_DET_FLOOR": dp["floor"],
-        "SMX_DET_LAG": dp["lag"], "SMX_DET_Q_MAX": dp["q_max"], "SMX_DET_UV_PER_MV": dp["uv_per_mv"],
-        "SMX_DET_RING": dp["ring"], "SMX_DET_QCAP": dp["qcap"], "SMX_DET_NCAP": dp["ncap"],
-        "SMX_DET_PCAP": dp["pcap"], "SMX_DET_MAX_BEATS": dp["max_beats"],
+        **detector_defines(dp),
         "SMX_Q_BLOCK": q.block, "SMX_Q_KEEP": q.keep_blocks, "SMX_Q_FLAT_MV": "0.05",
         "SMX_Q_NOISE_RATIO": "0.075", "SMX_Q_MAX_MV": "8.0",
         "SMX_N_LABELS": L, "SMX_N_BEATS": cfg.n_beats, "SMX_MIN_BEATS": cfg.min_beats,

@@ -84,8 +84,8 @@ typedef struct { int32_t i; int64_t p; int32_t slope, r; } smx_det_cand;  /* env
 
 typedef struct {
   int32_t n;                           /* samples pushed */
-  int32_t hist[2 * SMX_DET_NTAPS];     /* the last NTAPS inputs (integer uV), a ring written twice */
-  int32_t h_pos;
+  int32_t qa[SMX_DET_A], pa, pm;       /* the band-pass's running sums and their rings (filter()) */
+  int64_t s1a[SMX_DET_A], s2m[SMX_DET_M], s1, s2, s3;
   int64_t y_prev, msum, e_ring[SMX_DET_WIN];
   int32_t e_pos;
   int32_t y[SMX_DET_RING], ad[SMX_DET_RING];  /* band-passed, |first difference| */

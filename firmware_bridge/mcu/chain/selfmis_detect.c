@@ -25,8 +25,6 @@
 #error "SMX_DET_RING must be a power of two"
 #endif
 
-static const int32_t taps[SMX_DET_NTAPS] = SMX_DET_TAPS;
-
 /* numpy: rint(float64(x) * 1000.0), clipped to +-Q_MAX. A float32 is M * 2^E with M < 2^24,
  * so the double product M * 1000 * 2^E is exact (M * 1000 < 2^34 < 2^53): the rounding is
  * that of an exact binary fraction, done here in integers (round half to even) without
@@ -79,21 +77,32 @@ static int64_t isqrt64(int64_t m) {  /* math.isqrt: floor of the square root */
   return (int64_t)r;
 }
 
-/* band-pass, slope and envelope of the new sample (global index d->n) */
+/* band-pass, slope and envelope of the new sample (global index d->n).
+ * beats.py's FIR is Pan-Tompkins' cascade (c_chain.py checks the taps are exactly it):
+ * taps = M x L (centred) - L * box_M with L = box_A * box_A, so with running sums
+ * S1 = box_A * q, S2 = box_A * S1 = L * q, S3 = box_M * S2 the output is
+ * M S2[k - (M-1)/2] - S3[k]: the same integers as the 2A+M-2 products, in a few additions. */
 static void filter(smx_detector *d, int32_t q) {
-  int32_t k = d->n, j, h = d->h_pos;
-  const int32_t *w;
-  int64_t acc, y, dd, e;
-  if (k == 0) for (j = 0; j < 2 * SMX_DET_NTAPS; j++) d->hist[j] = q;  /* the first value stands for the past */
-  /* the ring is written twice (h and h + NTAPS): w[1..NTAPS] = q[k - NTAPS + 1 .. k], oldest first */
-  d->hist[h] = q;
-  d->hist[h + SMX_DET_NTAPS] = q;
-  w = d->hist + h;
-  /* y[k] = sum_j taps[j] q[k - j] = sum_j taps[j] w[NTAPS - j]; symmetric taps: pairs, then the centre */
-  acc = (int64_t)taps[SMX_DET_NTAPS / 2] * w[SMX_DET_NTAPS - SMX_DET_NTAPS / 2];
-  for (j = 0; j < SMX_DET_NTAPS / 2; j++)
-    acc += (int64_t)taps[j] * (int64_t)(w[SMX_DET_NTAPS - j] + w[1 + j]);
-  d->h_pos = h + 1 == SMX_DET_NTAPS ? 0 : h + 1;
+  int32_t k = d->n, j, pa = d->pa, pm = d->pm;
+  int64_t acc, y, dd, e, old;
+  if (k == 0) {  /* the first value stands for the past */
+    for (j = 0; j < SMX_DET_A; j++) { d->qa[j] = q; d->s1a[j] = (int64_t)SMX_DET_A * q; }
+    for (j = 0; j < SMX_DET_M; j++) d->s2m[j] = (int64_t)SMX_DET_A * SMX_DET_A * q;
+    d->s1 = (int64_t)SMX_DET_A * q;
+    d->s2 = (int64_t)SMX_DET_A * SMX_DET_A * q;
+    d->s3 = (int64_t)SMX_DET_M * SMX_DET_A * SMX_DET_A * q;
+  }
+  d->s1 += q - d->qa[pa];
+  d->qa[pa] = q;
+  d->s2 += d->s1 - d->s1a[pa];
+  d->s1a[pa] = d->s1;
+  d->pa = pa + 1 == SMX_DET_A ? 0 : pa + 1;
+  old = d->s2m[pm];
+  d->s3 += d->s2 - old;
+  d->s2m[pm] = d->s2;
+  j = pm - (SMX_DET_M - 1) / 2;
+  acc = (int64_t)SMX_DET_M * d->s2m[j < 0 ? j + SMX_DET_M : j] - d->s3;
+  d->pm = pm + 1 == SMX_DET_M ? 0 : pm + 1;
   y = shift_floor(acc);
   dd = y - d->y_prev;
   d->y_prev = y;
