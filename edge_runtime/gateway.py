@@ -18,12 +18,14 @@ Why this shape:
   and no more: its own queue fills and its own reader waits, so only its data is
   delayed (a serial device then loses bytes in the OS buffer, which the framing
   reports as a gap on that device alone).
-* **Batching across devices does not pay here**: the shipped int8 model takes
-  about 0.03 ms per window on this machine (``selfmis bench`` gateway section),
-  i.e. 100 devices at 75 bpm cost ~4 ms of inference per second (<0.5 % of a
-  core), and its XNNPACK graph cannot be resized to a batch. Scoring happens
-  inside each pipeline when its beat completes, which also keeps the decision
-  latency free of a batching wait.
+* **No batching across devices**: the shipped model's graph fixes the batch at 1
+  (a RESHAPE to one window: ``resize_tensor_input`` fails at prepare), so each
+  scored beat is one invoke. With the reference kernels the cards name (what
+  ``edge-run`` runs) an invoke takes ~0.35 ms on this machine, 0.6-0.85 ms inside
+  a busy gateway (builtin kernels ~0.17 ms, XNNPACK ~0.035 ms): 200 devices at
+  ~87 bpm invoke ~290 times a second, 10-20 % of the core. Scoring happens inside
+  each pipeline when its beat completes, which also keeps the decision latency
+  free of a batching wait.
 * A device whose source is lost after its retries is **restarted** with capped
   exponential backoff (1, 2, 4 ... s, at most ``restart_cap_s``, 60 s by
   default), said on stderr and in ``link`` events (``kind: "restarting"``), for
