@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 
+from selfmis.edge_runtime.interpreter import KERNELS, KERNELS_ENV
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
 from . import gateway_farm
@@ -90,10 +91,12 @@ def _commit_of(python: str) -> str:
         return ""
 
 
-def offline_cost(python: str, record: str, seconds: float = 60.0, n_dev: int = 4, reps: int = 3) -> dict:
-    """CPU % of one core per real-time device for the per-frame work (see the module doc)."""
-    r = subprocess.run(gateway_farm.taskset(None) + [python, "-c", _OFFLINE, record, str(seconds), str(n_dev),
-                                                     str(reps)],
+def offline_cost(python: str, record: str, seconds: float = 60.0, n_dev: int = 4, reps: int = 3,
+                 kernels: str | None = None) -> dict:
+    """CPU % of one core per real-time device for the per-frame work (see the module doc);
+    ``kernels``: $SELFMIS_TFLITE_KERNELS for the run (None: the card's)."""
+    r = subprocess.run(gateway_farm.taskset(None) + _with_kernels(kernels) + [
+        python, "-c", _OFFLINE, record, str(seconds), str(n_dev), str(reps)],
                        capture_output=True, text=True, timeout=3600)
     if r.returncode:
         raise RuntimeError(f"offline measurement failed: {r.stderr[-2000:]}")
@@ -102,28 +105,44 @@ def offline_cost(python: str, record: str, seconds: float = 60.0, n_dev: int = 4
             "cpu_pct_per_device": round(100.0 * got["cpu_s"] / (seconds * n_dev), 4)}
 
 
+def _with_kernels(kernels: str | None) -> list:
+    """The command prefix that runs a checkout with other interpreter kernels than its cards name."""
+    return [] if kernels is None else ["env", f"{KERNELS_ENV}={kernels}"]
+
+
+def _series(value) -> tuple:
+    """A series of the study: an interpreter, or (interpreter, kernels)."""
+    return (value, None) if isinstance(value, str) else tuple(value)
+
+
 def run_study(pythons: dict, ns=(100, 200), reps: int = 2, warmup_s: float = 12.0, measure_s: float = 30.0,
               cpu: int = 1, farm_cpu: int = 0, offline=(60.0, 4, 3), log=print) -> dict:
-    """Every (N, checkout) point ``reps`` times, the checkouts alternating; then the offline cost of each."""
+    """Every (N, checkout) point ``reps`` times, the checkouts alternating; then the offline cost of each.
+
+    ``pythons``: name -> interpreter, or name -> (interpreter, kernels) for a series run with
+    ``$SELFMIS_TFLITE_KERNELS`` set (the same checkout with other kernels than its cards name)."""
     record = default_record_path()
     names = list(pythons)
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.uname().machine + " " + gateway_farm.cpu_model(),
            "cores": os.cpu_count(), "warmup_s": warmup_s, "measure_s": measure_s, "record": Path(record).name,
-           "checkouts": {k: {"commit": _commit_of(p)} for k, p in pythons.items()},
+           "checkouts": {k: {"commit": _commit_of(_series(p)[0]), "kernels": _series(p)[1] or "the card's"}
+                         for k, p in pythons.items()},
            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "points": []}
     for rep in range(reps):
         for i, n in enumerate(ns):
             order = names if (rep + i) % 2 == 0 else names[::-1]
             for name in order:
                 log(f"rep {rep + 1}/{reps}  N={n}  {name}")
+                python, kernels = _series(pythons[name])
                 p = gateway_farm.run_point(n, record, warmup_s, measure_s, cpu, farm_cpu, log=log,
-                                           edge_run=[pythons[name], "-m", "selfmis.edge_runtime.cli"])
+                                           edge_run=_with_kernels(kernels) + [python, "-m", "selfmis.edge_runtime.cli"])
                 res["points"].append({"checkout": name, "rep": rep + 1, **p})
     seconds, n_dev, o_reps = offline
     res["offline"] = {"seconds": seconds, "devices": n_dev, "reps": o_reps, "rows": {}}
     for name in names:
         log(f"offline: {name}")
-        res["offline"]["rows"][name] = offline_cost(pythons[name], record, seconds, n_dev, o_reps)
+        res["offline"]["rows"][name] = offline_cost(*_series(pythons[name])[:1], record, seconds, n_dev, o_reps,
+                                                    kernels=_series(pythons[name])[1])
     res["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     res["summary"] = summarize(res["points"], names)
     return res
@@ -146,9 +165,10 @@ def _ratio(a, b) -> str:
 
 def markdown(res: dict) -> str:
     names = list(res["checkouts"])
-    before, after = names[0], names[-1]
+    before, afters = names[0], names[1:]
     co = res["checkouts"]
-    L = [f"# Gateway cost per wearable: {before} (`{co[before]['commit']}`) vs {after} (`{co[after]['commit']}`)", "",
+    L = [f"# Gateway cost per wearable: {before} (`{co[before]['commit']}`) vs "
+         + ", ".join(f"{a} (`{co[a]['commit']}`)" for a in afters), "",
          f"Measured {res['date']} on {res['machine']} ({res['cores']} cores, shared with other jobs: 1-min load "
          f"average {', '.join(f'{x:g}' for x in res['loadavg_at_start'])} at the start, "
          f"{', '.join(f'{x:g}' for x in res['loadavg_at_end'])} at the end, and per run below). `edge-run` pinned "
@@ -168,18 +188,20 @@ def markdown(res: dict) -> str:
         L.append(f"| {r['devices']} | {r['checkout']} | {r['runs']} | {r['cpu_pct']} | {r['cpu_pct_per_device']} | "
                  f"{r['p50_ms']} | {r['p99_ms']} | {r['p99_worst_ms']} | {r['decisions']} | "
                  f"{'yes' if r['kept_up'] else 'NO'} | {', '.join(f'{x:g}' for x in r['loadavg_1min'])} |")
-    L += ["", f"Ratios {after} / {before} (medians of the runs above):", "",
-          "| devices | CPU | latency p50 | p99 |", "|---|---|---|---|"]
     by = {(r["devices"], r["checkout"]): r for r in res["summary"]}
-    for n in sorted({r["devices"] for r in res["summary"]}):
-        a, b = by.get((n, after)), by.get((n, before))
-        if a and b:
-            L.append(f"| {n} | {_ratio(a['cpu_pct'], b['cpu_pct'])} | {_ratio(a['p50_ms'], b['p50_ms'])} | "
-                     f"{_ratio(a['p99_ms'], b['p99_ms'])} |")
-    met = [r for r in res["summary"] if r["checkout"] == after and r["devices"] >= 200 and r["p99_ms"] is not None
-           and r["p99_ms"] <= TARGET_P99_MS]
-    L += ["", f"Target (issue 26): p99 <= {TARGET_P99_MS:g} ms at 200 devices on one core: "
-          f"{'met' if met else 'NOT met'} here ({after})."]
+    for after in afters:
+        L += ["", f"Ratios {after} / {before} (medians of the runs above):", "",
+              "| devices | CPU | latency p50 | p99 |", "|---|---|---|---|"]
+        for n in sorted({r["devices"] for r in res["summary"]}):
+            a, b = by.get((n, after)), by.get((n, before))
+            if a and b:
+                L.append(f"| {n} | {_ratio(a['cpu_pct'], b['cpu_pct'])} | {_ratio(a['p50_ms'], b['p50_ms'])} | "
+                         f"{_ratio(a['p99_ms'], b['p99_ms'])} |")
+    for after in afters:
+        met = [r for r in res["summary"] if r["checkout"] == after and r["devices"] >= 200
+               and r["p99_ms"] is not None and r["p99_ms"] <= TARGET_P99_MS]
+        L += ["", f"Target (issue 26): p99 <= {TARGET_P99_MS:g} ms at 200 devices on one core: "
+              f"{'met' if met else 'NOT met'} here ({after})."]
     off = res.get("offline")
     if off:
         rows = off["rows"]
@@ -187,7 +209,7 @@ def markdown(res: dict) -> str:
               f"best of {off['reps']})", "",
               "| checkout | CPU s | CPU % of one core per real-time device | events |", "|---|---|---|---|"]
         L += [f"| {k} | {v['cpu_s']} | {v['cpu_pct_per_device']} | {v['events']} |" for k, v in rows.items()]
-        if before in rows and after in rows:
+        for after in (a for a in afters if before in rows and a in rows):
             L += ["", f"Ratio {after} / {before}: {_ratio(rows[after]['cpu_s'], rows[before]['cpu_s'])} "
                   "(the same number of events from both)."
                   if rows[after]["events"] == rows[before]["events"] else
@@ -216,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rt", action="store_true", help="edge-run and the farm at real-time priority (chrt -f 10)")
     ap.add_argument("--aligned", action="store_true",
                     help="every device's frames at the same instants (the worst case; default: random phases)")
+    ap.add_argument("--after-kernels", default="",
+                    help="also run the after checkout with these interpreter kernels (comma-separated: default, "
+                         "builtin, reference), each its own series (default: none)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--name", default="gateway_cost", help="file name of the JSON and Markdown (default %(default)s)")
     args = ap.parse_args(argv)
@@ -223,7 +248,12 @@ def main(argv=None) -> int:
     gateway_farm.ALIGNED = args.aligned
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     secs, n_dev, o_reps = args.offline.split(",")
-    res = run_study({args.before_name: args.before_python, args.after_name: sys.executable},
+    series = {args.before_name: args.before_python, args.after_name: sys.executable}
+    for k in (x for x in args.after_kernels.split(",") if x):
+        if k not in KERNELS:
+            ap.error(f"--after-kernels: unknown kernels {k!r} (one of {', '.join(KERNELS)})")
+        series[f"{args.after_name} ({k} kernels)"] = (sys.executable, k)
+    res = run_study(series,
                     tuple(int(x) for x in args.n.split(",") if x), args.reps, args.warmup, args.measure,
                     args.cpu, args.farm_cpu, (float(secs), int(n_dev), int(o_reps)), log)
     res["rt_priority"] = gateway_farm.RT_PRIORITY
