@@ -6,6 +6,7 @@ section lists the same commands.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -107,7 +108,13 @@ def deploy_checks(tree: Path, venv: str, bundle: Path, work: Path) -> dict:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release", "-f", str(key)],
                        check=True)
     _workstation("deploy", "trust", tree / "opt" / "selfmis", "--pubkey", f"{key}.pub")
-    _workstation("deploy", "bundle", bundle, "-o", archive, "--version", "0.1.0-pi", "--sign-key", key)
+    # the version names the bundle's content: a tree keeps an earlier run's release, and a release
+    # version that exists with other files is refused (rightly): another bundle is another version
+    digest = hashlib.sha256()
+    for f in sorted(p for p in bundle.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(f.relative_to(bundle).as_posix().encode() + b"\0" + f.read_bytes())
+    version = f"0.1.0-pi.{digest.hexdigest()[:10]}"
+    _workstation("deploy", "bundle", bundle, "-o", archive, "--version", version, "--sign-key", key)
     push = _workstation("deploy", "push", archive, tree / "opt" / "selfmis")
     current = tree / "opt" / "selfmis" / "current"
     res = {"push_exit": push.returncode, "signed_by": json.loads(push.stdout).get("signed_by"), "current": str(current.readlink()) if current.is_symlink() else None,
