@@ -34,7 +34,8 @@ def image_rows(report: dict) -> list:
         commit = f"`{(img.get('commit') or report['commit'])['sha'][:12]}`"
         for kernels, rep in img.get("replay", {}).items():
             for bundle, t in rep["compare"]["bundles"].items():
-                rows.append([name, commit, f"Python {inst.get('python')}", _secs(inst.get("install_s")),
+                rows.append([name, commit, f"Python {inst.get('python')}",
+                             _secs(inst.get("install_s")) + (" (an earlier run's venv)" if inst.get("reused") else ""),
                              f"{inst.get('import_s_emulated')} s",
                              f"{round((rep.get('peak_rss_kib_emulated') or 0) / 1024, 1)} MB",
                              kernels, bundle, str(t["records"]), f"{t['beats']} / {t['decisions']}",

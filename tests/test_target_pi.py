@@ -182,6 +182,9 @@ def test_report_renders_every_figure_from_the_json():
     assert "200.0 MB" in md and "0 LSB: 1, 1 LSB: 1 records (max 1; 7.0% of values differ)" in md
     assert "0.007100" in md and "UNMEASURED" in md and "selfmis bench --quick" in md and "~0.12 ms" in md
     assert "- none: every record" in md and "a compiler needed: no" in md
+    reused = _report()
+    reused["images"]["bookworm-arm64"]["install"]["reused"] = "venv from an earlier run; this run's wheel reinstalled"
+    assert "| 99.0 s (an earlier run's venv) |" in pi_report.markdown(reused)
     bad = _report()
     bad["images"]["bookworm-arm64"]["replay"]["default"]["compare"]["bundles"]["default"].update(
         records_decisions_equal=1, differences=[{"record": "r1", "events_equal": False, "decisions_equal": False,
