@@ -192,7 +192,7 @@ class FakeBleClient:
         self.is_connected = False
 
 
-def _collect(src, n_chunks, timeout=10.0):
+def _collect(src, n_chunks, timeout=30.0):  # generous: a loaded CI machine, it returns as soon as n arrive
     items, t0 = [], time.monotonic()
     for it in src:
         items.append(it)
