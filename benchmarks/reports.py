@@ -183,6 +183,10 @@ STUDIES = (
           gateway_cost.markdown, "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python "
           "--before-name session-start-6e7fb2d --after-name main --n 100,200 --reps 1 --rt --out "
           "benchmarks/results/gateway --name gateway_cost_quiet (load average 0.7-2.1)"),
+    Study("gateway-cost-final", "gateway/gateway_cost_final.md", "gateway/gateway_cost_final.json",
+          gateway_cost.markdown, "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python "
+          "--before-name session-start-6e7fb2d --after-name main --n 100,200 --reps 1 --rt --after-kernels default "
+          "--out benchmarks/results/gateway --name gateway_cost_final (load average 0.2-1.1)"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
     Study("pi-armhf-apt", "pi/armhf_debian_numpy.md", "pi/armhf_debian_numpy.json", pi_armhf_apt.markdown,
           "python -m selfmis.benchmarks.pi_armhf_apt (as root, after make target-pi built the armhf tree)"),
