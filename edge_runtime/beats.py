@@ -201,9 +201,7 @@ class StreamingBeatDetector:
 
     def push(self, x) -> list:
         """Feed samples (mV); returns the R peaks (global sample indices) that became final."""
-        xs = x.tolist() if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64).tolist()
-        if not isinstance(xs, list):
-            xs = [xs]
+        xs = np.asarray(x, dtype=np.float64).ravel().tolist()
         if not xs:
             return []
         self._filter(xs)
@@ -236,14 +234,7 @@ class StreamingBeatDetector:
         y_add, ad_add, m_add = self._y.append, self._ad.append, self._m.append
         q_add, s1_add, lp_add, e_add = qd.append, s1d.append, lpd.append, ed.append
         for v in xs:
-            try:
-                q = round(v * UV_PER_MV)  # round half to even, as numpy's rint
-            except (OverflowError, ValueError):  # +-inf; NaN (the pipeline fills those first)
-                q = 0 if v != v else (Q_MAX if v > 0 else -Q_MAX)
-            if q > Q_MAX:
-                q = Q_MAX
-            elif q < -Q_MAX:
-                q = -Q_MAX
+            q = _to_uv(v)
             s1 += q - qd[0]
             q_add(q)
             lp += s1 - s1d[0]

@@ -61,6 +61,10 @@ _MAX_FILL_S = MAX_GAP_FILL_S  # longer gaps restart the stream instead of being 
 _MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # ndarray.min/max's reductions, without their wrappers
 
 
+def _flags_or_zeros(flags, n: int) -> np.ndarray:  # None: none flagged (the usual chunk makes no array)
+    return np.zeros(n, np.uint8) if flags is None else flags
+
+
 class Pipeline(BeatScoring):
     """Chunks and link events in, JSON-ready events out: ``handle(item)`` -> list of dicts.
 
@@ -185,7 +189,6 @@ class Pipeline(BeatScoring):
         self._discard = 0
         self.detector = StreamingBeatDetector(self.fs, **self.detector_kwargs)
         # bounded memory: the last window, one second, and how late the detector may name a beat
-        # (a restarted detector has the same options, so the same lateness)
         self._keep = self.W + int(self.fs) + self.detector.lateness
         old = getattr(self, "quality", None)
         self.quality = QualityGate(self.fs, **self.quality_kwargs)
@@ -317,9 +320,8 @@ class Pipeline(BeatScoring):
             return []
         events, feed = self._quality(y, yflags)
         events += self._beats(feed)
-        keep = self._keep
-        if len(self._buf) > 2 * keep:
-            cut = len(self._buf) - keep
+        if len(self._buf) > 2 * self._keep:
+            cut = len(self._buf) - self._keep
             self._buf, self._flags = self._buf[cut:], self._flags[cut:]
             self._buf_start += cut
         return events
@@ -361,7 +363,7 @@ class Pipeline(BeatScoring):
             bad = ~np.isfinite(x)
             x = x.copy()
             x[bad] = self._last_good if self._last_good is not None else 0.0
-            flags = np.zeros(len(x), np.uint8) if flags is None else flags
+            flags = _flags_or_zeros(flags, len(x))
             flags[bad] |= F_GAP
             lo_x, hi_x = float(_MIN(x)), float(_MAX(x))
         if c.rails is not None and len(x):
@@ -370,7 +372,7 @@ class Pipeline(BeatScoring):
             # the per-sample comparison (in float32) only near a rail: 1000 x tol is far wider than
             # float32's rounding of the bounds, so no sample it would flag is missed
             if lo_x <= lo + 1000 * tol or hi_x >= hi - 1000 * tol:
-                flags = np.zeros(len(x), np.uint8) if flags is None else flags
+                flags = _flags_or_zeros(flags, len(x))
                 flags[(x <= lo + tol) | (x >= hi - tol)] |= F_SAT
         if gap > 0:
             self.samples_filled += gap
@@ -378,8 +380,7 @@ class Pipeline(BeatScoring):
             b = x[0] if len(x) and not c.lead_off else a
             fill = np.linspace(a, b, gap + 2, dtype=np.float32)[1:-1]
             x = np.concatenate([fill, x])
-            flags = np.concatenate([np.full(gap, F_GAP, np.uint8),
-                                    np.zeros(len(x) - gap, np.uint8) if flags is None else flags])
+            flags = np.concatenate([np.full(gap, F_GAP, np.uint8), _flags_or_zeros(flags, len(x) - gap)])
         if len(x) and not c.lead_off:
             self._last_good = float(x[-1])
         return x, flags
@@ -434,7 +435,7 @@ class Pipeline(BeatScoring):
     def _resample(self, x, flags):
         rs = self.resampler  # flags: None (nothing flagged, the usual chunk) or one per source sample
         if rs.identity:
-            return x, (np.zeros(len(x), np.uint8) if flags is None else flags)
+            return x, _flags_or_zeros(flags, len(x))
         if not self._primed and len(x):
             self._primed = True
             j = -(-rs.k // rs.down)  # whole periods of `down` inputs: output grid unchanged
