@@ -38,6 +38,7 @@ from selfmis.edge_runtime.interpreter import KERNELS, KERNELS_ENV
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
 from . import gateway_farm
+from .machine import machine_info
 
 __all__ = ["run_study", "offline_cost", "summarize", "markdown", "main"]
 
@@ -123,7 +124,10 @@ def run_study(pythons: dict, ns=(100, 200), reps: int = 2, warmup_s: float = 12.
     ``$SELFMIS_TFLITE_KERNELS`` set (the same checkout with other kernels than its cards name)."""
     record = default_record_path()
     names = list(pythons)
+    host = machine_info()
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.uname().machine + " " + gateway_farm.cpu_model(),
+           # the host a cloud VM lands on changes between sessions (CPU generation, clock): kept with the figures
+           "host": {k: host.get(k) for k in ("cpu_model", "cpu_mhz", "cpu_flags_relevant", "platform")},
            "cores": os.cpu_count(), "warmup_s": warmup_s, "measure_s": measure_s, "record": Path(record).name,
            "checkouts": {k: {"commit": _commit_of(_series(p)[0]), "kernels": _series(p)[1] or "the card's"}
                          for k, p in pythons.items()},
@@ -163,13 +167,51 @@ def _ratio(a, b) -> str:
     return f"{a / b:.2f}" if a is not None and b else "n/a"
 
 
+def _host_text(host) -> str:
+    if not host:
+        return ""
+    flags = host.get("cpu_flags_relevant") or []
+    return (f" ({host.get('cpu_mhz') or '?'} MHz, {'with' if 'avx512f' in flags else 'without'} AVX-512, "
+            f"`{host.get('platform')}`)")
+
+
+def earlier_rows(path) -> dict:
+    """``{"file", "date", "command", "rows"}`` of a committed gateway_scale JSON: the same checkout measured
+    on an earlier day (and host), to say how much of a difference is the host's."""
+    d = json.loads(Path(path).read_text())
+    rows = [{"devices": r["devices"], "cpu_pct": r["cpu_pct"], "p99_ms": r["decision_latency_ms"]["p99"]}
+            for r in d["scale"]]
+    return {"file": Path(path).name, "date": d["date"], "command": d.get("command"), "rows": rows}
+
+
+def _earlier_section(res: dict, before: str) -> list:
+    e = res.get("earlier")
+    if not e:
+        return []
+    by = {r["devices"]: r for r in res["summary"] if r["checkout"] == before}
+    L = ["", f"## The host: {before} here and on {e['date']}", "",
+         f"The same checkout, `{res['checkouts'][before]['commit']}`, measured on {e['date']} "
+         f"(`{e['file']}`, `{e['command']}`; its farm then sent most frames at the same instants, the phase bug "
+         "fixed on 2026-12-07) and in this run (a ratio is n/a where this run is saturated: 94 % or more of the "
+         "core, SCHED_FIFO's cap being 95 %):", "",
+         f"| devices | CPU % on {e['date']} | CPU % here | ratio | p99 ms on {e['date']} | p99 ms here |",
+         "|---|---|---|---|---|---|"]
+    for then in (r for r in e["rows"] if r["devices"] in by):
+        n, now = then["devices"], by[then["devices"]]
+        ratio = "n/a" if now["cpu_pct"] >= 94 else _ratio(now["cpu_pct"], then["cpu_pct"])
+        L.append(f"| {n} | {then['cpu_pct']} | {now['cpu_pct']} | {ratio} | "
+                 f"{then['p99_ms']} | {now['p99_ms']} |")
+    return L
+
+
 def markdown(res: dict) -> str:
     names = list(res["checkouts"])
     before, afters = names[0], names[1:]
     co = res["checkouts"]
     L = [f"# Gateway cost per wearable: {before} (`{co[before]['commit']}`) vs "
          + ", ".join(f"{a} (`{co[a]['commit']}`)" for a in afters), "",
-         f"Measured {res['date']} on {res['machine']} ({res['cores']} cores, shared with other jobs: 1-min load "
+         f"Measured {res['date']} on {res['machine']}{_host_text(res.get('host'))} ({res['cores']} cores, shared "
+         "with other jobs: 1-min load "
          f"average {', '.join(f'{x:g}' for x in res['loadavg_at_start'])} at the start, "
          f"{', '.join(f'{x:g}' for x in res['loadavg_at_end'])} at the end, and per run below). `edge-run` pinned "
          "to one core with `taskset`, the device farm to the other; N virtual 500 Hz wearables over loopback TCP "
@@ -202,6 +244,7 @@ def markdown(res: dict) -> str:
                and r["p99_ms"] is not None and r["p99_ms"] <= TARGET_P99_MS]
         L += ["", f"Target (issue 26): p99 <= {TARGET_P99_MS:g} ms at 200 devices on one core: "
               f"{'met' if met else 'NOT met'} here ({after})."]
+    L += _earlier_section(res, before)
     off = res.get("offline")
     if off:
         rows = off["rows"]
@@ -241,6 +284,8 @@ def main(argv=None) -> int:
     ap.add_argument("--after-kernels", default="",
                     help="also run the after checkout with these interpreter kernels (comma-separated: default, "
                          "builtin, reference), each its own series (default: none)")
+    ap.add_argument("--earlier", help="a committed gateway_scale JSON of the before checkout from an earlier day: "
+                                      "shown beside this run's figures (how much of a change is the host's)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--name", default="gateway_cost", help="file name of the JSON and Markdown (default %(default)s)")
     args = ap.parse_args(argv)
@@ -256,6 +301,8 @@ def main(argv=None) -> int:
     res = run_study(series,
                     tuple(int(x) for x in args.n.split(",") if x), args.reps, args.warmup, args.measure,
                     args.cpu, args.farm_cpu, (float(secs), int(n_dev), int(o_reps)), log)
+    if args.earlier:
+        res["earlier"] = earlier_rows(args.earlier)
     res["rt_priority"] = gateway_farm.RT_PRIORITY
     res["frame_phases"] = "aligned" if args.aligned else "random"
     shown = [("--before-python", "BEFORE/.venv/bin/python") if a == args.before_python else (a, a)
