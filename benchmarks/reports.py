@@ -189,7 +189,7 @@ STUDIES = (
           "--out benchmarks/results/gateway --name gateway_cost_final (load average 0.2-1.1)"),
     Study("gateway-cost-host", "gateway/gateway_cost_host.md", "gateway/gateway_cost_host.json",
           gateway_cost.markdown, "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python "
-          "--before-name issue-baseline-a4819f8 --after-name main --n 100,150,200 --reps 1 --rt --after-kernels "
+          "--before-name issue-baseline-a4819f8 --after-name main --n 100,150,200 --reps 2 --rt --after-kernels "
           "default --earlier benchmarks/results/gateway/gateway_scale.json --out benchmarks/results/gateway --name "
           "gateway_cost_host (BEFORE: a checkout of a4819f8, whose gateway_scale runs set issue 26's baseline)"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
