@@ -124,10 +124,11 @@ def run_study(pythons: dict, ns=(100, 200), reps: int = 2, warmup_s: float = 12.
     ``$SELFMIS_TFLITE_KERNELS`` set (the same checkout with other kernels than its cards name)."""
     record = default_record_path()
     names = list(pythons)
-    host = machine_info()
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.uname().machine + " " + gateway_farm.cpu_model(),
-           # the host a cloud VM lands on changes between sessions (CPU generation, clock): kept with the figures
-           "host": {k: host.get(k) for k in ("cpu_model", "cpu_mhz", "cpu_flags_relevant", "platform")},
+    # the host a cloud VM lands on changes between sessions (CPU generation, clock): kept with the figures
+    host = {k: v for k, v in machine_info().items()
+            if k in ("cpu_arch", "cpu_model", "cpu_mhz", "cpu_flags_relevant", "platform")}
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{host['cpu_arch']} {host['cpu_model']}",
+           "host": host,
            "cores": os.cpu_count(), "warmup_s": warmup_s, "measure_s": measure_s, "record": Path(record).name,
            "checkouts": {k: {"commit": _commit_of(_series(p)[0]), "kernels": _series(p)[1] or "the card's"}
                          for k, p in pythons.items()},
@@ -184,21 +185,28 @@ def earlier_rows(path) -> dict:
     return {"file": Path(path).name, "date": d["date"], "command": d.get("command"), "rows": rows}
 
 
+#: CPU % from which a run is saturated (SCHED_FIFO's throttle caps it at 95 %): no ratio of such a run
+SATURATED_PCT = 94.0
+#: before this date the farm sent most frames at the same instants (the phase bug gateway_farm.ALIGNED tells of)
+_PHASES_FIXED = "2026-12-07"
+
+
 def _earlier_section(res: dict, before: str) -> list:
     e = res.get("earlier")
     if not e:
         return []
     by = {r["devices"]: r for r in res["summary"] if r["checkout"] == before}
+    phases = (f"; its farm then sent most frames at the same instants, the phase bug fixed on {_PHASES_FIXED}"
+              if e["date"] < _PHASES_FIXED else "")
     L = ["", f"## The host: {before} here and on {e['date']}", "",
          f"The same checkout, `{res['checkouts'][before]['commit']}`, measured on {e['date']} "
-         f"(`{e['file']}`, `{e['command']}`; its farm then sent most frames at the same instants, the phase bug "
-         "fixed on 2026-12-07) and in this run (a ratio is n/a where this run is saturated: 94 % or more of the "
-         "core, SCHED_FIFO's cap being 95 %):", "",
+         f"(`{e['file']}`, `{e['command']}`{phases}) and in this run (a ratio is n/a where this run is saturated: "
+         f"{SATURATED_PCT:g} % or more of the core, SCHED_FIFO's cap being 95 %):", "",
          f"| devices | CPU % on {e['date']} | CPU % here | ratio | p99 ms on {e['date']} | p99 ms here |",
          "|---|---|---|---|---|---|"]
     for then in (r for r in e["rows"] if r["devices"] in by):
         n, now = then["devices"], by[then["devices"]]
-        ratio = "n/a" if now["cpu_pct"] >= 94 else _ratio(now["cpu_pct"], then["cpu_pct"])
+        ratio = "n/a" if now["cpu_pct"] >= SATURATED_PCT else _ratio(now["cpu_pct"], then["cpu_pct"])
         L.append(f"| {n} | {then['cpu_pct']} | {now['cpu_pct']} | {ratio} | "
                  f"{then['p99_ms']} | {now['p99_ms']} |")
     return L

@@ -36,6 +36,8 @@ import numpy as np
 from selfmis import protocol as P
 from selfmis.simulate import VirtualDevice
 
+from .machine import cpu_info
+
 __all__ = ["farm", "start_farm", "run_point", "taskset", "pct", "cpu_model", "EDGE_RUN", "RT_PRIORITY", "ALIGNED",
            "summary_row"]
 
@@ -215,13 +217,8 @@ def run_point(n: int, record: str, warmup_s: float, measure_s: float, cpu=0, far
 
 
 def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    """The CPU's model name (:func:`.machine.cpu_info`'s, the one reading of /proc/cpuinfo)."""
+    return cpu_info().get("model") or ""
 
 
 def main(argv=None) -> int:
