@@ -192,6 +192,11 @@ STUDIES = (
           "--before-name issue-baseline-a4819f8 --after-name main --n 100,150,200 --reps 2 --rt --after-kernels "
           "default --earlier benchmarks/results/gateway/gateway_scale.json --out benchmarks/results/gateway --name "
           "gateway_cost_host (BEFORE: a checkout of a4819f8, whose gateway_scale runs set issue 26's baseline)"),
+    Study("gateway-cost-host-rerun", "gateway/gateway_cost_host_rerun.md", "gateway/gateway_cost_host_rerun.json",
+          gateway_cost.markdown, "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python "
+          "--before-name issue-baseline-a4819f8 --after-name main --n 100,150,200 --reps 2 --rt --after-kernels "
+          "default --earlier benchmarks/results/gateway/gateway_scale.json --out benchmarks/results/gateway --name "
+          "gateway_cost_host_rerun (gateway_cost_host's command again, 1 h 40 min later, main at 6330b2a)"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
     Study("pi-armhf-apt", "pi/armhf_debian_numpy.md", "pi/armhf_debian_numpy.json", pi_armhf_apt.markdown,
           "python -m selfmis.benchmarks.pi_armhf_apt (as root, after make target-pi built the armhf tree)"),
