@@ -143,8 +143,7 @@ class Pipeline(BeatScoring):
         #: filled (lost) model-rate samples tolerated inside one decision window
         self.max_gap = int(round(max_gap_s * self.fs)) if np.isfinite(max_gap_s) else None
         #: time base: "ok" unless the source says otherwise (rate_* link events)
-        self.rate_state = "ok"
-        self.rate_detail = {}
+        self.rate_state, self.rate_detail = "ok", {}
         #: is the column ECG: "ok" unless the source checks it (signal_* link events, :mod:`.ecg_check`)
         self.signal_state = "ok"
         self.signal, self.signal_t0, self.beat_log = [], [], []
@@ -195,12 +194,10 @@ class Pipeline(BeatScoring):
         if old is not None:  # block counts are cumulative over segments
             self.quality.counts = old.counts
         self.decider.reset()
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._flags = np.zeros(0, dtype=np.uint8)
+        self._buf, self._flags = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.uint8)
         self._buf_start = 0            # segment index of _buf[0]
-        self._n = 0                    # model-rate samples in this segment
-        self._n_in = 0                 # source samples in this segment
-        self._arrivals = deque(maxlen=4096)  # (segment index end, t_mono) per chunk
+        self._n = self._n_in = 0       # model-rate and source samples in this segment
+        self._arrivals = deque(maxlen=4096)  # (segment index end, t_mono) per chunk ending in _buf
         self._last_good = None
         self._last_beat = None
         self._last_r = -10 ** 9        # last R peak handled (de-duplication across detector restarts)
@@ -324,6 +321,9 @@ class Pipeline(BeatScoring):
             cut = len(self._buf) - self._keep
             self._buf, self._flags = self._buf[cut:], self._flags[cut:]
             self._buf_start += cut
+            # chunks ending before the buffer complete no window to come (kept: 0.4 MB a device in 7 min)
+            while self._arrivals[0][0] < self._buf_start:
+                self._arrivals.popleft()
         return events
 
     def _segment(self, c: Chunk, fs_in: float) -> int:
