@@ -38,7 +38,7 @@ from selfmis.edge_runtime.interpreter import KERNELS, KERNELS_ENV
 from selfmis.firmware_bridge.virtual_device import default_record_path
 
 from . import gateway_farm
-from .machine import machine_info
+from .machine import host_summary
 
 __all__ = ["run_study", "offline_cost", "summarize", "markdown", "main"]
 
@@ -125,8 +125,7 @@ def run_study(pythons: dict, ns=(100, 200), reps: int = 2, warmup_s: float = 12.
     record = default_record_path()
     names = list(pythons)
     # the host a cloud VM lands on changes between sessions (CPU generation, clock): kept with the figures
-    host = {k: v for k, v in machine_info().items()
-            if k in ("cpu_arch", "cpu_model", "cpu_mhz", "cpu_flags_relevant", "platform")}
+    host = host_summary()
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{host['cpu_arch']} {host['cpu_model']}",
            "host": host,
            "cores": os.cpu_count(), "warmup_s": warmup_s, "measure_s": measure_s, "record": Path(record).name,

@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from selfmis.firmware_bridge.virtual_device import default_record_path
+from selfmis.provenance import git_commit
+
+from .machine import host_summary
 
 __all__ = ["soak", "main"]
 
@@ -129,7 +132,7 @@ def soak(hours: float = 1.0, devices: int = 4, fault: float = 0.01, record: str 
         log(f"  {did}: {res['per_device'][did]}")
     res["ok"] = (gw.returncode == 0 and len(sums) == devices
                  and all(d["recording_matches_jsonl"] and d["decisions"] for d in res["per_device"].values()))
-    res["workdir"] = str(work)
+    res["workdir"] = work.name  # a scratch folder: its name, not this machine's path
     return res
 
 
@@ -144,6 +147,8 @@ def main(argv=None) -> int:
     res = soak(args.hours, args.devices, args.fault, log=log)
     res["command"] = "python -m selfmis.benchmarks.gateway_soak " + " ".join(argv or sys.argv[1:])
     res["date"] = time.strftime("%Y-%m-%d %H:%M")
+    res["commit"] = git_commit() or "unknown"
+    res["host"] = host_summary()  # wall time and real-time factor depend on it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps(res, indent=1))

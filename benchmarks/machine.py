@@ -106,6 +106,15 @@ def _loadavg():
         return None
 
 
+#: what a timing study records of its host: its figures depend on it (gateway/gateway_cost_host.md)
+HOST_KEYS = ("cpu_arch", "cpu_model", "cpu_mhz", "cpu_flags_relevant", "platform")
+
+
+def host_summary() -> dict:
+    """The :data:`HOST_KEYS` fields of :func:`machine_info`: the host a gateway study ran on."""
+    return {k: v for k, v in machine_info().items() if k in HOST_KEYS}
+
+
 def machine_info(argv=None) -> dict:
     cpu = cpu_info()
     flags = set(cpu.get("flags", []))
