@@ -110,16 +110,23 @@ def _loadavg():
 HOST_KEYS = ("cpu_arch", "cpu_model", "cpu_mhz", "cpu_flags_relevant", "platform")
 
 
+def _relevant_flags(cpu: dict) -> list:
+    """The CPU flags that decide kernel speed (vector ISA) and whether the figures are a VM's."""
+    return sorted(set(cpu.get("flags", [])) & {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+                                                "avx_vnni", "sse4_2", "neon", "asimd", "asimddp", "hypervisor"})
+
+
 def host_summary() -> dict:
-    """The :data:`HOST_KEYS` fields of :func:`machine_info`: the host a gateway study ran on."""
-    return {k: v for k, v in machine_info().items() if k in HOST_KEYS}
+    """The :data:`HOST_KEYS` fields of :func:`machine_info` (from /proc/cpuinfo alone: no package
+    versions, no git): the host a gateway study ran on."""
+    cpu = cpu_info()
+    return {"cpu_arch": cpu.get("arch"), "cpu_model": cpu.get("model"), "cpu_mhz": cpu.get("mhz"),
+            "cpu_flags_relevant": _relevant_flags(cpu), "platform": platform.platform()}
 
 
 def machine_info(argv=None) -> dict:
     cpu = cpu_info()
-    flags = set(cpu.get("flags", []))
-    interesting = sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
-                                   "sse4_2", "neon", "asimd", "asimddp", "hypervisor"})
+    interesting = _relevant_flags(cpu)
     try:
         mem_kb = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines()
                           if l.startswith("MemTotal")))

@@ -119,6 +119,10 @@ def _beats(res: dict) -> str:
 _GW = "python -m selfmis.benchmarks.gateway_scale --rt"
 #: BEFORE: a `git worktree` of the baseline commit with its own `make install` (the JSON names both commits)
 _GC = "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python --n 100,200 --reps 2 --rt"
+#: the issue-26 baseline against main on one host (gateway_cost_host and its rerun: the same command)
+_GC_HOST = ("python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python --before-name "
+            "issue-baseline-a4819f8 --after-name main --n 100,150,200 --reps 2 --rt --after-kernels default "
+            "--earlier benchmarks/results/gateway/gateway_scale.json --out benchmarks/results/gateway --name")
 STUDIES = (
     Study("bench", "latest/bench.md", "latest/bench.json", bench_markdown, "selfmis bench",
           "selfmis bench --quick --out {out}"),
@@ -188,15 +192,11 @@ STUDIES = (
           "--before-name session-start-6e7fb2d --after-name main --n 100,200 --reps 1 --rt --after-kernels default "
           "--out benchmarks/results/gateway --name gateway_cost_final (load average 0.2-1.1)"),
     Study("gateway-cost-host", "gateway/gateway_cost_host.md", "gateway/gateway_cost_host.json",
-          gateway_cost.markdown, "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python "
-          "--before-name issue-baseline-a4819f8 --after-name main --n 100,150,200 --reps 2 --rt --after-kernels "
-          "default --earlier benchmarks/results/gateway/gateway_scale.json --out benchmarks/results/gateway --name "
-          "gateway_cost_host (BEFORE: a checkout of a4819f8, whose gateway_scale runs set issue 26's baseline)"),
+          gateway_cost.markdown, f"{_GC_HOST} gateway_cost_host (BEFORE: a checkout of a4819f8, whose "
+          "gateway_scale runs set issue 26's baseline)"),
     Study("gateway-cost-host-rerun", "gateway/gateway_cost_host_rerun.md", "gateway/gateway_cost_host_rerun.json",
-          gateway_cost.markdown, "python -m selfmis.benchmarks.gateway_cost --before-python BEFORE/.venv/bin/python "
-          "--before-name issue-baseline-a4819f8 --after-name main --n 100,150,200 --reps 2 --rt --after-kernels "
-          "default --earlier benchmarks/results/gateway/gateway_scale.json --out benchmarks/results/gateway --name "
-          "gateway_cost_host_rerun (gateway_cost_host's command again, 1 h 40 min later, main at 6330b2a)"),
+          gateway_cost.markdown, f"{_GC_HOST} gateway_cost_host_rerun (gateway_cost_host's command again, "
+          "1 h 40 min later, main at 6330b2a)"),
     Study("target-pi", "pi/target_pi.md", "pi/target_pi.json", pi_report.markdown, "make target-pi"),
     Study("pi-armhf-apt", "pi/armhf_debian_numpy.md", "pi/armhf_debian_numpy.json", pi_armhf_apt.markdown,
           "python -m selfmis.benchmarks.pi_armhf_apt (as root, after make target-pi built the armhf tree)"),

@@ -2,14 +2,12 @@
 it held after one (a gateway of 200 devices runs for days)."""
 import gc
 import tracemalloc
-from pathlib import Path
 
 from selfmis.edge_runtime.pipeline import Pipeline
 from selfmis.edge_runtime.sources.framed import FramedStream
 from selfmis.edge_runtime.sources.rate import RateWatch
+from selfmis.firmware_bridge.virtual_device import default_record_path
 from selfmis.simulate import VirtualDevice
-
-RECORD = str(Path(__file__).resolve().parent.parent / "core/sample_data/ptbxl/records500/00000/00271_hr")
 
 
 def _traced_kb_after(seconds: tuple) -> list:
@@ -21,7 +19,7 @@ def _traced_kb_after(seconds: tuple) -> list:
         gc.collect()
         base = tracemalloc.get_traced_memory()[0]
         pipeline, marks, out = Pipeline(None), list(seconds), []
-        for w in VirtualDevice.from_path(RECORD, loop=True, device_id="dev", seed=0).chunks():
+        for w in VirtualDevice.from_path(default_record_path(), loop=True, device_id="dev", seed=0).chunks():
             for chunk in framed.feed(w.data, t_arrival=1e9 + w.t, t_mono=1e3 + w.t):
                 for item in rate.process(chunk):
                     pipeline.handle(item)
